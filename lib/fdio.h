@@ -1,0 +1,21 @@
+/* fdio.h: whole-buffer I/O that survives EINTR and short transfers, and
+ * passing file descriptors over unix sockets (SCM_RIGHTS). */
+#pragma once
+
+#include <stddef.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+/* Read exactly LEN bytes. 0 on success, -EPIPE on EOF before LEN (-ECONNRESET if
+ * EOF came after some bytes), -errno otherwise. */
+int read_full(int fd, void *buf, size_t len);
+int write_full(int fd, const void *buf, size_t len);
+/* Write all of IOV (modified in place). */
+int writev_full(int fd, struct iovec *iov, int iovcnt);
+
+/* Send LEN bytes of BUF with N_FDS descriptors attached (one sendmsg). */
+int send_with_fds(int sock, const void *buf, size_t len, const int *fds, size_t n_fds);
+/* Receive up to LEN bytes; descriptors (O_CLOEXEC) land in FDS (up to *N_FDS; the
+ * count received is stored back). Returns bytes received, 0 on EOF, -errno. Extra
+ * descriptors beyond *N_FDS are closed and -EBADMSG returned. */
+ssize_t recv_with_fds(int sock, void *buf, size_t len, int *fds, size_t *n_fds);

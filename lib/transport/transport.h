@@ -1,0 +1,114 @@
+/* transport.h: the one client interface to a memory appliance. Implementations:
+ * tcp (tcp://, also unix:// which speaks the same frames over a unix socket),
+ * shm (shm:///PATH: same-host appliance, data moved by memcpy in the shared
+ * pool) and, later, rdma. memd, the CLI, tests, benchmarks and the appliance
+ * itself (appliance-to-appliance copy) reach appliances only through here.
+ *
+ * Thread safety: a transport may be used from many threads at once. The
+ * synchronous calls block only their caller. The asynchronous pair
+ * (xmem_transport_submit / xmem_transport_reap) lets one thread keep many
+ * reads and writes in flight (pipelined, tagged); completions are reaped by
+ * the thread that submitted them. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <xmem/wire.h>
+
+#include "error.h"
+
+struct xmem_region_ref {
+        uint64_t id;
+        uint8_t key[XMEM_KEY_SIZE];
+};
+
+struct xmem_transport_opts {
+        unsigned connections; /* tcp: parallel connections, 0 = default (4) */
+        unsigned timeout_ms;  /* connect and per-request timeout, 0 = default (10000) */
+};
+
+struct xmem_transport; /* opaque */
+
+/* One read or write. The caller owns it and BUF until it is reaped. */
+struct xmem_io {
+        uint16_t op; /* XMEM_OP_READ or XMEM_OP_WRITE */
+        struct xmem_region_ref region;
+        uint64_t offset;
+        void *buf;
+        size_t len;  /* up to the appliance's max_io (XMEM_WIRE_MAX_IO) */
+        void *user;  /* caller's cookie */
+        int result;  /* on completion: 0 or -errno */
+        /* private to the transport */
+        uint32_t tag_;
+        struct xmem_io *next_;
+};
+
+struct xmem_transport_ops {
+        const char *scheme;
+        int (*open)(const char *uri, const struct xmem_transport_opts *opts,
+                    struct xmem_transport **ret, struct xmem_error *err);
+        void (*close)(struct xmem_transport *t);
+        /* Send one control request (any op but READ/WRITE handled by submit) and
+         * wait for its reply. *RET_PAYLOAD (malloc'd) receives the reply payload. */
+        int (*call)(struct xmem_transport *t, const struct xmem_wire_hdr *req,
+                    const void *payload, struct xmem_wire_hdr *ret_reply, void **ret_payload);
+        int (*submit)(struct xmem_transport *t, struct xmem_io *const *ios, size_t n);
+        int (*reap)(struct xmem_transport *t, struct xmem_io **ret, size_t max, int min_wait,
+                    int timeout_ms);
+        int (*readv)(struct xmem_transport *t, const struct xmem_region_ref *r,
+                     const struct xmem_wire_seg *segs, size_t nseg, void *buf);
+        int (*writev)(struct xmem_transport *t, const struct xmem_region_ref *r,
+                      const struct xmem_wire_seg *segs, size_t nseg, const void *buf);
+};
+
+/* Open a transport for URI (tcp://, unix://, shm://, rdma://). ERR explains failures. */
+int xmem_transport_open(const char *uri, const struct xmem_transport_opts *opts,
+                        struct xmem_transport **ret, struct xmem_error *err);
+void xmem_transport_close(struct xmem_transport *t);
+/* The appliance's HELLO answer (chunk size, pool size, features, max_io). */
+const struct xmem_wire_hello *xmem_transport_hello(struct xmem_transport *t);
+const char *xmem_transport_uri(struct xmem_transport *t);
+
+/* Asynchronous I/O: queue N ios (pipelined); reap at least MIN_WAIT completions
+ * (up to MAX) waiting at most TIMEOUT_MS (-1 = forever). Returns the number
+ * reaped or -errno (-ETIMEDOUT). */
+int xmem_transport_submit(struct xmem_transport *t, struct xmem_io *const *ios, size_t n);
+int xmem_transport_reap(struct xmem_transport *t, struct xmem_io **ret, size_t max,
+                        int min_wait, int timeout_ms);
+
+/* Synchronous data path; LEN may exceed max_io (split internally). */
+int xmem_read(struct xmem_transport *t, const struct xmem_region_ref *r, uint64_t offset,
+              void *buf, size_t len);
+int xmem_write(struct xmem_transport *t, const struct xmem_region_ref *r, uint64_t offset,
+               const void *buf, size_t len);
+/* Scatter-gather: BUF holds the segments' data concatenated. */
+int xmem_readv(struct xmem_transport *t, const struct xmem_region_ref *r,
+               const struct xmem_wire_seg *segs, size_t nseg, void *buf);
+int xmem_writev(struct xmem_transport *t, const struct xmem_region_ref *r,
+                const struct xmem_wire_seg *segs, size_t nseg, const void *buf);
+
+/* Region management (metadata operations on the appliance). */
+int xmem_region_alloc(struct xmem_transport *t, uint64_t size, struct xmem_region_ref *ret,
+                      uint64_t *ret_size);
+int xmem_region_free(struct xmem_transport *t, const struct xmem_region_ref *r);
+int xmem_region_resize(struct xmem_transport *t, const struct xmem_region_ref *r,
+                       uint64_t size, uint64_t *ret_size);
+int xmem_region_snapshot(struct xmem_transport *t, const struct xmem_region_ref *r,
+                         struct xmem_region_ref *ret_snapshot);
+int xmem_region_clone(struct xmem_transport *t, const struct xmem_region_ref *r,
+                      struct xmem_region_ref *ret_clone);
+int xmem_region_revert(struct xmem_transport *t, const struct xmem_region_ref *r,
+                       const struct xmem_region_ref *snapshot);
+/* Server-side copy of LEN bytes from SRC@SRC_OFF to DST@DST_OFF on the appliance
+ * at DST_URI (NULL or "" = the same appliance); the data never passes through
+ * this client. */
+int xmem_region_copy(struct xmem_transport *t, const struct xmem_region_ref *src,
+                     uint64_t src_off, const char *dst_uri, const struct xmem_region_ref *dst,
+                     uint64_t dst_off, uint64_t len);
+/* Stats as JSON text (malloc'd); R = NULL for the appliance's own. */
+int xmem_stats(struct xmem_transport *t, const struct xmem_region_ref *r, char **ret_json);
+
+/* Registered implementations (rdma only when built with it). */
+extern const struct xmem_transport_ops xmem_transport_tcp_ops;
+extern const struct xmem_transport_ops xmem_transport_shm_ops;

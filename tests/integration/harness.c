@@ -1,0 +1,188 @@
+/* harness.c: process control for integration tests. */
+#include <criterion/criterion.h>
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+void harness_init(struct harness_proc *p)
+{
+        memset(p, 0, sizeof(*p));
+        p->pid = -1;
+        snprintf(p->dir, sizeof(p->dir), "/tmp/xmem-test.XXXXXX");
+        cr_assert_not_null(mkdtemp(p->dir), "mkdtemp: %s", strerror(errno));
+}
+
+static uint16_t free_port(void)
+{
+        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        socklen_t len = sizeof(sa);
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+        cr_assert(fd >= 0);
+        cr_assert(bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
+        cr_assert(getsockname(fd, (struct sockaddr *)&sa, &len) == 0);
+        close(fd);
+        return ntohs(sa.sin_port);
+}
+
+int harness_connect_tcp(const struct harness_proc *p)
+{
+        struct sockaddr_in sa = {
+                .sin_family = AF_INET,
+                .sin_port = htons(p->port),
+                .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+        };
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+        if (fd < 0)
+                return -errno;
+        if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+                int r = -errno;
+                close(fd);
+                return r;
+        }
+        return fd;
+}
+
+static bool unix_ready(const char *path)
+{
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        bool ok;
+
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+        ok = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+        if (fd >= 0)
+                close(fd);
+        return ok;
+}
+
+void harness_appliance_start(struct harness_proc *p, const char *const *extra_args)
+{
+        const char *bin = getenv("XMEM_APPLIANCE");
+        char listen_tcp[64], listen_unix[160], sock[128];
+        const char *argv[64];
+        int argc = 0;
+
+        cr_assert_not_null(bin, "XMEM_APPLIANCE is not set (run through meson test)");
+        if (!p->port)
+                p->port = free_port();
+        snprintf(sock, sizeof(sock), "%s/appliance.sock", p->dir);
+        snprintf(listen_tcp, sizeof(listen_tcp), "tcp://127.0.0.1:%u", p->port);
+        snprintf(listen_unix, sizeof(listen_unix), "unix://%s", sock);
+        snprintf(p->tcp_uri, sizeof(p->tcp_uri), "%s", listen_tcp);
+        snprintf(p->unix_uri, sizeof(p->unix_uri), "%s", listen_unix);
+        snprintf(p->shm_uri, sizeof(p->shm_uri), "shm://%s", sock);
+        snprintf(p->log_path, sizeof(p->log_path), "%s/appliance.log", p->dir);
+
+        argv[argc++] = bin;
+        argv[argc++] = "--listen";
+        argv[argc++] = listen_tcp;
+        argv[argc++] = "--listen";
+        argv[argc++] = listen_unix;
+        for (; extra_args && *extra_args && argc < 62; extra_args++)
+                argv[argc++] = *extra_args;
+        argv[argc] = NULL;
+
+        p->pid = fork();
+        cr_assert(p->pid >= 0);
+        if (p->pid == 0) {
+                int fd = open(p->log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+                if (fd >= 0) {
+                        dup2(fd, 2);
+                        close(fd);
+                }
+                execv(bin, (char *const *)argv);
+                _exit(127);
+        }
+        for (int i = 0; i < 500; i++) { /* up to 10 s */
+                int status, fd;
+                if (waitpid(p->pid, &status, WNOHANG) == p->pid) {
+                        p->pid = -1;
+                        cr_assert_fail("appliance exited during start-up (status %d), see %s",
+                                       status, p->log_path);
+                }
+                fd = harness_connect_tcp(p);
+                if (fd >= 0) {
+                        close(fd);
+                        if (unix_ready(sock))
+                                return;
+                }
+                usleep(20000);
+        }
+        harness_kill(p);
+        cr_assert_fail("appliance did not start listening within 10 s, see %s", p->log_path);
+}
+
+int harness_stop(struct harness_proc *p)
+{
+        int status = -1;
+
+        if (p->pid <= 0)
+                return -1;
+        kill(p->pid, SIGTERM);
+        for (int i = 0; i < 1000; i++) { /* up to 10 s, then SIGKILL */
+                if (waitpid(p->pid, &status, WNOHANG) == p->pid) {
+                        p->pid = -1;
+                        return status;
+                }
+                usleep(10000);
+        }
+        harness_kill(p);
+        return -1;
+}
+
+void harness_kill(struct harness_proc *p)
+{
+        if (p->pid <= 0)
+                return;
+        kill(p->pid, SIGKILL);
+        waitpid(p->pid, NULL, 0);
+        p->pid = -1;
+}
+
+void harness_cleanup(struct harness_proc *p)
+{
+        char cmd[128];
+
+        harness_stop(p);
+        if (p->dir[0]) {
+                snprintf(cmd, sizeof(cmd), "rm -rf '%s'", p->dir);
+                if (system(cmd) != 0)
+                        fprintf(stderr, "harness: could not remove %s\n", p->dir);
+        }
+}
+
+bool harness_is_root(void)
+{
+        return geteuid() == 0;
+}
+
+void harness_pattern(void *buf, size_t len, uint64_t seed, uint64_t offset)
+{
+        uint8_t *b = buf;
+
+        /* each 8-byte word depends on seed and its absolute offset: misplaced
+         * or stale data never matches by accident */
+        for (size_t i = 0; i < len; i++) {
+                uint64_t pos = offset + i;
+                uint64_t x = (pos >> 3) * 0x9e3779b97f4a7c15ULL ^ seed;
+                x ^= x >> 29;
+                x *= 0xbf58476d1ce4e5b9ULL;
+                x ^= x >> 32;
+                b[i] = (uint8_t)(x >> (8 * (pos & 7)));
+        }
+}
