@@ -1,4 +1,5 @@
 /* uri.c: endpoint parsing. */
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -50,8 +51,9 @@ static int parse_host_port(const char *s, const char *rest, struct xmem_uri *u,
                 memcpy(u->host, rest, hlen);
                 u->host[hlen] = 0;
         }
+        /* host names, IPv4, and (bracketed) IPv6 with an optional %zone */
         for (const char *p = u->host; *p; p++)
-                if (*p == '/' || *p == '@' || *p == ' ')
+                if (!isalnum((unsigned char)*p) && !strchr(".-_:%", *p))
                         return xmem_error_set(err, -EINVAL, "%s: bad host", s);
         if (parse_u64(colon + 1, &port) < 0 || port == 0 || port > 65535)
                 return xmem_error_set(err, -EINVAL, "%s: port must be 1..65535", s);

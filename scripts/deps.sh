@@ -1,0 +1,24 @@
+# scripts/deps.sh: sourced by scripts/test and scripts/demo. Installs every
+# build and test dependency with apt-get, quietly, only when one is missing.
+XMEM_PACKAGES=(
+  meson ninja-build pkg-config gcc clang libclang-rt-14-dev
+  libjson-c-dev libsystemd-dev libcap-dev libseccomp-dev libjemalloc-dev
+  libcriterion-dev libibverbs-dev librdmacm-dev
+  runc busybox-static podman iproute2 util-linux python3
+)
+
+xmem_install_deps() {
+  local missing=()
+  for p in "${XMEM_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "xmem: installing ${missing[*]}"
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "xmem: missing packages and not root: apt-get install ${missing[*]}" >&2
+    return 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
