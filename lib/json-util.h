@@ -40,3 +40,8 @@ struct json_field {
  * refused unless ALLOW_UNKNOWN. Nothing in OUT is touched on failure. */
 int json_dispatch(json_object *obj, const struct json_field *fields, void *out,
                   size_t out_size, bool allow_unknown, struct xmem_error *err);
+/* The same, naming fields as WHERE.FIELD in messages ("params.local_limit: must be
+ * a size like 64M, 8G"); WHERE may be NULL. */
+int json_dispatch_at(json_object *obj, const struct json_field *fields, void *out,
+                     size_t out_size, bool allow_unknown, const char *where,
+                     struct xmem_error *err);

@@ -52,6 +52,14 @@ void transport_io_done(struct xmem_transport *t, struct xmem_cq *cq, struct xmem
 /* Account N ios as in flight on CQ (before they are sent). */
 void transport_cq_add_inflight(struct xmem_transport *t, struct xmem_cq *cq, size_t n);
 
+/* ops->submit and ops->reap for every implementation: validate, then
+ * submit_cq on the calling thread's queue; reap from that queue. */
+int transport_generic_submit(struct xmem_transport *t, struct xmem_io *const *ios, size_t n);
+int transport_generic_reap(struct xmem_transport *t, struct xmem_io **ret, size_t max,
+                           int min_wait, int timeout_ms);
+/* Send HELLO through ops->call and store the answer in t->hello. */
+int transport_hello(struct xmem_transport *t, struct xmem_error *err);
+
 /* Check an io before submission: op, length within max_io, buffer. */
 int transport_io_check(const struct xmem_transport *t, const struct xmem_io *io);
 

@@ -54,14 +54,14 @@ Test(json, dispatch_refusals_name_the_field)
                 const char *text;
                 const char *why;
         } bad[] = {
-                { "{\"local_limit\":1}", "missing field 'id'" },
-                { "{\"id\":5,\"local_limit\":1}", "'id' must be a string" },
-                { "{\"id\":\"a\",\"local_limit\":\"64Q\"}", "'local_limit' must be a size" },
-                { "{\"id\":\"a\",\"local_limit\":-1}", "'local_limit' out of range" },
-                { "{\"id\":\"a\",\"local_limit\":1,\"pid\":1.5}", "'pid' must be an integer" },
-                { "{\"id\":\"a\",\"local_limit\":1,\"verbose\":1}", "'verbose' must be true" },
-                { "{\"id\":\"a\",\"local_limit\":1,\"bogus\":1}", "unknown field 'bogus'" },
-                { "{\"id\":\"a\",\"local_limit\":1,\"extra\":[]}", "'extra' must be an object" },
+                { "{\"local_limit\":1}", "id: missing" },
+                { "{\"id\":5,\"local_limit\":1}", "id: must be a string" },
+                { "{\"id\":\"a\",\"local_limit\":\"64Q\"}", "local_limit: must be a size" },
+                { "{\"id\":\"a\",\"local_limit\":-1}", "local_limit: out of range" },
+                { "{\"id\":\"a\",\"local_limit\":1,\"pid\":1.5}", "pid: must be an integer" },
+                { "{\"id\":\"a\",\"local_limit\":1,\"verbose\":1}", "verbose: must be true" },
+                { "{\"id\":\"a\",\"local_limit\":1,\"bogus\":1}", "bogus: unknown field" },
+                { "{\"id\":\"a\",\"local_limit\":1,\"extra\":[]}", "extra: must be an object" },
                 { "[1,2]", "expected a JSON object" },
                 { "{\"id\":", "invalid JSON" },
                 { "{} {}", "invalid JSON" },
@@ -87,4 +87,16 @@ Test(json, depth_limited)
         memset(deep + 100, ']', 100);
         cr_assert_lt(json_parse(deep, sizeof(deep), &o, &err), 0);
         cr_assert_null(o);
+}
+
+Test(json, dispatch_at_names_the_path)
+{
+        _cleanup_json_ json_object *o = NULL;
+        struct attach_args a = { 0 };
+        struct xmem_error err = { 0 };
+        const char *text = "{\"id\":\"a\",\"local_limit\":\"64Q\"}";
+
+        cr_assert_eq(json_parse(text, strlen(text), &o, &err), 0);
+        cr_assert_lt(json_dispatch_at(o, attach_fields, &a, sizeof(a), false, "params", &err), 0);
+        cr_assert_str_eq(err.msg, "params.local_limit: must be a size like 64M, 8G");
 }

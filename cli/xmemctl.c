@@ -1,0 +1,225 @@
+/* xmemctl.c: the operator's command line for memd: list, stats, attach,
+ * detach. Human output by default, the raw reply with --json; errors in one
+ * line on stderr. */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "api.h"
+#include "json-util.h"
+#include "macro.h"
+#include "parse.h"
+
+static const char *arg_socket = "/run/xmem/memd.sock";
+static bool arg_json;
+
+static int fail(const char *fmt, const char *a, const char *b)
+{
+        fprintf(stderr, "xmemctl: ");
+        fprintf(stderr, fmt, a, b);
+        fputc('\n', stderr);
+        return EXIT_FAILURE;
+}
+
+/* Send REQ, return the parsed reply's result (or print the error). */
+static int call(json_object *req, json_object **ret_reply)
+{
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        static char buf[API_MAX_MESSAGE + 1];
+        _cleanup_close_ int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+        struct xmem_error err = {};
+        int fds[API_MAX_FDS];
+        size_t n_fds = 0;
+        ssize_t n;
+
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", arg_socket);
+        if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+                return fail("memd at %s: %s", arg_socket, strerror(errno));
+        if (api_send(fd, req, NULL, 0) < 0)
+                return fail("memd at %s: sending: %s", arg_socket, strerror(errno));
+        n = api_recv(fd, buf, fds, &n_fds);
+        for (size_t i = 0; i < n_fds; i++)
+                close(fds[i]);
+        if (n <= 0)
+                return fail("memd at %s: %s", arg_socket,
+                            n == 0 ? "closed the connection" : strerror((int)-n));
+        if (json_parse(buf, (size_t)n, ret_reply, &err) < 0)
+                return fail("memd at %s: bad reply: %s", arg_socket, xmem_error_str(&err));
+        return 0;
+}
+
+static const char *get_str(json_object *o, const char *k)
+{
+        json_object *v;
+
+        return json_object_object_get_ex(o, k, &v) && v ? json_object_get_string(v) : "";
+}
+
+static uint64_t get_u64(json_object *o, const char *k)
+{
+        json_object *v;
+
+        return json_object_object_get_ex(o, k, &v) && v ? (uint64_t)json_object_get_int64(v) : 0;
+}
+
+static const char *sz(char *buf, uint64_t v)
+{
+        return format_size(buf, 32, v);
+}
+
+static void print_container(json_object *c)
+{
+        char a[32], b[32], d[32];
+
+        printf("%-20s %-8s %-8s %-8s %-16s %4" PRIu64 "  %s\n", get_str(c, "id"),
+               sz(a, get_u64(c, "local_limit")), sz(b, get_u64(c, "external")),
+               sz(d, get_u64(c, "local_alloc_limit")), get_str(c, "policy"),
+               get_u64(c, "processes"), get_str(c, "cgroup"));
+}
+
+static void print_result(const char *verb, json_object *res)
+{
+        json_object *arr, *lat;
+        char a[32], b[32], d[32];
+
+        if (strcmp(verb, "list") == 0 && json_object_object_get_ex(res, "containers", &arr)) {
+                printf("%-20s %-8s %-8s %-8s %-16s %4s  %s\n", "ID", "LOCAL", "EXTERNAL",
+                       "ALLOC", "POLICY", "PROC", "CGROUP");
+                for (size_t i = 0; i < json_object_array_length(arr); i++)
+                        print_container(json_object_array_get_idx(arr, i));
+        } else if (strcmp(verb, "stats") == 0) {
+                printf("container      %s\n", get_str(res, "id"));
+                printf("resident       %s of budget %s (local limit %s)\n",
+                       sz(a, get_u64(res, "resident_bytes")), sz(b, get_u64(res, "budget_bytes")),
+                       sz(d, get_u64(res, "local_limit")));
+                printf("faults         %" PRIu64 " (%" PRIu64 " missing, %" PRIu64 " write)\n",
+                       get_u64(res, "faults"), get_u64(res, "missing_faults"),
+                       get_u64(res, "wp_faults"));
+                printf("fetched        %s\nwritten back   %s\nevictions      %" PRIu64 "\n",
+                       sz(a, get_u64(res, "fetched_bytes")),
+                       sz(b, get_u64(res, "written_back_bytes")), get_u64(res, "evictions"));
+                if (json_object_object_get_ex(res, "fault_latency_us", &lat))
+                        printf("fault latency  p50 %" PRIu64 " us, p99 %" PRIu64
+                               " us, p999 %" PRIu64 " us\n",
+                               get_u64(lat, "p50"), get_u64(lat, "p99"), get_u64(lat, "p999"));
+                if (json_object_object_get_ex(res, "processes", &arr))
+                        printf("processes      %zu\n", json_object_array_length(arr));
+        } else if (strcmp(verb, "attach") == 0) {
+                printf("attached %s\n", get_str(res, "id"));
+        } else if (strcmp(verb, "detach") == 0) {
+                printf("detached %s\n", get_str(res, "id"));
+        }
+}
+
+/* Build attach params from "ID --cgroup DIR --local-limit S --external S ...". */
+static int attach_params(int argc, char **argv, json_object *params)
+{
+        static const struct option opts[] = {
+                { "cgroup", required_argument, NULL, 'g' },
+                { "local-limit", required_argument, NULL, 'l' },
+                { "external", required_argument, NULL, 'e' },
+                { "policy", required_argument, NULL, 'p' },
+                { "local-alloc-limit", required_argument, NULL, 'a' },
+                { "appliance", required_argument, NULL, 'A' },
+                {},
+        };
+        static const char *const keys[128] = {
+                ['g'] = "cgroup", ['l'] = "local_limit", ['e'] = "external",
+                ['p'] = "policy", ['a'] = "local_alloc_limit", ['A'] = "appliance",
+        };
+        int c;
+
+        optind = 1;
+        while ((c = getopt_long(argc, argv, "", opts, NULL)) >= 0) {
+                if (c == '?' || c >= 128 || !keys[c])
+                        return -EINVAL;
+                json_object_object_add(params, keys[c], json_object_new_string(optarg));
+        }
+        if (optind != argc - 1)
+                return -EINVAL;
+        json_object_object_add(params, "id", json_object_new_string(argv[optind]));
+        return 0;
+}
+
+static int build(int argc, char **argv, json_object *params)
+{
+        const char *verb = argv[0];
+
+        if (strcmp(verb, "list") == 0)
+                return argc == 1 ? 0 : -EINVAL;
+        if (strcmp(verb, "stats") == 0 || strcmp(verb, "detach") == 0) {
+                bool force = argc == 3 && strcmp(argv[2], "--force") == 0 &&
+                             strcmp(verb, "detach") == 0;
+                if (argc != 2 && !force)
+                        return -EINVAL;
+                json_object_object_add(params, "id", json_object_new_string(argv[1]));
+                if (force)
+                        json_object_object_add(params, "force", json_object_new_boolean(true));
+                return 0;
+        }
+        if (strcmp(verb, "attach") == 0)
+                return attach_params(argc, argv, params);
+        return -EOPNOTSUPP;
+}
+
+static void usage(void)
+{
+        printf("xmemctl [--socket PATH] [--json] COMMAND\n\n"
+               "  list\n"
+               "  stats ID\n"
+               "  attach ID --cgroup DIR --local-limit SIZE --external SIZE\n"
+               "         [--policy local-first|external-first|ratio:N]\n"
+               "         [--local-alloc-limit SIZE] [--appliance URI]\n"
+               "  detach ID [--force]\n");
+}
+
+int main(int argc, char **argv)
+{
+        _cleanup_json_ json_object *req = json_object_new_object(), *reply = NULL;
+        json_object *params = json_object_new_object(), *v, *e;
+        int i = 1;
+
+        for (; i < argc && argv[i][0] == '-'; i++) {
+                if (strcmp(argv[i], "--json") == 0)
+                        arg_json = true;
+                else if (strcmp(argv[i], "--socket") == 0 && i + 1 < argc)
+                        arg_socket = argv[++i];
+                else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+                        usage();
+                        json_object_put(params);
+                        return EXIT_SUCCESS;
+                } else {
+                        json_object_put(params);
+                        return fail("unknown option %s%s (see --help)", argv[i], "");
+                }
+        }
+        if (i >= argc || build(argc - i, argv + i, params) < 0) {
+                json_object_put(params);
+                return fail("%s%s: bad command line (see --help)", i < argc ? argv[i] : "no command",
+                            "");
+        }
+        json_object_object_add(req, "xmem", json_object_new_int(API_VERSION));
+        json_object_object_add(req, "method", json_object_new_string(argv[i]));
+        json_object_object_add(req, "params", params);
+        if (call(req, &reply) != 0)
+                return EXIT_FAILURE;
+        if (arg_json)
+                printf("%s\n", json_object_to_json_string_ext(reply, JSON_C_TO_STRING_PLAIN));
+        if (!json_object_object_get_ex(reply, "ok", &v) || !json_object_get_boolean(v)) {
+                if (!json_object_object_get_ex(reply, "error", &e))
+                        return fail("memd answered without ok or error%s%s", "", "");
+                if (!arg_json)
+                        fprintf(stderr, "xmemctl: %s (%s)\n", get_str(e, "message"),
+                                get_str(e, "errno"));
+                return EXIT_FAILURE;
+        }
+        if (!arg_json && json_object_object_get_ex(reply, "result", &v))
+                print_result(argv[i], v);
+        return EXIT_SUCCESS;
+}

@@ -1,0 +1,66 @@
+/* arena.c: creating and freeing external arenas (memfd + chunk state). */
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "arena.h"
+#include "macro.h"
+
+int arena_new(uint64_t size, uint32_t chunk_size, struct store *store, bool fresh,
+              struct arena **ret)
+{
+        struct arena *a;
+
+        if (chunk_size < ARENA_PAGE_SIZE || (chunk_size & (chunk_size - 1)) || size == 0)
+                return -EINVAL;
+        size = ALIGN_UP(size, (uint64_t)chunk_size);
+        a = calloc(1, sizeof(*a));
+        if (!a)
+                return -ENOMEM;
+        a->uffd = -1;
+        a->memfd = -1;
+        a->size = size;
+        a->chunk_size = chunk_size;
+        a->n_chunks = size / chunk_size;
+        a->store = store;
+        a->seq_next = UINT64_MAX;
+        pthread_mutex_init(&a->lock, NULL);
+        a->state = calloc(a->n_chunks, 1);
+        a->referenced = calloc(a->n_chunks, 1);
+        a->stored = malloc(a->n_chunks);
+        if (!a->state || !a->referenced || !a->stored) {
+                arena_free(a);
+                return -ENOMEM;
+        }
+        for (uint64_t i = 0; i < a->n_chunks; i++)
+                a->stored[i] = !fresh;
+        a->memfd = memfd_create("xmem-arena", MFD_CLOEXEC);
+        if (a->memfd < 0 || ftruncate(a->memfd, (off_t)size) < 0) {
+                int r = -errno;
+                arena_free(a);
+                return r;
+        }
+        *ret = a;
+        return 0;
+}
+
+void arena_attach(struct arena *a, int uffd, uint64_t base)
+{
+        safe_close(a->uffd);
+        a->uffd = uffd;
+        a->base = base;
+}
+
+void arena_free(struct arena *a)
+{
+        if (!a)
+                return;
+        safe_close(a->uffd);
+        safe_close(a->memfd);
+        pthread_mutex_destroy(&a->lock);
+        free(a->state);
+        free(a->referenced);
+        free(a->stored);
+        free(a);
+}

@@ -1,0 +1,76 @@
+/* arena.h: one process's external arena: a memfd mapped MAP_SHARED at BASE in
+ * the faulting process, registered with that process's userfaultfd, and the
+ * per-chunk state the pager and the residency manager share. */
+#pragma once
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define ARENA_PAGE_SIZE 4096U
+#define ARENA_DEFAULT_CHUNK (64U * 1024U)
+
+/* Chunk life cycle (all transitions under arena->lock):
+ *   FREE --fault/prefetch--> FILLING --copied--> PRESENT (write-protected) or DIRTY
+ *   PRESENT --WP fault--> DIRTY (un-protected)
+ *   PRESENT/DIRTY --victim--> EVICTING (write-protected, written back, punched) --> FREE
+ * Only the thread that moved a chunk into FILLING or EVICTING moves it out. */
+enum chunk_state {
+        CHUNK_FREE = 0, /* not resident: the next access faults MISSING */
+        CHUNK_FILLING,
+        CHUNK_PRESENT,  /* resident, clean, write-protected */
+        CHUNK_DIRTY,    /* resident, written since the last write-back */
+        CHUNK_EVICTING,
+};
+
+struct store;
+
+struct arena {
+        int memfd;
+        int uffd;           /* the faulting process's userfaultfd (-1 until attached) */
+        uint64_t base;      /* start of the mapping in the faulting process */
+        uint64_t size;      /* bytes, a multiple of chunk_size */
+        uint32_t chunk_size;
+        uint64_t n_chunks;
+        struct store *store; /* arena offset X lives at store offset X */
+
+        pthread_mutex_t lock;
+        uint8_t *state;      /* enum chunk_state per chunk */
+        uint8_t *referenced; /* CLOCK bit per chunk */
+        uint8_t *stored;     /* the store holds data for the chunk (else it reads as zeros) */
+        uint64_t resident_chunks;
+
+        /* Sequential-access detection for prefetch (fault thread only). */
+        uint64_t seq_next; /* the chunk that would continue the current stream */
+        unsigned seq_run;  /* sequential faults in a row */
+        uint64_t clock_hand; /* residency only, under lock */
+};
+
+/* A memfd ("xmem-arena", MFD_CLOEXEC) of SIZE bytes (rounded up to CHUNK_SIZE,
+ * a power of two multiple of the page size) backed by STORE (not owned).
+ * FRESH: the store's range is known to be all zeros (a new region), so
+ * never-written chunks are filled with zeros without asking the store. */
+int arena_new(uint64_t size, uint32_t chunk_size, struct store *store, bool fresh,
+              struct arena **ret);
+void arena_free(struct arena *a);
+
+/* Attach the faulting process's userfaultfd (taken over: closed by arena_free)
+ * and the address where that process mapped the memfd. */
+void arena_attach(struct arena *a, int uffd, uint64_t base);
+
+static inline uint64_t arena_chunk_of(const struct arena *a, uint64_t addr)
+{
+        return (addr - a->base) / a->chunk_size;
+}
+static inline bool arena_contains(const struct arena *a, uint64_t addr)
+{
+        return addr >= a->base && addr - a->base < a->size;
+}
+static inline uint64_t arena_chunk_addr(const struct arena *a, uint64_t chunk)
+{
+        return a->base + chunk * a->chunk_size;
+}
+static inline uint64_t arena_resident_bytes(const struct arena *a)
+{
+        return a->resident_chunks * a->chunk_size;
+}

@@ -1,0 +1,300 @@
+/* container.c: attached containers and their processes' arenas (container.h). */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "arena.h"
+#include "container.h"
+#include "macro.h"
+#include "pager.h"
+#include "residency.h"
+#include "store.h"
+#include "transport/transport.h"
+
+uint64_t container_headroom(uint64_t local_limit)
+{
+        return MIN(MAX(local_limit / 16, 4ULL << 20), 64ULL << 20);
+}
+
+/* CG_DIR must be a directory strictly below MOUNT; *RET_REL is the rest. */
+static int cgroup_relative(const char *cg_dir, const char *mount, char **ret_rel,
+                           struct xmem_error *err)
+{
+        size_t n = strlen(mount);
+        struct stat st;
+        char *rel;
+
+        if (strncmp(cg_dir, mount, n) != 0 || cg_dir[n] != '/' || cg_dir[n + 1] == 0)
+                return xmem_error_set(err, -EINVAL,
+                                      "params.cgroup: %s is not a cgroup below the memory "
+                                      "hierarchy %s", cg_dir, mount);
+        if (stat(cg_dir, &st) < 0 || !S_ISDIR(st.st_mode))
+                return xmem_error_set(err, -ENOENT, "params.cgroup: %s: no such cgroup", cg_dir);
+        rel = strdup(cg_dir + n);
+        if (!rel)
+                return xmem_error_set(err, -ENOMEM, "out of memory");
+        for (size_t l = strlen(rel); l > 1 && rel[l - 1] == '/'; l--)
+                rel[l - 1] = 0;
+        *ret_rel = rel;
+        return 0;
+}
+
+static int container_start(struct container *c, struct xmem_error *err)
+{
+        struct cgroup_mem m = {};
+        int r;
+
+        r = cgroup_set_limit(c->cg, c->local_limit);
+        if (r < 0)
+                return xmem_error_set(err, r, "params.cgroup: writing the limit to %s: %s%s",
+                                      c->cgroup_dir, strerror(-r),
+                                      r == -EBUSY ? " (usage above the new limit)" : "");
+        (void)cgroup_read_mem(c->cg, &m);
+        r = residency_new(residency_budget_from(c->local_limit, m.usage, 0, c->headroom),
+                          &c->residency);
+        if (r < 0)
+                return xmem_error_set(err, r, "residency manager: %s", strerror(-r));
+        residency_track_cgroup(c->residency, c->cg, c->local_limit, c->headroom);
+        r = residency_start(c->residency);
+        if (r < 0)
+                return xmem_error_set(err, r, "residency manager: %s", strerror(-r));
+        return 0;
+}
+
+int container_new(const struct api_attach *a, enum cgroup_version version, const char *mount,
+                  struct xmem_transport **transports, size_t n_transports, uint32_t chunk_size,
+                  struct pager *pager, struct container **ret, struct xmem_error *err)
+{
+        struct container *c = calloc(1, sizeof(*c));
+        int r;
+
+        if (!c)
+                return xmem_error_set(err, -ENOMEM, "out of memory");
+        c->local_limit = a->local_limit;
+        c->external = ALIGN_UP(a->external, (uint64_t)chunk_size * n_transports);
+        c->local_alloc_limit = a->local_alloc_limit;
+        c->headroom = container_headroom(a->local_limit);
+        c->policy = a->policy;
+        c->transports = transports;
+        c->n_transports = n_transports;
+        c->chunk_size = chunk_size;
+        c->pager = pager;
+        c->id = strdup(a->id);
+        c->cgroup_dir = strdup(a->cgroup);
+        c->appliance = a->appliance ? strdup(a->appliance) : NULL;
+        if (!c->id || !c->cgroup_dir || (a->appliance && !c->appliance)) {
+                container_free(c);
+                return xmem_error_set(err, -ENOMEM, "out of memory");
+        }
+        r = cgroup_relative(a->cgroup, mount, &c->cgroup_path, err);
+        if (r >= 0 && (r = cgroup_new(version, mount, c->cgroup_path, &c->cg)) < 0)
+                xmem_error_set(err, r, "params.cgroup: %s", strerror(-r));
+        if (r >= 0)
+                r = container_start(c, err);
+        if (r < 0) {
+                container_free(c);
+                return r;
+        }
+        *ret = c;
+        return 0;
+}
+
+void container_free(struct container *c)
+{
+        if (!c)
+                return;
+        while (c->processes)
+                container_remove_process(c, c->processes);
+        residency_free(c->residency);
+        cgroup_free(c->cg);
+        free(c->id);
+        free(c->cgroup_dir);
+        free(c->cgroup_path);
+        free(c->appliance);
+        free(c);
+}
+
+bool container_same(const struct container *c, const struct api_attach *a)
+{
+        const char *app = a->appliance ? a->appliance : "";
+
+        return strcmp(c->cgroup_dir, a->cgroup) == 0 && c->local_limit == a->local_limit &&
+               c->external == ALIGN_UP(a->external, (uint64_t)c->chunk_size * c->n_transports) &&
+               c->local_alloc_limit == a->local_alloc_limit && c->policy.kind == a->policy.kind &&
+               c->policy.ratio == a->policy.ratio &&
+               strcmp(c->appliance ? c->appliance : "", app) == 0;
+}
+
+bool container_owns_path(const struct container *c, const char *path)
+{
+        size_t n = strlen(c->cgroup_path);
+
+        return strncmp(path, c->cgroup_path, n) == 0 && (path[n] == 0 || path[n] == '/');
+}
+
+int container_add_process(struct container *c, pid_t pid, int pidfd, struct store *from_store,
+                          uint64_t size, struct process **ret, struct xmem_error *err)
+{
+        _cleanup_free_ struct process *p = calloc(1, sizeof(*p));
+        struct store *store = from_store;
+        int r;
+
+        if (!p) {
+                store_free(from_store);
+                return xmem_error_set(err, -ENOMEM, "out of memory");
+        }
+        if (!store) {
+                r = store_xmem_new(c->transports, c->n_transports, size, c->chunk_size, &store,
+                                   err);
+                if (r < 0)
+                        return xmem_error_prefix(err, "arena of %llu bytes",
+                                                 (unsigned long long)size);
+        }
+        r = arena_new(size, c->chunk_size, store, !from_store, &p->arena);
+        if (r < 0) {
+                store_free(store);
+                return xmem_error_set(err, r, "arena memfd: %s", strerror(-r));
+        }
+        p->store = store;
+        p->pid = pid;
+        p->pidfd = pidfd;
+        p->forked = from_store != NULL;
+        p->container = c;
+        p->next = c->processes;
+        c->processes = p;
+        c->n_processes++;
+        *ret = TAKE_PTR(p);
+        return 0;
+}
+
+struct process *container_find_process(struct container *c, pid_t pid)
+{
+        for (struct process *p = c->processes; p; p = p->next)
+                if (p->pid == pid)
+                        return p;
+        return NULL;
+}
+
+int container_register(struct container *c, struct process *p, int uffd, uint64_t base,
+                       uint64_t size, struct xmem_error *err)
+{
+        int r;
+
+        if (p->registered) {
+                safe_close(uffd);
+                return xmem_error_set(err, -EBUSY, "already registered");
+        }
+        if (size != p->arena->size) {
+                safe_close(uffd);
+                return xmem_error_set(err, -EINVAL, "params.size: must be the arena size %llu",
+                                      (unsigned long long)p->arena->size);
+        }
+        arena_attach(p->arena, uffd, base);
+        r = residency_add_arena(c->residency, p->arena);
+        if (r < 0)
+                return xmem_error_set(err, r, "residency: %s", strerror(-r));
+        r = pager_add(c->pager, p->arena, c->residency);
+        if (r < 0) {
+                residency_remove_arena(c->residency, p->arena);
+                return xmem_error_set(err, r, "pager: %s", strerror(-r));
+        }
+        p->registered = true;
+        return 0;
+}
+
+void container_remove_process(struct container *c, struct process *p)
+{
+        for (struct process **pp = &c->processes; *pp; pp = &(*pp)->next)
+                if (*pp == p) {
+                        *pp = p->next;
+                        c->n_processes--;
+                        break;
+                }
+        if (p->registered) {
+                pager_remove(c->pager, p->arena);
+                residency_remove_arena(c->residency, p->arena);
+        }
+        arena_free(p->arena);
+        store_free(p->store);
+        safe_close(p->pidfd);
+        free(p);
+}
+
+int container_fork_store(struct container *c, struct process *p, struct store **ret,
+                         struct xmem_error *err)
+{
+        /* Needs the engine's flush of dirty resident pages and a store clone
+         * (requested from the engine, /work/notes/requests.md). */
+        return xmem_error_set(err, -EOPNOTSUPP, "fork snapshots are not available yet");
+}
+
+static json_object *u64(uint64_t v)
+{
+        return json_object_new_int64((int64_t)MIN(v, (uint64_t)INT64_MAX));
+}
+
+json_object *container_to_json(const struct container *c)
+{
+        json_object *o = json_object_new_object();
+        char pol[32];
+
+        json_object_object_add(o, "id", json_object_new_string(c->id));
+        json_object_object_add(o, "cgroup", json_object_new_string(c->cgroup_dir));
+        json_object_object_add(o, "local_limit", u64(c->local_limit));
+        json_object_object_add(o, "external", u64(c->external));
+        json_object_object_add(o, "local_alloc_limit", u64(c->local_alloc_limit));
+        json_object_object_add(o, "policy",
+                               json_object_new_string(api_policy_format(&c->policy, pol,
+                                                                        sizeof(pol))));
+        if (c->appliance)
+                json_object_object_add(o, "appliance", json_object_new_string(c->appliance));
+        json_object_object_add(o, "processes", u64(c->n_processes));
+        return o;
+}
+
+static json_object *process_json(const struct process *p)
+{
+        json_object *o = json_object_new_object();
+
+        json_object_object_add(o, "pid", json_object_new_int(p->pid));
+        json_object_object_add(o, "arena_size", u64(p->arena->size));
+        json_object_object_add(o, "base", u64(p->arena->base));
+        json_object_object_add(o, "registered", json_object_new_boolean(p->registered));
+        json_object_object_add(o, "resident_bytes", u64(arena_resident_bytes(p->arena)));
+        return o;
+}
+
+json_object *container_stats_json(const struct container *c)
+{
+        const struct xmem_counters *k = &c->residency->counters;
+        json_object *o = json_object_new_object(), *lat = json_object_new_object(),
+                    *procs = json_object_new_array();
+
+        json_object_object_add(o, "id", json_object_new_string(c->id));
+        json_object_object_add(o, "faults", u64(atomic_load(&k->faults)));
+        json_object_object_add(o, "missing_faults", u64(atomic_load(&k->missing_faults)));
+        json_object_object_add(o, "wp_faults", u64(atomic_load(&k->wp_faults)));
+        json_object_object_add(o, "fetched_bytes", u64(atomic_load(&k->fetched_bytes)));
+        json_object_object_add(o, "zero_filled_bytes", u64(atomic_load(&k->zero_filled_bytes)));
+        json_object_object_add(o, "prefetched_bytes", u64(atomic_load(&k->prefetched_bytes)));
+        json_object_object_add(o, "written_back_bytes",
+                               u64(atomic_load(&k->written_back_bytes)));
+        json_object_object_add(o, "evictions", u64(atomic_load(&k->evictions)));
+        json_object_object_add(o, "enomem_retries", u64(atomic_load(&k->enomem_retries)));
+        json_object_object_add(o, "store_errors", u64(atomic_load(&k->store_errors)));
+        json_object_object_add(o, "resident_bytes", u64(atomic_load(&c->residency->resident)));
+        json_object_object_add(o, "budget_bytes", u64(atomic_load(&c->residency->budget)));
+        json_object_object_add(o, "local_limit", u64(c->local_limit));
+        json_object_object_add(o, "headroom", u64(c->headroom));
+        json_object_object_add(lat, "count", u64(lat_hist_count(&k->fault_latency)));
+        json_object_object_add(lat, "p50", u64(lat_hist_quantile(&k->fault_latency, 0.5) / 1000));
+        json_object_object_add(lat, "p99", u64(lat_hist_quantile(&k->fault_latency, 0.99) / 1000));
+        json_object_object_add(lat, "p999",
+                               u64(lat_hist_quantile(&k->fault_latency, 0.999) / 1000));
+        json_object_object_add(o, "fault_latency_us", lat);
+        for (const struct process *p = c->processes; p; p = p->next)
+                json_object_array_add(procs, process_json(p));
+        json_object_object_add(o, "processes", procs);
+        return o;
+}

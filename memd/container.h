@@ -1,0 +1,83 @@
+/* container.h: one attached container: its cgroup and limits, its residency
+ * manager (the local budget over all its processes' arenas) and its processes,
+ * each with its own arena (memfd) backed by its own appliance region(s). */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <json-c/json.h>
+
+#include "api.h"
+#include "cgroup.h"
+#include "error.h"
+
+struct arena;
+struct store;
+struct pager;
+struct residency;
+struct xmem_transport;
+
+struct process {
+        int watch_kind;        /* first: the manager's epoll tag */
+        pid_t pid;
+        int pidfd;             /* readable when the process exits */
+        struct arena *arena;
+        struct store *store;
+        bool registered;       /* its faults are served (shim.register done) */
+        bool forked;           /* served from a fork clone */
+        struct container *container;
+        struct process *next;
+};
+
+struct container {
+        char *id;
+        char *cgroup_dir;  /* as attached: the absolute directory */
+        char *cgroup_path; /* the same relative to the memory hierarchy ("/xmem/web-1") */
+        struct cgroup *cg;
+        uint64_t local_limit, external, local_alloc_limit, headroom;
+        struct api_policy policy;
+        char *appliance;   /* NULL: striped over all of memd's appliances */
+        struct xmem_transport **transports; /* borrowed from the manager */
+        size_t n_transports;
+        uint32_t chunk_size;
+        struct residency *residency;
+        struct pager *pager; /* borrowed */
+        struct process *processes;
+        size_t n_processes;
+        struct container *next;
+};
+
+/* Headroom kept free under the local limit: limit/16, from 4 MiB to 64 MiB. */
+uint64_t container_headroom(uint64_t local_limit);
+
+/* Write the limit to CG_DIR (which must be a memory cgroup under MOUNT) and
+ * start a residency manager. ERR says what failed. */
+int container_new(const struct api_attach *a, enum cgroup_version version, const char *mount,
+                  struct xmem_transport **transports, size_t n_transports, uint32_t chunk_size,
+                  struct pager *pager, struct container **ret, struct xmem_error *err);
+/* Frees every process's arena and regions, stops the residency manager. */
+void container_free(struct container *c);
+
+/* Same parameters as at attach (idempotent re-attach)? */
+bool container_same(const struct container *c, const struct api_attach *a);
+/* Is the cgroup PATH (relative to the hierarchy) this container's or below it? */
+bool container_owns_path(const struct container *c, const char *path);
+
+/* A new process (PIDFD taken over): an arena of SIZE on fresh region(s), or,
+ * with FROM_STORE (taken over), on a clone made at a fork. */
+int container_add_process(struct container *c, pid_t pid, int pidfd, struct store *from_store,
+                          uint64_t size, struct process **ret, struct xmem_error *err);
+struct process *container_find_process(struct container *c, pid_t pid);
+/* Serve P's faults: its uffd (taken over) and where it mapped the arena. */
+int container_register(struct container *c, struct process *p, int uffd, uint64_t base,
+                       uint64_t size, struct xmem_error *err);
+void container_remove_process(struct container *c, struct process *p);
+
+/* Fork support: write back P's dirty pages and clone its store. */
+int container_fork_store(struct container *c, struct process *p, struct store **ret,
+                         struct xmem_error *err);
+
+/* The attach result / list entry, and the stats object. */
+json_object *container_to_json(const struct container *c);
+json_object *container_stats_json(const struct container *c);

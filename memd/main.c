@@ -1,0 +1,132 @@
+/* main.c: memd, the per-host xmem daemon: parse argv -> manager_new ->
+ * manager_start -> sd_notify(READY=1) -> event loop -> detach everything. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <systemd/sd-daemon.h>
+
+#include "error.h"
+#include "log.h"
+#include "manager.h"
+#include "parse.h"
+#include "uri.h"
+#include "xmem-config.h"
+
+static void help(void)
+{
+        printf("memd [OPTIONS]\n\n"
+               "The per-host xmem daemon: external memory for containers.\n\n"
+               "  --socket PATH               API socket (default %s)\n"
+               "  --appliance URI             an appliance (tcp://HOST:PORT, unix://, shm://);\n"
+               "                              repeat to stripe over several\n"
+               "  --embedded-appliance SIZE   also run an appliance with a SIZE pool as a child\n"
+               "                              (the default, 1G, when no --appliance is given)\n"
+               "  --chunk-size SIZE           arena chunk, a power of two 4K..2M (default 64K)\n"
+               "  --log-level LEVEL           err, warning, notice, info, debug\n"
+               "  --help, --version\n",
+               MANAGER_DEFAULT_SOCKET);
+}
+
+static int bad_arg(const char *what, const char *value, const char *why)
+{
+        fprintf(stderr, "memd: %s %s: %s\n", what, value, why);
+        return -EINVAL;
+}
+
+/* 1: exit 0 now (--help/--version); 0: run; -EINVAL: bad arguments (reported). */
+static int parse_argv(int argc, char **argv, struct manager_config *cfg)
+{
+        static const struct option opts[] = {
+                { "socket", required_argument, NULL, 's' },
+                { "appliance", required_argument, NULL, 'a' },
+                { "embedded-appliance", required_argument, NULL, 'e' },
+                { "chunk-size", required_argument, NULL, 'c' },
+                { "log-level", required_argument, NULL, 'L' },
+                { "help", no_argument, NULL, 'h' },
+                { "version", no_argument, NULL, 'V' },
+                {},
+        };
+        struct xmem_error err = {};
+        struct xmem_uri uri;
+        uint64_t v;
+        int c, lvl;
+
+        while ((c = getopt_long(argc, argv, "", opts, NULL)) >= 0) {
+                switch (c) {
+                case 's':
+                        if (optarg[0] != '/' || strlen(optarg) >= 108)
+                                return bad_arg("--socket", optarg,
+                                               "must be an absolute path under 108 bytes");
+                        cfg->socket_path = optarg;
+                        break;
+                case 'a':
+                        if (cfg->n_appliances >= MANAGER_MAX_APPLIANCES - 1)
+                                return bad_arg("--appliance", optarg, "too many appliances");
+                        if (xmem_uri_parse(optarg, &uri, &err) < 0)
+                                return bad_arg("--appliance", optarg, xmem_error_str(&err));
+                        cfg->appliances[cfg->n_appliances++] = optarg;
+                        break;
+                case 'e':
+                        if (parse_size(optarg, &v) < 0 || v < (16ULL << 20))
+                                return bad_arg("--embedded-appliance", optarg,
+                                               "must be a size of at least 16M");
+                        cfg->embedded_size = v;
+                        break;
+                case 'c':
+                        if (parse_size(optarg, &v) < 0 || v < 4096 || v > (2ULL << 20) ||
+                            (v & (v - 1)))
+                                return bad_arg("--chunk-size", optarg,
+                                               "must be a power of two from 4K to 2M");
+                        cfg->chunk_size = (uint32_t)v;
+                        break;
+                case 'L':
+                        lvl = log_level_from_string(optarg);
+                        if (lvl < 0)
+                                return bad_arg("--log-level", optarg, "unknown level");
+                        log_set_max_level(lvl);
+                        break;
+                case 'h':
+                        help();
+                        return 1;
+                case 'V':
+                        printf("memd %s\n", XMEM_VERSION);
+                        return 1;
+                default:
+                        return -EINVAL;
+                }
+        }
+        if (optind < argc)
+                return bad_arg("argument", argv[optind], "unexpected (see --help)");
+        return 0;
+}
+
+int main(int argc, char **argv)
+{
+        struct manager_config cfg = {
+                .socket_path = MANAGER_DEFAULT_SOCKET,
+                .chunk_size = 64 * 1024,
+        };
+        struct xmem_error err = {};
+        struct manager *m = NULL;
+        int r;
+
+        log_setup("memd", LOG_TARGET_AUTO, LOG_INFO);
+        r = parse_argv(argc, argv, &cfg);
+        if (r != 0)
+                return r > 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+        r = manager_new(&cfg, &m, &err);
+        if (r >= 0)
+                r = manager_start(m, &err);
+        if (r < 0) {
+                log_error_errno(r, "%s", xmem_error_str(&err));
+                (void)sd_notifyf(0, "STATUS=failed: %s\nERRNO=%d", xmem_error_str(&err), -r);
+                manager_free(m);
+                return EXIT_FAILURE;
+        }
+        (void)sd_notify(0, "READY=1\nSTATUS=serving");
+        r = manager_run(m);
+        (void)sd_notify(0, "STOPPING=1");
+        manager_free(m);
+        return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+}

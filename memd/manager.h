@@ -1,0 +1,32 @@
+/* manager.h: memd's state and event loop (oomd style): the appliances it
+ * talks to (or the embedded one), the pager, the attached containers, the
+ * API socket and its connections, signals and periodic checks. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cgroup.h"
+#include "error.h"
+
+#define MANAGER_MAX_APPLIANCES 16
+#define MANAGER_DEFAULT_SOCKET "/run/xmem/memd.sock"
+
+struct manager_config {
+        const char *socket_path;
+        const char *appliances[MANAGER_MAX_APPLIANCES];
+        size_t n_appliances;
+        uint64_t embedded_size; /* 0: none (an embedded one is started when no appliance is given) */
+        uint32_t chunk_size;
+        const char *cgroup_root; /* CGROUP_FS_ROOT unless a test says otherwise */
+};
+
+struct manager;
+
+int manager_new(const struct manager_config *cfg, struct manager **ret, struct xmem_error *err);
+/* Connect the appliances (start the embedded one), start the pager, open the socket. */
+int manager_start(struct manager *m, struct xmem_error *err);
+/* Serve until SIGTERM/SIGINT (returns 0) or a fatal error (-errno, logged). */
+int manager_run(struct manager *m);
+/* Detach everything (regions freed), stop the embedded appliance. NULL is fine. */
+void manager_free(struct manager *m);

@@ -1,0 +1,401 @@
+/* residency.c: eviction (see residency.h). The order that keeps every write:
+ * under the arena lock the victim becomes EVICTING (a WP fault on it now waits
+ * instead of un-protecting); UFFDIO_WRITEPROTECT stops all writers (the kernel
+ * flushes the TLBs); the data is read with pread() from the memfd (a mapping
+ * would populate holes) and written back; the range is punched; the chunk
+ * becomes FREE and waiting faulters are woken, refault MISSING and refetch. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cgroup.h"
+#include "macro.h"
+#include "residency.h"
+#include "store.h"
+#include "uffd.h"
+
+#define EVICT_BATCH 16
+
+void lat_hist_add(struct lat_hist *h, uint64_t ns)
+{
+        unsigned idx = 0;
+
+        if (ns >= 4) {
+                unsigned lg = 63 - (unsigned)__builtin_clzll(ns);
+                idx = lg * 4 + (unsigned)((ns >> (lg - 2)) & 3);
+        }
+        atomic_fetch_add_explicit(&h->bucket[MIN(idx, LAT_BUCKETS - 1)], 1, memory_order_relaxed);
+}
+
+static uint64_t bucket_upper(unsigned idx)
+{
+        unsigned lg = idx / 4, sub = idx % 4;
+
+        if (lg < 2)
+                return 4;
+        if (lg >= 62)
+                return UINT64_MAX;
+        return ((uint64_t)(4 + sub + 1)) << (lg - 2);
+}
+
+uint64_t lat_hist_count(const struct lat_hist *h)
+{
+        uint64_t total = 0;
+
+        for (unsigned i = 0; i < LAT_BUCKETS; i++)
+                total += atomic_load_explicit(&h->bucket[i], memory_order_relaxed);
+        return total;
+}
+
+uint64_t lat_hist_quantile(const struct lat_hist *h, double q)
+{
+        uint64_t total = lat_hist_count(h), seen = 0, want;
+
+        if (total == 0)
+                return 0;
+        want = (uint64_t)(q * (double)total);
+        if (want >= total)
+                want = total - 1;
+        for (unsigned i = 0; i < LAT_BUCKETS; i++) {
+                seen += atomic_load_explicit(&h->bucket[i], memory_order_relaxed);
+                if (seen > want)
+                        return bucket_upper(i);
+        }
+        return UINT64_MAX;
+}
+
+/* One sweep over all N chunks from *HAND. */
+static size_t clock_sweep(uint8_t *state, uint8_t *referenced, uint64_t n, uint64_t *hand,
+                          uint64_t *out, bool *out_dirty, size_t max, size_t count,
+                          bool want_dirty, bool clear_ref)
+{
+        uint64_t start = *hand;
+
+        for (uint64_t step = 0; step < n && count < max; step++) {
+                uint64_t i = (start + step) % n;
+                bool dirty = state[i] == CHUNK_DIRTY;
+
+                if (state[i] != CHUNK_PRESENT && !dirty)
+                        continue;
+                if (!referenced[i] && dirty == want_dirty) {
+                        state[i] = CHUNK_EVICTING;
+                        out[count] = i;
+                        out_dirty[count] = dirty;
+                        count++;
+                        *hand = (i + 1) % n;
+                } else if (clear_ref)
+                        referenced[i] = 0;
+        }
+        return count;
+}
+
+size_t residency_clock_pick(uint8_t *state, uint8_t *referenced, uint64_t n, uint64_t *hand,
+                            uint64_t *out, bool *out_dirty, size_t max)
+{
+        size_t count = 0;
+
+        if (n == 0)
+                return 0;
+        *hand %= n;
+        for (int pass = 0; pass < 2 && count < max; pass++) {
+                count = clock_sweep(state, referenced, n, hand, out, out_dirty, max, count,
+                                    false, false);
+                if (count < max)
+                        count = clock_sweep(state, referenced, n, hand, out, out_dirty, max,
+                                            count, true, true);
+        }
+        return count;
+}
+
+uint64_t residency_budget_from(uint64_t limit, uint64_t usage, uint64_t resident,
+                               uint64_t headroom)
+{
+        /* usage includes the arena pages (UFFDIO_COPY charges the faulting cgroup). */
+        uint64_t other = usage > resident ? usage - resident : 0;
+
+        if (limit == UINT64_MAX)
+                return UINT64_MAX;
+        if (other + headroom >= limit)
+                return 0;
+        return limit - other - headroom;
+}
+
+int residency_new(uint64_t budget, struct residency **ret)
+{
+        struct residency *r = calloc(1, sizeof(*r));
+
+        if (!r)
+                return -ENOMEM;
+        pthread_mutex_init(&r->evict_lock, NULL);
+        pthread_mutex_init(&r->kick_lock, NULL);
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&r->kick, &ca);
+        pthread_condattr_destroy(&ca);
+        atomic_store(&r->budget, budget);
+        *ret = r;
+        return 0;
+}
+
+void residency_free(struct residency *r)
+{
+        if (!r)
+                return;
+        residency_stop(r);
+        free(r->arenas);
+        free(r->buf);
+        pthread_mutex_destroy(&r->evict_lock);
+        pthread_mutex_destroy(&r->kick_lock);
+        pthread_cond_destroy(&r->kick);
+        free(r);
+}
+
+int residency_add_arena(struct residency *r, struct arena *a)
+{
+        int ret = 0;
+
+        pthread_mutex_lock(&r->evict_lock);
+        if (a->chunk_size > r->buf_size) {
+                void *b = realloc(r->buf, a->chunk_size);
+                if (!b) {
+                        ret = -ENOMEM;
+                        goto out;
+                }
+                r->buf = b;
+                r->buf_size = a->chunk_size;
+        }
+        struct arena **v = realloc(r->arenas, (r->n_arenas + 1) * sizeof(*v));
+        if (!v) {
+                ret = -ENOMEM;
+                goto out;
+        }
+        r->arenas = v;
+        r->arenas[r->n_arenas++] = a;
+out:
+        pthread_mutex_unlock(&r->evict_lock);
+        return ret;
+}
+
+void residency_remove_arena(struct residency *r, struct arena *a)
+{
+        pthread_mutex_lock(&r->evict_lock);
+        for (size_t i = 0; i < r->n_arenas; i++)
+                if (r->arenas[i] == a) {
+                        r->arenas[i] = r->arenas[--r->n_arenas];
+                        atomic_fetch_sub(&r->resident, arena_resident_bytes(a));
+                        break;
+                }
+        r->arena_hand = 0;
+        pthread_mutex_unlock(&r->evict_lock);
+}
+
+void residency_set_budget(struct residency *r, uint64_t bytes)
+{
+        atomic_store(&r->budget, bytes);
+        residency_kick(r);
+}
+
+/* Write back (if dirty) and punch one EVICTING chunk. Returns 1 if evicted,
+ * 0 if it had to be put back (write-back failed), never loses data. */
+static int evict_one(struct residency *r, struct arena *a, uint64_t chunk, bool dirty)
+{
+        uint64_t off = chunk * a->chunk_size, addr = arena_chunk_addr(a, chunk);
+        uint8_t back = CHUNK_FREE;
+        int rr = 0;
+
+        if (dirty) {
+                ssize_t n = pread(a->memfd, r->buf, a->chunk_size, (off_t)off);
+                rr = n == (ssize_t)a->chunk_size ? 0 : n < 0 ? -errno : -EIO;
+                if (rr == 0)
+                        rr = store_writeback(a->store, off, r->buf, a->chunk_size);
+                if (rr < 0)
+                        back = CHUNK_DIRTY; /* still write-protected: a write re-faults */
+                else
+                        atomic_fetch_add(&r->counters.written_back_bytes, a->chunk_size);
+        }
+        if (back == CHUNK_FREE &&
+            fallocate(a->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
+                      a->chunk_size) < 0)
+                back = CHUNK_PRESENT; /* written back and protected: clean */
+
+        pthread_mutex_lock(&a->lock);
+        a->state[chunk] = back;
+        if (back == CHUNK_FREE) {
+                a->referenced[chunk] = 0;
+                a->resident_chunks--;
+                if (dirty)
+                        a->stored[chunk] = 1;
+        } else if (dirty && back == CHUNK_PRESENT)
+                a->stored[chunk] = 1;
+        pthread_mutex_unlock(&a->lock);
+
+        if (back != CHUNK_FREE) {
+                atomic_fetch_add(&r->counters.store_errors, 1);
+                /* Wake writers that blocked while it was EVICTING: they re-fault
+                 * WP and the pager un-protects (DIRTY) or marks it dirty. */
+                (void)uffd_wake(a->uffd, addr, a->chunk_size);
+                return 0;
+        }
+        atomic_fetch_sub(&r->resident, a->chunk_size);
+        atomic_fetch_add(&r->counters.evictions, 1);
+        /* Faults that arrived while EVICTING wait for this: they refault MISSING. */
+        (void)uffd_wake(a->uffd, addr, a->chunk_size);
+        return 1;
+}
+
+/* Evict up to EVICT_BATCH chunks from one arena. Caller holds evict_lock. */
+static size_t evict_batch_arena(struct residency *r, struct arena *a)
+{
+        uint64_t victims[EVICT_BATCH];
+        bool dirty[EVICT_BATCH];
+        size_t n, done = 0;
+        uint64_t hand;
+
+        pthread_mutex_lock(&a->lock);
+        hand = a->clock_hand;
+        n = residency_clock_pick(a->state, a->referenced, a->n_chunks, &hand, victims, dirty,
+                                 EVICT_BATCH);
+        a->clock_hand = hand;
+        pthread_mutex_unlock(&a->lock);
+
+        /* From here no WP fault un-protects a victim; after this no write lands. */
+        for (size_t i = 0; i < n; i++) {
+                uint64_t addr = arena_chunk_addr(a, victims[i]);
+                int wr = uffd_writeprotect(a->uffd, addr, a->chunk_size, true, false);
+                /* -ESRCH: the process is gone, nobody can write any more. */
+                if (wr < 0 && wr != -ESRCH) {
+                        /* Writers may still be running: it must not be punched. DIRTY
+                         * is the safe belief (written back later); wake its waiters. */
+                        pthread_mutex_lock(&a->lock);
+                        a->state[victims[i]] = CHUNK_DIRTY;
+                        pthread_mutex_unlock(&a->lock);
+                        atomic_fetch_add(&r->counters.store_errors, 1);
+                        (void)uffd_wake(a->uffd, addr, a->chunk_size);
+                        continue;
+                }
+                done += (size_t)evict_one(r, a, victims[i], dirty[i]);
+        }
+        return done;
+}
+
+int64_t residency_evict_to(struct residency *r, uint64_t target)
+{
+        int64_t evicted = 0;
+
+        pthread_mutex_lock(&r->evict_lock);
+        while (atomic_load(&r->resident) > target) {
+                size_t got = 0;
+
+                for (size_t tries = 0; tries < r->n_arenas && got == 0; tries++) {
+                        struct arena *a = r->arenas[r->arena_hand % r->n_arenas];
+                        r->arena_hand = (r->arena_hand + 1) % r->n_arenas;
+                        size_t n = evict_batch_arena(r, a);
+                        got += n;
+                        evicted += (int64_t)n * a->chunk_size;
+                }
+                if (got == 0) {
+                        pthread_mutex_unlock(&r->evict_lock);
+                        return -EAGAIN;
+                }
+        }
+        pthread_mutex_unlock(&r->evict_lock);
+        return evicted;
+}
+
+int residency_make_room(struct residency *r, uint64_t need)
+{
+        uint64_t low = residency_low(atomic_load(&r->budget));
+        int64_t n;
+
+        if (atomic_load(&r->resident) + need <= atomic_load(&r->budget))
+                return 0;
+        n = residency_evict_to(r, low > need ? low - need : 0);
+        return n < 0 ? (int)n : 0;
+}
+
+void residency_track_cgroup(struct residency *r, const struct cgroup *cg, uint64_t limit,
+                            uint64_t headroom)
+{
+        pthread_mutex_lock(&r->kick_lock);
+        r->cg = cg;
+        r->cg_limit = limit;
+        r->cg_headroom = headroom;
+        pthread_mutex_unlock(&r->kick_lock);
+}
+
+void residency_kick(struct residency *r)
+{
+        pthread_mutex_lock(&r->kick_lock);
+        pthread_cond_signal(&r->kick);
+        pthread_mutex_unlock(&r->kick_lock);
+}
+
+static void refresh_budget(struct residency *r)
+{
+        struct cgroup_mem m;
+
+        if (!r->cg || cgroup_read_mem(r->cg, &m) < 0)
+                return;
+        atomic_store(&r->budget, residency_budget_from(r->cg_limit, m.usage,
+                                                       atomic_load(&r->resident),
+                                                       r->cg_headroom));
+}
+
+static void *residency_thread(void *arg)
+{
+        struct residency *r = arg;
+
+        pthread_mutex_lock(&r->kick_lock);
+        while (!r->stop) {
+                struct timespec ts;
+                uint64_t budget;
+
+                refresh_budget(r);
+                budget = atomic_load(&r->budget);
+                if (atomic_load(&r->resident) > residency_high(budget)) {
+                        pthread_mutex_unlock(&r->kick_lock);
+                        (void)residency_evict_to(r, residency_low(budget));
+                        pthread_mutex_lock(&r->kick_lock);
+                        continue;
+                }
+                clock_gettime(CLOCK_MONOTONIC, &ts);
+                ts.tv_nsec += 100 * 1000 * 1000;
+                if (ts.tv_nsec >= 1000000000) {
+                        ts.tv_sec++;
+                        ts.tv_nsec -= 1000000000;
+                }
+                pthread_cond_timedwait(&r->kick, &r->kick_lock, &ts);
+        }
+        pthread_mutex_unlock(&r->kick_lock);
+        return NULL;
+}
+
+int residency_start(struct residency *r)
+{
+        int e;
+
+        if (r->running)
+                return 0;
+        r->stop = false;
+        e = pthread_create(&r->thread, NULL, residency_thread, r);
+        if (e)
+                return -e;
+        r->running = true;
+        return 0;
+}
+
+void residency_stop(struct residency *r)
+{
+        if (!r->running)
+                return;
+        pthread_mutex_lock(&r->kick_lock);
+        r->stop = true;
+        pthread_cond_signal(&r->kick);
+        pthread_mutex_unlock(&r->kick_lock);
+        pthread_join(r->thread, NULL);
+        r->running = false;
+}

@@ -1,0 +1,89 @@
+/* store.c: the store interface and its local-file implementation. */
+#include <errno.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "macro.h"
+#include "store.h"
+
+struct store_file {
+        struct store base;
+        int fd;
+};
+
+void store_free(struct store *s)
+{
+        if (s)
+                s->ops->free(s);
+}
+
+static int file_fetch(struct store *s, uint64_t offset, void *buf, size_t len)
+{
+        struct store_file *f = (struct store_file *)s;
+        size_t done = 0;
+
+        if (offset > s->size || len > s->size - offset)
+                return -ERANGE;
+        while (done < len) {
+                ssize_t n = pread(f->fd, (char *)buf + done, len - done, (off_t)(offset + done));
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (n == 0) { /* past the end of a short file: zeros */
+                        for (size_t i = done; i < len; i++)
+                                ((char *)buf)[i] = 0;
+                        break;
+                }
+                done += (size_t)n;
+        }
+        return 0;
+}
+
+static int file_writeback(struct store *s, uint64_t offset, const void *buf, size_t len)
+{
+        struct store_file *f = (struct store_file *)s;
+        size_t done = 0;
+
+        if (offset > s->size || len > s->size - offset)
+                return -ERANGE;
+        while (done < len) {
+                ssize_t n = pwrite(f->fd, (const char *)buf + done, len - done,
+                                   (off_t)(offset + done));
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                done += (size_t)n;
+        }
+        return 0;
+}
+
+static void file_free(struct store *s)
+{
+        struct store_file *f = (struct store_file *)s;
+
+        safe_close(f->fd);
+        free(f);
+}
+
+static const struct store_ops store_file_ops = {
+        .fetch = file_fetch,
+        .writeback = file_writeback,
+        .free = file_free,
+};
+
+int store_file_new(int fd, uint64_t size, struct store **ret)
+{
+        struct store_file *f = calloc(1, sizeof(*f));
+
+        if (!f)
+                return -ENOMEM;
+        f->base.ops = &store_file_ops;
+        f->base.size = size;
+        f->fd = fd;
+        *ret = &f->base;
+        return 0;
+}

@@ -1,0 +1,203 @@
+/* proto.c: the shim's side of memd's socket API (docs/api.md: shim.hello,
+ * shim.register, shim.fork). Requests are written with snprintf and replies
+ * read with jscan: no json-c, no malloc (this runs inside atfork handlers). */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "fdio.h"
+#include "jscan.h"
+#include "shim.h"
+
+#define PROTO_REPLY_MAX 4096
+#define PROTO_TIMEOUT_S 10
+
+int shim_proto_connect(const char *path, int *ret_sock)
+{
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        struct timeval tv = { .tv_sec = PROTO_TIMEOUT_S };
+        int s, r;
+
+        if (!path || strlen(path) >= sizeof(sa.sun_path))
+                return -EINVAL;
+        strcpy(sa.sun_path, path);
+        s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+        if (s < 0)
+                return -errno;
+        /* a hung memd must not hang every process start */
+        (void)setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        (void)setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+        do
+                r = connect(s, (struct sockaddr *)&sa, sizeof(sa));
+        while (r < 0 && errno == EINTR);
+        if (r < 0) {
+                r = -errno;
+                close(s);
+                return r;
+        }
+        *ret_sock = s;
+        return 0;
+}
+
+static void close_fds(int *fds, size_t n)
+{
+        for (size_t i = 0; i < n; i++)
+                close(fds[i]);
+}
+
+/* Send REQ (with SEND_FD unless < 0), receive the reply into BUF and up to
+ * *N_FDS descriptors. Returns the reply length or -errno; an "ok":false reply
+ * is -EREMOTEIO (its descriptors closed). */
+static ssize_t proto_call(int sock, const char *req, int send_fd, char *buf, int *fds,
+                          size_t *n_fds)
+{
+        size_t want = *n_fds;
+        ssize_t n;
+        bool ok;
+        int r;
+
+        r = send_with_fds(sock, req, strlen(req), &send_fd, send_fd >= 0 ? 1 : 0);
+        if (r < 0)
+                return r;
+        do
+                n = recv_with_fds(sock, buf, PROTO_REPLY_MAX, fds, n_fds);
+        while (n == -EINTR && (*n_fds = want, true));
+        if (n < 0)
+                return n;
+        if (n == 0 || n >= PROTO_REPLY_MAX) {
+                close_fds(fds, *n_fds);
+                *n_fds = 0;
+                return n == 0 ? -ECONNRESET : -EMSGSIZE;
+        }
+        r = jscan_get_bool(buf, (size_t)n, NULL, "ok", &ok);
+        if (r == 0 && !ok)
+                r = -EREMOTEIO;
+        if (r < 0) {
+                close_fds(fds, *n_fds);
+                *n_fds = 0;
+                return r == -ENOENT || r == -EINVAL ? -EBADMSG : r;
+        }
+        return n;
+}
+
+static bool token_valid(const char *t)
+{
+        size_t n = strlen(t);
+
+        if (n == 0 || n >= SHIM_TOKEN_MAX)
+                return false;
+        for (; *t; t++)
+                if (!((*t >= 'a' && *t <= 'z') || (*t >= 'A' && *t <= 'Z') ||
+                      (*t >= '0' && *t <= '9') || strchr("_.:-", *t)))
+                        return false;
+        return true;
+}
+
+static int hello_parse(const char *buf, size_t n, struct shim_arena_info *ret)
+{
+        char policy[32];
+        uint64_t ratio = 0, limit;
+        struct shim_arena_info info = { .memfd = -1, .devfd = -1 };
+        int r;
+
+        if ((r = jscan_get_u64(buf, n, "result", "arena_size", &info.arena_size)) < 0 ||
+            (r = jscan_get_u64(buf, n, "result", "local_alloc_limit", &limit)) < 0 ||
+            (r = jscan_get_string(buf, n, "result", "policy", policy, sizeof(policy))) < 0)
+                return -EBADMSG;
+        r = jscan_get_u64(buf, n, "result", "ratio", &ratio);
+        if (r < 0 && r != -ENOENT)
+                return -EBADMSG;
+        r = jscan_get_u64(buf, n, "result", "chunk_size", &info.chunk_size);
+        if (r == -ENOENT)
+                info.chunk_size = 65536;
+        else if (r < 0)
+                return -EBADMSG;
+        if (info.arena_size == 0 || info.arena_size % SHIM_PAGE || info.arena_size > (1ULL << 46))
+                return -EBADMSG;
+        if (shim_policy_parse(policy, ratio, limit, &info.policy) < 0)
+                return -EBADMSG;
+        *ret = info;
+        return 0;
+}
+
+int shim_proto_hello(int sock, const char *token, struct shim_arena_info *ret)
+{
+        char req[256], buf[PROTO_REPLY_MAX];
+        int fds[2];
+        size_t n_fds = 2;
+        bool attached;
+        ssize_t n;
+        int r;
+
+        if (token && !token_valid(token))
+                return -EINVAL;
+        if (token)
+                snprintf(req, sizeof(req),
+                         "{\"xmem\":1,\"method\":\"shim.hello\",\"params\":{\"version\":1,"
+                         "\"fork_token\":\"%s\"}}",
+                         token);
+        else
+                snprintf(req, sizeof(req),
+                         "{\"xmem\":1,\"method\":\"shim.hello\",\"params\":{\"version\":1}}");
+        n = proto_call(sock, req, -1, buf, fds, &n_fds);
+        if (n < 0)
+                return (int)n;
+        r = jscan_get_bool(buf, (size_t)n, "result", "attached", &attached);
+        if (r < 0)
+                r = -EBADMSG;
+        else if (!attached)
+                r = -ENOTCONN;
+        else if (n_fds != 2)
+                r = -EBADMSG;
+        else
+                r = hello_parse(buf, (size_t)n, ret);
+        if (r < 0) {
+                close_fds(fds, n_fds);
+                return r;
+        }
+        ret->memfd = fds[0];
+        ret->devfd = fds[1];
+        return 0;
+}
+
+int shim_proto_register(int sock, uint64_t base, uint64_t size, int uffd)
+{
+        char req[192], buf[PROTO_REPLY_MAX];
+        int fds[1];
+        size_t n_fds = 1;
+        ssize_t n;
+
+        snprintf(req, sizeof(req),
+                 "{\"xmem\":1,\"method\":\"shim.register\",\"params\":{\"base\":%llu,"
+                 "\"size\":%llu}}",
+                 (unsigned long long)base, (unsigned long long)size);
+        n = proto_call(sock, req, uffd, buf, fds, &n_fds);
+        if (n < 0)
+                return (int)n;
+        close_fds(fds, n_fds);
+        return n_fds ? -EBADMSG : 0;
+}
+
+int shim_proto_fork(int sock, char *ret_token, size_t token_len)
+{
+        const char *req = "{\"xmem\":1,\"method\":\"shim.fork\",\"params\":{}}";
+        char buf[PROTO_REPLY_MAX], token[SHIM_TOKEN_MAX];
+        int fds[1];
+        size_t n_fds = 1;
+        ssize_t n;
+        int r;
+
+        n = proto_call(sock, req, -1, buf, fds, &n_fds);
+        if (n < 0)
+                return (int)n;
+        close_fds(fds, n_fds);
+        r = jscan_get_string(buf, (size_t)n, "result", "token", token, sizeof(token));
+        if (r < 0 || !token_valid(token) || strlen(token) >= token_len)
+                return -EBADMSG;
+        strcpy(ret_token, token);
+        return 0;
+}

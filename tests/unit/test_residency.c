@@ -1,0 +1,111 @@
+/* test_residency.c: the residency manager's pure parts: victim choice
+ * (enhanced CLOCK, clean before dirty), the budget formula, the latency
+ * histogram. No kernel involved. */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "residency.h"
+
+#define P CHUNK_PRESENT
+#define D CHUNK_DIRTY
+#define F CHUNK_FREE
+#define E CHUNK_EVICTING
+#define L CHUNK_FILLING
+
+Test(residency, clean_unreferenced_first)
+{
+        uint8_t st[] = { D, P, F, P, D, L, P };
+        uint8_t ref[] = { 0, 1, 0, 0, 0, 0, 0 };
+        uint64_t out[8], hand = 0;
+        bool dirty[8];
+
+        size_t n = residency_clock_pick(st, ref, 7, &hand, out, dirty, 2);
+        cr_assert_eq(n, 2);
+        cr_assert_eq(out[0], 3);
+        cr_assert_eq(out[1], 6);
+        cr_assert(!dirty[0] && !dirty[1]);
+        cr_assert_eq(st[3], E);
+        cr_assert_eq(st[6], E);
+        cr_assert_eq(hand, 0); /* past index 6, wrapped */
+        cr_assert_eq(ref[1], 1, "first sweep clears nothing");
+}
+
+Test(residency, dirty_before_referenced_clean_and_second_chance)
+{
+        uint8_t st[] = { P, D, P };
+        uint8_t ref[] = { 1, 0, 1 };
+        uint64_t out[8], hand = 0;
+        bool dirty[8];
+
+        /* (0,0) none -> (0,1) chunk 1, clearing the referenced bits passed. */
+        size_t n = residency_clock_pick(st, ref, 3, &hand, out, dirty, 1);
+        cr_assert_eq(n, 1);
+        cr_assert_eq(out[0], 1);
+        cr_assert(dirty[0]);
+        cr_assert_eq(ref[0], 0, "passed: second chance used");
+        cr_assert_eq(ref[2], 1, "not reached: the sweep stops at MAX");
+        cr_assert_eq(hand, 2);
+        /* Chunk 0 lost its second chance; chunk 2 loses it on this sweep. */
+        n = residency_clock_pick(st, ref, 3, &hand, out, dirty, 4);
+        cr_assert_eq(n, 2);
+        cr_assert_eq(out[0], 0);
+        cr_assert_eq(out[1], 2);
+}
+
+Test(residency, never_picks_busy_or_free)
+{
+        uint8_t st[] = { F, E, L, F };
+        uint8_t ref[] = { 0, 0, 0, 0 };
+        uint64_t out[4], hand = 2;
+        bool dirty[4];
+
+        cr_assert_eq(residency_clock_pick(st, ref, 4, &hand, out, dirty, 4), 0);
+        cr_assert_eq(hand, 2);
+        cr_assert_eq(residency_clock_pick(st, ref, 0, &hand, out, dirty, 4), 0);
+}
+
+Test(residency, all_referenced_still_finds_victims)
+{
+        uint8_t st[64], ref[64];
+        uint64_t out[64], hand = 10;
+        bool dirty[64];
+
+        for (int i = 0; i < 64; i++) {
+                st[i] = i % 2 ? D : P;
+                ref[i] = 1;
+        }
+        size_t n = residency_clock_pick(st, ref, 64, &hand, out, dirty, 64);
+        cr_assert_eq(n, 64);
+        /* The 32 clean ones come before the 32 dirty ones. */
+        for (int i = 0; i < 32; i++)
+                cr_assert(!dirty[i], "victim %d dirty", i);
+        for (int i = 32; i < 64; i++)
+                cr_assert(dirty[i]);
+        cr_assert_eq(out[0], 10);
+}
+
+Test(residency, budget_formula)
+{
+        /* 64 MiB limit, 40 MiB used of which 30 MiB arena, 8 MiB headroom. */
+        cr_assert_eq(residency_budget_from(64 << 20, 40 << 20, 30 << 20, 8 << 20), 46 << 20);
+        cr_assert_eq(residency_budget_from(64 << 20, 70 << 20, 0, 8 << 20), 0);
+        cr_assert_eq(residency_budget_from(UINT64_MAX, 1, 0, 1), UINT64_MAX);
+        cr_assert_eq(residency_budget_from(64 << 20, 1 << 20, 2 << 20, 0), 64 << 20);
+        cr_assert_lt(residency_low(100), residency_high(100));
+        cr_assert_leq(residency_high(100), 100);
+}
+
+Test(residency, latency_histogram)
+{
+        static struct lat_hist h;
+
+        cr_assert_eq(lat_hist_quantile(&h, 0.5), 0);
+        for (int i = 0; i < 990; i++)
+                lat_hist_add(&h, 10000); /* 10 us */
+        for (int i = 0; i < 10; i++)
+                lat_hist_add(&h, 1000000); /* 1 ms */
+        cr_assert_eq(lat_hist_count(&h), 1000);
+        uint64_t p50 = lat_hist_quantile(&h, 0.5), p999 = lat_hist_quantile(&h, 0.999);
+        cr_assert(p50 >= 10000 && p50 <= 12500, "p50 %lu", (unsigned long)p50);
+        cr_assert(p999 >= 1000000 && p999 <= 1250000, "p999 %lu", (unsigned long)p999);
+}
