@@ -179,26 +179,6 @@ int api_attach_validate(struct api_attach *a, struct xmem_error *err)
         return 0;
 }
 
-/* json_dispatch says "field 'X' must be ..."/"missing field 'X'"/"unknown field
- * 'X'"; the API names fields as "PATHX: ...". */
-static int field_error(struct xmem_error *err, const char *label, const char *path)
-{
-        char msg[XMEM_ERROR_MAX], name[XMEM_ERROR_MAX];
-        const char *rest = NULL;
-        int code = err->code;
-
-        snprintf(msg, sizeof(msg), "%s", err->msg);
-        if (sscanf(msg, "missing field '%255[^']'", name) == 1)
-                rest = "missing (required)";
-        else if (sscanf(msg, "unknown field '%255[^']'", name) == 1)
-                rest = "unknown field";
-        else if (sscanf(msg, "field '%255[^']'", name) == 1)
-                rest = msg + strlen("field '") + strlen(name) + strlen("' ");
-        if (rest)
-                return xmem_error_set(err, code, "%s: %s%s: %s", label, path, name, rest);
-        return xmem_error_set(err, code, "%s: %s", label, msg);
-}
-
 struct envelope {
         uint64_t version;
         const char *method;
@@ -220,9 +200,10 @@ static int parse_params(enum api_method m, json_object *params, struct api_reque
 
         if (!params)
                 params = empty = json_object_new_object();
-        r = json_dispatch(params, method_fields[m], &req->p, method_params_size[m], false, err);
+        r = json_dispatch_at(params, method_fields[m], &req->p, method_params_size[m], false,
+                             "params", err);
         if (r < 0)
-                return field_error(err, method_names[m], "params.");
+                return xmem_error_prefix(err, "%s", method_names[m]);
         if (m == API_ATTACH) {
                 r = api_attach_validate(&req->p.attach, err);
                 if (r < 0)
@@ -262,7 +243,7 @@ int api_request_parse(const char *buf, size_t len, struct api_request *ret,
                 return xmem_error_prefix(err, "request");
         r = json_dispatch(root, envelope_fields, &env, sizeof(env), false, err);
         if (r < 0)
-                return field_error(err, "request", "");
+                return xmem_error_prefix(err, "request");
         if (env.version != API_VERSION)
                 return xmem_error_set(err, -EPROTONOSUPPORT,
                                       "request: xmem: unsupported API version %llu (memd speaks %d)",

@@ -1,5 +1,6 @@
 /* container.c: attached containers and their processes' arenas (container.h). */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -189,6 +190,13 @@ int container_register(struct container *c, struct process *p, int uffd, uint64_
                 safe_close(uffd);
                 return xmem_error_set(err, -EINVAL, "params.size: must be the arena size %llu",
                                       (unsigned long long)p->arena->size);
+        }
+        /* poll() on a blocking userfaultfd answers EPOLLERR: the pager needs it
+         * non-blocking (the flag is shared with the shim's copy, which never reads it). */
+        if (fcntl(uffd, F_SETFL, fcntl(uffd, F_GETFL) | O_NONBLOCK) < 0) {
+                r = negative_errno();
+                safe_close(uffd);
+                return xmem_error_set(err, r, "userfaultfd: %s", strerror(-r));
         }
         arena_attach(p->arena, uffd, base);
         r = residency_add_arena(c->residency, p->arena);

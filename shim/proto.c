@@ -55,7 +55,6 @@ static void close_fds(int *fds, size_t n)
 static ssize_t proto_call(int sock, const char *req, int send_fd, char *buf, int *fds,
                           size_t *n_fds)
 {
-        size_t want = *n_fds;
         ssize_t n;
         bool ok;
         int r;
@@ -63,9 +62,7 @@ static ssize_t proto_call(int sock, const char *req, int send_fd, char *buf, int
         r = send_with_fds(sock, req, strlen(req), &send_fd, send_fd >= 0 ? 1 : 0);
         if (r < 0)
                 return r;
-        do
-                n = recv_with_fds(sock, buf, PROTO_REPLY_MAX, fds, n_fds);
-        while (n == -EINTR && (*n_fds = want, true));
+        n = recv_with_fds(sock, buf, PROTO_REPLY_MAX, fds, n_fds);
         if (n < 0)
                 return n;
         if (n == 0 || n >= PROTO_REPLY_MAX) {

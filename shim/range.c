@@ -78,8 +78,10 @@ int range_alloc(struct range *r, uint64_t n, uint64_t align, uint64_t *ret_first
 {
         uint64_t i;
 
-        if (n == 0 || n > r->n_pages || align == 0 || (align & (align - 1)))
+        if (n == 0 || align == 0 || (align & (align - 1)))
                 return -EINVAL;
+        if (n > r->n_pages)
+                return -ENOMEM;
         i = r->low_free;
         while (i < r->n_pages) {
                 i = next_free(r, i);

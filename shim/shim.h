@@ -98,3 +98,8 @@ void shim_account(enum shim_placement where, int64_t delta);
 
 /* hooks.c: jemalloc extent hooks on every arena. */
 int shim_hooks_install(void);
+
+/* jemalloc's mallctl, renamed in the archive (meson objcopy step) so that the
+ * exported mallctl can watch "arenas.create". */
+int xmem_je_mallctl(const char *name, void *oldp, size_t *oldlenp, void *newp, size_t newlen);
+int shim_hooks_install_one(unsigned ind);

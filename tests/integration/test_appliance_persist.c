@@ -35,6 +35,13 @@ struct state {
         uint8_t *want[3], *want_snap;
 };
 
+static void state_done(struct state *s)
+{
+        for (int i = 0; i < 3; i++)
+                free(s->want[i]);
+        free(s->want_snap);
+}
+
 static int conn(void)
 {
         int fd = harness_connect_tcp(&app);
@@ -122,6 +129,7 @@ Test(appliance_persist, survives_sigterm)
         harness_stop(&app);
         harness_appliance_start(&app, args);
         verify(&s);
+        state_done(&s);
 }
 
 Test(appliance_persist, survives_kill_9_after_ack)
@@ -143,6 +151,7 @@ Test(appliance_persist, survives_kill_9_after_ack)
         close(fd);
         harness_appliance_start(&app, args);
         verify(&s);
+        state_done(&s);
 }
 
 Test(appliance_persist, wrong_chunk_size_refused)

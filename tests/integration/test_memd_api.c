@@ -432,3 +432,107 @@ Test(memd_api, cgroup_removed_detaches, .init = setup_embedded, .fini = teardown
         cr_expect_eq(n_containers(), 0, "memd noticed the cgroup disappeared");
         cr_expect(memd_alive());
 }
+
+/* What the shim does at load time, done by hand: hello, map, register. */
+static uint8_t *serve_me(uint64_t *ret_size)
+{
+        const char *hello = "{\"xmem\":1,\"method\":\"shim.hello\",\"params\":{\"version\":1}}";
+        int fd = memd_connect(), fds[4], uffd;
+        size_t n = 4;
+        json_object *r = call_raw(fd, hello, strlen(hello), NULL, 0, fds, &n);
+        char reg[160];
+        uint64_t size;
+        uint8_t *base;
+
+        if (!ok(r) || !json_object_get_boolean(get(r, "result.attached")) || n != 2)
+                _exit(20);
+        size = (uint64_t)json_object_get_int64(get(r, "result.arena_size"));
+        json_object_put(r);
+        base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fds[0], 0);
+        if (base == MAP_FAILED)
+                _exit(21);
+        if (uffd_open_with(fds[1], O_CLOEXEC, UFFD_PAGER_FEATURES, 0, NULL, &uffd) < 0)
+                _exit(22);
+        if (uffd_register(uffd, (uint64_t)base, size,
+                          UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP, NULL) < 0)
+                _exit(23);
+        snprintf(reg, sizeof(reg),
+                 "{\"xmem\":1,\"method\":\"shim.register\",\"params\":{\"base\":%llu,\"size\":%llu}}",
+                 (unsigned long long)(uintptr_t)base, (unsigned long long)size);
+        n = 0;
+        r = call_raw(fd, reg, strlen(reg), &uffd, 1, NULL, NULL); /* we keep our own uffd */
+        if (!ok(r))
+                _exit(24);
+        json_object_put(r);
+        *ret_size = size;
+        return base;
+}
+
+static void enter_cgroup(void)
+{
+        char path[192];
+        FILE *f;
+
+        snprintf(path, sizeof(path), "%s/cgroup.procs", cg_dir);
+        f = fopen(path, "w");
+        if (!f || fprintf(f, "%d\n", (int)getpid()) < 0 || fclose(f) != 0)
+                _exit(19);
+}
+
+Test(memd_api, process_paged_within_budget, .init = setup_tcp, .fini = teardown,
+     .timeout = 120)
+{
+        const uint64_t work = 192ULL << 20; /* 3x the 64M local limit */
+        json_object *r = attach("64M", "512M", NULL);
+        int status;
+        pid_t pid;
+
+        cr_assert(ok(r), "attach: %s", errmsg(r));
+        json_object_put(r);
+        pid = fork();
+        cr_assert(pid >= 0);
+        if (pid == 0) {
+                uint64_t size;
+                uint8_t *base, chunk[4096];
+
+                enter_cgroup();
+                base = serve_me(&size);
+                if (size < work)
+                        _exit(25);
+                for (uint64_t off = 0; off < work; off += sizeof(chunk)) {
+                        harness_pattern(chunk, sizeof(chunk), 7, off);
+                        memcpy(base + off, chunk, sizeof(chunk));
+                }
+                for (uint64_t off = 0; off < work; off += sizeof(chunk)) {
+                        harness_pattern(chunk, sizeof(chunk), 7, off);
+                        if (memcmp(base + off, chunk, sizeof(chunk)) != 0)
+                                _exit(26);
+                }
+                _exit(0);
+        }
+        cr_assert(waitpid(pid, &status, 0) == pid);
+        cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                  "the served process failed (status 0x%x), see %s", status, md.log);
+        r = call("{\"xmem\":1,\"method\":\"stats\",\"params\":{\"id\":\"web-1\"}}");
+        cr_assert(ok(r), "stats: %s", errmsg(r));
+        cr_expect_gt(json_object_get_int64(get(r, "result.faults")), 0);
+        cr_expect_gt(json_object_get_int64(get(r, "result.evictions")), 0, "paged out");
+        cr_expect_gt(json_object_get_int64(get(r, "result.written_back_bytes")), 0);
+        cr_expect_gt(json_object_get_int64(get(r, "result.fetched_bytes")), 0, "paged in");
+        cr_log_info("faults %lld, p50 %lld us, p99 %lld us",
+                    (long long)json_object_get_int64(get(r, "result.faults")),
+                    (long long)json_object_get_int64(get(r, "result.fault_latency_us.p50")),
+                    (long long)json_object_get_int64(get(r, "result.fault_latency_us.p99")));
+        json_object_put(r);
+        for (int i = 0; i < 50; i++) { /* the process's arena is freed once memd sees it exit */
+                r = call("{\"xmem\":1,\"method\":\"list\",\"params\":{}}");
+                int64_t np = json_object_get_int64(
+                        get(json_object_array_get_idx(get(r, "result.containers"), 0), "processes"));
+                json_object_put(r);
+                if (np == 0)
+                        break;
+                cr_expect(i < 49, "the exited process's arena was not freed");
+                usleep(100000);
+        }
+        cr_expect(memd_alive());
+}

@@ -1,0 +1,305 @@
+/* arena.c: the external arena in this process: the handshake with memd,
+ * mapping the memfd and registering it with our userfaultfd, handing out its
+ * page ranges, punching holes, and fork (docs/api.md "shim.fork"). */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "shim.h"
+#include "uffd-compat.h"
+
+#define ARENA_ALIGN (2ULL << 20)
+
+static pthread_mutex_t sock_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int uffd_create(int devfd, int *ret_uffd)
+{
+        struct uffdio_api api = {
+                .api = UFFD_API,
+                .features = UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_WP_HUGETLBFS_SHMEM,
+        };
+        int uffd = ioctl(devfd, USERFAULTFD_IOC_NEW, O_CLOEXEC);
+
+        if (uffd < 0)
+                return -errno;
+        if (ioctl(uffd, UFFDIO_API, &api) < 0) {
+                int r = -errno;
+                close(uffd);
+                return r;
+        }
+        *ret_uffd = uffd;
+        return 0;
+}
+
+/* Map MEMFD: at FIXED_BASE (a forked child: the parent's address) or at a
+ * 2 MiB aligned address of the kernel's choice. */
+static int arena_map(int memfd, uint64_t size, uint64_t fixed_base, uint64_t *ret_base)
+{
+        void *p;
+
+        if (fixed_base) {
+                p = shim_sys_mmap((void *)fixed_base, size, PROT_READ | PROT_WRITE,
+                                  MAP_SHARED | MAP_FIXED_NOREPLACE, memfd, 0);
+                if (p == MAP_FAILED)
+                        return -errno;
+                if ((uint64_t)p != fixed_base) {
+                        shim_sys_munmap(p, size);
+                        return -EEXIST;
+                }
+        } else {
+                char *res = shim_sys_mmap(NULL, size + ARENA_ALIGN, PROT_NONE,
+                                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+                if (res == MAP_FAILED)
+                        return -errno;
+                char *base = (char *)(((uint64_t)res + ARENA_ALIGN - 1) & ~(ARENA_ALIGN - 1));
+                p = shim_sys_mmap(base, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
+                                  memfd, 0);
+                if (p == MAP_FAILED) {
+                        int r = -errno;
+                        shim_sys_munmap(res, size + ARENA_ALIGN);
+                        return r;
+                }
+                if (base > res)
+                        shim_sys_munmap(res, (size_t)(base - res));
+                if (res + size + ARENA_ALIGN > base + size)
+                        shim_sys_munmap(base + size, (size_t)(res + ARENA_ALIGN - base));
+        }
+        /* a child must not share our heap: it gets its own view (shim.fork) */
+        if (shim_sys_madvise(p, size, MADV_DONTFORK) < 0) {
+                int r = -errno;
+                shim_sys_munmap(p, size);
+                return r;
+        }
+        *ret_base = (uint64_t)p;
+        return 0;
+}
+
+static int arena_register(int uffd, uint64_t base, uint64_t size)
+{
+        struct uffdio_register reg = {
+                .range = { .start = base, .len = size },
+                .mode = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP,
+        };
+
+        return ioctl(uffd, UFFDIO_REGISTER, &reg) < 0 ? -errno : 0;
+}
+
+static int range_setup(uint64_t size)
+{
+        uint64_t n = size / SHIM_PAGE;
+        void *bits = shim_sys_mmap(NULL, range_bitmap_bytes(n), PROT_READ | PROT_WRITE,
+                                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+        if (bits == MAP_FAILED)
+                return -errno;
+        range_init(&shim_state.range, bits, n);
+        return 0;
+}
+
+int shim_arena_attach(int sock, const char *token)
+{
+        struct shim_arena_info info;
+        uint64_t base = 0;
+        int uffd = -1, r;
+
+        r = shim_proto_hello(sock, token, &info);
+        if (r < 0)
+                return r;
+        if (token && info.arena_size != shim_state.size)
+                r = -EBADMSG; /* the child's heap must be the parent's, byte for byte */
+        if (r == 0)
+                r = uffd_create(info.devfd, &uffd);
+        close(info.devfd);
+        if (r == 0)
+                r = arena_map(info.memfd, info.arena_size, token ? shim_state.base : 0, &base);
+        if (r == 0) {
+                r = arena_register(uffd, base, info.arena_size);
+                if (r == 0)
+                        r = shim_proto_register(sock, base, info.arena_size, uffd);
+                if (r == 0 && !token)
+                        r = range_setup(info.arena_size);
+                if (r < 0)
+                        shim_sys_munmap((void *)base, info.arena_size);
+        }
+        if (r < 0) {
+                if (uffd >= 0)
+                        close(uffd);
+                close(info.memfd);
+                return r;
+        }
+        shim_state.sock = sock;
+        shim_state.uffd = uffd; /* never closed: faults wait if memd dies */
+        shim_state.memfd = info.memfd;
+        shim_state.base = base;
+        shim_state.size = info.arena_size;
+        if (!token)
+                shim_state.policy = info.policy;
+        atomic_store_explicit(&shim_state.attached, true, memory_order_release);
+        return 0;
+}
+
+/* ---- page ranges ---- */
+
+enum shim_placement shim_place(uint64_t size)
+{
+        enum shim_placement where;
+
+        if (!atomic_load_explicit(&shim_state.attached, memory_order_acquire))
+                return SHIM_LOCAL;
+        pthread_mutex_lock(&shim_state.lock);
+        struct shim_usage u = {
+                .local_bytes = shim_state.local_bytes,
+                .external_bytes = shim_state.external_bytes,
+                /* the shim cannot see residency: what is in use is an upper bound */
+                .resident_cache = shim_state.external_bytes,
+        };
+        bool room = (shim_state.range.n_pages - shim_state.range.used) * SHIM_PAGE >= size;
+        where = shim_policy_place(&shim_state.policy, &u, size, room);
+        pthread_mutex_unlock(&shim_state.lock);
+        return where;
+}
+
+void shim_account(enum shim_placement where, int64_t delta)
+{
+        pthread_mutex_lock(&shim_state.lock);
+        uint64_t *c = where == SHIM_LOCAL ? &shim_state.local_bytes : &shim_state.external_bytes;
+        if (delta < 0 && (uint64_t)-delta > *c)
+                *c = 0;
+        else
+                *c += (uint64_t)delta;
+        pthread_mutex_unlock(&shim_state.lock);
+}
+
+void *shim_arena_alloc(size_t len, size_t align, bool *ret_zero)
+{
+        uint64_t first;
+        bool pristine;
+        int r;
+
+        if (align < SHIM_PAGE)
+                align = SHIM_PAGE;
+        pthread_mutex_lock(&shim_state.lock);
+        r = range_alloc(&shim_state.range, len / SHIM_PAGE, align / SHIM_PAGE, &first, &pristine);
+        if (r == 0)
+                shim_state.external_bytes += len;
+        pthread_mutex_unlock(&shim_state.lock);
+        if (r < 0)
+                return NULL;
+        /* a new arena reads as zeros (memd's contract); a fork child's clone
+         * keeps that true above the parent's high-water mark */
+        *ret_zero = pristine;
+        return (void *)(shim_state.base + first * SHIM_PAGE);
+}
+
+int shim_arena_claim(void *addr, size_t len, bool *ret_zero)
+{
+        uint64_t first = ((uint64_t)addr - shim_state.base) / SHIM_PAGE;
+        int r;
+
+        pthread_mutex_lock(&shim_state.lock);
+        r = range_claim(&shim_state.range, first, len / SHIM_PAGE, ret_zero);
+        if (r == 0)
+                shim_state.external_bytes += len;
+        pthread_mutex_unlock(&shim_state.lock);
+        return r;
+}
+
+int shim_arena_discard(void *addr, size_t len)
+{
+        off_t off = (off_t)((uint64_t)addr - shim_state.base);
+
+        /* on the memfd rather than MADV_REMOVE: works whatever the mapping's
+         * protection is now */
+        return fallocate(shim_state.memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off,
+                         (off_t)len) < 0
+                       ? -errno
+                       : 0;
+}
+
+void shim_arena_release(void *addr, size_t len)
+{
+        uint64_t first = ((uint64_t)addr - shim_state.base) / SHIM_PAGE;
+        uint64_t n = len / SHIM_PAGE;
+
+        (void)shim_arena_discard(addr, len);
+        pthread_mutex_lock(&shim_state.lock);
+        uint64_t before = shim_state.range.used;
+        range_free(&shim_state.range, first, n);
+        uint64_t freed = (before - shim_state.range.used) * SHIM_PAGE;
+        shim_state.external_bytes -= freed < shim_state.external_bytes ? freed
+                                                                        : shim_state.external_bytes;
+        pthread_mutex_unlock(&shim_state.lock);
+}
+
+/* ---- fork ---- */
+
+void shim_arena_atfork_prepare(void)
+{
+        if (!atomic_load_explicit(&shim_state.attached, memory_order_acquire))
+                return;
+        /* held until the parent or child handler: concurrent forks queue here */
+        pthread_mutex_lock(&sock_lock);
+        shim_state.fork_prepared =
+                shim_proto_fork(shim_state.sock, shim_state.fork_token,
+                                sizeof(shim_state.fork_token)) == 0;
+}
+
+void shim_arena_atfork_parent(void)
+{
+        if (!atomic_load_explicit(&shim_state.attached, memory_order_acquire))
+                return;
+        shim_state.fork_prepared = false;
+        pthread_mutex_unlock(&sock_lock);
+}
+
+extern const char *shim_socket_path(void);
+
+static void child_fatal(const char *what, int r)
+{
+        char msg[160];
+        int n = snprintf(msg, sizeof(msg),
+                         "xmem-shim: forked child %d cannot map its external heap: %s: %s\n",
+                         (int)getpid(), what, strerror(-r));
+        /* the heap this child inherited is unreachable: stop loudly rather than
+         * let it read garbage */
+        if (write(STDERR_FILENO, msg, (size_t)n) < 0)
+                _exit(127);
+        _exit(127);
+}
+
+void shim_arena_atfork_child(void)
+{
+        int sock = -1, r;
+
+        if (!atomic_load_explicit(&shim_state.attached, memory_order_acquire))
+                return;
+        /* this process is single-threaded now: locks held by other threads of
+         * the parent are void */
+        pthread_mutex_init(&sock_lock, NULL);
+        pthread_mutex_init(&shim_state.lock, NULL);
+        atomic_store_explicit(&shim_state.attached, false, memory_order_release);
+        /* the parent's connection, uffd and memfd are the parent's */
+        close(shim_state.sock);
+        close(shim_state.uffd);
+        close(shim_state.memfd);
+        shim_state.sock = shim_state.uffd = shim_state.memfd = -1;
+
+        if (!shim_state.fork_prepared) {
+                if (shim_state.range.used == 0)
+                        return; /* nothing external was in use: carry on local only */
+                child_fatal("shim.fork", -EPROTO);
+        }
+        shim_state.fork_prepared = false;
+        r = shim_proto_connect(shim_socket_path(), &sock);
+        if (r < 0)
+                child_fatal("connect", r);
+        r = shim_arena_attach(sock, shim_state.fork_token);
+        if (r < 0)
+                child_fatal("shim.hello", r);
+}

@@ -1,0 +1,187 @@
+/* hooks.c: jemalloc extent hooks on every arena. The alloc hook is where
+ * jemalloc asks the system for memory, so it is where local (anonymous mmap)
+ * or external (a range of the arena memfd) is chosen; the other hooks route
+ * by address. jemalloc's own metadata (base blocks) always stays local. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include <jemalloc/jemalloc.h>
+
+#include "shim.h"
+
+/* jemalloc 5.3's base_map() asks for its metadata blocks with HUGEPAGE
+ * alignment; user extents (extent_grow_retained) come with PAGE alignment.
+ * Metadata must stay local: jemalloc's postfork_child handler touches it
+ * before ours has mapped the child's arena. */
+#define JE_HUGEPAGE (2ULL << 20)
+
+static void *local_map(void *hint, size_t size, size_t align)
+{
+        int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
+        char *p, *a;
+
+        if (hint) {
+                p = shim_sys_mmap(hint, size, PROT_READ | PROT_WRITE,
+                                  flags | MAP_FIXED_NOREPLACE, -1, 0);
+                if (p == MAP_FAILED)
+                        return NULL;
+                if (p != hint) {
+                        shim_sys_munmap(p, size);
+                        return NULL;
+                }
+                return p;
+        }
+        if (align <= SHIM_PAGE) {
+                p = shim_sys_mmap(NULL, size, PROT_READ | PROT_WRITE, flags, -1, 0);
+                return p == MAP_FAILED ? NULL : p;
+        }
+        p = shim_sys_mmap(NULL, size + align - SHIM_PAGE, PROT_READ | PROT_WRITE, flags, -1, 0);
+        if (p == MAP_FAILED)
+                return NULL;
+        a = (char *)(((uint64_t)p + align - 1) & ~(uint64_t)(align - 1));
+        if (a > p)
+                shim_sys_munmap(p, (size_t)(a - p));
+        if (p + size + align - SHIM_PAGE > a + size)
+                shim_sys_munmap(a + size, (size_t)(p + align - SHIM_PAGE - a));
+        return a;
+}
+
+static void *hook_alloc(extent_hooks_t *h, void *new_addr, size_t size, size_t align,
+                        bool *zero, bool *commit, unsigned arena_ind)
+{
+        bool metadata = align >= JE_HUGEPAGE;
+        bool zeroed = true;
+        void *p = NULL;
+
+        if (size == 0 || size % SHIM_PAGE)
+                return NULL;
+        if (new_addr && shim_in_arena(new_addr, size)) {
+                if (shim_arena_claim(new_addr, size, &zeroed) == 0)
+                        p = new_addr;
+        } else if (new_addr) {
+                p = local_map(new_addr, size, align);
+                if (p)
+                        shim_account(SHIM_LOCAL, (int64_t)size);
+        } else {
+                if (!metadata && shim_place(size) == SHIM_EXTERNAL)
+                        p = shim_arena_alloc(size, align, &zeroed);
+                if (!p) {
+                        zeroed = true;
+                        p = local_map(NULL, size, align);
+                        if (p)
+                                shim_account(SHIM_LOCAL, (int64_t)size);
+                }
+        }
+        if (!p)
+                return NULL;
+        if (*zero && !zeroed)
+                memset(p, 0, size);
+        else
+                *zero = zeroed;
+        *commit = true;
+        return p;
+}
+
+/* Like jemalloc's default with opt.retain: keep the address space, reuse it. */
+static bool hook_dalloc(extent_hooks_t *h, void *addr, size_t size, bool committed,
+                        unsigned arena_ind)
+{
+        return true;
+}
+
+static void hook_destroy(extent_hooks_t *h, void *addr, size_t size, bool committed,
+                         unsigned arena_ind)
+{
+        if (shim_in_arena(addr, size)) {
+                shim_arena_release(addr, size);
+                return;
+        }
+        shim_sys_munmap(addr, size);
+        shim_account(SHIM_LOCAL, -(int64_t)size);
+}
+
+/* Memory is always committed (Linux overcommits), as jemalloc's default. */
+static bool hook_commit(extent_hooks_t *h, void *addr, size_t size, size_t off, size_t len,
+                        unsigned arena_ind)
+{
+        return true;
+}
+
+static bool hook_purge_lazy(extent_hooks_t *h, void *addr, size_t size, size_t off,
+                            size_t len, unsigned arena_ind)
+{
+        char *p = (char *)addr + off;
+
+        if (shim_in_arena(p, len))
+                /* free the shmem pages; contents are undefined afterwards (memd
+                 * may refill stale data), hence lazy, never forced */
+                return shim_arena_discard(p, len) < 0;
+        return shim_sys_madvise(p, len, MADV_FREE) < 0 &&
+               shim_sys_madvise(p, len, MADV_DONTNEED) < 0;
+}
+
+static bool hook_purge_forced(extent_hooks_t *h, void *addr, size_t size, size_t off,
+                              size_t len, unsigned arena_ind)
+{
+        char *p = (char *)addr + off;
+
+        /* forced purge promises zeros: not on the arena, where only memd knows
+         * whether a punched page comes back as zeros */
+        if (shim_overlaps_arena(p, len))
+                return true;
+        return shim_sys_madvise(p, len, MADV_DONTNEED) < 0;
+}
+
+static bool hook_split(extent_hooks_t *h, void *addr, size_t size, size_t size_a,
+                       size_t size_b, bool committed, unsigned arena_ind)
+{
+        return false;
+}
+
+static bool hook_merge(extent_hooks_t *h, void *addr_a, size_t size_a, void *addr_b,
+                       size_t size_b, bool committed, unsigned arena_ind)
+{
+        /* never join a local mapping with an arena range next to it */
+        return shim_in_arena(addr_a, size_a) != shim_in_arena(addr_b, size_b);
+}
+
+static extent_hooks_t shim_hooks = {
+        .alloc = hook_alloc,
+        .dalloc = hook_dalloc,
+        .destroy = hook_destroy,
+        .commit = hook_commit,
+        .decommit = hook_commit,
+        .purge_lazy = hook_purge_lazy,
+        .purge_forced = hook_purge_forced,
+        .split = hook_split,
+        .merge = hook_merge,
+};
+
+/* Install the hooks on arena IND (initialising it when it is not yet). */
+int shim_hooks_install_one(unsigned ind);
+int shim_hooks_install_one(unsigned ind)
+{
+        extent_hooks_t *hooks = &shim_hooks;
+        char name[64];
+
+        snprintf(name, sizeof(name), "arena.%u.extent_hooks", ind);
+        return -xmem_je_mallctl(name, NULL, NULL, &hooks, sizeof(hooks));
+}
+
+int shim_hooks_install(void)
+{
+        unsigned n;
+        size_t sz = sizeof(n);
+        int r, installed = 0;
+
+        r = xmem_je_mallctl("arenas.narenas", &n, &sz, NULL, 0);
+        if (r != 0)
+                return -r;
+        for (unsigned i = 0; i < n; i++)
+                /* EFAULT: jemalloc's huge arena, not created (oversize_threshold:0) */
+                if (shim_hooks_install_one(i) == 0)
+                        installed++;
+        return installed;
+}
