@@ -1,10 +1,12 @@
 /* parse.c: sizes, durations, integers. */
 #include <ctype.h>
+#include <stdbool.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
+#include "macro.h"
 #include "parse.h"
 
 int parse_u64(const char *s, uint64_t *ret)
@@ -73,20 +75,15 @@ static int scale(uint64_t v, uint64_t frac, uint64_t den, uint64_t mul, uint64_t
         return 0;
 }
 
-int parse_size(const char *s, uint64_t *ret)
+struct unit {
+        const char *suffix;
+        uint64_t mul;
+};
+
+/* NUMBER[.FRACTION]SUFFIX with SUFFIX from UNITS; fractions of the unit 1 refused. */
+static int parse_with_units(const char *s, const struct unit *units, size_t n_units,
+                            bool ignore_case, uint64_t *ret)
 {
-        static const struct {
-                const char *suffix;
-                uint64_t mul;
-        } units[] = {
-                { "", 1 },
-                { "b", 1 },
-                { "k", 1ULL << 10 }, { "kb", 1ULL << 10 }, { "kib", 1ULL << 10 },
-                { "m", 1ULL << 20 }, { "mb", 1ULL << 20 }, { "mib", 1ULL << 20 },
-                { "g", 1ULL << 30 }, { "gb", 1ULL << 30 }, { "gib", 1ULL << 30 },
-                { "t", 1ULL << 40 }, { "tb", 1ULL << 40 }, { "tib", 1ULL << 40 },
-                { "p", 1ULL << 50 }, { "pb", 1ULL << 50 }, { "pib", 1ULL << 50 },
-        };
         uint64_t v, frac, den, out;
         const char *suffix;
         int r;
@@ -96,11 +93,11 @@ int parse_size(const char *s, uint64_t *ret)
         r = split_number(s, &v, &frac, &den, &suffix);
         if (r < 0)
                 return r;
-        for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
-                if (strcasecmp(suffix, units[i].suffix) != 0)
+        for (size_t i = 0; i < n_units; i++) {
+                if ((ignore_case ? strcasecmp : strcmp)(suffix, units[i].suffix) != 0)
                         continue;
                 if (units[i].mul == 1 && frac)
-                        return -EINVAL; /* fractional bytes */
+                        return -EINVAL;
                 r = scale(v, frac, den, units[i].mul, &out);
                 if (r < 0)
                         return r;
@@ -110,35 +107,30 @@ int parse_size(const char *s, uint64_t *ret)
         return -EINVAL;
 }
 
+int parse_size(const char *s, uint64_t *ret)
+{
+        static const struct unit units[] = {
+                { "", 1 },
+                { "b", 1 },
+                { "k", 1ULL << 10 }, { "kb", 1ULL << 10 }, { "kib", 1ULL << 10 },
+                { "m", 1ULL << 20 }, { "mb", 1ULL << 20 }, { "mib", 1ULL << 20 },
+                { "g", 1ULL << 30 }, { "gb", 1ULL << 30 }, { "gib", 1ULL << 30 },
+                { "t", 1ULL << 40 }, { "tb", 1ULL << 40 }, { "tib", 1ULL << 40 },
+                { "p", 1ULL << 50 }, { "pb", 1ULL << 50 }, { "pib", 1ULL << 50 },
+        };
+
+        return parse_with_units(s, units, ELEMENTSOF(units), true, ret);
+}
+
 int parse_duration(const char *s, uint64_t *ret_ns)
 {
-        static const struct {
-                const char *suffix;
-                uint64_t mul;
-        } units[] = {
-                { "", 1000000000ULL },    { "s", 1000000000ULL },   { "ns", 1ULL },
-                { "us", 1000ULL },        { "ms", 1000000ULL },     { "m", 60000000000ULL },
+        static const struct unit units[] = {
+                { "", 1000000000ULL },     { "s", 1000000000ULL },   { "ns", 1ULL },
+                { "us", 1000ULL },         { "ms", 1000000ULL },     { "m", 60000000000ULL },
                 { "min", 60000000000ULL }, { "h", 3600000000000ULL },
         };
-        uint64_t v, frac, den, out;
-        const char *suffix;
-        int r;
 
-        if (!s)
-                return -EINVAL;
-        r = split_number(s, &v, &frac, &den, &suffix);
-        if (r < 0)
-                return r;
-        for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
-                if (strcmp(suffix, units[i].suffix) != 0)
-                        continue;
-                r = scale(v, frac, den, units[i].mul, &out);
-                if (r < 0)
-                        return r;
-                *ret_ns = out;
-                return 0;
-        }
-        return -EINVAL;
+        return parse_with_units(s, units, ELEMENTSOF(units), false, ret_ns);
 }
 
 const char *format_size(char *buf, size_t len, uint64_t bytes)
