@@ -14,7 +14,9 @@
  *   FREE --fault/prefetch--> FILLING --copied--> PRESENT (write-protected) or DIRTY
  *   PRESENT --WP fault--> DIRTY (un-protected)
  *   PRESENT/DIRTY --victim--> EVICTING (write-protected, written back, punched) --> FREE
- * Only the thread that moved a chunk into FILLING or EVICTING moves it out. */
+ * A FILLING chunk belongs to its fill job (the fault reader, or the worker the
+ * job was handed to), an EVICTING one to its evictor; only the owner moves it
+ * out and wakes the range. */
 enum chunk_state {
         CHUNK_FREE = 0, /* not resident: the next access faults MISSING */
         CHUNK_FILLING,

@@ -640,7 +640,8 @@ int manager_run(struct manager *m)
                 }
                 for (int i = 0; i < n && !m->stop; i++) {
                         int *kind = ev[i].data.ptr;
-                        switch (*kind) {
+                        int what = *kind; /* KIND may be freed by its handler */
+                        switch (what) {
                         case WATCH_LISTEN: conn_accept(m); break;
                         case WATCH_SIGNAL: on_signal(m); break;
                         case WATCH_TIMER: on_timer(m); break;
@@ -653,7 +654,7 @@ int manager_run(struct manager *m)
                                 m->stop = true;
                                 break;
                         }
-                        if (*kind == WATCH_PROCESS || *kind == WATCH_CONN)
+                        if (what == WATCH_PROCESS || what == WATCH_CONN)
                                 break; /* later events may name what was just freed */
                 }
         }

@@ -17,7 +17,8 @@
 #include "store.h"
 #include "uffd.h"
 
-#define EVICT_BATCH 16
+#define EVICT_BATCH 32
+#define EVICT_MERGE_BYTES (1U << 20) /* largest merged write-back */
 
 void lat_hist_add(struct lat_hist *h, uint64_t ns)
 {
@@ -159,14 +160,15 @@ int residency_add_arena(struct residency *r, struct arena *a)
         int ret = 0;
 
         pthread_mutex_lock(&r->evict_lock);
-        if (a->chunk_size > r->buf_size) {
-                void *b = realloc(r->buf, a->chunk_size);
+        if (MAX(a->chunk_size, EVICT_MERGE_BYTES) > r->buf_size) {
+                size_t want = MAX(a->chunk_size, EVICT_MERGE_BYTES);
+                void *b = realloc(r->buf, want);
                 if (!b) {
                         ret = -ENOMEM;
                         goto out;
                 }
                 r->buf = b;
-                r->buf_size = a->chunk_size;
+                r->buf_size = want;
         }
         struct arena **v = realloc(r->arenas, (r->n_arenas + 1) * sizeof(*v));
         if (!v) {
@@ -199,60 +201,118 @@ void residency_set_budget(struct residency *r, uint64_t bytes)
         residency_kick(r);
 }
 
-/* Write back (if dirty) and punch one EVICTING chunk. Returns 1 if evicted,
- * 0 if it had to be put back (write-back failed), never loses data. */
-static int evict_one(struct residency *r, struct arena *a, uint64_t chunk, bool dirty)
+void residency_sort_picks(uint64_t *chunk, bool *dirty, size_t n)
 {
-        uint64_t off = chunk * a->chunk_size, addr = arena_chunk_addr(a, chunk);
-        uint8_t back = CHUNK_FREE;
-        int rr = 0;
-
-        if (dirty) {
-                ssize_t n = pread(a->memfd, r->buf, a->chunk_size, (off_t)off);
-                rr = n == (ssize_t)a->chunk_size ? 0 : n < 0 ? -errno : -EIO;
-                if (rr == 0)
-                        rr = store_writeback(a->store, off, r->buf, a->chunk_size);
-                if (rr < 0)
-                        back = CHUNK_DIRTY; /* still write-protected: a write re-faults */
-                else
-                        atomic_fetch_add(&r->counters.written_back_bytes, a->chunk_size);
+        /* Insertion sort: N is at most EVICT_BATCH and picks come mostly in order. */
+        for (size_t i = 1; i < n; i++) {
+                uint64_t c = chunk[i];
+                bool d = dirty[i];
+                size_t j = i;
+                for (; j > 0 && chunk[j - 1] > c; j--) {
+                        chunk[j] = chunk[j - 1];
+                        dirty[j] = dirty[j - 1];
+                }
+                chunk[j] = c;
+                dirty[j] = d;
         }
-        if (back == CHUNK_FREE &&
-            fallocate(a->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
-                      a->chunk_size) < 0)
-                back = CHUNK_PRESENT; /* written back and protected: clean */
-
-        pthread_mutex_lock(&a->lock);
-        a->state[chunk] = back;
-        if (back == CHUNK_FREE) {
-                a->referenced[chunk] = 0;
-                a->resident_chunks--;
-                if (dirty)
-                        a->stored[chunk] = 1;
-        } else if (dirty && back == CHUNK_PRESENT)
-                a->stored[chunk] = 1;
-        pthread_mutex_unlock(&a->lock);
-
-        if (back != CHUNK_FREE) {
-                atomic_fetch_add(&r->counters.store_errors, 1);
-                /* Wake writers that blocked while it was EVICTING: they re-fault
-                 * WP and the pager un-protects (DIRTY) or marks it dirty. */
-                (void)uffd_wake(a->uffd, addr, a->chunk_size);
-                return 0;
-        }
-        atomic_fetch_sub(&r->resident, a->chunk_size);
-        atomic_fetch_add(&r->counters.evictions, 1);
-        /* Faults that arrived while EVICTING wait for this: they refault MISSING. */
-        (void)uffd_wake(a->uffd, addr, a->chunk_size);
-        return 1;
 }
 
-/* Evict up to EVICT_BATCH chunks from one arena. Caller holds evict_lock. */
+size_t residency_run_len(const uint64_t *chunk, const bool *dirty, size_t n, size_t i,
+                         size_t max_run, bool same_dirty)
+{
+        size_t k = 1;
+
+        while (i + k < n && k < max_run && chunk[i + k] == chunk[i] + k &&
+               (!same_dirty || dirty[i + k] == dirty[i]))
+                k++;
+        return k;
+}
+
+/* Read the dirty chunks of a protected run from the memfd (pread: a mapping
+ * would populate holes) and write each contiguous dirty stretch back in one
+ * store call. KEEP[k] is set for chunks whose write-back failed. */
+static void writeback_run(struct residency *r, struct arena *a, const uint64_t *chunk,
+                          const bool *dirty, size_t n, bool *keep)
+{
+        for (size_t i = 0; i < n;) {
+                size_t k = residency_run_len(chunk, dirty, n, i, n, true);
+                uint64_t off = chunk[i] * a->chunk_size, len = k * (uint64_t)a->chunk_size;
+                int rr = 0;
+
+                if (dirty[i]) {
+                        ssize_t got = pread(a->memfd, r->buf, len, (off_t)off);
+                        rr = got == (ssize_t)len ? 0 : got < 0 ? -errno : -EIO;
+                        if (rr == 0)
+                                rr = store_writeback(a->store, off, r->buf, len);
+                        if (rr == 0)
+                                atomic_fetch_add(&r->counters.written_back_bytes, len);
+                        else
+                                atomic_fetch_add(&r->counters.store_errors, 1);
+                }
+                for (size_t j = i; j < i + k; j++)
+                        keep[j] = rr < 0;
+                i += k;
+        }
+}
+
+/* Evict a run of contiguous EVICTING chunks that is already write-protected:
+ * write back the dirty ones, punch the whole run (one fallocate per stretch
+ * whose write-back succeeded), then set states and wake once. Never loses
+ * data: a chunk whose write-back failed stays DIRTY (still protected: a write
+ * re-faults), one whose punch failed stays PRESENT (written back, clean). */
+static size_t evict_run(struct residency *r, struct arena *a, const uint64_t *chunk,
+                        const bool *dirty, size_t n)
+{
+        bool keep[EVICT_BATCH], punched[EVICT_BATCH];
+        size_t freed = 0, punch_failed = 0;
+
+        writeback_run(r, a, chunk, dirty, n, keep);
+        for (size_t i = 0; i < n;) {
+                size_t k = residency_run_len(chunk, keep, n, i, n, true);
+                bool ok = false;
+                if (!keep[i])
+                        ok = fallocate(a->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                                       (off_t)(chunk[i] * a->chunk_size),
+                                       (off_t)(k * (uint64_t)a->chunk_size)) == 0;
+                for (size_t j = i; j < i + k; j++)
+                        punched[j] = ok;
+                i += k;
+        }
+
+        pthread_mutex_lock(&a->lock);
+        for (size_t i = 0; i < n; i++) {
+                uint64_t c = chunk[i];
+                if (punched[i]) {
+                        a->state[c] = CHUNK_FREE;
+                        a->referenced[c] = 0;
+                        a->resident_chunks--;
+                        freed++;
+                } else {
+                        a->state[c] = keep[i] ? CHUNK_DIRTY : CHUNK_PRESENT;
+                        punch_failed += !keep[i];
+                }
+                if (dirty[i] && !keep[i])
+                        a->stored[c] = 1;
+        }
+        pthread_mutex_unlock(&a->lock);
+
+        atomic_fetch_sub(&r->resident, freed * a->chunk_size);
+        atomic_fetch_add(&r->counters.evictions, freed);
+        if (punch_failed)
+                atomic_fetch_add(&r->counters.store_errors, punch_failed);
+        /* Faults that arrived while EVICTING wait for this: they refault MISSING
+         * (punched) or WP (kept: the pager un-protects or marks it dirty). */
+        (void)uffd_wake(a->uffd, arena_chunk_addr(a, chunk[0]), n * (uint64_t)a->chunk_size);
+        return freed;
+}
+
+/* Evict up to EVICT_BATCH chunks from one arena, contiguous victims merged
+ * into runs of up to buf_size bytes. Caller holds evict_lock. */
 static size_t evict_batch_arena(struct residency *r, struct arena *a)
 {
         uint64_t victims[EVICT_BATCH];
         bool dirty[EVICT_BATCH];
-        size_t n, done = 0;
+        size_t n, done = 0, max_run = MAX(r->buf_size / a->chunk_size, (size_t)1);
         uint64_t hand;
 
         pthread_mutex_lock(&a->lock);
@@ -261,23 +321,26 @@ static size_t evict_batch_arena(struct residency *r, struct arena *a)
                                  EVICT_BATCH);
         a->clock_hand = hand;
         pthread_mutex_unlock(&a->lock);
+        residency_sort_picks(victims, dirty, n);
 
         /* From here no WP fault un-protects a victim; after this no write lands. */
-        for (size_t i = 0; i < n; i++) {
-                uint64_t addr = arena_chunk_addr(a, victims[i]);
-                int wr = uffd_writeprotect(a->uffd, addr, a->chunk_size, true, false);
+        for (size_t i = 0; i < n;) {
+                size_t k = residency_run_len(victims, dirty, n, i, max_run, false);
+                uint64_t addr = arena_chunk_addr(a, victims[i]), len = k * (uint64_t)a->chunk_size;
+                int wr = uffd_writeprotect(a->uffd, addr, len, true, false);
                 /* -ESRCH: the process is gone, nobody can write any more. */
                 if (wr < 0 && wr != -ESRCH) {
                         /* Writers may still be running: it must not be punched. DIRTY
                          * is the safe belief (written back later); wake its waiters. */
                         pthread_mutex_lock(&a->lock);
-                        a->state[victims[i]] = CHUNK_DIRTY;
+                        for (size_t j = i; j < i + k; j++)
+                                a->state[victims[j]] = CHUNK_DIRTY;
                         pthread_mutex_unlock(&a->lock);
                         atomic_fetch_add(&r->counters.store_errors, 1);
-                        (void)uffd_wake(a->uffd, addr, a->chunk_size);
-                        continue;
-                }
-                done += (size_t)evict_one(r, a, victims[i], dirty[i]);
+                        (void)uffd_wake(a->uffd, addr, len);
+                } else
+                        done += evict_run(r, a, victims + i, dirty + i, k);
+                i += k;
         }
         return done;
 }

@@ -105,3 +105,10 @@ int64_t residency_evict_to(struct residency *r, uint64_t target);
  * the last pick. Returns the number picked. */
 size_t residency_clock_pick(uint8_t *state, uint8_t *referenced, uint64_t n, uint64_t *hand,
                             uint64_t *out, bool *out_dirty, size_t max);
+
+/* Eviction merges contiguous victims: sort the N picks by chunk (DIRTY
+ * follows), then the run starting at I is the contiguous chunks after it (at
+ * most MAX_RUN; with SAME_DIRTY only those whose DIRTY equals DIRTY[I]). */
+void residency_sort_picks(uint64_t *chunk, bool *dirty, size_t n);
+size_t residency_run_len(const uint64_t *chunk, const bool *dirty, size_t n, size_t i,
+                         size_t max_run, bool same_dirty);

@@ -191,10 +191,16 @@ void *shim_arena_alloc(size_t len, size_t align, bool *ret_zero)
         pthread_mutex_unlock(&shim_state.lock);
         if (r < 0)
                 return NULL;
+        void *p = (void *)(shim_state.base + first * SHIM_PAGE);
+        /* pages given back by munmap were made inaccessible */
+        if (!pristine && shim_sys_mprotect(p, len, PROT_READ | PROT_WRITE) < 0) {
+                shim_arena_release(p, len);
+                return NULL;
+        }
         /* a new arena reads as zeros (memd's contract); a fork child's clone
          * keeps that true above the parent's high-water mark */
         *ret_zero = pristine;
-        return (void *)(shim_state.base + first * SHIM_PAGE);
+        return p;
 }
 
 int shim_arena_claim(void *addr, size_t len, bool *ret_zero)
@@ -207,6 +213,10 @@ int shim_arena_claim(void *addr, size_t len, bool *ret_zero)
         if (r == 0)
                 shim_state.external_bytes += len;
         pthread_mutex_unlock(&shim_state.lock);
+        if (r == 0 && !*ret_zero && shim_sys_mprotect(addr, len, PROT_READ | PROT_WRITE) < 0) {
+                r = -errno;
+                shim_arena_release(addr, len);
+        }
         return r;
 }
 

@@ -70,7 +70,9 @@ static void *hook_alloc(extent_hooks_t *h, void *new_addr, size_t size, size_t a
                 if (!p) {
                         zeroed = true;
                         p = local_map(NULL, size, align);
-                        if (p)
+                        /* metadata blocks are 2 MiB of address space each but
+                         * mostly untouched: not counted as allocations */
+                        if (p && !metadata)
                                 shim_account(SHIM_LOCAL, (int64_t)size);
                 }
         }

@@ -80,11 +80,6 @@ static void *arena_mmap(size_t len)
 
         if (!p)
                 return NULL;
-        /* a range given back earlier was made inaccessible */
-        if (shim_sys_mprotect(p, alen, PROT_READ | PROT_WRITE) < 0) {
-                shim_arena_release(p, alen);
-                return NULL;
-        }
         if (!zero)
                 memset(p, 0, alen); /* mmap promises zeros; memd may refill old data */
         return p;
@@ -167,12 +162,9 @@ static void *arena_mremap(void *old, size_t old_len, size_t new_len, int flags)
                 return old;
         }
         if (shim_in_arena(p + o, n - o) && shim_arena_claim(p + o, n - o, &zero) == 0) {
-                if (shim_sys_mprotect(p + o, n - o, PROT_READ | PROT_WRITE) == 0) {
-                        if (!zero)
-                                memset(p + o, 0, n - o);
-                        return old;
-                }
-                shim_arena_release(p + o, n - o);
+                if (!zero)
+                        memset(p + o, 0, n - o);
+                return old;
         }
         if (!(flags & MREMAP_MAYMOVE)) {
                 errno = ENOMEM;

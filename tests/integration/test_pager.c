@@ -211,8 +211,8 @@ struct paged {
 
 typedef void (*child_fn)(char *m, uint64_t size);
 
-static void paged_start(struct paged *p, const char *uri, uint64_t size, uint64_t budget,
-                        bool in_cgroup, child_fn fn)
+static void paged_start_opts(struct paged *p, const char *uri, uint64_t size, uint64_t budget,
+                             bool in_cgroup, child_fn fn, const struct pager_opts *opts)
 {
         struct xmem_error err = {};
         int sv[2], dev_fd, r;
@@ -231,7 +231,7 @@ static void paged_start(struct paged *p, const char *uri, uint64_t size, uint64_
         cr_assert_eq(arena_new(size, 65536, p->store, true, &p->arena), 0);
         cr_assert_eq(residency_new(budget, &p->res), 0);
         cr_assert_eq(residency_add_arena(p->res, p->arena), 0);
-        cr_assert_eq(pager_new(NULL, &p->pager), 0);
+        cr_assert_eq(pager_new(opts, &p->pager), 0);
         cr_assert_eq(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
         dev_fd = uffd_dev_open();
         cr_assert_geq(dev_fd, 0);
@@ -262,6 +262,12 @@ static void paged_start(struct paged *p, const char *uri, uint64_t size, uint64_
         cr_assert_eq(pager_start(p->pager), 0);
         cr_assert_eq(residency_start(p->res), 0);
         cr_assert_eq(write_full(p->sock, "r", 1), 0);
+}
+
+static void paged_start(struct paged *p, const char *uri, uint64_t size, uint64_t budget,
+                        bool in_cgroup, child_fn fn)
+{
+        paged_start_opts(p, uri, size, budget, in_cgroup, fn, NULL);
 }
 
 static int paged_wait(struct paged *p)
@@ -415,14 +421,14 @@ static void *hammer_thread(void *arg)
         return NULL;
 }
 
-Test(pager, writes_racing_eviction_are_kept)
+static void race(const struct pager_opts *opts)
 {
         struct paged p = {};
         struct hammer h = {};
         pthread_t th;
 
         const char *uri = getenv("RACE_FILE") ? NULL : app.tcp_uri;
-        paged_start(&p, uri, 16 * MiB, 2 * MiB, false, race_child);
+        paged_start_opts(&p, uri, 16 * MiB, 2 * MiB, false, race_child, opts);
         h.res = p.res;
         pthread_create(&th, NULL, hammer_thread, &h);
         int status = paged_wait(&p);
@@ -437,6 +443,24 @@ Test(pager, writes_racing_eviction_are_kept)
         cr_assert_gt(p.res->counters.evictions, 1000);
         cr_assert_gt(p.res->counters.wp_faults, 0);
         paged_free(&p);
+}
+
+/* Default engine: the reader fills one chunk per batch, one fill worker. */
+Test(pager, writes_racing_eviction_are_kept)
+{
+        race(NULL);
+}
+
+/* No workers: the reader fills everything itself. */
+Test(pager, writes_racing_eviction_are_kept_inline)
+{
+        race(&(struct pager_opts){ .workers = -1 });
+}
+
+/* Three fill workers and a busy-polling reader. */
+Test(pager, writes_racing_eviction_are_kept_workers_poll)
+{
+        race(&(struct pager_opts){ .workers = 3, .poll_us = 100 });
 }
 
 /* ---- the same child without the pager: plain anonymous memory ---- */

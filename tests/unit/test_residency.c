@@ -109,3 +109,23 @@ Test(residency, latency_histogram)
         cr_assert(p50 >= 10000 && p50 <= 12500, "p50 %lu", (unsigned long)p50);
         cr_assert(p999 >= 1000000 && p999 <= 1250000, "p999 %lu", (unsigned long)p999);
 }
+
+Test(residency, eviction_runs_merge_contiguous_picks)
+{
+        uint64_t c[] = { 9, 3, 4, 10, 5, 20 };
+        bool d[] = { true, false, true, true, true, false };
+
+        residency_sort_picks(c, d, 6);
+        uint64_t want[] = { 3, 4, 5, 9, 10, 20 };
+        bool want_d[] = { false, true, true, true, true, false };
+        for (int i = 0; i < 6; i++) {
+                cr_assert_eq(c[i], want[i]);
+                cr_assert_eq(d[i], want_d[i], "dirty flag follows its chunk (%d)", i);
+        }
+        cr_assert_eq(residency_run_len(c, d, 6, 0, 32, false), 3);  /* 3,4,5 */
+        cr_assert_eq(residency_run_len(c, d, 6, 0, 2, false), 2);   /* capped */
+        cr_assert_eq(residency_run_len(c, d, 6, 0, 32, true), 1);   /* 3 clean, 4 dirty */
+        cr_assert_eq(residency_run_len(c, d, 6, 1, 32, true), 2);   /* 4,5 dirty */
+        cr_assert_eq(residency_run_len(c, d, 6, 3, 32, false), 2);  /* 9,10 */
+        cr_assert_eq(residency_run_len(c, d, 6, 5, 32, false), 1);  /* 20 alone */
+}

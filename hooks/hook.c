@@ -1,0 +1,226 @@
+/* hook.c: xmem-hook, the OCI hook. `createRuntime` validates the io.xmem.*
+ * annotations, attaches the container in memd (id, memory cgroup, limits) and
+ * exposes the shim and memd's socket in it (unless xmem-runtime already put
+ * them in config.json), detaching again if that fails; `poststop` detaches.
+ * The state JSON comes on stdin, the rest from the bundle's config.json. */
+#include <errno.h>
+#include <getopt.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "annotations.h"
+#include "cgroup.h"
+#include "expose.h"
+#include "fdio.h"
+#include "memd-client.h"
+#include "oci.h"
+#include "paths.h"
+
+#define PROG "xmem-hook"
+
+struct hook_opts {
+        const char *socket;
+        const char *shim;
+        const char *stage;
+};
+
+static int parse_argv(int argc, char **argv, struct hook_opts *o)
+{
+        static const struct option opts[] = {
+                { "socket", required_argument, NULL, 's' },
+                { "shim", required_argument, NULL, 'S' },
+                { "help", no_argument, NULL, 'h' },
+                {},
+        };
+        int c;
+
+        while ((c = getopt_long(argc, argv, "", opts, NULL)) >= 0) {
+                switch (c) {
+                case 's':
+                        o->socket = optarg;
+                        break;
+                case 'S':
+                        o->shim = optarg;
+                        break;
+                case 'h':
+                        printf(PROG " [--socket PATH] [--shim PATH] [createRuntime|poststop]\n"
+                                    "OCI hook: reads the container state on stdin.\n");
+                        return 1;
+                default:
+                        return -EINVAL;
+                }
+        }
+        if (optind < argc)
+                o->stage = argv[optind++];
+        if (optind < argc || (o->stage && strcmp(o->stage, "createRuntime") != 0 &&
+                              strcmp(o->stage, "poststop") != 0)) {
+                fprintf(stderr, PROG ": the stage must be createRuntime or poststop\n");
+                return -EINVAL;
+        }
+        return 0;
+}
+
+static int read_state(struct oci_state **ret, struct xmem_error *err)
+{
+        _cleanup_free_ char *buf = malloc(OCI_STATE_MAX + 1);
+        size_t len = 0;
+        ssize_t n;
+
+        if (!buf)
+                return xmem_error_set(err, -ENOMEM, "out of memory");
+        while (len <= OCI_STATE_MAX && (n = read(STDIN_FILENO, buf + len, OCI_STATE_MAX + 1 - len)) != 0) {
+                if (n < 0 && errno != EINTR)
+                        return xmem_error_set(err, negative_errno(), "read state from stdin: %m");
+                len += n > 0 ? (size_t)n : 0;
+        }
+        return oci_state_parse(buf, len, ret, err);
+}
+
+/* The directory of PID's memory cgroup (v1 memory controller or v2 unified). */
+static int container_cgroup(pid_t pid, char **ret, struct xmem_error *err)
+{
+        _cleanup_free_ char *mount = NULL, *path = NULL;
+        enum cgroup_version v;
+        int r;
+
+        r = cgroup_detect(CGROUP_FS_ROOT, &v, &mount);
+        if (r < 0)
+                return xmem_error_set(err, r, "no memory cgroup controller under %s",
+                                      CGROUP_FS_ROOT);
+        r = cgroup_pid_path("/proc", pid, v, &path);
+        if (r < 0)
+                return xmem_error_set(err, r, "memory cgroup of pid %d: %s", (int)pid,
+                                      strerror(-r));
+        if (asprintf(ret, "%s%s", mount, strcmp(path, "/") == 0 ? "" : path) < 0)
+                return xmem_error_set(err, -ENOMEM, "out of memory");
+        return 0;
+}
+
+static int attach(int fd, const struct oci_state *s, const char *cgroup,
+                  const struct xmem_annotations *x, struct xmem_error *err)
+{
+        json_object *p = json_object_new_object();
+
+        if (!p)
+                return xmem_error_set(err, -ENOMEM, "out of memory");
+        json_object_object_add(p, "id", json_object_new_string(s->id));
+        json_object_object_add(p, "cgroup", json_object_new_string(cgroup));
+        json_object_object_add(p, "local_limit", json_object_new_int64((int64_t)x->local_limit));
+        json_object_object_add(p, "external", json_object_new_int64((int64_t)x->external));
+        json_object_object_add(p, "policy", json_object_new_string(x->policy));
+        if (x->appliance[0])
+                json_object_object_add(p, "appliance", json_object_new_string(x->appliance));
+        return memd_call(fd, "attach", p, NULL, err);
+}
+
+static int detach(int fd, const char *id, struct xmem_error *err)
+{
+        json_object *p = json_object_new_object();
+        int r;
+
+        if (!p)
+                return xmem_error_set(err, -ENOMEM, "out of memory");
+        json_object_object_add(p, "id", json_object_new_string(id));
+        r = memd_call(fd, "detach", p, NULL, err);
+        return r == -ENOENT ? 0 : r; /* already detached: idempotent */
+}
+
+/* Expose the shim and the socket unless xmem-runtime put them in config.json. */
+static int expose(const struct hook_opts *o, const struct oci_state *s,
+                  const struct oci_config *c, struct xmem_error *err)
+{
+        _cleanup_free_ char *rootfs = NULL, *sockdir = strdup(o->socket);
+        const char *base = strrchr(o->socket, '/');
+
+        if (oci_config_has_mount(c, XMEM_CONTAINER_SHIM))
+                return 0;
+        if (!sockdir || oci_config_rootfs(c, s->bundle, &rootfs) < 0)
+                return xmem_error_set(err, -ENOMEM, "out of memory");
+        if (!base || strcmp(base + 1, XMEM_SOCKET_NAME) != 0)
+                return xmem_error_set(err, -EINVAL,
+                                      "memd socket %s: must be named " XMEM_SOCKET_NAME
+                                      " for containers started without xmem-runtime (the shim "
+                                      "looks for " XMEM_CONTAINER_SOCKET_DIR "/" XMEM_SOCKET_NAME
+                                      ")", o->socket);
+        return container_expose(s->pid, rootfs, o->shim, dirname(sockdir), err);
+}
+
+static int create_runtime(const struct hook_opts *o, const struct oci_state *s,
+                          const struct oci_config *c, const struct xmem_annotations *x,
+                          struct xmem_error *err)
+{
+        _cleanup_free_ char *cgroup = NULL;
+        _cleanup_close_ int fd = -1;
+        struct xmem_error undo = {};
+        int r;
+
+        if (s->pid <= 0)
+                return xmem_error_set(err, -EINVAL, "state.pid: missing (is this createRuntime?)");
+        r = container_cgroup(s->pid, &cgroup, err);
+        if (r < 0)
+                return r;
+        r = memd_connect(o->socket, &fd, err);
+        if (r < 0)
+                return r;
+        r = attach(fd, s, cgroup, x, err);
+        if (r < 0)
+                return r;
+        r = expose(o, s, c, err);
+        if (r < 0 && detach(fd, s->id, &undo) < 0) {
+                char first[XMEM_ERROR_MAX];
+                snprintf(first, sizeof(first), "%s", xmem_error_str(err));
+                xmem_error_set(err, r, "%s (and detach failed: %s)", first,
+                               xmem_error_str(&undo));
+        }
+        return r;
+}
+
+static int run(const struct hook_opts *opts, struct xmem_error *err)
+{
+        _cleanup_(oci_state_freep) struct oci_state *s = NULL;
+        _cleanup_(oci_config_freep) struct oci_config *c = NULL;
+        _cleanup_close_ int fd = -1;
+        struct hook_opts o = *opts;
+        struct xmem_annotations x;
+        int r;
+
+        r = read_state(&s, err);
+        if (r < 0)
+                return r;
+        o.stage = o.stage ?: strcmp(s->status, "stopped") == 0 ? "poststop" : "createRuntime";
+        if (strcmp(o.stage, "poststop") == 0) {
+                r = memd_connect(o.socket, &fd, err);
+                if (r == 0)
+                        r = detach(fd, s->id, err);
+                return r < 0 ? xmem_error_prefix(err, "detach container %s", s->id) : 0;
+        }
+        r = oci_config_load(s->bundle, &c, err);
+        if (r == 0)
+                r = xmem_annotations_parse(s->annotations ?: c->annotations, c->memory_limit, &x,
+                                           err);
+        if (r < 0 || !x.enable)
+                return r;
+        r = create_runtime(&o, s, c, &x, err);
+        return r < 0 ? xmem_error_prefix(err, "attach container %s", s->id) : 0;
+}
+
+int main(int argc, char **argv)
+{
+        struct hook_opts o = {};
+        struct xmem_error err = {};
+        int r;
+
+        r = parse_argv(argc, argv, &o);
+        if (r != 0)
+                return r > 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+        o.socket = o.socket ?: xmem_host_socket();
+        o.shim = o.shim ?: xmem_host_shim();
+        r = run(&o, &err);
+        if (r < 0) {
+                fprintf(stderr, PROG ": %s\n", xmem_error_str(&err));
+                return EXIT_FAILURE;
+        }
+        return EXIT_SUCCESS;
+}

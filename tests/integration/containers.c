@@ -1,0 +1,274 @@
+/* containers.c: helpers of test_containers.c (see containers.h). Included by
+ * it: the integration meson loop builds one source file per test. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "containers.h"
+#include "fdio.h"
+#include "macro.h"
+
+static void slurp(int fd, char *buf, size_t len)
+{
+        ssize_t n = pread(fd, buf, len - 1, 0);
+        buf[n > 0 ? n : 0] = 0;
+}
+
+void ctr_run(const char *const *argv, const char *const *env, int timeout_s,
+             struct cmd_result *ret)
+{
+        char out[] = "/tmp/xmem-ctr-out.XXXXXX", err[] = "/tmp/xmem-ctr-err.XXXXXX";
+        int ofd = mkostemp(out, O_CLOEXEC), efd = mkostemp(err, O_CLOEXEC), status = 0;
+        struct timespec t0, now;
+        pid_t pid;
+
+        cr_assert(ofd >= 0 && efd >= 0);
+        unlink(out), unlink(err);
+        pid = fork();
+        cr_assert(pid >= 0);
+        if (pid == 0) {
+                int nul = open("/dev/null", O_RDONLY);
+                setpgid(0, 0);
+                dup2(nul, 0), dup2(ofd, 1), dup2(efd, 2);
+                for (; env && *env; env++)
+                        putenv((char *)*env);
+                execvp(argv[0], (char *const *)argv);
+                _exit(127);
+        }
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        for (;;) {
+                pid_t w = waitpid(pid, &status, WNOHANG);
+                if (w == pid)
+                        break;
+                clock_gettime(CLOCK_MONOTONIC, &now);
+                if (now.tv_sec - t0.tv_sec > timeout_s) {
+                        kill(-pid, SIGKILL);
+                        waitpid(pid, &status, 0);
+                        status = -1;
+                        break;
+                }
+                usleep(10000);
+        }
+        ret->status = status;
+        slurp(ofd, ret->out, sizeof(ret->out));
+        slurp(efd, ret->err, sizeof(ret->err));
+        close(ofd), close(efd);
+}
+
+bool ctr_exited(const struct cmd_result *r, int code)
+{
+        return r->status >= 0 && WIFEXITED(r->status) && WEXITSTATUS(r->status) == code;
+}
+
+bool ctr_read_file(const char *path, char *buf, size_t len)
+{
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        ssize_t n;
+
+        if (fd < 0)
+                return false;
+        n = read(fd, buf, len - 1);
+        close(fd);
+        buf[n > 0 ? n : 0] = 0;
+        return n >= 0;
+}
+
+static const char *need_env(const char *name)
+{
+        const char *v = getenv(name);
+        cr_assert(v && *v, "%s is not set (run through meson test)", name);
+        return v;
+}
+
+void ctr_env_init(struct ctr_env *e)
+{
+        const char *mkrootfs = need_env("XMEM_MKROOTFS"), *fill = need_env("XMEM_FILL");
+        struct cmd_result r;
+
+        memset(e, 0, sizeof(*e));
+        snprintf(e->dir, sizeof(e->dir), "/tmp/xmem-ctr.XXXXXX");
+        cr_assert_not_null(mkdtemp(e->dir));
+        chmod(e->dir, 0755);
+        snprintf(e->rootfs, sizeof(e->rootfs), "%s/rootfs", e->dir);
+        snprintf(e->runc_root, sizeof(e->runc_root), "%s/runc", e->dir);
+        snprintf(e->cgroup_parent, sizeof(e->cgroup_parent), "/xmem-test-%d", (int)getpid());
+        ctr_run((const char *const[]){ mkrootfs, e->rootfs, fill, NULL },
+                NULL, 60, &r);
+        cr_assert(ctr_exited(&r, 0), "mkrootfs: %s", r.err);
+}
+
+void ctr_memd_start(struct ctr_env *e)
+{
+        char dir[128];
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+
+        harness_init(&e->app);
+        harness_appliance_start(&e->app, NULL);
+        snprintf(dir, sizeof(dir), "%s/memd", e->dir);
+        mkdir(dir, 0755);
+        snprintf(e->sock, sizeof(e->sock), "%s/memd.sock", dir);
+        snprintf(e->memd_log, sizeof(e->memd_log), "%s/memd.log", e->dir);
+        e->memd_pid = fork();
+        cr_assert(e->memd_pid >= 0);
+        if (e->memd_pid == 0) {
+                int fd = open(e->memd_log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+                dup2(fd, 2);
+                execl(need_env("XMEM_MEMD"), "memd", "--socket", e->sock, "--appliance",
+                      e->app.tcp_uri, "--log-level", "debug", NULL);
+                _exit(127);
+        }
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", e->sock);
+        for (int i = 0; i < 200; i++) {
+                int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+                bool ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+                close(fd);
+                if (ok)
+                        return;
+                cr_assert(waitpid(e->memd_pid, NULL, WNOHANG) == 0, "memd exited, see %s",
+                          e->memd_log);
+                usleep(50000);
+        }
+        cr_assert_fail("memd did not listen on %s within 10 s", e->sock);
+}
+
+void ctr_env_cleanup(struct ctr_env *e)
+{
+        char cmd[512];
+
+        if (e->memd_pid > 0) {
+                kill(e->memd_pid, SIGTERM);
+                waitpid(e->memd_pid, NULL, 0);
+                e->memd_pid = 0;
+        }
+        if (e->app.pid > 0)
+                harness_cleanup(&e->app);
+        e->app.pid = 0;
+        /* XMEM_KEEP_TMP=1 keeps DIR (memd's log, bundles) for a look after a failure */
+        /* runc's cgroupfs manager made the parent in every v1 controller */
+        snprintf(cmd, sizeof(cmd),
+                 "rmdir /sys/fs/cgroup/*%s /sys/fs/cgroup%s 2>/dev/null; %s %s",
+                 e->cgroup_parent, e->cgroup_parent,
+                 getenv("XMEM_KEEP_TMP") ? ": keep" : "rm -rf", e->dir);
+        (void)!system(cmd);
+        e->dir[0] = 0;
+}
+
+static json_object *hook(const char *sock, const char *stage)
+{
+        const char *bin = need_env("XMEM_HOOK");
+        json_object *h = json_object_new_object(), *a = json_object_new_array();
+
+        json_object_array_add(a, json_object_new_string(bin));
+        json_object_array_add(a, json_object_new_string("--socket"));
+        json_object_array_add(a, json_object_new_string(sock));
+        json_object_array_add(a, json_object_new_string("--shim"));
+        json_object_array_add(a, json_object_new_string(need_env("XMEM_SHIM")));
+        json_object_array_add(a, json_object_new_string(stage));
+        json_object_object_add(h, "path", json_object_new_string(bin));
+        json_object_object_add(h, "args", a);
+        return h;
+}
+
+void ctr_bundle(const struct ctr_env *e, const char *name, const char *const *args,
+                const char *annotations, const char *hook_socket, char *ret_bundle, size_t len)
+{
+        char path[256], cg[128];
+        json_object *c, *proc, *a = json_object_new_array(), *lx;
+        struct cmd_result r;
+
+        snprintf(ret_bundle, len, "%s/%s", e->dir, name);
+        mkdir(ret_bundle, 0755);
+        ctr_run((const char *const[]){ "runc", "spec", "--bundle", ret_bundle, NULL }, NULL, 10,
+                &r);
+        cr_assert(ctr_exited(&r, 0), "runc spec: %s", r.err);
+        snprintf(path, sizeof(path), "%s/config.json", ret_bundle);
+        c = json_object_from_file(path);
+        cr_assert_not_null(c);
+        json_object_object_get_ex(c, "process", &proc);
+        json_object_object_add(proc, "terminal", json_object_new_boolean(0));
+        for (; *args; args++)
+                json_object_array_add(a, json_object_new_string(*args));
+        json_object_object_add(proc, "args", a);
+        json_object_object_add(json_object_object_get(c, "root"), "path",
+                               json_object_new_string(e->rootfs));
+        json_object_object_add(json_object_object_get(c, "root"), "readonly",
+                               json_object_new_boolean(1));
+        json_object_object_get_ex(c, "linux", &lx);
+        snprintf(cg, sizeof(cg), "%s/%s", e->cgroup_parent, name);
+        json_object_object_add(lx, "cgroupsPath", json_object_new_string(cg));
+        if (annotations)
+                json_object_object_add(c, "annotations", json_tokener_parse(annotations));
+        if (hook_socket) {
+                json_object *h = json_object_new_object(), *l1 = json_object_new_array(),
+                            *l2 = json_object_new_array();
+                json_object_array_add(l1, hook(hook_socket, "createRuntime"));
+                json_object_array_add(l2, hook(hook_socket, "poststop"));
+                json_object_object_add(h, "createRuntime", l1);
+                json_object_object_add(h, "poststop", l2);
+                json_object_object_add(c, "hooks", h);
+        }
+        cr_assert_eq(json_object_to_file_ext(path, c, JSON_C_TO_STRING_PRETTY), 0);
+        json_object_put(c);
+}
+
+void ctr_runc_run(const struct ctr_env *e, const char *via, const char *bundle, const char *name,
+                  int timeout_s, struct cmd_result *ret)
+{
+        const char *runc = via ?: "runc";
+
+        ctr_run((const char *const[]){ runc, "--root", e->runc_root, "run", "--bundle", bundle,
+                                       name, NULL },
+                NULL, timeout_s, ret);
+        /* a timed-out or failed run may leave the container: clean up */
+        ctr_run((const char *const[]){ "runc", "--root", e->runc_root, "delete", "--force", name,
+                                       NULL },
+                NULL, 10, &(struct cmd_result){});
+}
+
+int ctr_memd_count(const struct ctr_env *e)
+{
+        static const char req[] = "{\"xmem\":1,\"method\":\"list\",\"params\":{}}";
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        json_object *o, *res, *list;
+        char buf[65536];
+        int fd, n = -1;
+        ssize_t len;
+
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", e->sock);
+        fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+        if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+            send(fd, req, strlen(req), 0) < 0 || (len = recv(fd, buf, sizeof(buf) - 1, 0)) <= 0) {
+                close(fd);
+                return -1;
+        }
+        close(fd);
+        buf[len] = 0;
+        o = json_tokener_parse(buf);
+        if (json_object_object_get_ex(o, "result", &res) &&
+            json_object_object_get_ex(res, "containers", &list))
+                n = (int)json_object_array_length(list);
+        json_object_put(o);
+        return n;
+}
+
+bool ctr_cgroup_exists(const struct ctr_env *e, const char *name)
+{
+        char p[256];
+        struct stat st;
+
+        snprintf(p, sizeof(p), "/sys/fs/cgroup/memory%s/%s", e->cgroup_parent, name);
+        if (stat(p, &st) == 0)
+                return true;
+        snprintf(p, sizeof(p), "/sys/fs/cgroup%s/%s", e->cgroup_parent, name);
+        return access("/sys/fs/cgroup/cgroup.controllers", F_OK) == 0 && stat(p, &st) == 0;
+}

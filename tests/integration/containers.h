@@ -1,0 +1,56 @@
+/* containers.h: helpers of test_containers.c: run commands with captured
+ * output, build a busybox rootfs and runc bundles, run memd on a harness
+ * appliance and ask it things. */
+#pragma once
+
+#include <stdbool.h>
+#include <sys/types.h>
+#include <json-c/json.h>
+
+#include "harness.h"
+
+struct ctr_env {
+        struct harness_proc app;
+        pid_t memd_pid;
+        char dir[64];       /* private temp dir: rootfs, bundles, runc root, logs */
+        char rootfs[128];
+        char sock[160];     /* memd's socket (DIR/memd/memd.sock) */
+        char memd_log[160];
+        char runc_root[128];
+        char cgroup_parent[64]; /* "/xmem-test-PID" */
+};
+
+struct cmd_result {
+        int status;     /* waitpid status; -1 on timeout (killed) */
+        char out[8192];
+        char err[8192];
+};
+
+/* Run ARGV (NULL-terminated) with extra ENV entries ("K=V", NULL-terminated,
+ * may be NULL), stdin from /dev/null, for at most TIMEOUT_S seconds. */
+void ctr_run(const char *const *argv, const char *const *env, int timeout_s,
+             struct cmd_result *ret);
+bool ctr_exited(const struct cmd_result *r, int code);
+
+/* DIR, rootfs with the payload (XMEM_FILL) and the shim's libraries. */
+void ctr_env_init(struct ctr_env *e);
+/* Start the appliance (harness) and memd on it. */
+void ctr_memd_start(struct ctr_env *e);
+void ctr_env_cleanup(struct ctr_env *e);
+
+/* A runc bundle DIR/NAME: `runc spec`, rootfs, ARGS, ANNOTATIONS (JSON
+ * object text or NULL), cgroupsPath PARENT/NAME, no terminal; when HOOK_SOCKET
+ * is set, xmem-hook createRuntime/poststop hooks with that socket. Returns the
+ * bundle path (static buffer per call site: copy it). */
+void ctr_bundle(const struct ctr_env *e, const char *name, const char *const *args,
+                const char *annotations, const char *hook_socket, char *ret_bundle, size_t len);
+/* `runc --root R run --bundle B NAME` (or through xmem-runtime when VIA is set). */
+void ctr_runc_run(const struct ctr_env *e, const char *via, const char *bundle, const char *name,
+                  int timeout_s, struct cmd_result *ret);
+
+/* memd's list: the number of containers attached (-1 when memd is down). */
+int ctr_memd_count(const struct ctr_env *e);
+/* Is NAME's memory cgroup (PARENT/NAME under the v1 memory or v2 tree) there? */
+bool ctr_cgroup_exists(const struct ctr_env *e, const char *name);
+/* Read a whole file into BUF (NUL-terminated); false if unreadable. */
+bool ctr_read_file(const char *path, char *buf, size_t len);
