@@ -126,7 +126,7 @@ static int write_file_at(int dirfd, const char *name, mode_t mode, const void *d
 static int expose_tmpfs(int rootfd, int shim_fd, size_t shim_size, const char *preload,
                         size_t preload_len, struct xmem_error *err)
 {
-        _cleanup_close_ int mp = mkdir_in_root(rootfd, XMEM_CONTAINER_SHIM_DIR + 1), dir = -1;
+        _cleanup_close_ int mp = mkdir_in_root(rootfd, &XMEM_CONTAINER_SHIM_DIR[1]), dir = -1;
         char p[FDPATH_MAX], opts[64];
         int r;
 
@@ -137,7 +137,7 @@ static int expose_tmpfs(int rootfd, int shim_fd, size_t shim_size, const char *p
         if (mount("tmpfs", fdpath(mp, p), "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0)
                 return xmem_error_set(err, negative_errno(), "mount tmpfs on %s: %m",
                                       XMEM_CONTAINER_SHIM_DIR);
-        dir = open_in_root(rootfd, XMEM_CONTAINER_SHIM_DIR + 1, O_PATH | O_DIRECTORY, 0);
+        dir = open_in_root(rootfd, &XMEM_CONTAINER_SHIM_DIR[1], O_PATH | O_DIRECTORY, 0);
         r = dir < 0 ? dir
                     : write_file_at(dir, "libxmem-shim.so", 0755, NULL, 0, shim_fd, shim_size);
         if (r == 0)
@@ -146,7 +146,7 @@ static int expose_tmpfs(int rootfd, int shim_fd, size_t shim_size, const char *p
                             MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
                 r = negative_errno();
         if (r < 0) {
-                umount_in_root(rootfd, XMEM_CONTAINER_SHIM_DIR + 1);
+                umount_in_root(rootfd, &XMEM_CONTAINER_SHIM_DIR[1]);
                 return xmem_error_set(err, r, "fill %s: %s", XMEM_CONTAINER_SHIM_DIR,
                                       strerror(-r));
         }
@@ -167,7 +167,7 @@ static int expose_preload(int rootfd, struct xmem_error *err)
                         target = open_in_root(rootfd, "etc/ld.so.preload", O_PATH, 0);
                 }
         }
-        src = open_in_root(rootfd, XMEM_CONTAINER_SHIM_DIR "/ld.so.preload" + 1, O_PATH, 0);
+        src = open_in_root(rootfd, &XMEM_CONTAINER_SHIM_DIR "/ld.so.preload"[1], O_PATH, 0);
         if (etc < 0 || target < 0 || src < 0)
                 return xmem_error_set(err, etc < 0 ? etc : target < 0 ? target : src,
                                       "/etc/ld.so.preload in the rootfs: %s",
@@ -180,7 +180,7 @@ static int expose_preload(int rootfd, struct xmem_error *err)
 /* Step 3: memd's socket directory onto /run/xmem. */
 static int expose_socket(int rootfd, const char *socket_dir, struct xmem_error *err)
 {
-        _cleanup_close_ int mp = mkdir_in_root(rootfd, XMEM_CONTAINER_SOCKET_DIR + 1);
+        _cleanup_close_ int mp = mkdir_in_root(rootfd, &XMEM_CONTAINER_SOCKET_DIR[1]);
         char p[FDPATH_MAX];
 
         if (mp < 0)
@@ -206,7 +206,7 @@ static int expose_in_ns(const char *rootfs, int shim_fd, size_t shim_size,
         r = preload_text(rootfd, preload, sizeof(preload), &len, &present);
         if (r < 0)
                 return xmem_error_set(err, r, "read /etc/ld.so.preload: %s", strerror(-r));
-        done = open_in_root(rootfd, XMEM_CONTAINER_SHIM + 1, O_PATH, 0);
+        done = open_in_root(rootfd, &XMEM_CONTAINER_SHIM[1], O_PATH, 0);
         if (present && done >= 0)
                 return 0; /* a previous run did it all: idempotent */
         r = expose_tmpfs(rootfd, shim_fd, shim_size, preload, len, err);
@@ -219,7 +219,7 @@ static int expose_in_ns(const char *rootfs, int shim_fd, size_t shim_size,
                         umount_in_root(rootfd, "etc/ld.so.preload");
         }
         if (r < 0)
-                umount_in_root(rootfd, XMEM_CONTAINER_SHIM_DIR + 1);
+                umount_in_root(rootfd, &XMEM_CONTAINER_SHIM_DIR[1]);
         return r;
 }
 
