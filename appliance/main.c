@@ -2,17 +2,29 @@
  * manager, start listening, tell systemd we are ready, serve until SIGTERM. */
 #include <getopt.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <systemd/sd-daemon.h>
 
 #include "log.h"
 #include "manager.h"
 #include "parse.h"
+#include "privilege.h"
 #include "xmem-config.h"
 
 #define DEFAULT_POOL_SIZE (1ULL << 30)
 #define DEFAULT_CHUNK_SIZE (64ULL << 10)
+
+/* How the appliance gives up privileges once it serves (docs/security.md). */
+struct hardening {
+        bool seccomp;                       /* --no-seccomp clears it */
+        enum privilege_violation violation; /* XMEM_SECCOMP=kill|log|errno */
+        bool switch_user;                   /* --user */
+        uid_t uid;
+        gid_t gid;
+};
 
 static void help(void)
 {
@@ -21,7 +33,11 @@ static void help(void)
                "  --pool-size SIZE    pool size (default 1G), a multiple of the chunk size\n"
                "  --pool-file PATH    keep the pool in PATH (metadata in PATH.meta): persistent\n"
                "  --chunk-size SIZE   power of two, 4K..16M (default 64K)\n"
-               "  --log-level LEVEL   err, warning, notice, info (default), debug\n");
+               "  --log-level LEVEL   err, warning, notice, info (default), debug\n"
+               "  --user USER         switch to USER (name or uid) once listening\n"
+               "  --no-seccomp        do not install the syscall allow-list (debugging)\n"
+               "Environment: XMEM_SECCOMP=kill (default) | log | errno: what a syscall\n"
+               "outside the allow-list does (docs/security.md).\n");
 }
 
 static int bad_arg(const char *fmt, const char *a, const char *b)
@@ -33,7 +49,8 @@ static int bad_arg(const char *fmt, const char *a, const char *b)
 }
 
 /* Returns -1 to go on, else the exit status. */
-static int parse_argv(int argc, char **argv, struct manager_config *cfg, int *ret_level)
+static int parse_argv(int argc, char **argv, struct manager_config *cfg, int *ret_level,
+                      struct hardening *h)
 {
         static const struct option opts[] = {
                 { "listen", required_argument, NULL, 'l' },
@@ -41,6 +58,8 @@ static int parse_argv(int argc, char **argv, struct manager_config *cfg, int *re
                 { "pool-file", required_argument, NULL, 'f' },
                 { "chunk-size", required_argument, NULL, 'c' },
                 { "log-level", required_argument, NULL, 'L' },
+                { "user", required_argument, NULL, 'u' },
+                { "no-seccomp", no_argument, NULL, 'S' },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, 'V' },
                 {},
@@ -77,6 +96,14 @@ static int parse_argv(int argc, char **argv, struct manager_config *cfg, int *re
                                 return bad_arg("--log-level: unknown level '%s'%s", optarg, "");
                         *ret_level = level;
                         break;
+                case 'u':
+                        if (privilege_lookup_user(optarg, &h->uid, &h->gid, &err) < 0)
+                                return bad_arg("--user: %s%s", xmem_error_str(&err), "");
+                        h->switch_user = true;
+                        break;
+                case 'S':
+                        h->seccomp = false;
+                        break;
                 case 'h':
                         help();
                         return 0;
@@ -89,6 +116,10 @@ static int parse_argv(int argc, char **argv, struct manager_config *cfg, int *re
         }
         if (optind < argc)
                 return bad_arg("unexpected argument '%s'%s", argv[optind], "");
+        if (getenv("XMEM_SECCOMP") &&
+            privilege_violation_from_string(getenv("XMEM_SECCOMP"), &h->violation) < 0)
+                return bad_arg("XMEM_SECCOMP=%s: must be kill, log or errno%s",
+                               getenv("XMEM_SECCOMP"), "");
         if (cfg->nlisten == 0)
                 return bad_arg("at least one --listen URI is needed%s%s", "", "");
         if (cfg->chunk_size < 4096 || cfg->chunk_size > (16u << 20) ||
@@ -102,16 +133,35 @@ static int parse_argv(int argc, char **argv, struct manager_config *cfg, int *re
         return -1;
 }
 
+/* Listeners are bound and the pool and journal open: from here on the
+ * appliance needs no capability, and only the syscalls of serving. */
+static int harden(const struct hardening *h, struct xmem_error *err)
+{
+        int r;
+
+        if (h->switch_user) {
+                r = privilege_switch_user(h->uid, h->gid, err);
+                if (r < 0)
+                        return r;
+        }
+        r = privilege_drop_caps(NULL, 0, err);
+        if (r < 0 || !h->seccomp)
+                return r;
+        return privilege_seccomp_install(privilege_server_syscalls, privilege_server_syscalls_n,
+                                         h->violation, err);
+}
+
 int main(int argc, char **argv)
 {
         struct manager_config cfg = { .pool_size = DEFAULT_POOL_SIZE,
                                       .chunk_size = DEFAULT_CHUNK_SIZE };
         struct xmem_error err = {};
+        struct hardening h = { .seccomp = true, .violation = PRIVILEGE_VIOLATION_KILL };
         struct manager *m = NULL;
         int level = LOG_INFO, r;
         sigset_t mask;
 
-        r = parse_argv(argc, argv, &cfg, &level);
+        r = parse_argv(argc, argv, &cfg, &level, &h);
         if (r >= 0)
                 return r;
         log_setup("xmem-appliance", LOG_TARGET_AUTO, level);
@@ -126,14 +176,21 @@ int main(int argc, char **argv)
         r = manager_new(&cfg, &m, &err);
         if (r >= 0)
                 r = manager_start(m, &err);
+        if (r >= 0) {
+                r = harden(&h, &err);
+                if (r < 0)
+                        xmem_error_prefix(&err, "dropping privileges");
+        }
         if (r < 0) {
                 log_error("start-up failed: %s", xmem_error_str(&err));
                 manager_free(m);
                 return 1;
         }
-        log_info("ready: pool %llu bytes in %llu-byte chunks%s%s",
+        log_info("ready: pool %llu bytes in %llu-byte chunks%s%s; uid %u, no capabilities, "
+                 "seccomp %s",
                  (unsigned long long)cfg.pool_size, (unsigned long long)cfg.chunk_size,
-                 cfg.pool_file ? ", file " : " (anonymous)", cfg.pool_file ? cfg.pool_file : "");
+                 cfg.pool_file ? ", file " : " (anonymous)", cfg.pool_file ? cfg.pool_file : "",
+                 (unsigned)getuid(), h.seccomp ? privilege_violation_to_string(h.violation) : "off");
         (void)sd_notify(0, "READY=1");
         r = manager_run(m);
         (void)sd_notify(0, "STOPPING=1");

@@ -15,7 +15,7 @@
 
 uint64_t container_headroom(uint64_t local_limit)
 {
-        return MIN(MAX(local_limit / 16, 4ULL << 20), 64ULL << 20);
+        return MIN(MAX(local_limit / 8, 4ULL << 20), 64ULL << 20);
 }
 
 /* CG_DIR must be a directory strictly below MOUNT; *RET_REL is the rest. */
@@ -52,10 +52,14 @@ static int container_start(struct container *c, struct xmem_error *err)
                                       c->cgroup_dir, strerror(-r),
                                       r == -EBUSY ? " (usage above the new limit)" : "");
         (void)cgroup_read_mem(c->cg, &m);
-        r = residency_new(residency_budget_from(c->local_limit, m.usage, 0, c->headroom),
+        r = residency_new(residency_budget_reserved(c->local_limit, m.usage, 0, c->headroom,
+                                                    c->local_alloc_limit),
                           &c->residency);
         if (r < 0)
                 return xmem_error_set(err, r, "residency manager: %s", strerror(-r));
+        /* The shim keeps up to local_alloc_limit in plain local memory without
+         * asking memd: the arenas' budget leaves room for it from the start. */
+        residency_set_reserve(c->residency, c->local_alloc_limit);
         residency_track_cgroup(c->residency, c->cg, c->local_limit, c->headroom);
         r = residency_start(c->residency);
         if (r < 0)
@@ -229,12 +233,39 @@ void container_remove_process(struct container *c, struct process *p)
         free(p);
 }
 
+struct fork_clone {
+        struct store *clone;
+        struct xmem_error *err;
+};
+
+static int fork_clone_store(struct arena *a, void *data)
+{
+        struct fork_clone *f = data;
+
+        return store_clone(a->store, &f->clone, f->err);
+}
+
+/* The fork snapshot: P's arena is held and flushed (residency_flush_arena),
+ * and its store is cloned (a metadata copy on the appliance) before any
+ * write of P reaches its store again. */
 int container_fork_store(struct container *c, struct process *p, struct store **ret,
                          struct xmem_error *err)
 {
-        /* Needs the engine's flush of dirty resident pages and a store clone
-         * (requested from the engine, /work/notes/requests.md). */
-        return xmem_error_set(err, -EOPNOTSUPP, "fork snapshots are not available yet");
+        struct fork_clone f = { .err = err };
+        int r;
+
+        if (!p->registered) /* nothing resident: the store is the whole truth */
+                r = store_clone(p->store, &f.clone, err);
+        else
+                r = residency_flush_arena(c->residency, p->arena, fork_clone_store, &f);
+        if (r < 0) {
+                store_free(f.clone);
+                if (!err->msg[0])
+                        xmem_error_set(err, r, "flushing the arena: %s", strerror(-r));
+                return r;
+        }
+        *ret = f.clone;
+        return 0;
 }
 
 static json_object *u64(uint64_t v)

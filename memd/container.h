@@ -48,7 +48,7 @@ struct container {
         struct container *next;
 };
 
-/* Headroom kept free under the local limit: limit/16, from 4 MiB to 64 MiB. */
+/* Headroom kept free under the local limit: limit/8, from 4 MiB to 64 MiB. */
 uint64_t container_headroom(uint64_t local_limit);
 
 /* Write the limit to CG_DIR (which must be a memory cgroup under MOUNT) and

@@ -115,9 +115,10 @@ static int fill_chunk(struct pager *p, struct pager_slot *s, uint64_t chunk, boo
                 done += d;
                 if (r != -ENOMEM)
                         break;
-                /* At the cgroup limit: evict now and retry; never give the fault up. */
+                /* At the cgroup limit: evict now and retry; never give the fault up
+                 * (nor a prefetch half done: its other pages would read as holes). */
                 atomic_fetch_add(&res->counters.enomem_retries, 1);
-                if (prefetch || pager_stopping(p))
+                if (pager_stopping(p))
                         break;
                 uint64_t resident = atomic_load(&res->resident);
                 if (residency_evict_to(res, resident > 4 * (uint64_t)a->chunk_size
@@ -137,10 +138,13 @@ static int fill_chunk(struct pager *p, struct pager_slot *s, uint64_t chunk, boo
                 a->resident_chunks++;
         }
         pthread_mutex_unlock(&a->lock);
-        if (r < 0 && done == 0) {
-                (void)uffd_wake(a->uffd, addr, a->chunk_size);
+        /* Always wake after the state change: a thread that faulted while the
+         * chunk was FILLING (e.g. a write to a page this copy had already
+         * installed protected, after the copy's own wake) was left waiting for
+         * the owner; without this wake it would wait forever. */
+        (void)uffd_wake(a->uffd, addr, a->chunk_size);
+        if (r < 0 && done == 0)
                 return r;
-        }
         atomic_fetch_add(&res->resident, a->chunk_size);
         if (prefetch)
                 atomic_fetch_add(&res->counters.prefetched_bytes, a->chunk_size);
@@ -213,6 +217,8 @@ static void run_job(struct pager *p, struct fill_job *j, void *buf)
         struct arena *a = j->s.a;
         struct residency *r = j->s.r;
 
+        if (j->prefetch)
+                residency_refresh(r);
         if (j->prefetch &&
             atomic_load(&r->resident) + a->chunk_size > residency_high(atomic_load(&r->budget))) {
                 /* Prefetch never evicts: give the chunk back. */
@@ -312,8 +318,14 @@ static void prefetch(struct pager *p, struct pager_slot *s, uint64_t chunk, bool
                 j.stored = a->stored[j.chunk];
                 pthread_mutex_unlock(&a->lock);
                 if (pager_has_workers(p)) {
-                        if (queue_push(p, &j) < 0)
+                        if (queue_push(p, &j) < 0) {
+                                pthread_mutex_lock(&a->lock);
+                                a->state[j.chunk] = CHUNK_FREE; /* not left FILLING */
+                                pthread_mutex_unlock(&a->lock);
+                                (void)uffd_wake(a->uffd, arena_chunk_addr(a, j.chunk),
+                                                a->chunk_size);
                                 break;
+                        }
                 } else if (fill_chunk(p, s, j.chunk, writable, j.stored, true, p->buf) < 0)
                         break;
         }

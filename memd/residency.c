@@ -6,6 +6,8 @@
  * becomes FREE and waiting faulters are woken, refault MISSING and refetch. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -111,17 +113,24 @@ size_t residency_clock_pick(uint8_t *state, uint8_t *referenced, uint64_t n, uin
         return count;
 }
 
-uint64_t residency_budget_from(uint64_t limit, uint64_t usage, uint64_t resident,
-                               uint64_t headroom)
+uint64_t residency_budget_reserved(uint64_t limit, uint64_t usage, uint64_t resident,
+                                   uint64_t headroom, uint64_t reserve)
 {
         /* usage includes the arena pages (UFFDIO_COPY charges the faulting cgroup). */
         uint64_t other = usage > resident ? usage - resident : 0;
 
+        other = MAX(other, reserve);
         if (limit == UINT64_MAX)
                 return UINT64_MAX;
-        if (other + headroom >= limit)
+        if (other >= limit || headroom >= limit - other)
                 return 0;
         return limit - other - headroom;
+}
+
+uint64_t residency_budget_from(uint64_t limit, uint64_t usage, uint64_t resident,
+                               uint64_t headroom)
+{
+        return residency_budget_reserved(limit, usage, resident, headroom, 0);
 }
 
 int residency_new(uint64_t budget, struct residency **ret)
@@ -138,6 +147,8 @@ int residency_new(uint64_t budget, struct residency **ret)
         pthread_cond_init(&r->kick, &ca);
         pthread_condattr_destroy(&ca);
         atomic_store(&r->budget, budget);
+        r->usage_fd = -1;
+        r->interval_ms = 10;
         *ret = r;
         return 0;
 }
@@ -147,6 +158,7 @@ void residency_free(struct residency *r)
         if (!r)
                 return;
         residency_stop(r);
+        safe_close(r->usage_fd);
         free(r->arenas);
         free(r->buf);
         pthread_mutex_destroy(&r->evict_lock);
@@ -371,11 +383,14 @@ int64_t residency_evict_to(struct residency *r, uint64_t target)
 
 int residency_make_room(struct residency *r, uint64_t need)
 {
-        uint64_t low = residency_low(atomic_load(&r->budget));
+        uint64_t budget, low;
         int64_t n;
 
-        if (atomic_load(&r->resident) + need <= atomic_load(&r->budget))
+        residency_refresh(r);
+        budget = atomic_load(&r->budget);
+        if (atomic_load(&r->resident) + need <= budget)
                 return 0;
+        low = residency_low(budget);
         n = residency_evict_to(r, low > need ? low - need : 0);
         return n < 0 ? (int)n : 0;
 }
@@ -383,11 +398,26 @@ int residency_make_room(struct residency *r, uint64_t need)
 void residency_track_cgroup(struct residency *r, const struct cgroup *cg, uint64_t limit,
                             uint64_t headroom)
 {
+        char path[PATH_MAX];
+        int fd;
+
+        snprintf(path, sizeof(path), "%s/%s", cg->dir,
+                 cg->version == CGROUP_V1 ? "memory.usage_in_bytes" : "memory.current");
+        fd = open(path, O_RDONLY | O_CLOEXEC);
         pthread_mutex_lock(&r->kick_lock);
         r->cg = cg;
         r->cg_limit = limit;
         r->cg_headroom = headroom;
+        safe_close(r->usage_fd);
+        r->usage_fd = fd; /* -1: fall back to cgroup_read_mem() */
         pthread_mutex_unlock(&r->kick_lock);
+        residency_refresh(r);
+}
+
+void residency_set_reserve(struct residency *r, uint64_t reserve)
+{
+        __atomic_store_n(&r->cg_reserve, reserve, __ATOMIC_RELAXED);
+        residency_refresh(r);
 }
 
 void residency_kick(struct residency *r)
@@ -397,15 +427,42 @@ void residency_kick(struct residency *r)
         pthread_mutex_unlock(&r->kick_lock);
 }
 
-static void refresh_budget(struct residency *r)
+static int read_usage(struct residency *r, uint64_t *ret)
 {
+        char buf[32];
+        ssize_t n;
         struct cgroup_mem m;
 
-        if (!r->cg || cgroup_read_mem(r->cg, &m) < 0)
+        if (r->usage_fd < 0) {
+                int e = cgroup_read_mem(r->cg, &m);
+                if (e < 0)
+                        return e;
+                *ret = m.usage;
+                return 0;
+        }
+        n = pread(r->usage_fd, buf, sizeof(buf) - 1, 0);
+        if (n <= 0)
+                return n < 0 ? -errno : -EIO;
+        buf[n] = 0;
+        *ret = strtoull(buf, NULL, 10);
+        return 0;
+}
+
+void residency_refresh(struct residency *r)
+{
+        uint64_t usage = 0, resident;
+
+        if (!r->cg)
                 return;
-        atomic_store(&r->budget, residency_budget_from(r->cg_limit, m.usage,
-                                                       atomic_load(&r->resident),
-                                                       r->cg_headroom));
+        /* resident first: a fill finishing in between makes usage larger, not
+         * smaller, so the other usage is over-estimated (the safe side). */
+        resident = atomic_load(&r->resident);
+        if (read_usage(r, &usage) < 0)
+                return;
+        atomic_store(&r->budget,
+                     residency_budget_reserved(r->cg_limit, usage, resident, r->cg_headroom,
+                                               __atomic_load_n(&r->cg_reserve,
+                                                               __ATOMIC_RELAXED)));
 }
 
 static void *residency_thread(void *arg)
@@ -417,7 +474,7 @@ static void *residency_thread(void *arg)
                 struct timespec ts;
                 uint64_t budget;
 
-                refresh_budget(r);
+                residency_refresh(r);
                 budget = atomic_load(&r->budget);
                 if (atomic_load(&r->resident) > residency_high(budget)) {
                         pthread_mutex_unlock(&r->kick_lock);
@@ -426,7 +483,7 @@ static void *residency_thread(void *arg)
                         continue;
                 }
                 clock_gettime(CLOCK_MONOTONIC, &ts);
-                ts.tv_nsec += 100 * 1000 * 1000;
+                ts.tv_nsec += (long)r->interval_ms * 1000 * 1000;
                 if (ts.tv_nsec >= 1000000000) {
                         ts.tv_sec++;
                         ts.tv_nsec -= 1000000000;
@@ -461,4 +518,149 @@ void residency_stop(struct residency *r)
         pthread_mutex_unlock(&r->kick_lock);
         pthread_join(r->thread, NULL);
         r->running = false;
+}
+
+/* ---- fork snapshots (residency_flush_arena) ---- */
+
+enum { FL_HELD = 1, FL_DIRTY = 2, FL_PROTECTED = 4, FL_FAILED = 8 };
+
+/* Hold A's resident chunks not yet held: PRESENT/DIRTY -> EVICTING, so their
+ * WP and MISSING faults wait (serve_wp/serve_missing leave EVICTING alone).
+ * Returns how many were caught. Caller holds evict_lock (no eviction runs,
+ * so every EVICTING chunk of A is ours). */
+static uint64_t flush_catch(struct arena *a, uint8_t *fl)
+{
+        uint64_t n = 0;
+
+        pthread_mutex_lock(&a->lock);
+        for (uint64_t c = 0; c < a->n_chunks; c++) {
+                if (fl[c] & FL_HELD)
+                        continue;
+                if (a->state[c] == CHUNK_DIRTY)
+                        fl[c] |= FL_DIRTY;
+                else if (a->state[c] != CHUNK_PRESENT)
+                        continue; /* FREE: lives in the store; FILLING: not written yet */
+                a->state[c] = CHUNK_EVICTING;
+                fl[c] |= FL_HELD;
+                n++;
+        }
+        pthread_mutex_unlock(&a->lock);
+        return n;
+}
+
+/* Write-protect the held dirty chunks not yet protected (PRESENT ones are). */
+static int flush_protect(struct arena *a, uint8_t *fl)
+{
+        for (uint64_t c = 0; c < a->n_chunks;) {
+                uint64_t k = 0;
+                while (c + k < a->n_chunks && (fl[c + k] & (FL_DIRTY | FL_PROTECTED)) == FL_DIRTY)
+                        fl[c + k++] |= FL_PROTECTED;
+                if (k == 0) {
+                        c++;
+                        continue;
+                }
+                int wr = a->uffd < 0 ? 0
+                                     : uffd_writeprotect(a->uffd, arena_chunk_addr(a, c),
+                                                         k * (uint64_t)a->chunk_size, true,
+                                                         false);
+                if (wr < 0 && wr != -ESRCH) /* -ESRCH: the process is gone */
+                        return wr;
+                c += k;
+        }
+        return 0;
+}
+
+/* Read the held dirty chunks from the memfd and write them back in runs of
+ * up to buf_size bytes; a failed run's chunks get FL_FAILED. */
+static int flush_writeback(struct residency *r, struct arena *a, uint8_t *fl)
+{
+        uint64_t max_run = MAX(r->buf_size / a->chunk_size, (size_t)1);
+        int ret = 0;
+
+        for (uint64_t c = 0; c < a->n_chunks;) {
+                uint64_t k = 0;
+                while (c + k < a->n_chunks && k < max_run && (fl[c + k] & FL_DIRTY))
+                        k++;
+                if (k == 0) {
+                        c++;
+                        continue;
+                }
+                uint64_t off = c * a->chunk_size, len = k * (uint64_t)a->chunk_size;
+                ssize_t got = pread(a->memfd, r->buf, len, (off_t)off);
+                int rr = got == (ssize_t)len ? 0 : got < 0 ? -errno : -EIO;
+                if (rr == 0)
+                        rr = store_writeback(a->store, off, r->buf, len);
+                if (rr == 0)
+                        atomic_fetch_add(&r->counters.written_back_bytes, len);
+                else {
+                        atomic_fetch_add(&r->counters.store_errors, 1);
+                        for (uint64_t j = c; j < c + k; j++)
+                                fl[j] |= FL_FAILED;
+                        ret = ret ?: rr;
+                }
+                c += k;
+        }
+        return ret;
+}
+
+/* Give the held chunks back: PRESENT (clean, protected), or DIRTY when their
+ * write-back failed or they may not be protected; then wake their waiters. */
+static void flush_release(struct arena *a, const uint8_t *fl)
+{
+        pthread_mutex_lock(&a->lock);
+        for (uint64_t c = 0; c < a->n_chunks; c++) {
+                if (!(fl[c] & FL_HELD))
+                        continue;
+                bool dirty = (fl[c] & FL_DIRTY) &&
+                             (fl[c] & (FL_FAILED | FL_PROTECTED)) != FL_PROTECTED;
+                a->state[c] = dirty ? CHUNK_DIRTY : CHUNK_PRESENT;
+                if ((fl[c] & FL_DIRTY) && !dirty)
+                        a->stored[c] = 1;
+        }
+        pthread_mutex_unlock(&a->lock);
+        for (uint64_t c = 0; c < a->n_chunks;) {
+                uint64_t k = 0;
+                while (c + k < a->n_chunks && (fl[c + k] & FL_HELD))
+                        k++;
+                if (k && a->uffd >= 0)
+                        (void)uffd_wake(a->uffd, arena_chunk_addr(a, c),
+                                        k * (uint64_t)a->chunk_size);
+                c += k ? k : 1;
+        }
+}
+
+int residency_flush_arena(struct residency *r, struct arena *a,
+                          int (*then)(struct arena *a, void *data), void *data)
+{
+        uint8_t *fl = calloc(a->n_chunks, 1);
+        int ret = 0;
+
+        if (!fl)
+                return -ENOMEM;
+        /* No eviction (so no write-back to A's store) from here until THEN is done. */
+        pthread_mutex_lock(&r->evict_lock);
+        if (r->buf_size < a->chunk_size) {
+                void *b = realloc(r->buf, MAX(a->chunk_size, EVICT_MERGE_BYTES));
+                if (!b)
+                        ret = -ENOMEM;
+                else {
+                        r->buf = b;
+                        r->buf_size = MAX(a->chunk_size, EVICT_MERGE_BYTES);
+                }
+        }
+        /* Catch and protect until a pass finds nothing new: chunks filled
+         * meanwhile (a write to a FREE chunk) are caught by the next pass. The
+         * last pass is the snapshot's instant T: every write that landed before
+         * it is in a held, protected chunk; every later one waits on a held
+         * chunk or lands in a chunk filled after T (whose store copy is older). */
+        while (ret == 0 && flush_catch(a, fl) > 0)
+                ret = flush_protect(a, fl);
+        if (ret == 0)
+                ret = flush_writeback(r, a, fl);
+        if (ret == 0 && then)
+                ret = then(a, data);
+        flush_release(a, fl);
+        pthread_mutex_unlock(&r->evict_lock);
+        free(fl);
+        return ret;
 }

@@ -57,7 +57,9 @@ struct residency {
         pthread_mutex_t kick_lock;
         pthread_cond_t kick;
         const struct cgroup *cg;
-        uint64_t cg_limit, cg_headroom;
+        uint64_t cg_limit, cg_headroom, cg_reserve;
+        int usage_fd; /* v1 memory.usage_in_bytes / v2 memory.current, or -1 */
+        unsigned interval_ms; /* background refresh period */
 };
 
 int residency_new(uint64_t budget, struct residency **ret);
@@ -78,20 +80,37 @@ static inline uint64_t residency_low(uint64_t budget)
         return budget - budget / 8;
 }
 
-/* Follow CG: every 100 ms the budget becomes
- * residency_budget_from(LIMIT, usage, resident, HEADROOM). */
+/* Follow CG: the budget becomes residency_budget_reserved(LIMIT, usage,
+ * resident, HEADROOM, reserve) from a fresh read of the cgroup's usage (one
+ * pread of memory.usage_in_bytes / memory.current) before every fill and
+ * every 10 ms in the background thread. */
 void residency_track_cgroup(struct residency *r, const struct cgroup *cg, uint64_t limit,
                             uint64_t headroom);
+/* Local memory the container may grow to without asking memd (the shim's
+ * local_alloc_limit): the budget leaves room for it even before it is used. */
+void residency_set_reserve(struct residency *r, uint64_t reserve);
+/* Re-read the tracked cgroup's usage and recompute the budget (no-op when
+ * not tracking). Cheap: one pread. */
+void residency_refresh(struct residency *r);
+/* limit - headroom - (usage - resident): resident arena pages are charged to
+ * the container, so usage includes them. */
 uint64_t residency_budget_from(uint64_t limit, uint64_t usage, uint64_t resident,
                                uint64_t headroom);
+/* The same with the container's other usage counted as at least RESERVE:
+ * limit - headroom - max(usage - resident, reserve). Whenever other usage is
+ * above RESERVE, resident + need <= budget is exactly usage + need <= limit -
+ * headroom, whatever the resident count's error. */
+uint64_t residency_budget_reserved(uint64_t limit, uint64_t usage, uint64_t resident,
+                                   uint64_t headroom, uint64_t reserve);
 
 /* The background evictor: evicts from the high down to the low watermark. */
 int residency_start(struct residency *r);
 void residency_stop(struct residency *r);
 void residency_kick(struct residency *r);
 
-/* Make room for NEED more bytes: evict synchronously until
- * resident + NEED <= low watermark (or nothing is evictable: -EAGAIN). */
+/* Make room for NEED more bytes: refresh the budget, and if resident + NEED
+ * would pass it, evict synchronously until resident + NEED <= low watermark
+ * (or nothing is evictable: -EAGAIN). */
 int residency_make_room(struct residency *r, uint64_t need);
 /* Evict until resident <= TARGET. Returns bytes evicted, or -EAGAIN when
  * nothing more could be evicted before reaching TARGET. */
@@ -112,3 +131,16 @@ size_t residency_clock_pick(uint8_t *state, uint8_t *referenced, uint64_t n, uin
 void residency_sort_picks(uint64_t *chunk, bool *dirty, size_t n);
 size_t residency_run_len(const uint64_t *chunk, const bool *dirty, size_t n, size_t i,
                          size_t max_run, bool same_dirty);
+
+/* A consistent copy of A's contents for a fork (shim.fork). Holds A's
+ * resident chunks (their WP and MISSING faults wait), write-protects the dirty
+ * ones, repeats for chunks filled meanwhile until none is new (that instant
+ * is the snapshot), writes every dirty chunk back to A's store, then runs
+ * THEN(A, DATA) (may be NULL) while nothing can be written back to the store
+ * (evictions wait): the place to store_clone(A->store). Then the chunks are
+ * left PRESENT (clean, write-protected) and the held writers are woken: their
+ * writes, and writes into chunks filled after the snapshot, come after it and
+ * reach only A. Returns 0, THEN's result, or -errno (a failed write-back or
+ * write-protect: those chunks stay DIRTY, nothing is lost, no snapshot). */
+int residency_flush_arena(struct residency *r, struct arena *a,
+                          int (*then)(struct arena *a, void *data), void *data);

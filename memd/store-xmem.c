@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "macro.h"
 #include "store.h"
@@ -58,11 +59,59 @@ static void xmem_free(struct store *s)
         free(x);
 }
 
+static int xmem_clone(struct store *s, struct store **ret, struct xmem_error *err);
+
 static const struct store_ops store_xmem_ops = {
         .fetch = xmem_fetch,
         .writeback = xmem_writeback,
         .free = xmem_free,
+        .clone = xmem_clone,
 };
+
+static struct store_xmem *xmem_alloc(uint64_t size, size_t n, uint32_t stripe)
+{
+        struct store_xmem *x = calloc(1, sizeof(*x));
+
+        if (!x)
+                return NULL;
+        x->base.ops = &store_xmem_ops;
+        x->base.size = size;
+        x->n = n;
+        x->stripe = stripe;
+        x->t = calloc(n, sizeof(*x->t));
+        x->region = calloc(n, sizeof(*x->region));
+        if (!x->t || !x->region) {
+                xmem_free(&x->base);
+                return NULL;
+        }
+        return x;
+}
+
+/* Each region cloned on its own appliance (a metadata copy, chunks shared
+ * copy-on-write); the new store owns the clones. */
+static int xmem_clone(struct store *s, struct store **ret, struct xmem_error *err)
+{
+        struct store_xmem *x = (struct store_xmem *)s, *c;
+
+        c = xmem_alloc(x->base.size, x->n, x->stripe);
+        if (!c)
+                return xmem_error_set(err, -ENOMEM, "store: out of memory");
+        for (size_t i = 0; i < x->n; i++) {
+                int r;
+
+                c->t[i] = x->t[i];
+                r = xmem_region_clone(x->t[i], &x->region[i], &c->region[i]);
+                if (r < 0) {
+                        xmem_free(&c->base);
+                        return xmem_error_set(err, r, "store: cloning region %llu on %s: %s",
+                                              (unsigned long long)x->region[i].id,
+                                              xmem_transport_uri(x->t[i]), strerror(-r));
+                }
+                c->n_alloc++;
+        }
+        *ret = &c->base;
+        return 0;
+}
 
 int store_xmem_new(struct xmem_transport *const *transports, size_t n, uint64_t size,
                    uint32_t stripe, struct store **ret, struct xmem_error *err)
@@ -72,19 +121,9 @@ int store_xmem_new(struct xmem_transport *const *transports, size_t n, uint64_t 
 
         if (n == 0 || stripe == 0 || size % stripe)
                 return xmem_error_set(err, -EINVAL, "store: bad geometry");
-        x = calloc(1, sizeof(*x));
+        x = xmem_alloc(size, n, stripe);
         if (!x)
                 return xmem_error_set(err, -ENOMEM, "store: out of memory");
-        x->base.ops = &store_xmem_ops;
-        x->base.size = size;
-        x->n = n;
-        x->stripe = stripe;
-        x->t = calloc(n, sizeof(*x->t));
-        x->region = calloc(n, sizeof(*x->region));
-        if (!x->t || !x->region) {
-                xmem_free(&x->base);
-                return xmem_error_set(err, -ENOMEM, "store: out of memory");
-        }
         per = DIV_ROUND_UP(size / stripe, n) * stripe;
         for (size_t i = 0; i < n; i++) {
                 uint64_t got = 0;

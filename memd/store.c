@@ -17,6 +17,13 @@ void store_free(struct store *s)
                 s->ops->free(s);
 }
 
+int store_clone(struct store *s, struct store **ret, struct xmem_error *err)
+{
+        if (!s->ops->clone)
+                return xmem_error_set(err, -EOPNOTSUPP, "store: this store cannot be cloned");
+        return s->ops->clone(s, ret, err);
+}
+
 static int file_fetch(struct store *s, uint64_t offset, void *buf, size_t len)
 {
         struct store_file *f = (struct store_file *)s;

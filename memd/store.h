@@ -15,6 +15,9 @@ struct store_ops {
         int (*fetch)(struct store *s, uint64_t offset, void *buf, size_t len);
         int (*writeback)(struct store *s, uint64_t offset, const void *buf, size_t len);
         void (*free)(struct store *s);
+        /* Optional: a new store of the same geometry whose contents are a
+         * copy-on-write copy of S's as they are now (see store_clone). */
+        int (*clone)(struct store *s, struct store **ret, struct xmem_error *err);
 };
 
 struct store {
@@ -31,6 +34,13 @@ static inline int store_writeback(struct store *s, uint64_t offset, const void *
         return s->ops->writeback(s, offset, buf, len);
 }
 void store_free(struct store *s);
+
+/* A copy of S as it is now: same size and geometry, its own storage, owned by
+ * *RET (store_free frees it). Later writes to either never show in the other.
+ * On appliances a metadata operation (xmem_region_clone of each region, the
+ * chunks shared copy-on-write); -EOPNOTSUPP for stores that cannot (a file).
+ * The caller makes sure nothing writes to S meanwhile (residency_flush_arena). */
+int store_clone(struct store *s, struct store **ret, struct xmem_error *err);
 
 /* A store on a local file descriptor (a file, a memfd): pread/pwrite. FD is
  * taken over. For the memory-mapped-file external type and for tests of the

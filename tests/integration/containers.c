@@ -17,6 +17,7 @@
 #include "containers.h"
 #include "fdio.h"
 #include "macro.h"
+#include "transport/transport.h"
 
 static void slurp(int fd, char *buf, size_t len)
 {
@@ -235,29 +236,71 @@ void ctr_runc_run(const struct ctr_env *e, const char *via, const char *bundle, 
                 NULL, 10, &(struct cmd_result){});
 }
 
-int ctr_memd_count(const struct ctr_env *e)
+/* One request to memd; the parsed reply (NULL when memd is down). */
+static json_object *memd_call(const struct ctr_env *e, const char *req)
 {
-        static const char req[] = "{\"xmem\":1,\"method\":\"list\",\"params\":{}}";
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
-        json_object *o, *res, *list;
         char buf[65536];
-        int fd, n = -1;
-        ssize_t len;
+        ssize_t len = -1;
+        int fd;
 
         snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", e->sock);
         fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-        if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-            send(fd, req, strlen(req), 0) < 0 || (len = recv(fd, buf, sizeof(buf) - 1, 0)) <= 0) {
-                close(fd);
-                return -1;
-        }
+        if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+            send(fd, req, strlen(req), 0) >= 0)
+                len = recv(fd, buf, sizeof(buf) - 1, 0);
         close(fd);
+        if (len <= 0)
+                return NULL;
         buf[len] = 0;
-        o = json_tokener_parse(buf);
+        return json_tokener_parse(buf);
+}
+
+int ctr_memd_count(const struct ctr_env *e)
+{
+        json_object *o = memd_call(e, "{\"xmem\":1,\"method\":\"list\",\"params\":{}}"), *res,
+                    *list;
+        int n = -1;
+
         if (json_object_object_get_ex(o, "result", &res) &&
             json_object_object_get_ex(res, "containers", &list))
                 n = (int)json_object_array_length(list);
         json_object_put(o);
+        return n;
+}
+
+int64_t ctr_memd_stat(const struct ctr_env *e, const char *id, const char *field)
+{
+        char req[256];
+        json_object *o, *res, *v;
+        int64_t n = -1;
+
+        snprintf(req, sizeof(req), "{\"xmem\":1,\"method\":\"stats\",\"params\":{\"id\":\"%s\"}}",
+                 id);
+        o = memd_call(e, req);
+        if (json_object_object_get_ex(o, "result", &res) &&
+            json_object_object_get_ex(res, field, &v))
+                n = json_object_get_int64(v);
+        json_object_put(o);
+        return n;
+}
+
+int64_t ctr_appliance_stat(const struct ctr_env *e, const char *field)
+{
+        struct xmem_transport *t = NULL;
+        char *text = NULL;
+        json_object *o, *v;
+        int64_t n = -1;
+
+        if (xmem_transport_open(e->app.tcp_uri, NULL, &t, NULL) < 0)
+                return -1;
+        if (xmem_stats(t, NULL, &text) == 0 && (o = json_tokener_parse(text))) {
+                if (json_object_object_get_ex(o, field, &v))
+                        n = json_object_get_int64(v);
+                json_object_put(o);
+        }
+        free(text);
+        xmem_transport_close(t);
         return n;
 }
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/types.h>
 #include <json-c/json.h>
 
@@ -50,6 +51,10 @@ void ctr_runc_run(const struct ctr_env *e, const char *via, const char *bundle, 
 
 /* memd's list: the number of containers attached (-1 when memd is down). */
 int ctr_memd_count(const struct ctr_env *e);
+/* memd's stats of container ID: FIELD (a number) or -1 (unknown, memd down). */
+int64_t ctr_memd_stat(const struct ctr_env *e, const char *id, const char *field);
+/* The harness appliance's own stats: FIELD (e.g. "regions", "chunks_used") or -1. */
+int64_t ctr_appliance_stat(const struct ctr_env *e, const char *field);
 /* Is NAME's memory cgroup (PARENT/NAME under the v1 memory or v2 tree) there? */
 bool ctr_cgroup_exists(const struct ctr_env *e, const char *name);
 /* Read a whole file into BUF (NUL-terminated); false if unreadable. */

@@ -1,7 +1,8 @@
 /* containers_attached.c (included by test_containers.c): containers
  * attached in memd: the hook exposing the shim, its timing and idempotence,
- * and the end-to-end runs, which first probe that memd and the shim keep a
- * process under its local limit, and skip saying so when they do not yet. */
+ * and the end-to-end runs: 512 MiB through a 64 MiB local limit (runc,
+ * xmem-runtime, podman), two containers with their own limits at once, and a
+ * killed container's regions freed on the appliance. */
 
 static const char *xmem_64m = "{\"io.xmem.enable\":\"true\",\"io.xmem.local-limit\":\"64M\","
                               "\"io.xmem.external\":\"1G\"}";
@@ -153,47 +154,38 @@ Test(containers, hook_direct_quick_and_idempotent, .init = setup_memd, .fini = t
         rmdir(cg);
 }
 
-/* Do memd and the shim keep a process under its local limit yet? A container
- * at half the tests' scale, same 8x ratio: 256 MiB through a 32 MiB local
- * limit. NULL when they do, else why not. */
-static const char *paging_probe(void)
+/* The payload of the paging tests: fill and verify MIB, then print the
+ * container's own cgroup limit, peak usage and OOM count. */
+static const char *const *fill_and_report(const char *mib)
 {
-        static char why[512];
-        char bundle[256];
-        struct cmd_result r;
+        static char cmd[2][256];
+        static const char *argv[2][4];
+        static int k;
 
-        ctr_bundle(&env, "probe", (const char *const[]){ "/bin/container_fill", "256", NULL },
-                   "{\"io.xmem.enable\":\"true\",\"io.xmem.local-limit\":\"32M\","
-                   "\"io.xmem.external\":\"512M\"}",
-                   env.sock, bundle, sizeof(bundle));
-        ctr_runc_run(&env, NULL, bundle, "probe", 120, &r);
-        if (ctr_exited(&r, 0) && strstr(r.out, "fill-ok 256 MiB"))
-                return NULL;
-        snprintf(why, sizeof(why),
-                 "memd+shim do not yet keep a container under its local limit: probe (256 MiB "
-                 "through 32M local) %s %d; see %s",
-                 r.status >= 0 && WIFSIGNALED(r.status) ? "signal"
-                 : r.status >= 0                        ? "exit"
-                                                        : "timeout",
-                 r.status >= 0 && WIFEXITED(r.status) ? WEXITSTATUS(r.status) : r.status,
-                 env.memd_log);
-        return why;
+        k ^= 1;
+        snprintf(cmd[k], sizeof(cmd[k]),
+                 "/bin/container_fill %s && M=/sys/fs/cgroup/memory && echo limit "
+                 "$(cat $M/memory.limit_in_bytes) max $(cat $M/memory.max_usage_in_bytes) "
+                 "$(grep '^oom_kill ' $M/memory.oom_control) 2>&1", mib);
+        argv[k][0] = "/bin/sh", argv[k][1] = "-c", argv[k][2] = cmd[k], argv[k][3] = NULL;
+        return argv[k];
 }
 
-static void need_paging(void)
+/* OUT (from fill_and_report) says: limit LIMIT, a peak under LIMIT minus
+ * half memd's headroom (limit/8, at least 4M), no OOM kill. */
+static void expect_within(const char *out, uint64_t limit)
 {
-        const char *why;
+        unsigned long long lim = 0, max = 0, oom = 99;
+        const char *p = strstr(out, "limit ");
+        uint64_t headroom = limit / 8 > (4 << 20) ? limit / 8 : 4 << 20;
 
-        need_root_runc();
-        why = paging_probe();
-        if (why) {
-                char msg[512];
-                snprintf(msg, sizeof(msg), "%s", why);
-                if (!getenv("XMEM_KEEP_TMP"))
-                        strcat(msg, " (rerun with XMEM_KEEP_TMP=1 to keep it)");
-                ctr_env_cleanup(&env); /* a skip does not run .fini */
-                cr_skip_test("%s", msg);
-        }
+        cr_assert(p && sscanf(p, "limit %llu max %llu oom_kill %llu", &lim, &max, &oom) == 3,
+                  "no report in: '%s'", out);
+        cr_expect_eq(lim, limit, "cgroup limit %llu, want %llu", lim, (unsigned long long)limit);
+        cr_expect_lt(max, limit - headroom / 2, "peak usage %llu too close to the limit %llu", max,
+                     lim);
+        cr_expect_eq(oom, 0, "oom_kill %llu", oom);
+        cr_log_info("limit %llu MiB, peak usage %.1f MiB", lim >> 20, max / 1048576.0);
 }
 
 Test(containers, runc_512m_through_64m_local, .init = setup_memd, .fini = teardown, .timeout = 300)
@@ -201,11 +193,13 @@ Test(containers, runc_512m_through_64m_local, .init = setup_memd, .fini = teardo
         char bundle[256];
         struct cmd_result r;
 
-        need_paging();
-        ctr_bundle(&env, "big", fill_args, xmem_64m, env.sock, bundle, sizeof(bundle));
+        need_root_runc();
+        ctr_bundle(&env, "big", fill_and_report("512"), xmem_64m, env.sock, bundle,
+                   sizeof(bundle));
         ctr_runc_run(&env, NULL, bundle, "big", 240, &r);
-        cr_expect(ctr_exited(&r, 0) && strstr(r.out, "fill-ok 512 MiB"), "status %d: %s %s",
+        cr_assert(ctr_exited(&r, 0) && strstr(r.out, "fill-ok 512 MiB"), "status %d: %s %s",
                   r.status, r.out, r.err);
+        expect_within(r.out, 64 << 20);
         cr_expect_eq(ctr_memd_count(&env), 0);
 }
 
@@ -215,11 +209,12 @@ Test(containers, runtime_512m_through_64m_local, .init = setup_memd, .fini = tea
         char bundle[256];
         struct cmd_result r;
 
-        need_paging();
-        ctr_bundle(&env, "rt", fill_args, xmem_64m, NULL, bundle, sizeof(bundle));
+        need_root_runc();
+        ctr_bundle(&env, "rt", fill_and_report("512"), xmem_64m, NULL, bundle, sizeof(bundle));
         runtime_run(bundle, "rt", 240, &r);
-        cr_expect(ctr_exited(&r, 0) && strstr(r.out, "fill-ok 512 MiB"), "status %d: %s %s",
+        cr_assert(ctr_exited(&r, 0) && strstr(r.out, "fill-ok 512 MiB"), "status %d: %s %s",
                   r.status, r.out, r.err);
+        expect_within(r.out, 64 << 20);
         cr_expect_eq(ctr_memd_count(&env), 0);
 }
 
@@ -233,7 +228,7 @@ Test(containers, podman_512m_through_64m_local, .init = setup_memd, .fini = tear
         ctr_run((const char *const[]){ "podman", "--version", NULL }, NULL, 10, &r);
         if (!ctr_exited(&r, 0))
                 cr_skip_test("podman is not installed");
-        need_paging();
+        need_root_runc();
         /* the build's hooks.d file, given the test memd's socket */
         snprintf(hooks, sizeof(hooks), "%s/hooks.d", env.dir);
         mkdir(hooks, 0755);
@@ -256,58 +251,92 @@ Test(containers, podman_512m_through_64m_local, .init = setup_memd, .fini = tear
                                        hooks, "--annotation", "io.xmem.enable=true",
                                        "--annotation", ann, "--annotation",
                                        "io.xmem.external=1G", "--rootfs", env.rootfs,
-                                       "/bin/container_fill", "512", NULL },
+                                       "/bin/sh", "-c", fill_and_report("512")[2], NULL },
                 NULL, 240, &r);
-        cr_expect(ctr_exited(&r, 0) && strstr(r.out, "fill-ok 512 MiB"), "status %d: %s %s",
+        cr_assert(ctr_exited(&r, 0) && strstr(r.out, "fill-ok 512 MiB"), "status %d: %s %s",
                   r.status, r.out, r.err);
+        expect_within(r.out, 64 << 20);
         cr_expect_eq(ctr_memd_count(&env), 0);
 }
 
+/* runc run NAME in a child; its output goes to DIR/NAME.out. */
 static pid_t run_async(const char *bundle, const char *name)
 {
         pid_t p = fork();
 
         if (p == 0) {
                 struct cmd_result r;
+                char path[300];
+                FILE *f;
+
                 ctr_runc_run(&env, NULL, bundle, name, 240, &r);
+                snprintf(path, sizeof(path), "%s/%s.out", env.dir, name);
+                if ((f = fopen(path, "w"))) {
+                        fprintf(f, "%s", r.out);
+                        fclose(f);
+                }
                 _exit(ctr_exited(&r, 0) && strstr(r.out, "fill-ok") ? 0 : 1);
         }
         return p;
+}
+
+static void expect_async_ok(pid_t pid, const char *name, uint64_t limit)
+{
+        char path[300], out[8192];
+        int st;
+
+        waitpid(pid, &st, 0);
+        snprintf(path, sizeof(path), "%s/%s.out", env.dir, name);
+        cr_assert(ctr_read_file(path, out, sizeof(out)), "%s: no output", name);
+        cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s failed: %s", name, out);
+        expect_within(out, limit);
 }
 
 Test(containers, two_containers_and_kill_frees, .init = setup_memd, .fini = teardown,
      .timeout = 300)
 {
         char b1[256], b2[256], b3[256];
-        int s1, s2, n = -1;
+        int64_t regions = -1, used = -1, n = -1;
         pid_t p1, p2, p3;
 
-        need_paging();
-        ctr_bundle(&env, "two-a", (const char *const[]){ "/bin/container_fill", "256", NULL },
-                   "{\"io.xmem.enable\":\"true\",\"io.xmem.local-limit\":\"32M\"}", env.sock, b1,
-                   sizeof(b1));
-        ctr_bundle(&env, "two-b", (const char *const[]){ "/bin/container_fill", "256", NULL },
-                   xmem_64m, env.sock, b2, sizeof(b2));
+        need_root_runc();
+        ctr_bundle(&env, "two-a", fill_and_report("256"),
+                   "{\"io.xmem.enable\":\"true\",\"io.xmem.local-limit\":\"32M\","
+                   "\"io.xmem.external\":\"512M\"}",
+                   env.sock, b1, sizeof(b1));
+        ctr_bundle(&env, "two-b", fill_and_report("384"), xmem_64m, env.sock, b2, sizeof(b2));
         p1 = run_async(b1, "two-a");
         p2 = run_async(b2, "two-b");
-        waitpid(p1, &s1, 0), waitpid(p2, &s2, 0);
-        cr_expect(WIFEXITED(s1) && WEXITSTATUS(s1) == 0, "two-a failed");
-        cr_expect(WIFEXITED(s2) && WEXITSTATUS(s2) == 0, "two-b failed");
+        expect_async_ok(p1, "two-a", 32 << 20);
+        expect_async_ok(p2, "two-b", 64 << 20);
         cr_expect_eq(ctr_memd_count(&env), 0);
 
-        /* a container killed while it holds external memory is detached */
+        /* a container killed while it holds external memory is detached and
+         * its regions are freed on the appliance */
         ctr_bundle(&env, "killed", (const char *const[]){ "/bin/container_fill", "128", "600", NULL },
                    xmem_64m, env.sock, b3, sizeof(b3));
         p3 = run_async(b3, "killed");
-        for (int i = 0; i < 300 && ctr_memd_count(&env) != 1; i++)
+        for (int i = 0; i < 300 && ctr_memd_stat(&env, "killed", "written_back_bytes") < (48 << 20);
+             i++)
                 usleep(100000);
         cr_assert_eq(ctr_memd_count(&env), 1, "the container did not attach");
-        sleep(2);
+        cr_expect_gt(ctr_memd_stat(&env, "killed", "resident_bytes"), 0);
+        cr_expect_gt(ctr_appliance_stat(&env, "regions"), 0);
+        cr_expect_gt(ctr_appliance_stat(&env, "chunks_used"), (48 << 20) / (64 << 10),
+                     "the evicted pages are not on the appliance");
         ctr_run((const char *const[]){ "runc", "--root", env.runc_root, "kill", "killed", "KILL",
                                        NULL },
                 NULL, 10, &(struct cmd_result){});
         waitpid(p3, NULL, 0);
-        for (int i = 0; i < 100 && (n = ctr_memd_count(&env)) != 0; i++)
+        for (int i = 0; i < 100; i++) {
+                n = ctr_memd_count(&env);
+                regions = ctr_appliance_stat(&env, "regions");
+                used = ctr_appliance_stat(&env, "chunks_used");
+                if (n == 0 && regions == 0 && used == 0)
+                        break;
                 usleep(100000);
+        }
         cr_expect_eq(n, 0, "memd still holds the killed container");
+        cr_expect_eq(regions, 0, "regions left on the appliance");
+        cr_expect_eq(used, 0, "chunks left in use on the appliance");
 }

@@ -1,7 +1,7 @@
 /* test_containers.c: real runc (and podman) containers with xmem: the hook
  * and xmem-runtime refusing bad annotations and a missing memd, the hook
- * attaching and exposing the shim, and, once memd pages, containers working
- * through 512 MiB under a 64 MiB local limit. Root; skips without runc. */
+ * attaching and exposing the shim, and containers working through 512 MiB
+ * under a 64 MiB local limit (containers_attached.c). Root; skips without runc. */
 #include "containers.c"
 
 #include <sched.h>

@@ -91,6 +91,12 @@ Test(residency, budget_formula)
         cr_assert_eq(residency_budget_from(64 << 20, 70 << 20, 0, 8 << 20), 0);
         cr_assert_eq(residency_budget_from(UINT64_MAX, 1, 0, 1), UINT64_MAX);
         cr_assert_eq(residency_budget_from(64 << 20, 1 << 20, 2 << 20, 0), 64 << 20);
+        /* other usage counted as at least the reserve (the shim's local allocations) */
+        cr_assert_eq(residency_budget_reserved(64 << 20, 10 << 20, 8 << 20, 8 << 20, 32 << 20),
+                     24 << 20);
+        cr_assert_eq(residency_budget_reserved(64 << 20, 48 << 20, 8 << 20, 8 << 20, 32 << 20),
+                     16 << 20);
+        cr_assert_eq(residency_budget_reserved(64 << 20, 0, 0, 8 << 20, 60 << 20), 0);
         cr_assert_lt(residency_low(100), residency_high(100));
         cr_assert_leq(residency_high(100), 100);
 }

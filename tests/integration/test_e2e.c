@@ -1,0 +1,231 @@
+/* test_e2e.c: issue 3 end to end, no containers: a real appliance, a real
+ * memd, the real shim. A process in a v1 memory cgroup limited to 64 MiB
+ * works through 512 MiB (malloc and mmap, sequential and random order, 1 and
+ * 4 threads; realloc growth) and exits 0 with every word verified; the same
+ * process without the shim is OOM-killed. Root and cgroup v1 memory. */
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+#define LIMIT_MIB 64
+
+static struct {
+        struct harness_proc app;
+        pid_t memd;
+        char dir[64], sock[128], log[128], cg[128];
+} e;
+
+static const char *need_env(const char *name)
+{
+        const char *v = getenv(name);
+        cr_assert(v && *v, "%s is not set (run through meson test)", name);
+        return v;
+}
+
+/* Run ARGV to completion; its stdout into OUT. Returns the wait status. */
+static int run(const char *const *argv, const char *const *envp, const char *cg, char *out,
+               size_t len)
+{
+        int pfd[2], st = 0;
+        ssize_t n, got = 0;
+        pid_t pid;
+
+        cr_assert(pipe2(pfd, O_CLOEXEC) == 0);
+        pid = fork();
+        cr_assert(pid >= 0);
+        if (pid == 0) {
+                if (cg) {
+                        char p[200];
+                        snprintf(p, sizeof(p), "%s/cgroup.procs", cg);
+                        FILE *f = fopen(p, "w");
+                        if (!f || fprintf(f, "%d\n", (int)getpid()) < 0 || fclose(f) != 0)
+                                _exit(126);
+                }
+                dup2(pfd[1], 1);
+                for (; envp && *envp; envp++)
+                        putenv((char *)*envp);
+                execv(argv[0], (char *const *)argv);
+                _exit(127);
+        }
+        close(pfd[1]);
+        while ((size_t)got < len - 1 && (n = read(pfd[0], out + got, len - 1 - (size_t)got)) > 0)
+                got += n;
+        out[got] = 0;
+        close(pfd[0]);
+        waitpid(pid, &st, 0);
+        return st;
+}
+
+static uint64_t cg_u64(const char *file, const char *key)
+{
+        char p[256], line[256];
+        unsigned long long v = 0;
+        FILE *f;
+
+        snprintf(p, sizeof(p), "%s/%s", e.cg, file);
+        f = fopen(p, "r");
+        cr_assert_not_null(f, "%s", p);
+        while (fgets(line, sizeof(line), f)) {
+                size_t k = key ? strlen(key) : 0;
+                if (!key || (strncmp(line, key, k) == 0 && line[k] == ' ')) {
+                        v = strtoull(line + k, NULL, 10);
+                        break;
+                }
+        }
+        fclose(f);
+        return v;
+}
+
+static void setup(void)
+{
+        if (!harness_is_root() || access("/sys/fs/cgroup/memory/memory.limit_in_bytes", F_OK) != 0)
+                return; /* the test skips */
+        harness_init(&e.app);
+        /* room for the realloc test's 2G arena (the pool is thin: untouched
+         * pages cost nothing) */
+        harness_appliance_start(&e.app, (const char *const[]){ "--pool-size", "4G", NULL });
+        snprintf(e.dir, sizeof(e.dir), "/tmp/xmem-e2e.XXXXXX");
+        cr_assert_not_null(mkdtemp(e.dir));
+        snprintf(e.sock, sizeof(e.sock), "%s/memd.sock", e.dir);
+        snprintf(e.log, sizeof(e.log), "%s/memd.log", e.dir);
+        snprintf(e.cg, sizeof(e.cg), "/sys/fs/cgroup/memory/xmem-e2e-%d", (int)getpid());
+        cr_assert(mkdir(e.cg, 0755) == 0, "mkdir %s: %m", e.cg);
+        e.memd = fork();
+        if (e.memd == 0) {
+                int fd = open(e.log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+                dup2(fd, 2);
+                execl(need_env("XMEM_MEMD"), "memd", "--socket", e.sock, "--appliance",
+                      e.app.tcp_uri, "--log-level", "debug", NULL);
+                _exit(127);
+        }
+        for (int i = 0; i < 200 && access(e.sock, F_OK) != 0; i++)
+                usleep(50000);
+        cr_assert(access(e.sock, F_OK) == 0, "memd did not start, see %s", e.log);
+}
+
+static void teardown(void)
+{
+        if (e.memd > 0) {
+                kill(e.memd, SIGTERM);
+                waitpid(e.memd, NULL, 0);
+        }
+        if (e.app.pid > 0)
+                harness_cleanup(&e.app);
+        if (e.cg[0])
+                rmdir(e.cg);
+        if (e.dir[0] && !getenv("XMEM_KEEP_TMP")) {
+                unlink(e.sock), unlink(e.log);
+                rmdir(e.dir);
+        }
+        memset(&e, 0, sizeof(e));
+}
+
+static void need_root_v1(void)
+{
+        if (!harness_is_root())
+                cr_skip_test("needs root");
+        if (!e.cg[0])
+                cr_skip_test("needs the cgroup v1 memory controller");
+}
+
+static void attach(const char *external)
+{
+        char out[512];
+        int st = run((const char *const[]){ need_env("XMEM_CTL"), "--socket", e.sock, "attach",
+                                            "e2e", "--cgroup", e.cg, "--local-limit", "64M",
+                                            "--external", external, NULL },
+                     NULL, NULL, out, sizeof(out));
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "attach: %s (see %s)", out, e.log);
+}
+
+/* memd's stats of the container as text (xmemctl --json). */
+static uint64_t stat_field(const char *json, const char *field)
+{
+        char key[64];
+        const char *p;
+
+        snprintf(key, sizeof(key), "\"%s\":", field);
+        p = strstr(json, key);
+        cr_assert_not_null(p, "no %s in %s", field, json);
+        p += strlen(key);
+        while (*p == ' ')
+                p++;
+        return strtoull(p, NULL, 10);
+}
+
+/* Run e2e_prog ARGS with the shim in the 64 MiB cgroup: exit 0, verified,
+ * paged (write-backs and evictions), the peak kept under limit - headroom/2. */
+static void paged_run(const char *const *args, const char *external)
+{
+        const char *argv[8] = { need_env("XMEM_E2E_PROG") };
+        char pre[300], sockenv[200], out[4096], stats[8192];
+        uint64_t peak, limit = (uint64_t)LIMIT_MIB << 20, headroom = limit / 8;
+        int st;
+
+        need_root_v1();
+        attach(external);
+        for (int i = 0; args[i] && i < 6; i++)
+                argv[i + 1] = args[i];
+        snprintf(pre, sizeof(pre), "LD_PRELOAD=%s", need_env("XMEM_SHIM"));
+        snprintf(sockenv, sizeof(sockenv), "XMEM_SOCKET=%s", e.sock);
+        st = run(argv, (const char *const[]){ pre, sockenv, NULL }, e.cg, out, sizeof(out));
+        cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0 && strstr(out, "e2e-ok"),
+                  "status %#x: %s (memd log %s)", st, out, e.log);
+        run((const char *const[]){ need_env("XMEM_CTL"), "--socket", e.sock, "--json", "stats",
+                                   "e2e", NULL },
+            NULL, NULL, stats, sizeof(stats));
+        peak = cg_u64("memory.max_usage_in_bytes", NULL);
+        cr_log_info("%s peak %.1f MiB; memd: %s", out, peak / 1048576.0, stats);
+        cr_expect_lt(peak, limit - headroom / 2, "peak usage %.1f MiB", peak / 1048576.0);
+        cr_expect_eq(cg_u64("memory.oom_control", "oom_kill"), 0);
+        cr_expect_gt(stat_field(stats, "written_back_bytes"), 64ULL << 20, "nothing paged out");
+        cr_expect_gt(stat_field(stats, "evictions"), 0);
+        cr_expect_eq(stat_field(stats, "store_errors"), 0);
+}
+
+#define PAGED(name, ...)                                                                      \
+        Test(e2e, name, .init = setup, .fini = teardown, .timeout = 240)                      \
+        {                                                                                     \
+                paged_run((const char *const[]){ __VA_ARGS__, NULL }, "1G");                  \
+        }
+
+PAGED(malloc_seq_1_thread, "malloc", "512", "1", "seq")
+PAGED(malloc_seq_4_threads, "malloc", "512", "4", "seq")
+/* Random order: 4 KiB pages once (about 40 s here: each miss moves a 64 KiB
+ * chunk in and usually a dirty one out), 64 KiB units for the others. */
+PAGED(malloc_random_1_thread, "malloc", "512", "1", "random", "64")
+PAGED(malloc_random_4_threads_4k_pages, "malloc", "512", "4", "random", "4")
+PAGED(mmap_seq_1_thread, "mmap", "512", "1", "seq")
+PAGED(mmap_seq_4_threads, "mmap", "512", "4", "seq")
+PAGED(mmap_random_1_thread, "mmap", "512", "1", "random", "64")
+PAGED(mmap_random_4_threads, "mmap", "512", "4", "random", "64")
+
+/* Growth by realloc keeps the old and the new block at once (and jemalloc
+ * keeps freed address space): 512 MiB needs more than a 1G arena. */
+Test(e2e, realloc_growth, .init = setup, .fini = teardown, .timeout = 240)
+{
+        paged_run((const char *const[]){ "realloc", "512", NULL }, "2G");
+}
+
+Test(e2e, without_the_shim_oom_killed, .init = setup, .fini = teardown, .timeout = 120)
+{
+        char out[1024];
+        int st;
+
+        need_root_v1();
+        attach("1G");
+        st = run((const char *const[]){ need_env("XMEM_E2E_PROG"), "malloc", "512", "1", "seq",
+                                        NULL },
+                 NULL, e.cg, out, sizeof(out));
+        cr_expect(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "status %#x: %s", st, out);
+        cr_expect(!strstr(out, "e2e-ok"));
+        cr_expect_geq(cg_u64("memory.oom_control", "oom_kill"), 1);
+}
