@@ -122,3 +122,31 @@ int extmap_insert(struct extmap *m, const struct extmap_ext *e)
         }
         return 0;
 }
+
+int extmap_insert_keep_writable(struct extmap *m, const struct extmap_ext *e)
+{
+        uint64_t p = e->off, end = e->off + e->len;
+
+        while (p < end) {
+                size_t i = lower(m, p);
+                uint64_t q = end;
+                struct extmap_ext piece;
+                int r;
+
+                if (i < m->n && m->v[i].off <= p && m->v[i].writable) {
+                        p = m->v[i].off + m->v[i].len;
+                        continue;
+                }
+                for (size_t j = i; j < m->n && m->v[j].off < end; j++)
+                        if (m->v[j].writable) {
+                                q = m->v[j].off;
+                                break;
+                        }
+                piece = (struct extmap_ext){ p, q - p, shifted(e->pool, p - e->off), e->writable };
+                r = extmap_insert(m, &piece);
+                if (r < 0)
+                        return r;
+                p = q;
+        }
+        return 0;
+}

@@ -23,5 +23,9 @@ void extmap_clear(struct extmap *m);
 /* Insert E, trimming or splitting what it overlaps; neighbours that continue
  * each other (same writability, contiguous in the pool) are merged. */
 int extmap_insert(struct extmap *m, const struct extmap_ext *e);
+/* Insert E except where a writable extent is cached: a read-only answer never
+ * takes writability away (only this transport's own snapshot/clone/... can, and
+ * those clear the map), so concurrent read windows cannot undo a write mapping. */
+int extmap_insert_keep_writable(struct extmap *m, const struct extmap_ext *e);
 /* The extent containing OFF, or NULL. */
 const struct extmap_ext *extmap_find(const struct extmap *m, uint64_t off);

@@ -313,7 +313,8 @@ static int shm_map_locked(struct shm_transport *t, const struct xmem_region_ref 
         for (size_t i = 0; g && i < n; i++) {
                 struct extmap_ext e = { ext[i].region_offset, ext[i].length, ext[i].pool_offset,
                                         write && ext[i].pool_offset != XMEM_WIRE_NO_POOL_OFFSET };
-                if (extmap_insert(&g->map, &e) < 0)
+                if ((write ? extmap_insert(&g->map, &e)
+                           : extmap_insert_keep_writable(&g->map, &e)) < 0)
                         g = NULL;
         }
         pthread_rwlock_unlock(&t->lock);

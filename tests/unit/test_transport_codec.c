@@ -109,6 +109,30 @@ Test(extmap, many_random_inserts_stay_sorted_and_disjoint)
                 cr_assert_leq(m.v[i - 1].off + m.v[i - 1].len, m.v[i].off, "overlap at %zu", i);
 }
 
+/* A read window answered while a write mapping is cached (another thread's
+ * read-ahead) must not take the write mapping's writability away. */
+Test(extmap, read_window_keeps_writable_extents)
+{
+        struct extmap_ext window = { 0, 1 << 20, 1 << 24, false };
+
+        ins(65536, 65536, 5 << 20, true);
+        ins(262144, 65536, 7 << 20, true);
+        cr_assert_eq(extmap_insert_keep_writable(&m, &window), 0);
+        cr_assert_eq(m.n, 5);
+        expect(0, 0, 65536, 1 << 24, false);
+        expect(1, 65536, 65536, 5 << 20, true);
+        expect(2, 131072, 131072, (1 << 24) + 131072, false);
+        expect(3, 262144, 65536, 7 << 20, true);
+        expect(4, 327680, (1 << 20) - 327680, (1 << 24) + 327680, false);
+        /* a hole answer fills around them the same way */
+        extmap_clear(&m);
+        ins(0, 4096, 9 << 20, true);
+        window = (struct extmap_ext){ 0, 65536, HOLE, false };
+        cr_assert_eq(extmap_insert_keep_writable(&m, &window), 0);
+        expect(0, 0, 4096, 9 << 20, true);
+        expect(1, 4096, 65536 - 4096, HOLE, false);
+}
+
 Test(transport_open, rdma_is_refused_with_a_reason)
 {
         struct xmem_transport *t = NULL;
