@@ -21,6 +21,7 @@
 
 #include "cgroup.h"
 #include "fdio.h"
+#include "paged.h"
 #include "pager.h"
 #include "parse.h"
 #include "residency.h"
@@ -230,37 +231,6 @@ static void latency_workload(char *m, uint64_t size, struct lat_result *out)
         quantiles(wr, nw, &out->write_p50, &out->write_p99);
 }
 
-/* ---- the child side of a paged run: plays the shim ---- */
-
-struct child_hello {
-        uint64_t base;
-};
-
-static char *child_attach(int sock, int dev_fd, int memfd, uint64_t size)
-{
-        char go;
-        int uffd = -1;
-
-        if (read_full(sock, &go, 1) < 0) /* moved into the cgroup */
-                _exit(10);
-        char *m = mmap((void *)ARENA_BASE, size, PROT_READ | PROT_WRITE,
-                       MAP_SHARED | MAP_FIXED_NOREPLACE, memfd, 0);
-        if (m == MAP_FAILED)
-                _exit(11);
-        if (uffd_open_with(dev_fd, O_CLOEXEC | O_NONBLOCK, UFFD_PAGER_FEATURES, 0, NULL,
-                           &uffd) < 0)
-                _exit(12);
-        if (uffd_register(uffd, (uint64_t)(uintptr_t)m, size,
-                          UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP, NULL) < 0)
-                _exit(13);
-        struct child_hello h = { .base = (uint64_t)(uintptr_t)m };
-        if (send_with_fds(sock, &h, sizeof(h), &uffd, 1) < 0)
-                _exit(14);
-        if (read_full(sock, &go, 1) < 0) /* the pager runs */
-                _exit(15);
-        return m;
-}
-
 /* ---- the parent side: plays memd ---- */
 
 struct session {
@@ -269,34 +239,6 @@ struct session {
         bool prewrite; /* store holds the page tags before the run (latency) */
         struct cgroup *cg;
 };
-
-static int make_cgroup(const char *tag, uint64_t limit, struct cgroup **ret)
-{
-        enum cgroup_version v;
-        _cleanup_free_ char *mount = NULL, *self = NULL;
-        _cleanup_(cgroup_freep) struct cgroup *parent = NULL;
-        char name[64];
-        int r;
-
-        r = cgroup_detect(CGROUP_FS_ROOT, &v, &mount);
-        if (r >= 0)
-                r = cgroup_pid_path("/proc", getpid(), v, &self);
-        if (r >= 0)
-                r = cgroup_new(v, mount, self, &parent);
-        if (r < 0)
-                return r;
-        snprintf(name, sizeof(name), "xmem-bench-%s-%d", tag, (int)getpid());
-        r = cgroup_create_child(parent, name, ret);
-        if (r == -EEXIST) { /* a leftover of a killed run: reuse it */
-                _cleanup_free_ char *path = NULL;
-                if (asprintf(&path, "%s/%s", self, name) < 0)
-                        return -ENOMEM;
-                r = cgroup_new(v, mount, path, ret);
-        }
-        if (r < 0)
-                return r;
-        return cgroup_set_limit(*ret, limit);
-}
 
 static int prewrite_store(struct store *s, uint64_t size)
 {
@@ -335,91 +277,61 @@ static void collect(struct residency *res, struct cgroup *cg, struct engine_stat
                 (void)cgroup_read_u64(cg, "memory.peak", &st->usage_max);
 }
 
-/* One paged child from fork to exit. FN runs in the child on the arena and
- * returns OUT_LEN bytes of results through the socket. */
-static int session_run(struct session *s, const char *uri,
-                       void (*fn)(char *m, uint64_t size, const struct bench *b, void *out),
-                       void *out, size_t out_len, struct engine_stats *st)
+typedef void (*session_fn)(char *m, uint64_t size, const struct bench *b, void *out);
+
+struct session_child {
+        const struct bench *b;
+        session_fn fn;
+        size_t out_len;
+};
+
+/* In the child: run the workload, send its results to the parent. */
+static int session_child_run(char *m, uint64_t size, int sock, void *arg)
+{
+        const struct session_child *c = arg;
+        void *o = calloc(1, c->out_len);
+
+        c->fn(m, size, c->b, o);
+        return write_full(sock, o, c->out_len) < 0 ? 16 : 0;
+}
+
+/* One paged child from fork to exit (paged.c plays memd). FN runs in the
+ * child on the arena and returns OUT_LEN bytes of results through the socket. */
+static int session_run(struct session *s, const char *uri, session_fn fn, void *out,
+                       size_t out_len, struct engine_stats *st)
 {
         const struct bench *b = s->b;
+        const struct paged_opts o = {
+                .uri = uri, .size = s->size, .chunk = (uint32_t)s->chunk,
+                .budget = b->limit - b->headroom, .pager = &b->popts, .base = ARENA_BASE,
+                .prefill = s->prewrite ? prewrite_store : NULL,
+        };
+        struct session_child c = { .b = b, .fn = fn, .out_len = out_len };
         struct xmem_error err = {};
-        struct xmem_transport *t = NULL;
-        struct store *store = NULL;
-        struct arena *a = NULL;
-        struct residency *res = NULL;
-        struct pager *pg = NULL;
-        int sv[2] = { -1, -1 }, dev_fd = -1, r;
-        pid_t pid = -1;
+        struct paged p = PAGED_INIT;
+        int r;
 
-        r = xmem_transport_open(uri, NULL, &t, &err);
-        if (r >= 0)
-                r = store_xmem_new(&t, 1, s->size, (uint32_t)s->chunk, &store, &err);
-        if (r < 0) {
+        r = paged_open(&p, &o, &err);
+        if (r < 0 && err.msg[0])
                 fprintf(stderr, "bench-pager: %s: %s\n", uri, xmem_error_str(&err));
-                goto out;
+        if (r >= 0)
+                r = paged_spawn(&p, &o, s->cg, session_child_run, &c);
+        if (r >= 0) {
+                residency_track_cgroup(p.res, s->cg, b->limit, b->headroom);
+                r = paged_serve(&p);
         }
-        if (s->prewrite && (r = prewrite_store(store, s->size)) < 0)
-                goto out;
-        if ((r = arena_new(s->size, (uint32_t)s->chunk, store, !s->prewrite, &a)) < 0 ||
-            (r = residency_new(b->limit - b->headroom, &res)) < 0 ||
-            (r = residency_add_arena(res, a)) < 0 || (r = pager_new(&b->popts, &pg)) < 0)
-                goto out;
-        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0 ||
-            (dev_fd = uffd_dev_open()) < 0) {
-                r = dev_fd < 0 && sv[0] >= 0 ? dev_fd : -errno;
-                goto out;
-        }
-        pid = fork();
-        if (pid < 0) {
-                r = -errno;
-                goto out;
-        }
-        if (pid == 0) {
-                close(sv[0]);
-                char *m = child_attach(sv[1], dev_fd, a->memfd, a->size);
-                void *o = calloc(1, out_len);
-                fn(m, s->size, b, o);
-                _exit(write_full(sv[1], o, out_len) < 0 ? 16 : 0);
-        }
-        close(sv[1]);
-        sv[1] = -1;
-        struct child_hello h;
-        int fds[1];
-        size_t nfds = 1;
-        if ((r = cgroup_move_pid(s->cg, pid)) < 0 || (r = write_full(sv[0], "g", 1)) < 0 ||
-            recv_with_fds(sv[0], &h, sizeof(h), fds, &nfds) != (ssize_t)sizeof(h) || nfds != 1) {
-                r = r < 0 ? r : -EPROTO;
-                goto out;
-        }
-        arena_attach(a, fds[0], h.base);
-        residency_track_cgroup(res, s->cg, b->limit, b->headroom);
-        if ((r = pager_add(pg, a, res)) < 0 || (r = pager_start(pg)) < 0 ||
-            (r = residency_start(res)) < 0 || (r = write_full(sv[0], "r", 1)) < 0)
-                goto out;
-        r = read_full(sv[0], out, out_len);
-out:
-        if (pid > 0) {
+        if (r >= 0)
+                r = read_full(p.sock, out, out_len);
+        if (p.pid > 0) {
                 if (r < 0)
-                        kill(pid, SIGKILL);
-                (void)waitpid(pid, &st->status, 0);
+                        kill(p.pid, SIGKILL);
+                (void)paged_wait(&p, &st->status);
         }
-        if (res) {
-                residency_stop(res);
-                collect(res, s->cg, st);
+        if (p.res) {
+                residency_stop(p.res);
+                collect(p.res, s->cg, st);
         }
-        if (pg) {
-                if (a)
-                        pager_remove(pg, a);
-                pager_free(pg);
-        }
-        residency_free(res);
-        arena_free(a);
-        store_free(store);
-        if (t)
-                xmem_transport_close(t);
-        safe_close(sv[0]);
-        safe_close(sv[1]);
-        safe_close(dev_fd);
+        paged_free(&p);
         return r < 0 ? r : 0;
 }
 
@@ -604,7 +516,7 @@ static void run_transport(const struct bench *b, const char *name, const char *u
         int r;
 
         tr->name = name;
-        if ((r = make_cgroup(name, b->limit, &s.cg)) < 0) {
+        if ((r = paged_cgroup_new("xmem-bench", name, b->limit, &s.cg)) < 0) {
                 fprintf(stderr, "bench-pager: memory cgroup: %s\n", strerror(-r));
                 return;
         }

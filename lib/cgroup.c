@@ -16,23 +16,15 @@
 static int read_text(const char *path, char *buf, size_t size)
 {
         _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
-        size_t done = 0;
+        ssize_t n;
 
         if (fd < 0)
                 return -errno;
-        while (done + 1 < size) {
-                ssize_t n = read(fd, buf + done, size - 1 - done);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                if (n == 0)
-                        break;
-                done += (size_t)n;
-        }
-        buf[done] = '\0';
-        return (int)done;
+        n = read_upto(fd, buf, size - 1);
+        if (n < 0)
+                return (int)n;
+        buf[n] = '\0';
+        return (int)n;
 }
 
 static int write_text(const char *path, const char *text)

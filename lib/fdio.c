@@ -9,32 +9,61 @@
 
 #define FDIO_MAX_FDS 16
 
-int read_full(int fd, void *buf, size_t len)
+/* Read until LEN bytes or EOF, at OFFSET (pread) or, when OFFSET < 0, from the
+ * current position (read). Returns the bytes read or -errno. */
+static ssize_t read_loop(int fd, void *buf, size_t len, off_t offset)
 {
         size_t done = 0;
 
         while (done < len) {
-                ssize_t n = read(fd, (char *)buf + done, len - done);
+                ssize_t n = offset < 0 ? read(fd, (char *)buf + done, len - done)
+                                       : pread(fd, (char *)buf + done, len - done,
+                                               offset + (off_t)done);
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
                         return -errno;
                 }
                 if (n == 0)
-                        return done ? -ECONNRESET : -EPIPE;
+                        break;
                 done += (size_t)n;
         }
+        return (ssize_t)done;
+}
+
+int read_full(int fd, void *buf, size_t len)
+{
+        ssize_t n = read_loop(fd, buf, len, -1);
+
+        if (n < 0)
+                return (int)n;
+        if ((size_t)n < len)
+                return n ? -ECONNRESET : -EPIPE;
         return 0;
 }
 
-int write_full(int fd, const void *buf, size_t len)
+ssize_t read_upto(int fd, void *buf, size_t len)
+{
+        return read_loop(fd, buf, len, -1);
+}
+
+ssize_t pread_full(int fd, void *buf, size_t len, off_t offset)
+{
+        return offset < 0 ? -EINVAL : read_loop(fd, buf, len, offset);
+}
+
+/* Write all LEN bytes at OFFSET (pwrite) or, when OFFSET < 0, to a socket
+ * without SIGPIPE (send), falling back to write for other descriptors. */
+static int write_loop(int fd, const void *buf, size_t len, off_t offset)
 {
         size_t done = 0;
 
         while (done < len) {
-                ssize_t n = send(fd, (const char *)buf + done, len - done, MSG_NOSIGNAL);
-                if (n < 0 && errno == ENOTSOCK)
-                        n = write(fd, (const char *)buf + done, len - done);
+                const char *p = (const char *)buf + done;
+                ssize_t n = offset >= 0 ? pwrite(fd, p, len - done, offset + (off_t)done)
+                                        : send(fd, p, len - done, MSG_NOSIGNAL);
+                if (n < 0 && offset < 0 && errno == ENOTSOCK)
+                        n = write(fd, p, len - done);
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
@@ -43,6 +72,16 @@ int write_full(int fd, const void *buf, size_t len)
                 done += (size_t)n;
         }
         return 0;
+}
+
+int pwrite_full(int fd, const void *buf, size_t len, off_t offset)
+{
+        return offset < 0 ? -EINVAL : write_loop(fd, buf, len, offset);
+}
+
+int write_full(int fd, const void *buf, size_t len)
+{
+        return write_loop(fd, buf, len, -1);
 }
 
 int writev_full(int fd, struct iovec *iov, int iovcnt)
@@ -106,6 +145,12 @@ int send_with_fds(int sock, const void *buf, size_t len, const int *fds, size_t 
 
 ssize_t recv_with_fds(int sock, void *buf, size_t len, int *fds, size_t *n_fds)
 {
+        return recv_with_fds_flags(sock, buf, len, fds, n_fds, 0);
+}
+
+ssize_t recv_with_fds_flags(int sock, void *buf, size_t len, int *fds, size_t *n_fds,
+                            int flags)
+{
         union {
                 char buf[CMSG_SPACE(sizeof(int) * FDIO_MAX_FDS)];
                 struct cmsghdr align;
@@ -122,7 +167,7 @@ ssize_t recv_with_fds(int sock, void *buf, size_t len, int *fds, size_t *n_fds)
         ssize_t n;
 
         do
-                n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+                n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC | flags);
         while (n < 0 && errno == EINTR);
         if (n < 0)
                 return -errno;

@@ -10,6 +10,13 @@
  * EOF came after some bytes), -errno otherwise. */
 int read_full(int fd, void *buf, size_t len);
 int write_full(int fd, const void *buf, size_t len);
+/* Read until LEN bytes or EOF: the bytes read, or -errno. */
+ssize_t read_upto(int fd, void *buf, size_t len);
+/* Read LEN bytes at OFFSET (>= 0). Returns the bytes read (fewer than LEN only at the
+ * end of the file), -errno on error. */
+ssize_t pread_full(int fd, void *buf, size_t len, off_t offset);
+/* Write all LEN bytes at OFFSET (>= 0): 0 or -errno. */
+int pwrite_full(int fd, const void *buf, size_t len, off_t offset);
 /* Write all of IOV (modified in place). */
 int writev_full(int fd, struct iovec *iov, int iovcnt);
 
@@ -19,3 +26,8 @@ int send_with_fds(int sock, const void *buf, size_t len, const int *fds, size_t 
  * count received is stored back). Returns bytes received, 0 on EOF, -errno. Extra
  * descriptors beyond *N_FDS are closed and -EBADMSG returned. */
 ssize_t recv_with_fds(int sock, void *buf, size_t len, int *fds, size_t *n_fds);
+/* The same with recvmsg FLAGS added to MSG_CMSG_CLOEXEC: with MSG_TRUNC on a
+ * datagram socket it returns the datagram's real length, which exceeds LEN
+ * when the datagram did not fit. */
+ssize_t recv_with_fds_flags(int sock, void *buf, size_t len, int *fds, size_t *n_fds,
+                            int flags);

@@ -212,11 +212,12 @@ static int parse_params(enum api_method m, json_object *params, struct api_reque
                 return xmem_error_set(err, -EINVAL,
                                       "%s: params.id: must match [A-Za-z0-9_.-]{1,128}",
                                       method_names[m]);
-        } else if (m == API_SHIM_HELLO && req->p.hello.version != API_VERSION) {
+        } else if (m == API_SHIM_HELLO &&
+                   (req->p.hello.version < 1 || req->p.hello.version > API_SHIM_VERSION)) {
                 return xmem_error_set(err, -EPROTONOSUPPORT,
                                       "shim.hello: params.version: unsupported shim version %llu "
-                                      "(memd speaks %d)",
-                                      (unsigned long long)req->p.hello.version, API_VERSION);
+                                      "(memd speaks 1 to %d)",
+                                      (unsigned long long)req->p.hello.version, API_SHIM_VERSION);
         } else if (m == API_SHIM_REGISTER &&
                    (req->p.reg.base % 4096 || req->p.reg.size == 0 || req->p.reg.size % 4096)) {
                 return xmem_error_set(err, -EINVAL,
@@ -309,39 +310,19 @@ json_object *api_reply_error(int code, const char *msg)
 
 ssize_t api_recv(int sock, char *buf, int *fds, size_t *ret_n_fds)
 {
-        char cbuf[CMSG_SPACE(sizeof(int) * API_MAX_FDS)];
-        struct iovec iov = { .iov_base = buf, .iov_len = API_MAX_MESSAGE + 1 };
-        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
-                             .msg_controllen = sizeof(cbuf) };
-        size_t n_fds = 0;
-        bool extra = false;
-        ssize_t n;
+        size_t n_fds = API_MAX_FDS;
+        /* MSG_TRUNC: the datagram's real length, to refuse an oversized one */
+        ssize_t n = recv_with_fds_flags(sock, buf, API_MAX_MESSAGE + 1, fds, &n_fds, MSG_TRUNC);
 
-        do
-                n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC | MSG_TRUNC);
-        while (n < 0 && errno == EINTR);
+        if (n == -EBADMSG)
+                *ret_n_fds = 0;
         if (n < 0)
-                return -errno;
-        for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
-                if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-                        continue;
-                size_t cnt = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-                int in[API_MAX_FDS];
-                memcpy(in, CMSG_DATA(c), MIN(cnt, (size_t)API_MAX_FDS) * sizeof(int));
-                for (size_t i = 0; i < cnt && i < API_MAX_FDS; i++) {
-                        if (n_fds < API_MAX_FDS)
-                                fds[n_fds++] = in[i];
-                        else
-                                safe_close(in[i]);
-                }
-        }
-        if (mh.msg_flags & MSG_CTRUNC)
-                extra = true;
-        if (n > API_MAX_MESSAGE || (mh.msg_flags & MSG_TRUNC) || extra) {
+                return n;
+        if (n > API_MAX_MESSAGE) {
                 for (size_t i = 0; i < n_fds; i++)
                         safe_close(fds[i]);
                 *ret_n_fds = 0;
-                return extra ? -EBADMSG : -EMSGSIZE;
+                return -EMSGSIZE;
         }
         *ret_n_fds = n_fds;
         return n;

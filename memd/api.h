@@ -12,6 +12,8 @@
 #include "error.h"
 
 #define API_VERSION 1
+/* shim.hello params.version: 1 (two fds) or 2 (adds the accounting page) */
+#define API_SHIM_VERSION 2
 #define API_MAX_MESSAGE (64 * 1024)
 #define API_MAX_FDS 4
 #define API_ID_MAX 128

@@ -3,7 +3,9 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "arena.h"
 #include "container.h"
@@ -41,6 +43,82 @@ static int cgroup_relative(const char *cg_dir, const char *mount, char **ret_rel
         return 0;
 }
 
+/* The accounting page: a sealed shmem memfd of XMEM_ACCT_SIZE, the header
+ * written before the magic. The shims write it; memd trusts nothing in it
+ * beyond counters of this container. */
+static int acct_create(struct container *c, struct xmem_error *err)
+{
+        struct xmem_acct *a;
+        int fd = memfd_create("xmem-acct", MFD_CLOEXEC | MFD_ALLOW_SEALING), r;
+
+        if (fd < 0)
+                return xmem_error_set(err, negative_errno(), "accounting page: memfd: %m");
+        if (ftruncate(fd, (off_t)XMEM_ACCT_SIZE) < 0 ||
+            fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0 ||
+            (a = mmap(NULL, XMEM_ACCT_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)) ==
+                    MAP_FAILED) {
+                r = negative_errno();
+                close(fd);
+                return xmem_error_set(err, r, "accounting page: %s", strerror(-r));
+        }
+        a->h.version = XMEM_ACCT_VERSION;
+        a->h.n_slots = XMEM_ACCT_SLOTS;
+        a->h.local_alloc_limit = c->local_alloc_limit;
+        a->h.external_quota = c->external;
+        __atomic_store_n(&a->h.magic, XMEM_ACCT_MAGIC, __ATOMIC_RELEASE);
+        c->acct = a;
+        c->acct_fd = fd;
+        return 0;
+}
+
+/* *V -= min(N, *V) (the shims change *V concurrently). */
+static void acct_sub(uint64_t *v, uint64_t n)
+{
+        uint64_t old = __atomic_load_n(v, __ATOMIC_RELAXED);
+
+        while (!__atomic_compare_exchange_n(v, &old, old - MIN(old, n), false, __ATOMIC_RELAXED,
+                                            __ATOMIC_RELAXED))
+                ;
+}
+
+/* Take SLOT's charges out of the totals and clear it. Only for a slot no live
+ * process writes any more. */
+static void acct_clear_slot(struct container *c, uint32_t slot)
+{
+        struct xmem_acct_slot *s = &c->acct->slots[slot];
+
+        acct_sub(&c->acct->h.local_bytes, __atomic_exchange_n(&s->local_bytes, 0,
+                                                              __ATOMIC_RELAXED));
+        acct_sub(&c->acct->h.external_bytes, __atomic_exchange_n(&s->external_bytes, 0,
+                                                                 __ATOMIC_RELAXED));
+        __atomic_store_n(&s->pid, 0, __ATOMIC_RELAXED);
+}
+
+static void acct_take_slot(struct container *c, struct process *p)
+{
+        for (uint32_t i = 1; i < XMEM_ACCT_SLOTS; i++)
+                if (!c->acct_used[i]) {
+                        c->acct_used[i] = true;
+                        p->acct_slot = i;
+                        __atomic_store_n(&c->acct->slots[i].pid, (uint64_t)p->pid,
+                                         __ATOMIC_RELAXED);
+                        return;
+                }
+        p->acct_slot = 0; /* all taken: shared, cleared when its last user is gone */
+        c->acct_overflow++;
+}
+
+static void acct_release_slot(struct container *c, struct process *p)
+{
+        if (p->acct_slot == 0) {
+                if (--c->acct_overflow == 0)
+                        acct_clear_slot(c, 0);
+                return;
+        }
+        acct_clear_slot(c, p->acct_slot);
+        c->acct_used[p->acct_slot] = false;
+}
+
 static int container_start(struct container *c, struct xmem_error *err)
 {
         struct cgroup_mem m = {};
@@ -51,15 +129,21 @@ static int container_start(struct container *c, struct xmem_error *err)
                 return xmem_error_set(err, r, "params.cgroup: writing the limit to %s: %s%s",
                                       c->cgroup_dir, strerror(-r),
                                       r == -EBUSY ? " (usage above the new limit)" : "");
+        r = acct_create(c, err);
+        if (r < 0)
+                return r;
         (void)cgroup_read_mem(c->cg, &m);
         r = residency_new(residency_budget_reserved(c->local_limit, m.usage, 0, c->headroom,
                                                     c->local_alloc_limit),
                           &c->residency);
         if (r < 0)
                 return xmem_error_set(err, r, "residency manager: %s", strerror(-r));
-        /* The shim keeps up to local_alloc_limit in plain local memory without
-         * asking memd: the arenas' budget leaves room for it from the start. */
+        /* The container's shims together keep up to local_alloc_limit in plain
+         * local memory without asking memd (their accounting page caps them):
+         * the arenas' budget leaves room for it from the start, and for more
+         * when forked children's copies push the charged bytes above it. */
         residency_set_reserve(c->residency, c->local_alloc_limit);
+        residency_set_reserve_live(c->residency, &c->acct->h.local_bytes);
         residency_track_cgroup(c->residency, c->cg, c->local_limit, c->headroom);
         r = residency_start(c->residency);
         if (r < 0)
@@ -76,6 +160,7 @@ int container_new(const struct api_attach *a, enum cgroup_version version, const
 
         if (!c)
                 return xmem_error_set(err, -ENOMEM, "out of memory");
+        c->acct_fd = -1;
         c->local_limit = a->local_limit;
         c->external = ALIGN_UP(a->external, (uint64_t)chunk_size * n_transports);
         c->local_alloc_limit = a->local_alloc_limit;
@@ -112,6 +197,9 @@ void container_free(struct container *c)
         while (c->processes)
                 container_remove_process(c, c->processes);
         residency_free(c->residency);
+        if (c->acct)
+                munmap(c->acct, XMEM_ACCT_SIZE);
+        safe_close(c->acct_fd);
         cgroup_free(c->cg);
         free(c->id);
         free(c->cgroup_dir);
@@ -166,6 +254,7 @@ int container_add_process(struct container *c, pid_t pid, int pidfd, struct stor
         p->pidfd = pidfd;
         p->forked = from_store != NULL;
         p->container = c;
+        acct_take_slot(c, p);
         p->next = c->processes;
         c->processes = p;
         c->n_processes++;
@@ -230,6 +319,8 @@ void container_remove_process(struct container *c, struct process *p)
         arena_free(p->arena);
         store_free(p->store);
         safe_close(p->pidfd);
+        /* it exited or exec'd: whatever it charged is gone with it */
+        acct_release_slot(c, p);
         free(p);
 }
 
@@ -292,8 +383,9 @@ json_object *container_to_json(const struct container *c)
         return o;
 }
 
-static json_object *process_json(const struct process *p)
+static json_object *process_json(const struct container *c, const struct process *p)
 {
+        const struct xmem_acct_slot *s = &c->acct->slots[p->acct_slot];
         json_object *o = json_object_new_object();
 
         json_object_object_add(o, "pid", json_object_new_int(p->pid));
@@ -301,6 +393,11 @@ static json_object *process_json(const struct process *p)
         json_object_object_add(o, "base", u64(p->arena->base));
         json_object_object_add(o, "registered", json_object_new_boolean(p->registered));
         json_object_object_add(o, "resident_bytes", u64(arena_resident_bytes(p->arena)));
+        json_object_object_add(o, "acct_slot", json_object_new_int((int)p->acct_slot));
+        json_object_object_add(o, "local_bytes",
+                               u64(__atomic_load_n(&s->local_bytes, __ATOMIC_RELAXED)));
+        json_object_object_add(o, "external_bytes",
+                               u64(__atomic_load_n(&s->external_bytes, __ATOMIC_RELAXED)));
         return o;
 }
 
@@ -326,6 +423,16 @@ json_object *container_stats_json(const struct container *c)
         json_object_object_add(o, "budget_bytes", u64(atomic_load(&c->residency->budget)));
         json_object_object_add(o, "local_limit", u64(c->local_limit));
         json_object_object_add(o, "headroom", u64(c->headroom));
+        /* the accounting page: what all the container's shims charged */
+        json_object_object_add(o, "local_alloc_limit", u64(c->local_alloc_limit));
+        json_object_object_add(o, "external_quota", u64(c->external));
+        json_object_object_add(o, "local_bytes",
+                               u64(__atomic_load_n(&c->acct->h.local_bytes, __ATOMIC_RELAXED)));
+        json_object_object_add(o, "external_bytes",
+                               u64(__atomic_load_n(&c->acct->h.external_bytes,
+                                                   __ATOMIC_RELAXED)));
+        json_object_object_add(o, "refused_allocations",
+                               u64(__atomic_load_n(&c->acct->h.refused, __ATOMIC_RELAXED)));
         json_object_object_add(lat, "count", u64(lat_hist_count(&k->fault_latency)));
         json_object_object_add(lat, "p50", u64(lat_hist_quantile(&k->fault_latency, 0.5) / 1000));
         json_object_object_add(lat, "p99", u64(lat_hist_quantile(&k->fault_latency, 0.99) / 1000));
@@ -333,7 +440,7 @@ json_object *container_stats_json(const struct container *c)
                                u64(lat_hist_quantile(&k->fault_latency, 0.999) / 1000));
         json_object_object_add(o, "fault_latency_us", lat);
         for (const struct process *p = c->processes; p; p = p->next)
-                json_object_array_add(procs, process_json(p));
+                json_object_array_add(procs, process_json(c, p));
         json_object_object_add(o, "processes", procs);
         return o;
 }

@@ -8,6 +8,8 @@
 #include <sys/types.h>
 #include <json-c/json.h>
 
+#include <xmem/acct.h>
+
 #include "api.h"
 #include "cgroup.h"
 #include "error.h"
@@ -26,6 +28,7 @@ struct process {
         struct store *store;
         bool registered;       /* its faults are served (shim.register done) */
         bool forked;           /* served from a fork clone */
+        uint32_t acct_slot;    /* its slot in the accounting page (0: the shared overflow slot) */
         struct container *container;
         struct process *next;
 };
@@ -45,6 +48,13 @@ struct container {
         struct pager *pager; /* borrowed */
         struct process *processes;
         size_t n_processes;
+        /* The accounting page (xmem/acct.h, docs/memd.md "Container-wide
+         * accounting"): memd's mapping, the memfd handed to every shim, which
+         * slots are taken and how many processes share the overflow slot 0. */
+        int acct_fd;
+        struct xmem_acct *acct;
+        bool acct_used[XMEM_ACCT_SLOTS];
+        size_t acct_overflow;
         struct container *next;
 };
 

@@ -68,7 +68,7 @@ struct manager {
 /* Results of one method: a JSON result and descriptors to send with it. */
 struct reply {
         json_object *result;
-        int fds[2];
+        int fds[3];
         size_t n_fds;
         int close_after; /* a descriptor of fds[] memd does not keep (-1) */
 };
@@ -399,6 +399,13 @@ static int method_hello(struct manager *m, struct conn *cn, struct api_hello *h,
         rep->fds[0] = p->arena->memfd;
         rep->fds[1] = devfd;
         rep->n_fds = 2;
+        if (h->version >= 2) { /* the accounting page: docs/api.md "shim.hello" */
+                json_object_object_add(rep->result, "external_quota",
+                                       json_object_new_int64((int64_t)c->external));
+                json_object_object_add(rep->result, "acct_slot",
+                                       json_object_new_int((int)p->acct_slot));
+                rep->fds[rep->n_fds++] = c->acct_fd;
+        }
         rep->close_after = TAKE_FD(devfd);
         log_debug("container %s: process %d: arena of %llu bytes%s", c->id, (int)cn->pid,
                   (unsigned long long)size, from ? " from a fork clone" : "");

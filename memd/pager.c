@@ -1,161 +1,38 @@
-/* pager.c: the fault thread (see pager.h). Chunk states and the rules for who
- * moves them are in arena.h; the eviction side is residency.c. */
+/* pager.c: the fault reader (see pager.h). Chunk states and the rules for who
+ * moves them are in arena.h; fills and the fill workers are fill.c, the
+ * eviction side is residency.c. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/mman.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "fill.h"
 #include "macro.h"
 #include "pager.h"
-#include "store.h"
 #include "uffd.h"
 
 #define MSG_BATCH 64
 
-struct pager_slot {
-        struct arena *a;
-        struct residency *r;
-};
-
-/* A fill handed to a worker: the chunk is FILLING and belongs to the job. */
-struct fill_job {
-        struct pager_slot s;
-        uint64_t chunk;
-        uint64_t t_read; /* demand: when the fault was read (latency); 0 = prefetch */
-        bool writable, stored, prefetch;
-};
-
-struct fill_worker {
-        struct pager *p;
-        pthread_t thread;
-        struct arena *busy; /* the arena of the job in hand (under qlock) */
-        void *buf;
-        bool started;
-};
-
 struct pager {
         struct pager_opts opts;
-        /* Fill queue: demand jobs at the front, prefetch at the back (a ring). */
-        pthread_mutex_t qlock;
-        pthread_cond_t qcond, qdone;
-        struct fill_job *q;
-        size_t q_cap, q_head, q_len;
-        struct fill_worker *workers;
-        size_t n_workers;
+        struct fill_pool *fill;
         pthread_mutex_t lock;
         pthread_cond_t cond;
-        struct pager_slot *slots;
+        struct fill_slot *slots;
         size_t n_slots;
         uint64_t gen, seen_gen;
         int efd;
         bool stop, running, reader_started;
         pthread_t thread;
-        void *buf;  /* fetch buffer (fault thread only) */
-        void *zero; /* max_chunk bytes of zeros (read-only anonymous mapping) */
+        void *buf; /* fetch buffer (fault thread only) */
 };
-
-static uint64_t now_ns(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
-
-static bool pager_stopping(struct pager *p)
-{
-        return __atomic_load_n(&p->stop, __ATOMIC_RELAXED);
-}
-
-/* Get the chunk's data into a buffer: zeros if the store never held it. */
-static const void *chunk_source(struct pager *p, struct pager_slot *s, uint64_t chunk,
-                                bool stored, bool give_up_on_error, void *buf)
-{
-        struct arena *a = s->a;
-
-        if (!stored) {
-                atomic_fetch_add(&s->r->counters.zero_filled_bytes, a->chunk_size);
-                return p->zero;
-        }
-        for (;;) {
-                int r = store_fetch(a->store, chunk * a->chunk_size, buf, a->chunk_size);
-                if (r >= 0) {
-                        atomic_fetch_add(&s->r->counters.fetched_bytes, a->chunk_size);
-                        return buf;
-                }
-                atomic_fetch_add(&s->r->counters.store_errors, 1);
-                if (give_up_on_error || pager_stopping(p))
-                        return NULL;
-                usleep(10000); /* the appliance may come back; the faulter waits */
-        }
-}
-
-/* Install a FILLING chunk through BUF (max_chunk bytes). Returns 0, or -errno
- * when the process is gone (or a prefetch failed): the chunk is then FREE
- * again and threads that faulted on it meanwhile are woken (they refault). */
-static int fill_chunk(struct pager *p, struct pager_slot *s, uint64_t chunk, bool writable,
-                      bool stored, bool prefetch, void *buf)
-{
-        struct arena *a = s->a;
-        struct residency *res = s->r;
-        uint64_t addr = arena_chunk_addr(a, chunk), done = 0;
-        const char *src = chunk_source(p, s, chunk, stored, prefetch, buf);
-        int r = src ? 0 : -EIO;
-
-        if (src && !prefetch)
-                (void)residency_make_room(res, a->chunk_size); /* evict before filling */
-        while (src && done < a->chunk_size) {
-                uint64_t d = 0;
-                r = uffd_copy(a->uffd, addr + done, src + done, a->chunk_size - done, !writable,
-                              false, &d, NULL);
-                done += d;
-                if (r != -ENOMEM)
-                        break;
-                /* At the cgroup limit: evict now and retry; never give the fault up
-                 * (nor a prefetch half done: its other pages would read as holes). */
-                atomic_fetch_add(&res->counters.enomem_retries, 1);
-                if (pager_stopping(p))
-                        break;
-                uint64_t resident = atomic_load(&res->resident);
-                if (residency_evict_to(res, resident > 4 * (uint64_t)a->chunk_size
-                                                    ? resident - 4 * (uint64_t)a->chunk_size
-                                                    : 0) < 0)
-                        usleep(1000); /* nothing evictable: other usage must shrink */
-        }
-
-        pthread_mutex_lock(&a->lock);
-        if (r < 0 && done == 0) {
-                a->state[chunk] = CHUNK_FREE;
-        } else {
-                /* Partly installed (the process died meanwhile) counts as resident so
-                 * the pages are punched with the chunk. */
-                a->state[chunk] = writable ? CHUNK_DIRTY : CHUNK_PRESENT;
-                a->referenced[chunk] = !prefetch;
-                a->resident_chunks++;
-        }
-        pthread_mutex_unlock(&a->lock);
-        /* Always wake after the state change: a thread that faulted while the
-         * chunk was FILLING (e.g. a write to a page this copy had already
-         * installed protected, after the copy's own wake) was left waiting for
-         * the owner; without this wake it would wait forever. */
-        (void)uffd_wake(a->uffd, addr, a->chunk_size);
-        if (r < 0 && done == 0)
-                return r;
-        atomic_fetch_add(&res->resident, a->chunk_size);
-        if (prefetch)
-                atomic_fetch_add(&res->counters.prefetched_bytes, a->chunk_size);
-        if (atomic_load(&res->resident) > residency_high(atomic_load(&res->budget)))
-                residency_kick(res);
-        return r;
-}
 
 /* A page missing in a resident chunk: the process punched it itself (e.g. an
  * allocator's purge), which reads as zeros; or a stale message (-EEXIST). */
-static void fill_hole(struct pager_slot *s, uint64_t addr, bool wp)
+static void fill_hole(struct fill_slot *s, uint64_t addr, bool wp)
 {
         static const char zero_page[ARENA_PAGE_SIZE];
         uint64_t page = addr & ~(uint64_t)(ARENA_PAGE_SIZE - 1);
@@ -163,135 +40,11 @@ static void fill_hole(struct pager_slot *s, uint64_t addr, bool wp)
         (void)uffd_copy(s->a->uffd, page, zero_page, ARENA_PAGE_SIZE, wp, false, NULL, NULL);
 }
 
-/* ---- the fill queue ---- */
-
-static bool pager_has_workers(const struct pager *p)
-{
-        return p->n_workers > 0;
-}
-
-/* Queue a job: demand at the front, prefetch at the back. */
-static int queue_push(struct pager *p, const struct fill_job *j)
-{
-        pthread_mutex_lock(&p->qlock);
-        if (p->q_len == p->q_cap) {
-                size_t cap = p->q_cap ? 2 * p->q_cap : 64;
-                struct fill_job *v = malloc(cap * sizeof(*v));
-                if (!v) {
-                        pthread_mutex_unlock(&p->qlock);
-                        return -ENOMEM;
-                }
-                for (size_t i = 0; i < p->q_len; i++)
-                        v[i] = p->q[(p->q_head + i) % p->q_cap];
-                free(p->q);
-                p->q = v;
-                p->q_cap = cap;
-                p->q_head = 0;
-        }
-        if (j->prefetch) {
-                p->q[(p->q_head + p->q_len) % p->q_cap] = *j;
-        } else {
-                p->q_head = (p->q_head + p->q_cap - 1) % p->q_cap;
-                p->q[p->q_head] = *j;
-        }
-        p->q_len++;
-        pthread_cond_signal(&p->qcond);
-        pthread_mutex_unlock(&p->qlock);
-        return 0;
-}
-
-/* Hand chunk J (FILLING) to a worker, or fill it here (no workers, or no
- * memory for the queue). */
-static void dispatch(struct pager *p, struct fill_job *j)
-{
-        if (pager_has_workers(p) && queue_push(p, j) == 0)
-                return;
-        (void)fill_chunk(p, &j->s, j->chunk, j->writable, j->stored,
-                         j->prefetch, p->buf);
-        if (j->t_read)
-                lat_hist_add(&j->s.r->counters.fault_latency, now_ns() - j->t_read);
-}
-
-static void run_job(struct pager *p, struct fill_job *j, void *buf)
-{
-        struct arena *a = j->s.a;
-        struct residency *r = j->s.r;
-
-        if (j->prefetch)
-                residency_refresh(r);
-        if (j->prefetch &&
-            atomic_load(&r->resident) + a->chunk_size > residency_high(atomic_load(&r->budget))) {
-                /* Prefetch never evicts: give the chunk back. */
-                pthread_mutex_lock(&a->lock);
-                a->state[j->chunk] = CHUNK_FREE;
-                pthread_mutex_unlock(&a->lock);
-                (void)uffd_wake(a->uffd, arena_chunk_addr(a, j->chunk), a->chunk_size);
-                return;
-        }
-        (void)fill_chunk(p, &j->s, j->chunk, j->writable, j->stored, j->prefetch, buf);
-        if (j->t_read)
-                lat_hist_add(&r->counters.fault_latency, now_ns() - j->t_read);
-}
-
-static void *worker_thread(void *arg)
-{
-        struct fill_worker *w = arg;
-        struct pager *p = w->p;
-
-        pthread_mutex_lock(&p->qlock);
-        for (;;) {
-                while (!p->q_len && !pager_stopping(p))
-                        pthread_cond_wait(&p->qcond, &p->qlock);
-                if (pager_stopping(p))
-                        break;
-                struct fill_job j = p->q[p->q_head];
-                p->q_head = (p->q_head + 1) % p->q_cap;
-                p->q_len--;
-                w->busy = j.s.a;
-                pthread_mutex_unlock(&p->qlock);
-                run_job(p, &j, w->buf);
-                pthread_mutex_lock(&p->qlock);
-                w->busy = NULL;
-                pthread_cond_broadcast(&p->qdone);
-        }
-        pthread_mutex_unlock(&p->qlock);
-        return NULL;
-}
-
-/* Drop A's queued jobs (their chunks go FREE, waiters refault) and wait until
- * no worker holds a job of A. */
-static void queue_forget_arena(struct pager *p, struct arena *a)
-{
-        size_t keep = 0;
-
-        pthread_mutex_lock(&p->qlock);
-        for (size_t i = 0; i < p->q_len; i++) {
-                struct fill_job *j = &p->q[(p->q_head + i) % p->q_cap];
-                if (j->s.a == a) {
-                        pthread_mutex_lock(&a->lock);
-                        a->state[j->chunk] = CHUNK_FREE;
-                        pthread_mutex_unlock(&a->lock);
-                        (void)uffd_wake(a->uffd, arena_chunk_addr(a, j->chunk), a->chunk_size);
-                } else
-                        p->q[(p->q_head + keep++) % p->q_cap] = *j;
-        }
-        p->q_len = keep;
-        for (;;) {
-                bool busy = false;
-                for (size_t i = 0; i < p->n_workers; i++)
-                        busy |= p->workers[i].busy == a;
-                if (!busy)
-                        break;
-                pthread_cond_wait(&p->qdone, &p->qlock);
-        }
-        pthread_mutex_unlock(&p->qlock);
-}
-
 /* ---- serving faults (reader thread) ---- */
 
 /* After a demand fill of CHUNK: extend the arena's sequential stream and
  * fill up to min(run, prefetch_max) following FREE chunks. */
-static void prefetch(struct pager *p, struct pager_slot *s, uint64_t chunk, bool writable)
+static void prefetch(struct pager *p, struct fill_slot *s, uint64_t chunk, bool writable)
 {
         struct arena *a = s->a;
         unsigned depth = 0;
@@ -317,8 +70,8 @@ static void prefetch(struct pager *p, struct pager_slot *s, uint64_t chunk, bool
                 a->state[j.chunk] = CHUNK_FILLING;
                 j.stored = a->stored[j.chunk];
                 pthread_mutex_unlock(&a->lock);
-                if (pager_has_workers(p)) {
-                        if (queue_push(p, &j) < 0) {
+                if (fill_pool_has_workers(p->fill)) {
+                        if (fill_pool_push(p->fill, &j) < 0) {
                                 pthread_mutex_lock(&a->lock);
                                 a->state[j.chunk] = CHUNK_FREE; /* not left FILLING */
                                 pthread_mutex_unlock(&a->lock);
@@ -326,7 +79,7 @@ static void prefetch(struct pager *p, struct pager_slot *s, uint64_t chunk, bool
                                                 a->chunk_size);
                                 break;
                         }
-                } else if (fill_chunk(p, s, j.chunk, writable, j.stored, true, p->buf) < 0)
+                } else if (fill_chunk(p->fill, s, j.chunk, writable, j.stored, true, p->buf) < 0)
                         break;
         }
         a->seq_next = chunk + depth + 1;
@@ -335,7 +88,7 @@ static void prefetch(struct pager *p, struct pager_slot *s, uint64_t chunk, bool
 /* A MISSING fault. Returns true when it started a fill (the caller may
  * prefetch after it). *INLINE_LEFT: fills the reader may still do itself in
  * this batch; the others go to the workers. */
-static bool serve_missing(struct pager *p, struct pager_slot *s, uint64_t addr, bool write,
+static bool serve_missing(struct pager *p, struct fill_slot *s, uint64_t addr, bool write,
                           uint64_t t_read, unsigned *inline_left)
 {
         struct arena *a = s->a;
@@ -349,13 +102,13 @@ static bool serve_missing(struct pager *p, struct pager_slot *s, uint64_t addr, 
                 a->state[j.chunk] = CHUNK_FILLING;
                 j.stored = a->stored[j.chunk];
                 pthread_mutex_unlock(&a->lock);
-                if (*inline_left > 0 || !pager_has_workers(p)) {
+                if (*inline_left > 0 || !fill_pool_has_workers(p->fill)) {
                         if (*inline_left > 0)
                                 (*inline_left)--;
-                        (void)fill_chunk(p, s, j.chunk, write, j.stored, false, p->buf);
-                        lat_hist_add(&s->r->counters.fault_latency, now_ns() - t_read);
+                        (void)fill_chunk(p->fill, s, j.chunk, write, j.stored, false, p->buf);
+                        lat_hist_add(&s->r->counters.fault_latency, fill_now_ns() - t_read);
                 } else
-                        dispatch(p, &j);
+                        fill_pool_dispatch(p->fill, &j, p->buf);
                 return true;
         case CHUNK_PRESENT:
         case CHUNK_DIRTY:
@@ -367,11 +120,11 @@ static bool serve_missing(struct pager *p, struct pager_slot *s, uint64_t addr, 
                 break;
         }
         pthread_mutex_unlock(&a->lock);
-        lat_hist_add(&s->r->counters.fault_latency, now_ns() - t_read);
+        lat_hist_add(&s->r->counters.fault_latency, fill_now_ns() - t_read);
         return false;
 }
 
-static void serve_wp(struct pager_slot *s, uint64_t addr)
+static void serve_wp(struct fill_slot *s, uint64_t addr)
 {
         struct arena *a = s->a;
         uint64_t chunk = arena_chunk_of(a, addr), start = arena_chunk_addr(a, chunk);
@@ -424,7 +177,7 @@ static size_t dedup(const struct arena *a, struct uffd_msg *m, size_t n)
         return out;
 }
 
-static void serve_batch(struct pager *p, struct pager_slot *s, struct uffd_msg *m, size_t n,
+static void serve_batch(struct pager *p, struct fill_slot *s, struct uffd_msg *m, size_t n,
                         uint64_t t_read)
 {
         unsigned inline_left = 1;
@@ -437,20 +190,20 @@ static void serve_batch(struct pager *p, struct pager_slot *s, struct uffd_msg *
                 atomic_fetch_add(&s->r->counters.faults, 1);
                 if (flags & UFFD_PAGEFAULT_FLAG_WP) {
                         serve_wp(s, addr);
-                        lat_hist_add(&s->r->counters.fault_latency, now_ns() - t_read);
+                        lat_hist_add(&s->r->counters.fault_latency, fill_now_ns() - t_read);
                 } else if (serve_missing(p, s, addr, write, t_read, &inline_left))
                         prefetch(p, s, arena_chunk_of(s->a, addr), write);
         }
 }
 
 /* Copy the slot list if it changed; acknowledge the generation. */
-static int sync_slots(struct pager *p, struct pager_slot **slots, size_t *n, uint64_t *gen)
+static int sync_slots(struct pager *p, struct fill_slot **slots, size_t *n, uint64_t *gen)
 {
         int r = 0;
 
         pthread_mutex_lock(&p->lock);
         if (*gen != p->gen) {
-                struct pager_slot *v = malloc((p->n_slots + 1) * sizeof(*v));
+                struct fill_slot *v = malloc((p->n_slots + 1) * sizeof(*v));
                 if (v) {
                         if (p->n_slots)
                                 memcpy(v, p->slots, p->n_slots * sizeof(*v));
@@ -472,7 +225,7 @@ static int sync_slots(struct pager *p, struct pager_slot **slots, size_t *n, uin
 static void *pager_thread(void *arg)
 {
         struct pager *p = arg;
-        struct pager_slot *slots = NULL;
+        struct fill_slot *slots = NULL;
         struct pollfd *pfd = NULL;
         struct uffd_msg msgs[MSG_BATCH];
         size_t n = 0;
@@ -495,7 +248,7 @@ static void *pager_thread(void *arg)
                         pfd[i + 1] = (struct pollfd){ .fd = slots[i].a->uffd, .events = POLLIN };
                 /* Busy-poll for a while after a fault: the next one is served
                  * without a wake-up of this thread. */
-                if (spin_ns && now_ns() - last_fault < spin_ns)
+                if (spin_ns && fill_now_ns() - last_fault < spin_ns)
                         timeout = 0;
                 if (poll(pfd, n + 1, timeout) <= 0)
                         continue;
@@ -509,7 +262,7 @@ static void *pager_thread(void *arg)
                                 continue;
                         int k = uffd_read_msgs(slots[i].a->uffd, msgs, MSG_BATCH);
                         if (k > 0) {
-                                last_fault = now_ns();
+                                last_fault = fill_now_ns();
                                 serve_batch(p, &slots[i], msgs, (size_t)k, last_fault);
                         }
                 }
@@ -522,7 +275,7 @@ static void *pager_thread(void *arg)
 int pager_new(const struct pager_opts *opts, struct pager **ret)
 {
         struct pager *p = calloc(1, sizeof(*p));
-        bool ok = true;
+        int r;
 
         if (!p)
                 return -ENOMEM;
@@ -536,25 +289,11 @@ int pager_new(const struct pager_opts *opts, struct pager **ret)
                 p->opts.workers = 1;
         pthread_mutex_init(&p->lock, NULL);
         pthread_cond_init(&p->cond, NULL);
-        pthread_mutex_init(&p->qlock, NULL);
-        pthread_cond_init(&p->qcond, NULL);
-        pthread_cond_init(&p->qdone, NULL);
         p->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         p->buf = malloc(p->opts.max_chunk);
-        p->zero = mmap(NULL, p->opts.max_chunk, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (p->zero == MAP_FAILED)
-                p->zero = NULL;
-        if (p->opts.workers > 0) {
-                p->n_workers = (size_t)p->opts.workers;
-                p->workers = calloc(p->n_workers, sizeof(*p->workers));
-                ok = p->workers != NULL;
-                for (size_t i = 0; ok && i < p->n_workers; i++) {
-                        p->workers[i].p = p;
-                        p->workers[i].buf = malloc(p->opts.max_chunk);
-                        ok = p->workers[i].buf != NULL;
-                }
-        }
-        if (p->efd < 0 || !p->buf || !p->zero || !ok) {
+        r = fill_pool_new(p->opts.max_chunk, p->opts.workers > 0 ? (size_t)p->opts.workers : 0,
+                          &p->fill);
+        if (p->efd < 0 || !p->buf || r < 0) {
                 pager_free(p);
                 return -ENOMEM;
         }
@@ -570,7 +309,7 @@ static void pager_notify(struct pager *p)
 
 int pager_add(struct pager *p, struct arena *a, struct residency *r)
 {
-        struct pager_slot *v;
+        struct fill_slot *v;
 
         if (a->chunk_size > p->opts.max_chunk || a->uffd < 0)
                 return -EINVAL;
@@ -586,7 +325,7 @@ int pager_add(struct pager *p, struct arena *a, struct residency *r)
                 return -ENOMEM;
         }
         p->slots = v;
-        p->slots[p->n_slots++] = (struct pager_slot){ .a = a, .r = r };
+        p->slots[p->n_slots++] = (struct fill_slot){ .a = a, .r = r };
         p->gen++;
         pthread_mutex_unlock(&p->lock);
         pager_notify(p);
@@ -611,7 +350,7 @@ void pager_remove(struct pager *p, struct arena *a)
                 pthread_cond_wait(&p->cond, &p->lock);
         pthread_mutex_unlock(&p->lock);
         /* The reader queues nothing more for A; now drain the workers. */
-        queue_forget_arena(p, a);
+        fill_pool_forget_arena(p->fill, a);
 }
 
 int pager_start(struct pager *p)
@@ -621,18 +360,12 @@ int pager_start(struct pager *p)
         if (p->running)
                 return 0;
         p->stop = false;
-        for (size_t i = 0; i < p->n_workers; i++) {
-                e = pthread_create(&p->workers[i].thread, NULL, worker_thread, &p->workers[i]);
-                if (e) {
-                        p->running = true; /* so that pager_stop joins the started ones */
-                        pager_stop(p);
-                        return -e;
-                }
-                p->workers[i].started = true;
-        }
+        e = fill_pool_start(p->fill);
+        if (e < 0)
+                return e;
         e = pthread_create(&p->thread, NULL, pager_thread, p);
         if (e) {
-                p->running = true;
+                p->running = true; /* so that pager_stop joins the workers */
                 pager_stop(p);
                 return -e;
         }
@@ -648,18 +381,12 @@ void pager_stop(struct pager *p)
         pthread_mutex_lock(&p->lock);
         __atomic_store_n(&p->stop, true, __ATOMIC_RELAXED);
         pthread_mutex_unlock(&p->lock);
-        pthread_mutex_lock(&p->qlock);
-        pthread_cond_broadcast(&p->qcond);
-        pthread_mutex_unlock(&p->qlock);
+        fill_pool_cancel(p->fill); /* also ends the reader's own fill retries */
         pager_notify(p);
         if (p->reader_started)
                 pthread_join(p->thread, NULL);
         p->reader_started = false;
-        for (size_t i = 0; i < p->n_workers; i++)
-                if (p->workers[i].started) {
-                        pthread_join(p->workers[i].thread, NULL);
-                        p->workers[i].started = false;
-                }
+        fill_pool_join(p->fill);
         p->running = false;
 }
 
@@ -670,17 +397,9 @@ void pager_free(struct pager *p)
         pager_stop(p);
         safe_close(p->efd);
         free(p->buf);
-        if (p->zero)
-                munmap(p->zero, p->opts.max_chunk);
-        for (size_t i = 0; p->workers && i < p->n_workers; i++)
-                free(p->workers[i].buf);
-        free(p->workers);
-        free(p->q);
+        fill_pool_free(p->fill);
         free(p->slots);
         pthread_mutex_destroy(&p->lock);
         pthread_cond_destroy(&p->cond);
-        pthread_mutex_destroy(&p->qlock);
-        pthread_cond_destroy(&p->qcond);
-        pthread_cond_destroy(&p->qdone);
         free(p);
 }

@@ -420,6 +420,20 @@ void residency_set_reserve(struct residency *r, uint64_t reserve)
         residency_refresh(r);
 }
 
+void residency_set_reserve_live(struct residency *r, const uint64_t *live)
+{
+        __atomic_store_n(&r->cg_reserve_live, live, __ATOMIC_RELEASE);
+        residency_refresh(r);
+}
+
+static uint64_t reserve_now(struct residency *r)
+{
+        const uint64_t *live = __atomic_load_n(&r->cg_reserve_live, __ATOMIC_ACQUIRE);
+        uint64_t reserve = __atomic_load_n(&r->cg_reserve, __ATOMIC_RELAXED);
+
+        return live ? MAX(reserve, __atomic_load_n(live, __ATOMIC_RELAXED)) : reserve;
+}
+
 void residency_kick(struct residency *r)
 {
         pthread_mutex_lock(&r->kick_lock);
@@ -461,8 +475,7 @@ void residency_refresh(struct residency *r)
                 return;
         atomic_store(&r->budget,
                      residency_budget_reserved(r->cg_limit, usage, resident, r->cg_headroom,
-                                               __atomic_load_n(&r->cg_reserve,
-                                                               __ATOMIC_RELAXED)));
+                                               reserve_now(r)));
 }
 
 static void *residency_thread(void *arg)

@@ -58,6 +58,7 @@ struct residency {
         pthread_cond_t kick;
         const struct cgroup *cg;
         uint64_t cg_limit, cg_headroom, cg_reserve;
+        const uint64_t *cg_reserve_live; /* the container's local bytes (or NULL) */
         int usage_fd; /* v1 memory.usage_in_bytes / v2 memory.current, or -1 */
         unsigned interval_ms; /* background refresh period */
 };
@@ -89,6 +90,10 @@ void residency_track_cgroup(struct residency *r, const struct cgroup *cg, uint64
 /* Local memory the container may grow to without asking memd (the shim's
  * local_alloc_limit): the budget leaves room for it even before it is used. */
 void residency_set_reserve(struct residency *r, uint64_t reserve);
+/* The reserve becomes max(reserve, *LIVE) at every refresh: LIVE is the
+ * container's charged local bytes (its accounting page), which a fork can
+ * push above local_alloc_limit. */
+void residency_set_reserve_live(struct residency *r, const uint64_t *live);
 /* Re-read the tracked cgroup's usage and recompute the budget (no-op when
  * not tracking). Cheap: one pread. */
 void residency_refresh(struct residency *r);

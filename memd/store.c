@@ -1,8 +1,10 @@
 /* store.c: the store interface and its local-file implementation. */
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
+#include "fdio.h"
 #include "macro.h"
 #include "store.h"
 
@@ -27,45 +29,24 @@ int store_clone(struct store *s, struct store **ret, struct xmem_error *err)
 static int file_fetch(struct store *s, uint64_t offset, void *buf, size_t len)
 {
         struct store_file *f = (struct store_file *)s;
-        size_t done = 0;
+        ssize_t n;
 
         if (offset > s->size || len > s->size - offset)
                 return -ERANGE;
-        while (done < len) {
-                ssize_t n = pread(f->fd, (char *)buf + done, len - done, (off_t)(offset + done));
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                if (n == 0) { /* past the end of a short file: zeros */
-                        for (size_t i = done; i < len; i++)
-                                ((char *)buf)[i] = 0;
-                        break;
-                }
-                done += (size_t)n;
-        }
+        n = pread_full(f->fd, buf, len, (off_t)offset);
+        if (n < 0)
+                return (int)n;
+        memset((char *)buf + n, 0, len - (size_t)n); /* past the end of a short file: zeros */
         return 0;
 }
 
 static int file_writeback(struct store *s, uint64_t offset, const void *buf, size_t len)
 {
         struct store_file *f = (struct store_file *)s;
-        size_t done = 0;
 
         if (offset > s->size || len > s->size - offset)
                 return -ERANGE;
-        while (done < len) {
-                ssize_t n = pwrite(f->fd, (const char *)buf + done, len - done,
-                                   (off_t)(offset + done));
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                done += (size_t)n;
-        }
-        return 0;
+        return pwrite_full(f->fd, buf, len, (off_t)offset);
 }
 
 static void file_free(struct store *s)

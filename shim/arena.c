@@ -131,51 +131,42 @@ int shim_arena_attach(int sock, const char *token)
                 if (uffd >= 0)
                         close(uffd);
                 close(info.memfd);
+                if (info.acctfd >= 0)
+                        close(info.acctfd);
                 return r;
         }
+        if (!token)
+                shim_state.policy = info.policy;
+        /* without memd's page (a version 1 memd, or a bad page) the limits
+         * hold for this process alone, as they did before */
+        if (info.acctfd < 0 || shim_acct_use_page(info.acctfd, info.acct_slot) < 0)
+                shim_acct_use_private();
         shim_state.sock = sock;
         shim_state.uffd = uffd; /* never closed: faults wait if memd dies */
         shim_state.memfd = info.memfd;
         shim_state.base = base;
         shim_state.size = info.arena_size;
-        if (!token)
-                shim_state.policy = info.policy;
         atomic_store_explicit(&shim_state.attached, true, memory_order_release);
         return 0;
 }
 
 /* ---- page ranges ---- */
 
-enum shim_placement shim_place(uint64_t size)
+/* Discard [ADDR, ADDR+LEN) and free its pages; returns the bytes that were in use. */
+static uint64_t arena_give_back(void *addr, size_t len)
 {
-        enum shim_placement where;
+        uint64_t first = ((uint64_t)addr - shim_state.base) / SHIM_PAGE;
 
-        if (!atomic_load_explicit(&shim_state.attached, memory_order_acquire))
-                return SHIM_LOCAL;
+        (void)shim_arena_discard(addr, len);
         pthread_mutex_lock(&shim_state.lock);
-        struct shim_usage u = {
-                .local_bytes = shim_state.local_bytes,
-                .external_bytes = shim_state.external_bytes,
-                /* the shim cannot see residency: what is in use is an upper bound */
-                .resident_cache = shim_state.external_bytes,
-        };
-        bool room = (shim_state.range.n_pages - shim_state.range.used) * SHIM_PAGE >= size;
-        where = shim_policy_place(&shim_state.policy, &u, size, room);
+        uint64_t before = shim_state.range.used;
+        range_free(&shim_state.range, first, len / SHIM_PAGE);
+        uint64_t freed = (before - shim_state.range.used) * SHIM_PAGE;
         pthread_mutex_unlock(&shim_state.lock);
-        return where;
+        return freed;
 }
 
-void shim_account(enum shim_placement where, int64_t delta)
-{
-        pthread_mutex_lock(&shim_state.lock);
-        uint64_t *c = where == SHIM_LOCAL ? &shim_state.local_bytes : &shim_state.external_bytes;
-        if (delta < 0 && (uint64_t)-delta > *c)
-                *c = 0;
-        else
-                *c += (uint64_t)delta;
-        pthread_mutex_unlock(&shim_state.lock);
-}
-
+/* The caller has charged LEN (shim_place). */
 void *shim_arena_alloc(size_t len, size_t align, bool *ret_zero)
 {
         uint64_t first;
@@ -186,15 +177,13 @@ void *shim_arena_alloc(size_t len, size_t align, bool *ret_zero)
                 align = SHIM_PAGE;
         pthread_mutex_lock(&shim_state.lock);
         r = range_alloc(&shim_state.range, len / SHIM_PAGE, align / SHIM_PAGE, &first, &pristine);
-        if (r == 0)
-                shim_state.external_bytes += len;
         pthread_mutex_unlock(&shim_state.lock);
         if (r < 0)
                 return NULL;
         void *p = (void *)(shim_state.base + first * SHIM_PAGE);
         /* pages given back by munmap were made inaccessible */
         if (!pristine && shim_sys_mprotect(p, len, PROT_READ | PROT_WRITE) < 0) {
-                shim_arena_release(p, len);
+                (void)arena_give_back(p, len);
                 return NULL;
         }
         /* a new arena reads as zeros (memd's contract); a fork child's clone
@@ -208,12 +197,17 @@ int shim_arena_claim(void *addr, size_t len, bool *ret_zero)
         uint64_t first = ((uint64_t)addr - shim_state.base) / SHIM_PAGE;
         int r;
 
+        /* growing in place is a new external allocation: within the quota */
+        if (!shim_charge(SHIM_EXTERNAL, len, true))
+                return -ENOMEM;
         pthread_mutex_lock(&shim_state.lock);
         r = range_claim(&shim_state.range, first, len / SHIM_PAGE, ret_zero);
-        if (r == 0)
-                shim_state.external_bytes += len;
         pthread_mutex_unlock(&shim_state.lock);
-        if (r == 0 && !*ret_zero && shim_sys_mprotect(addr, len, PROT_READ | PROT_WRITE) < 0) {
+        if (r < 0) {
+                shim_uncharge(SHIM_EXTERNAL, len);
+                return r;
+        }
+        if (!*ret_zero && shim_sys_mprotect(addr, len, PROT_READ | PROT_WRITE) < 0) {
                 r = -errno;
                 shim_arena_release(addr, len);
         }
@@ -234,17 +228,7 @@ int shim_arena_discard(void *addr, size_t len)
 
 void shim_arena_release(void *addr, size_t len)
 {
-        uint64_t first = ((uint64_t)addr - shim_state.base) / SHIM_PAGE;
-        uint64_t n = len / SHIM_PAGE;
-
-        (void)shim_arena_discard(addr, len);
-        pthread_mutex_lock(&shim_state.lock);
-        uint64_t before = shim_state.range.used;
-        range_free(&shim_state.range, first, n);
-        uint64_t freed = (before - shim_state.range.used) * SHIM_PAGE;
-        shim_state.external_bytes -= freed < shim_state.external_bytes ? freed
-                                                                        : shim_state.external_bytes;
-        pthread_mutex_unlock(&shim_state.lock);
+        shim_uncharge(SHIM_EXTERNAL, arena_give_back(addr, len));
 }
 
 /* ---- fork ---- */
@@ -294,6 +278,9 @@ void shim_arena_atfork_child(void)
         pthread_mutex_init(&sock_lock, NULL);
         pthread_mutex_init(&shim_state.lock, NULL);
         atomic_store_explicit(&shim_state.attached, false, memory_order_release);
+        /* the parent's accounting page is not mapped here (MADV_DONTFORK):
+         * a private one until memd gives this child its own slot */
+        shim_acct_use_private();
         /* the parent's connection, uffd and memfd are the parent's */
         close(shim_state.sock);
         close(shim_state.uffd);

@@ -61,20 +61,35 @@ static void *hook_alloc(extent_hooks_t *h, void *new_addr, size_t size, size_t a
                 if (shim_arena_claim(new_addr, size, &zeroed) == 0)
                         p = new_addr;
         } else if (new_addr) {
-                p = local_map(new_addr, size, align);
-                if (p)
-                        shim_account(SHIM_LOCAL, (int64_t)size);
+                /* growing in place: only within the local limit (jemalloc
+                 * allocates anew and copies otherwise) */
+                if (shim_charge(SHIM_LOCAL, size, true)) {
+                        p = local_map(new_addr, size, align);
+                        if (!p)
+                                shim_uncharge(SHIM_LOCAL, size);
+                }
+        } else if (metadata) {
+                /* metadata blocks are 2 MiB of address space each but mostly
+                 * untouched: not counted as allocations */
+                p = local_map(NULL, size, align);
         } else {
-                if (!metadata && shim_place(size) == SHIM_EXTERNAL)
+                enum shim_placement where = shim_place(size, true);
+
+                if (where == SHIM_EXTERNAL) {
                         p = shim_arena_alloc(size, align, &zeroed);
-                if (!p) {
+                        if (!p) { /* no aligned room after all */
+                                shim_uncharge(SHIM_EXTERNAL, size);
+                                where = shim_place(size, false);
+                        }
+                }
+                if (where == SHIM_LOCAL) {
                         zeroed = true;
                         p = local_map(NULL, size, align);
-                        /* metadata blocks are 2 MiB of address space each but
-                         * mostly untouched: not counted as allocations */
-                        if (p && !metadata)
-                                shim_account(SHIM_LOCAL, (int64_t)size);
+                        if (!p)
+                                shim_uncharge(SHIM_LOCAL, size);
                 }
+                /* SHIM_NONE: the container's local limit and external quota
+                 * are both used up: malloc fails with ENOMEM */
         }
         if (!p)
                 return NULL;
@@ -101,7 +116,7 @@ static void hook_destroy(extent_hooks_t *h, void *addr, size_t size, bool commit
                 return;
         }
         shim_sys_munmap(addr, size);
-        shim_account(SHIM_LOCAL, -(int64_t)size);
+        shim_uncharge(SHIM_LOCAL, size);
 }
 
 /* Memory is always committed (Linux overcommits), as jemalloc's default. */

@@ -18,18 +18,18 @@
 #define _export_ __attribute__((visibility("default")))
 #define LOCAL_TRACK_MAX 1024
 
-/* The application's local mappings counted against local_alloc_limit, so a
- * munmap gives their bytes back (untracked ones stay counted: errs towards
+/* The application's local mappings charged against local_alloc_limit, so a
+ * munmap gives their bytes back (untracked ones stay charged: errs towards
  * external, never towards the local limit). Under shim_state.lock. */
 static struct {
         uint64_t start, len;
 } local_maps[LOCAL_TRACK_MAX];
 static unsigned n_local_maps;
 
+/* Remember a mapping whose bytes the caller charged. */
 static void local_track(uint64_t start, uint64_t len)
 {
         pthread_mutex_lock(&shim_state.lock);
-        shim_state.local_bytes += len;
         if (n_local_maps < LOCAL_TRACK_MAX)
                 local_maps[n_local_maps++] = (typeof(local_maps[0])){ start, len };
         pthread_mutex_unlock(&shim_state.lock);
@@ -38,7 +38,7 @@ static void local_track(uint64_t start, uint64_t len)
 /* [START, START+LEN) is gone: drop it from the tracked mappings. */
 static void local_untrack(uint64_t start, uint64_t len)
 {
-        uint64_t end = start + len;
+        uint64_t end = start + len, freed = 0;
 
         pthread_mutex_lock(&shim_state.lock);
         for (unsigned i = 0; i < n_local_maps; i++) {
@@ -46,7 +46,7 @@ static void local_untrack(uint64_t start, uint64_t len)
                 if (e <= start || s >= end)
                         continue;
                 uint64_t os = MAX(s, start), oe = MIN(e, end);
-                shim_state.local_bytes -= MIN(oe - os, shim_state.local_bytes);
+                freed += oe - os;
                 if (os == s && oe == e) {
                         local_maps[i--] = local_maps[--n_local_maps];
                 } else if (os == s) {
@@ -59,10 +59,11 @@ static void local_untrack(uint64_t start, uint64_t len)
                                 local_maps[n_local_maps++] =
                                         (typeof(local_maps[0])){ oe, e - oe };
                         else
-                                shim_state.local_bytes += e - oe; /* stays counted */
+                                freed -= e - oe; /* stays charged */
                 }
         }
         pthread_mutex_unlock(&shim_state.lock);
+        shim_uncharge(SHIM_LOCAL, freed);
 }
 
 static bool plain_anonymous(void *addr, size_t len, int prot, int flags, off_t off)
@@ -91,11 +92,25 @@ _export_ void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t o
 
         if (atomic_load_explicit(&shim_state.attached, memory_order_acquire) &&
             plain_anonymous(addr, len, prot, flags, off)) {
-                if (shim_place(len) == SHIM_EXTERNAL && (p = arena_mmap(len)))
-                        return p;
+                size_t alen = ALIGN_UP(len, SHIM_PAGE);
+                enum shim_placement where = shim_place(alen, true);
+
+                if (where == SHIM_EXTERNAL) {
+                        if ((p = arena_mmap(len)))
+                                return p;
+                        shim_uncharge(SHIM_EXTERNAL, alen);
+                        where = shim_place(alen, false);
+                }
+                if (where == SHIM_NONE) {
+                        /* the container's local limit and external quota are used up */
+                        errno = ENOMEM;
+                        return MAP_FAILED;
+                }
                 p = shim_sys_mmap(addr, len, prot, flags, fd, off);
                 if (p != MAP_FAILED)
-                        local_track((uint64_t)p, ALIGN_UP(len, SHIM_PAGE));
+                        local_track((uint64_t)p, alen);
+                else
+                        shim_uncharge(SHIM_LOCAL, alen);
                 return p;
         }
         if ((flags & MAP_FIXED) && shim_overlaps_arena(addr, len)) {
@@ -206,7 +221,9 @@ _export_ void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
                         }
                 pthread_mutex_unlock(&shim_state.lock);
                 if (tracked) {
+                        /* already done by the kernel: charged whatever the limit */
                         local_untrack((uint64_t)old, ALIGN_UP(old_len, SHIM_PAGE));
+                        (void)shim_charge(SHIM_LOCAL, ALIGN_UP(new_len, SHIM_PAGE), false);
                         local_track((uint64_t)p, ALIGN_UP(new_len, SHIM_PAGE));
                 }
         }

@@ -10,6 +10,7 @@ int shim_policy_parse(const char *name, uint64_t ratio, uint64_t local_alloc_lim
 {
         struct shim_policy p = {
                 .local_alloc_limit = local_alloc_limit,
+                .external_quota = UINT64_MAX,
                 .large_threshold = SHIM_POLICY_DEFAULT_LARGE,
                 .local_floor = SHIM_POLICY_DEFAULT_FLOOR,
         };
@@ -49,16 +50,26 @@ static bool fits(uint64_t used, uint64_t size, uint64_t limit)
         return size <= limit && used <= limit - size;
 }
 
+/* PREFER if it fits, else the other side if it fits, else none. */
+static enum shim_placement pick(enum shim_placement prefer, bool local_ok, bool external_ok)
+{
+        if (prefer == SHIM_EXTERNAL && external_ok)
+                return SHIM_EXTERNAL;
+        if (local_ok)
+                return SHIM_LOCAL;
+        return external_ok ? SHIM_EXTERNAL : SHIM_NONE;
+}
+
 enum shim_placement shim_policy_place(const struct shim_policy *p, const struct shim_usage *u,
                                       uint64_t size, bool external_available)
 {
-        if (!external_available)
-                return SHIM_LOCAL;
+        bool local_ok = fits(u->local_bytes, size, p->local_alloc_limit);
+        bool external_ok = external_available && fits(u->external_bytes, size, p->external_quota);
 
         switch (p->kind) {
         case SHIM_POLICY_EXTERNAL_FIRST:
                 if (size >= p->large_threshold)
-                        return SHIM_EXTERNAL;
+                        return pick(SHIM_EXTERNAL, local_ok, external_ok);
                 break;
         case SHIM_POLICY_RATIO: {
                 /* local allocations stay within N x the arena's resident cache,
@@ -69,11 +80,11 @@ enum shim_placement shim_policy_place(const struct shim_policy *p, const struct 
                 if (cap < p->local_floor)
                         cap = p->local_floor;
                 if (!fits(u->local_bytes, size, cap))
-                        return SHIM_EXTERNAL;
+                        return pick(SHIM_EXTERNAL, local_ok, external_ok);
                 break;
         }
         case SHIM_POLICY_LOCAL_FIRST:
                 break;
         }
-        return fits(u->local_bytes, size, p->local_alloc_limit) ? SHIM_LOCAL : SHIM_EXTERNAL;
+        return pick(SHIM_LOCAL, local_ok, external_ok);
 }

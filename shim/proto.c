@@ -97,8 +97,8 @@ static bool token_valid(const char *t)
 static int hello_parse(const char *buf, size_t n, struct shim_arena_info *ret)
 {
         char policy[32];
-        uint64_t ratio = 0, limit;
-        struct shim_arena_info info = { .memfd = -1, .devfd = -1 };
+        uint64_t ratio = 0, limit, quota;
+        struct shim_arena_info info = { .memfd = -1, .devfd = -1, .acctfd = -1 };
         int r;
 
         if ((r = jscan_get_u64(buf, n, "result", "arena_size", &info.arena_size)) < 0 ||
@@ -113,34 +113,57 @@ static int hello_parse(const char *buf, size_t n, struct shim_arena_info *ret)
                 info.chunk_size = 65536;
         else if (r < 0)
                 return -EBADMSG;
+        /* version 1 memd: the quota is the arena */
+        r = jscan_get_u64(buf, n, "result", "external_quota", &quota);
+        if (r == -ENOENT)
+                quota = info.arena_size;
+        else if (r < 0)
+                return -EBADMSG;
         if (info.arena_size == 0 || info.arena_size % SHIM_PAGE || info.arena_size > (1ULL << 46))
                 return -EBADMSG;
         if (shim_policy_parse(policy, ratio, limit, &info.policy) < 0)
                 return -EBADMSG;
+        info.policy.external_quota = quota;
         *ret = info;
         return 0;
 }
 
+static ssize_t hello_call(int sock, const char *token, unsigned version, char *buf, int *fds,
+                          size_t *n_fds)
+{
+        char req[256];
+
+        if (token)
+                snprintf(req, sizeof(req),
+                         "{\"xmem\":1,\"method\":\"shim.hello\",\"params\":{\"version\":%u,"
+                         "\"fork_token\":\"%s\"}}",
+                         version, token);
+        else
+                snprintf(req, sizeof(req),
+                         "{\"xmem\":1,\"method\":\"shim.hello\",\"params\":{\"version\":%u}}",
+                         version);
+        return proto_call(sock, req, -1, buf, fds, n_fds);
+}
+
 int shim_proto_hello(int sock, const char *token, struct shim_arena_info *ret)
 {
-        char req[256], buf[PROTO_REPLY_MAX];
-        int fds[2];
-        size_t n_fds = 2;
+        char buf[PROTO_REPLY_MAX];
+        int fds[3];
+        size_t n_fds = 3;
+        uint64_t slot = 0;
         bool attached;
         ssize_t n;
         int r;
 
         if (token && !token_valid(token))
                 return -EINVAL;
-        if (token)
-                snprintf(req, sizeof(req),
-                         "{\"xmem\":1,\"method\":\"shim.hello\",\"params\":{\"version\":1,"
-                         "\"fork_token\":\"%s\"}}",
-                         token);
-        else
-                snprintf(req, sizeof(req),
-                         "{\"xmem\":1,\"method\":\"shim.hello\",\"params\":{\"version\":1}}");
-        n = proto_call(sock, req, -1, buf, fds, &n_fds);
+        /* version 2 gets the accounting page; a version 1 memd refuses it
+         * (EPROTONOSUPPORT), then we speak version 1 (docs/api.md) */
+        n = hello_call(sock, token, 2, buf, fds, &n_fds);
+        if (n == -EREMOTEIO) {
+                n_fds = 3;
+                n = hello_call(sock, token, 1, buf, fds, &n_fds);
+        }
         if (n < 0)
                 return (int)n;
         r = jscan_get_bool(buf, (size_t)n, "result", "attached", &attached);
@@ -148,7 +171,10 @@ int shim_proto_hello(int sock, const char *token, struct shim_arena_info *ret)
                 r = -EBADMSG;
         else if (!attached)
                 r = -ENOTCONN;
-        else if (n_fds != 2)
+        else if (n_fds != 2 && n_fds != 3)
+                r = -EBADMSG;
+        else if (n_fds == 3 && (jscan_get_u64(buf, (size_t)n, "result", "acct_slot", &slot) < 0 ||
+                                slot >= XMEM_ACCT_SLOTS))
                 r = -EBADMSG;
         else
                 r = hello_parse(buf, (size_t)n, ret);
@@ -158,6 +184,8 @@ int shim_proto_hello(int sock, const char *token, struct shim_arena_info *ret)
         }
         ret->memfd = fds[0];
         ret->devfd = fds[1];
+        ret->acctfd = n_fds == 3 ? fds[2] : -1;
+        ret->acct_slot = (uint32_t)slot;
         return 0;
 }
 

@@ -132,6 +132,7 @@ __attribute__((constructor)) static void shim_init(void)
         /* make sure jemalloc is initialised (and its fork handlers registered
          * before ours, so its child handler runs first) */
         free(malloc(1));
+        shim_acct_use_private();
         shim_attach();
         errno = saved;
 }

@@ -10,6 +10,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include <xmem/acct.h>
+
 #include "policy.h"
 #include "range.h"
 
@@ -23,9 +25,11 @@
 struct shim_arena_info {
         uint64_t arena_size;
         uint64_t chunk_size;
-        struct shim_policy policy;
+        struct shim_policy policy; /* external_quota included */
         int memfd;
         int devfd;
+        int acctfd;        /* the container's accounting page (-1: memd sent none) */
+        uint32_t acct_slot; /* this process's slot in it */
 };
 
 struct shim_state {
@@ -38,9 +42,17 @@ struct shim_state {
         uint64_t base, size;
         struct shim_policy policy;
 
-        pthread_mutex_t lock; /* range and counters */
+        pthread_mutex_t lock; /* range */
         struct range range;
-        uint64_t local_bytes, external_bytes;
+        /* What this process has charged to the accounting page (atomics, so
+         * the same as its slot there). external_credit: a forked child's
+         * inherited external bytes, never charged (the clone shares the
+         * parent's chunks): freeing them takes from here first. */
+        uint64_t local_bytes, external_bytes, external_credit;
+        /* The container's accounting page (docs/shim.md "Container-wide
+         * accounting"), or a private one when memd sent none or before attach. */
+        struct xmem_acct *acct;
+        struct xmem_acct_slot *slot;
 
         char fork_token[SHIM_TOKEN_MAX];
         bool fork_prepared;
@@ -72,8 +84,10 @@ static inline bool shim_overlaps_arena(const void *p, size_t len)
 
 /* proto.c: memd's socket API (docs/api.md) without malloc or json-c. */
 int shim_proto_connect(const char *path, int *ret_sock);
-/* shim.hello (TOKEN NULL: not a forked child). 0 and *RET filled when
- * attached (two fds received), -ENOTCONN when memd says not attached. */
+/* shim.hello (TOKEN NULL: not a forked child), version 2, or 1 when memd
+ * refuses 2. 0 and *RET filled when attached (memfd and /dev/userfaultfd,
+ * plus the accounting page from a version 2 memd: acctfd, else -1),
+ * -ENOTCONN when memd says not attached. */
 int shim_proto_hello(int sock, const char *token, struct shim_arena_info *ret);
 int shim_proto_register(int sock, uint64_t base, uint64_t size, int uffd);
 int shim_proto_fork(int sock, char *ret_token, size_t token_len);
@@ -92,9 +106,21 @@ int shim_arena_claim(void *addr, size_t len, bool *ret_zero);
 int shim_arena_discard(void *addr, size_t len);
 /* Discard and give the range back. */
 void shim_arena_release(void *addr, size_t len);
-/* Placement decision for SIZE bytes, counting a local choice as used. */
-enum shim_placement shim_place(uint64_t size);
-void shim_account(enum shim_placement where, int64_t delta);
+
+/* acct.c: the container-wide counters. shim_place decides where SIZE bytes go
+ * (TRY_EXTERNAL false: not the arena) and charges them there; SHIM_NONE:
+ * nothing charged, the request fails with ENOMEM. */
+enum shim_placement shim_place(uint64_t size, bool try_external);
+/* Charge SIZE to WHERE; LIMITED: only if the container stays within the
+ * policy's limit for it (and the process is attached). */
+bool shim_charge(enum shim_placement where, uint64_t size, bool limited);
+void shim_uncharge(enum shim_placement where, uint64_t size);
+/* Use the private page (no memd page, a fresh child): counters of this
+ * process carried over. */
+void shim_acct_use_private(void);
+/* Map memd's page FD (taken over), use slot SLOT and carry this process's
+ * counters over (a forked child adds its inherited local bytes). */
+int shim_acct_use_page(int fd, uint32_t slot);
 
 /* hooks.c: jemalloc extent hooks on every arena. */
 int shim_hooks_install(void);

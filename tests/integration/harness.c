@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,6 +58,23 @@ int harness_connect_tcp(const struct harness_proc *p)
         return fd;
 }
 
+/* Does the log file at PATH contain NEEDLE after byte FROM? */
+static bool log_says(const char *path, off_t from, const char *needle)
+{
+        char buf[65536];
+        ssize_t n;
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+        if (fd < 0)
+                return false;
+        n = pread(fd, buf, sizeof(buf) - 1, from);
+        close(fd);
+        if (n <= 0)
+                return false;
+        buf[n] = 0;
+        return strstr(buf, needle) != NULL;
+}
+
 static bool unix_ready(const char *path)
 {
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -72,6 +90,8 @@ static bool unix_ready(const char *path)
 
 void harness_appliance_start(struct harness_proc *p, const char *const *extra_args)
 {
+        struct stat st;
+        off_t log_start = 0;
         const char *bin = getenv("XMEM_APPLIANCE");
         char listen_tcp[64], listen_unix[160], sock[128];
         const char *argv[64];
@@ -97,6 +117,8 @@ void harness_appliance_start(struct harness_proc *p, const char *const *extra_ar
                 argv[argc++] = *extra_args;
         argv[argc] = NULL;
 
+        if (stat(p->log_path, &st) == 0)
+                log_start = st.st_size; /* a restart appends to the same log */
         p->pid = fork();
         cr_assert(p->pid >= 0);
         if (p->pid == 0) {
@@ -118,13 +140,22 @@ void harness_appliance_start(struct harness_proc *p, const char *const *extra_ar
                 fd = harness_connect_tcp(p);
                 if (fd >= 0) {
                         close(fd);
-                        if (unix_ready(sock))
+                        /* listening comes before dropping privileges; "ready:" after */
+                        if (unix_ready(sock) && log_says(p->log_path, log_start, " ready: "))
                                 return;
                 }
                 usleep(20000);
         }
         harness_kill(p);
         cr_assert_fail("appliance did not start listening within 10 s, see %s", p->log_path);
+}
+
+void harness_appliance_setup(struct harness_proc *p, const char *pool_size)
+{
+        const char *const args[] = { "--pool-size", pool_size, NULL };
+
+        harness_init(p);
+        harness_appliance_start(p, args);
 }
 
 int harness_stop(struct harness_proc *p)
@@ -169,6 +200,96 @@ void harness_cleanup(struct harness_proc *p)
 bool harness_is_root(void)
 {
         return geteuid() == 0;
+}
+
+void harness_require_uffd(void)
+{
+        if (!harness_is_root())
+                cr_skip_test("needs root (/dev/userfaultfd, cgroups)");
+        if (access("/dev/userfaultfd", F_OK) < 0)
+                cr_skip_test("/dev/userfaultfd is missing");
+}
+
+/* Wait up to 10 s for READY=1 on NFD (closed when it came). */
+static void memd_wait_ready(struct harness_memd *m, int nfd)
+{
+        char buf[256];
+
+        for (int i = 0; i < 100; i++) {
+                struct pollfd p = { .fd = nfd, .events = POLLIN };
+                if (poll(&p, 1, 100) > 0) {
+                        ssize_t n = recv(nfd, buf, sizeof(buf) - 1, 0);
+                        buf[n > 0 ? n : 0] = 0;
+                        if (strstr(buf, "READY=1")) {
+                                close(nfd);
+                                return;
+                        }
+                }
+                cr_assert(waitpid(m->pid, NULL, WNOHANG) == 0, "memd exited, see %s", m->log);
+        }
+        cr_assert_fail("no READY=1 from memd within 10 s, see %s", m->log);
+}
+
+void harness_memd_start(struct harness_memd *m, const char *dir_template,
+                        const char *const *args)
+{
+        const char *bin = getenv("XMEM_MEMD");
+        char notify[128];
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        const char *argv[32] = { bin, "--socket", m->sock, "--log-level", "debug" };
+        int argc = 5, nfd;
+
+        cr_assert_not_null(bin, "XMEM_MEMD is not set (run through meson test)");
+        snprintf(m->dir, sizeof(m->dir), "%s", dir_template);
+        cr_assert_not_null(mkdtemp(m->dir));
+        chmod(m->dir, 0755); /* a non-root caller must reach the socket */
+        snprintf(m->sock, sizeof(m->sock), "%s/memd.sock", m->dir);
+        snprintf(m->log, sizeof(m->log), "%s/memd.log", m->dir);
+        snprintf(notify, sizeof(notify), "%s/notify", m->dir);
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", notify);
+        nfd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        cr_assert(bind(nfd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
+        for (; args && *args && argc < 31; args++)
+                argv[argc++] = *args;
+        m->pid = fork();
+        cr_assert(m->pid >= 0);
+        if (m->pid == 0) {
+                int fd = open(m->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+                dup2(fd, 2);
+                setenv("NOTIFY_SOCKET", notify, 1);
+                execv(bin, (char *const *)argv);
+                _exit(127);
+        }
+        memd_wait_ready(m, nfd);
+}
+
+int harness_run_output(char *const argv[], const char *socket, const char *preload, char *out,
+                       size_t out_len)
+{
+        int pfd[2], st;
+        size_t got = 0;
+        ssize_t n;
+
+        cr_assert_eq(pipe2(pfd, O_CLOEXEC), 0);
+        pid_t pid = fork();
+        cr_assert(pid >= 0);
+        if (pid == 0) {
+                dup2(pfd[1], 1);
+                setenv("XMEM_SOCKET", socket, 1);
+                if (preload)
+                        setenv("LD_PRELOAD", preload, 1);
+                else
+                        unsetenv("LD_PRELOAD");
+                execvp(argv[0], argv);
+                _exit(127);
+        }
+        close(pfd[1]);
+        while (got + 1 < out_len && (n = read(pfd[0], out + got, out_len - 1 - got)) > 0)
+                got += (size_t)n;
+        out[got] = '\0';
+        close(pfd[0]);
+        cr_assert_eq(waitpid(pid, &st, 0), pid);
+        return st;
 }
 
 void harness_pattern(void *buf, size_t len, uint64_t seed, uint64_t offset)

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -25,6 +26,8 @@ void harness_init(struct harness_proc *p);
  * both accept connections. Reuses P->port if already set (restart). Aborts
  * the test (cr_assert) on failure. */
 void harness_appliance_start(struct harness_proc *p, const char *const *extra_args);
+/* harness_init + harness_appliance_start with --pool-size POOL_SIZE. */
+void harness_appliance_setup(struct harness_proc *p, const char *pool_size);
 /* SIGTERM and wait; returns the exit status as waitpid reports it. */
 int harness_stop(struct harness_proc *p);
 /* SIGKILL and wait. */
@@ -37,5 +40,27 @@ int harness_connect_tcp(const struct harness_proc *p);
 
 /* True if running as root (tests that need it skip otherwise). */
 bool harness_is_root(void);
+/* Skip the test unless running as root with /dev/userfaultfd present. */
+void harness_require_uffd(void);
+
+/* A real memd (XMEM_MEMD) in a fresh /tmp dir (mode 0755: a non-root caller
+ * must reach the socket). */
+struct harness_memd {
+        pid_t pid;
+        char dir[64];
+        char sock[128]; /* DIR/memd.sock */
+        char log[128];  /* DIR/memd.log: its stderr */
+};
+/* Start memd --socket SOCK --log-level debug ARGS (NULL-terminated, may be
+ * NULL) and wait up to 10 s for READY=1 on our NOTIFY_SOCKET. DIR_TEMPLATE:
+ * mkdtemp's template for M->dir. Aborts the test on failure. */
+void harness_memd_start(struct harness_memd *m, const char *dir_template,
+                        const char *const *args);
+
+/* Run ARGV (execvp) with XMEM_SOCKET=SOCKET and LD_PRELOAD=PRELOAD (NULL:
+ * unset), its stdout into OUT (NUL-terminated). Returns the wait status. */
+int harness_run_output(char *const argv[], const char *socket, const char *preload, char *out,
+                       size_t out_len);
+
 /* Fill BUF with a reproducible pattern derived from SEED and the absolute OFFSET. */
 void harness_pattern(void *buf, size_t len, uint64_t seed, uint64_t offset);

@@ -17,9 +17,7 @@ static struct harness_proc app;
 
 static void setup(void)
 {
-        static const char *const args[] = { "--pool-size", "64M", NULL };
-        harness_init(&app);
-        harness_appliance_start(&app, args);
+        harness_appliance_setup(&app, "64M");
 }
 
 static void teardown(void)

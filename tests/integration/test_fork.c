@@ -28,6 +28,7 @@
 
 #include "fdio.h"
 #include "harness.h"
+#include "paged.h"
 #include "pager.h"
 #include "residency.h"
 #include "store.h"
@@ -43,14 +44,8 @@ static pid_t served_pid; /* a child whose faults we serve: killed if a test fail
 
 static void setup(void)
 {
-        static const char *const args[] = { "--pool-size", "1G", NULL };
-
-        if (!harness_is_root())
-                cr_skip_test("needs root (/dev/userfaultfd, cgroups)");
-        if (access("/dev/userfaultfd", F_OK) < 0)
-                cr_skip_test("/dev/userfaultfd is missing");
-        harness_init(&app);
-        harness_appliance_start(&app, args);
+        harness_require_uffd();
+        harness_appliance_setup(&app, "1G");
 }
 
 static void teardown(void)
@@ -135,91 +130,59 @@ Test(fork, store_clone_is_an_independent_copy)
 /* ---- residency_flush_arena: a child writes, the test serves it ---- */
 
 struct served {
-        struct xmem_transport *t;
-        struct store *store;
-        struct arena *arena;
-        struct residency *res;
-        struct pager *pager;
-        pid_t pid;
-        int sock;
+        struct paged p; /* paged.c plays memd */
         _Atomic int *shared; /* a MAP_SHARED page: [0] = stop flag */
 };
 
 typedef void (*child_fn)(struct served *sv, uint64_t *m, uint64_t size);
 
+struct child_call {
+        struct served *sv;
+        child_fn fn;
+};
+
+static int run_child_fn(char *m, uint64_t size, int sock, void *arg)
+{
+        struct child_call *c = arg;
+
+        (void)sock; /* c->sv->p.sock in the child */
+        c->fn(c->sv, (uint64_t *)m, size);
+        return 0;
+}
+
 static void serve_start(struct served *sv, uint64_t size, uint64_t budget, child_fn fn)
 {
         struct xmem_error err = {};
-        int pair[2], dev_fd;
+        /* a blocking uffd, as a shim may hand over: the pager makes it non-blocking */
+        const struct paged_opts o = { .uri = app.tcp_uri, .size = size, .budget = budget,
+                                      .chunk = CHUNK, .base = ARENA_BASE,
+                                      .blocking_uffd = true };
+        struct child_call call = { .sv = sv, .fn = fn };
+        int r;
 
+        sv->p = (struct paged)PAGED_INIT;
         sv->shared = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
         cr_assert_neq(sv->shared, MAP_FAILED);
-        cr_assert_eq(xmem_transport_open(app.tcp_uri, NULL, &sv->t, &err), 0, "%s", err.msg);
-        cr_assert_eq(store_xmem_new(&sv->t, 1, size, CHUNK, &sv->store, &err), 0, "%s", err.msg);
-        cr_assert_eq(arena_new(size, CHUNK, sv->store, true, &sv->arena), 0);
-        cr_assert_eq(residency_new(budget, &sv->res), 0);
-        cr_assert_eq(residency_add_arena(sv->res, sv->arena), 0);
-        cr_assert_eq(pager_new(NULL, &sv->pager), 0);
-        cr_assert_eq(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair), 0);
-        dev_fd = uffd_dev_open();
-        cr_assert_geq(dev_fd, 0);
-        sv->pid = fork();
-        cr_assert_geq(sv->pid, 0);
-        if (sv->pid == 0) {
-                int uffd = -1;
-                close(pair[0]);
-                sv->sock = pair[1];
-                char *m = mmap((void *)ARENA_BASE, size, PROT_READ | PROT_WRITE,
-                               MAP_SHARED | MAP_FIXED_NOREPLACE, sv->arena->memfd, 0);
-                if (m == MAP_FAILED ||
-                    uffd_open_with(dev_fd, O_CLOEXEC, UFFD_PAGER_FEATURES, 0, NULL, &uffd) < 0 ||
-                    uffd_register(uffd, (uint64_t)(uintptr_t)m, size,
-                                  UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP,
-                                  NULL) < 0)
-                        _exit(10);
-                uint64_t base = (uint64_t)(uintptr_t)m;
-                char go;
-                /* we keep our own uffd reference: faults wait if the server dies */
-                if (send_with_fds(pair[1], &base, sizeof(base), &uffd, 1) < 0 ||
-                    read_full(pair[1], &go, 1) < 0)
-                        _exit(11);
-                fn(sv, (uint64_t *)m, size);
-                _exit(0);
-        }
-        served_pid = sv->pid;
-        close(pair[1]);
-        close(dev_fd);
-        sv->sock = pair[0];
-        uint64_t base;
-        int fds[1];
-        size_t nfds = 1;
-        cr_assert_eq(recv_with_fds(sv->sock, &base, sizeof(base), fds, &nfds),
-                     (ssize_t)sizeof(base), "the child failed to attach");
-        arena_attach(sv->arena, fds[0], base);
-        cr_assert_eq(pager_add(sv->pager, sv->arena, sv->res), 0);
-        cr_assert_eq(pager_start(sv->pager), 0);
-        cr_assert_eq(residency_start(sv->res), 0);
-        cr_assert_eq(write_full(sv->sock, "r", 1), 0);
+        r = paged_open(&sv->p, &o, &err);
+        cr_assert_eq(r, 0, "%s (%s)", err.msg, strerror(-r));
+        r = paged_spawn(&sv->p, &o, NULL, run_child_fn, &call);
+        cr_assert_eq(r, 0, "the child failed to attach: %s", strerror(-r));
+        served_pid = sv->p.pid;
+        r = paged_serve(&sv->p);
+        cr_assert_eq(r, 0, "serve the child: %s", strerror(-r));
 }
 
 static int serve_wait(struct served *sv)
 {
         int status = 0;
-        cr_assert_eq(waitpid(sv->pid, &status, 0), sv->pid);
+        cr_assert_eq(paged_wait(&sv->p, &status), 0);
         served_pid = 0;
         return status;
 }
 
 static void serve_free(struct served *sv)
 {
-        residency_stop(sv->res);
-        pager_remove(sv->pager, sv->arena);
-        pager_free(sv->pager);
-        residency_free(sv->res);
-        arena_free(sv->arena);
-        store_free(sv->store);
-        xmem_transport_close(sv->t);
-        close(sv->sock);
+        paged_free(&sv->p);
         munmap(sv->shared, 4096);
 }
 
@@ -251,13 +214,13 @@ static void flush_child(struct served *sv, uint64_t *m, uint64_t size)
 {
         (void)size;
         fill_words(m, 8 * MiB, 1);
-        step(sv->sock); /* the test flushes and clones */
+        step(sv->p.sock); /* the test flushes and clones */
         if (!check_words(m, 8 * MiB, 1))
                 _exit(20);
         fill_words(m, 4 * MiB, 2);
         if (!check_words(m, 4 * MiB, 2))
                 _exit(21);
-        step(sv->sock);
+        step(sv->p.sock);
 }
 
 static size_t count_state(struct arena *a, enum chunk_state st)
@@ -278,39 +241,39 @@ static int clone_cb(struct arena *a, void *data)
 
 Test(fork, flush_writes_back_and_leaves_clean_protected)
 {
-        struct served sv = {};
+        struct served sv;
         struct store *clone = NULL;
         char c;
 
         serve_start(&sv, 32 * MiB, 64 * MiB, flush_child);
-        cr_assert_eq(read_full(sv.sock, &c, 1), 0);
-        for (int i = 0; i < 200 && count_state(sv.arena, CHUNK_FILLING); i++)
+        cr_assert_eq(read_full(sv.p.sock, &c, 1), 0);
+        for (int i = 0; i < 200 && count_state(sv.p.arena, CHUNK_FILLING); i++)
                 usleep(5000); /* prefetches still in flight */
-        cr_assert_eq(count_state(sv.arena, CHUNK_FILLING), 0);
-        size_t dirty = count_state(sv.arena, CHUNK_DIRTY);
+        cr_assert_eq(count_state(sv.p.arena, CHUNK_FILLING), 0);
+        size_t dirty = count_state(sv.p.arena, CHUNK_DIRTY);
         /* written chunks, and the ones prefetched writable after them */
         cr_assert_geq(dirty, 8 * MiB / CHUNK, "the child's writes made %zu chunks dirty", dirty);
-        uint64_t wb = sv.res->counters.written_back_bytes, wp = sv.res->counters.wp_faults;
+        uint64_t wb = sv.p.res->counters.written_back_bytes, wp = sv.p.res->counters.wp_faults;
 
         double t0 = now_s();
-        cr_assert_eq(residency_flush_arena(sv.res, sv.arena, clone_cb, &clone), 0);
+        cr_assert_eq(residency_flush_arena(sv.p.res, sv.p.arena, clone_cb, &clone), 0);
         cr_log_info("flush + clone of 8 MiB dirty: %.1f ms", (now_s() - t0) * 1e3);
-        cr_assert_eq(count_state(sv.arena, CHUNK_DIRTY), 0);
-        cr_assert_eq(count_state(sv.arena, CHUNK_EVICTING), 0);
-        cr_assert_eq(count_state(sv.arena, CHUNK_PRESENT), dirty);
-        cr_assert_eq(sv.res->counters.written_back_bytes - wb, dirty * CHUNK);
+        cr_assert_eq(count_state(sv.p.arena, CHUNK_DIRTY), 0);
+        cr_assert_eq(count_state(sv.p.arena, CHUNK_EVICTING), 0);
+        cr_assert_eq(count_state(sv.p.arena, CHUNK_PRESENT), dirty);
+        cr_assert_eq(sv.p.res->counters.written_back_bytes - wb, dirty * CHUNK);
         cr_assert_not_null(clone);
-        pattern_check(sv.store, 0, 8 * MiB, 1, "store after the flush");
+        pattern_check(sv.p.store, 0, 8 * MiB, 1, "store after the flush");
         pattern_check(clone, 0, 8 * MiB, 1, "clone");
 
-        cr_assert_eq(write_full(sv.sock, "g", 1), 0);
-        cr_assert_eq(read_full(sv.sock, &c, 1), 0);
+        cr_assert_eq(write_full(sv.p.sock, "g", 1), 0);
+        cr_assert_eq(read_full(sv.p.sock, &c, 1), 0);
         /* protected again: the rewrite raised WP faults, the clone kept version 1 */
-        cr_assert_geq(sv.res->counters.wp_faults - wp, 4 * MiB / CHUNK);
-        cr_assert_eq(count_state(sv.arena, CHUNK_DIRTY), 4 * MiB / CHUNK,
+        cr_assert_geq(sv.p.res->counters.wp_faults - wp, 4 * MiB / CHUNK);
+        cr_assert_eq(count_state(sv.p.arena, CHUNK_DIRTY), 4 * MiB / CHUNK,
                      "only the rewritten chunks are dirty again");
         pattern_check(clone, 0, 8 * MiB, 1, "clone after the child rewrote");
-        cr_assert_eq(write_full(sv.sock, "g", 1), 0);
+        cr_assert_eq(write_full(sv.p.sock, "g", 1), 0);
         int status = serve_wait(&sv);
         cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %#x", status);
         store_free(clone);
@@ -432,7 +395,7 @@ static void snapshot_check(struct store *clone, uint64_t size, unsigned *splits,
 static void snapshots_under_writers(uint64_t budget, unsigned n_snaps)
 {
         const uint64_t size = 32 * MiB;
-        struct served sv = {};
+        struct served sv;
         unsigned splits = 0, snaps = 0;
         uint64_t max_round = 0;
         double flush_ms = 0;
@@ -443,17 +406,17 @@ static void snapshots_under_writers(uint64_t budget, unsigned n_snaps)
                 usleep(50000);
                 /* a first snapshot leaves every chunk clean and protected: the
                  * next one then races with writers taking WP faults everywhere */
-                cr_assert_eq(residency_flush_arena(sv.res, sv.arena, NULL, NULL), 0);
+                cr_assert_eq(residency_flush_arena(sv.p.res, sv.p.arena, NULL, NULL), 0);
                 usleep(200);
                 double t0 = now_s();
-                cr_assert_eq(residency_flush_arena(sv.res, sv.arena, clone_cb, &clone), 0);
+                cr_assert_eq(residency_flush_arena(sv.p.res, sv.p.arena, clone_cb, &clone), 0);
                 flush_ms += (now_s() - t0) * 1e3;
                 snapshot_check(clone, size, &splits, &max_round);
                 store_free(clone);
         }
         atomic_store(sv.shared, 1);
         int status = serve_wait(&sv);
-        struct xmem_counters *k = &sv.res->counters;
+        struct xmem_counters *k = &sv.p.res->counters;
         cr_log_info("budget %llu MiB: %u snapshots (mean flush+clone %.1f ms), %u thread cuts "
                     "inside a round, last round %llu; faults %llu (wp %llu), evictions %llu, "
                     "written back %llu MiB", (unsigned long long)(budget / MiB), snaps,
@@ -483,49 +446,13 @@ Test(fork, snapshots_under_writers_are_consistent_paged)
 
 /* ---- the whole path: memd, the appliance, the shim, fork_prog ---- */
 
-static struct {
-        pid_t pid;
-        char dir[64], sock[128], log[128], cg[128];
-} md;
+static struct harness_memd md;
+static char md_cg[128];
 
 static void memd_start(void)
 {
-        const char *bin = getenv("XMEM_MEMD");
-        char notify[128], buf[256];
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
-        int nfd;
-
-        snprintf(md.dir, sizeof(md.dir), "/tmp/xmem-fork.XXXXXX");
-        cr_assert_not_null(mkdtemp(md.dir));
-        snprintf(md.sock, sizeof(md.sock), "%s/memd.sock", md.dir);
-        snprintf(md.log, sizeof(md.log), "%s/memd.log", md.dir);
-        snprintf(notify, sizeof(notify), "%s/notify", md.dir);
-        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", notify);
-        nfd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-        cr_assert(bind(nfd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
-        md.pid = fork();
-        cr_assert(md.pid >= 0);
-        if (md.pid == 0) {
-                int fd = open(md.log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-                dup2(fd, 2);
-                setenv("NOTIFY_SOCKET", notify, 1);
-                execl(bin, bin, "--socket", md.sock, "--log-level", "debug", "--appliance",
-                      app.tcp_uri, (char *)NULL);
-                _exit(127);
-        }
-        for (int i = 0; i < 100; i++) {
-                struct pollfd p = { .fd = nfd, .events = POLLIN };
-                if (poll(&p, 1, 100) > 0) {
-                        ssize_t n = recv(nfd, buf, sizeof(buf) - 1, 0);
-                        buf[n > 0 ? n : 0] = 0;
-                        if (strstr(buf, "READY=1")) {
-                                close(nfd);
-                                return;
-                        }
-                }
-                cr_assert(waitpid(md.pid, NULL, WNOHANG) == 0, "memd exited, see %s", md.log);
-        }
-        cr_assert_fail("no READY=1 from memd, see %s", md.log);
+        harness_memd_start(&md, "/tmp/xmem-fork.XXXXXX",
+                           (const char *const[]){ "--appliance", app.tcp_uri, NULL });
 }
 
 static void e2e_teardown(void)
@@ -534,8 +461,8 @@ static void e2e_teardown(void)
                 kill(md.pid, SIGTERM);
                 waitpid(md.pid, NULL, 0);
         }
-        if (md.cg[0])
-                rmdir(md.cg);
+        if (md_cg[0])
+                rmdir(md_cg);
         if (md.dir[0] && !getenv("XMEM_KEEP_TMP")) {
                 char cmd[128];
                 snprintf(cmd, sizeof(cmd), "rm -rf '%s'", md.dir);
@@ -590,12 +517,12 @@ Test(fork, bgsave_pattern_through_memd_and_shim, .init = setup, .fini = e2e_tear
         if (access("/sys/fs/cgroup/memory/cgroup.procs", F_OK) != 0)
                 cr_skip_test("no cgroup v1 memory hierarchy here");
         memd_start();
-        snprintf(md.cg, sizeof(md.cg), "/sys/fs/cgroup/memory/xmem-fork-%d", (int)getpid());
-        cr_assert(mkdir(md.cg, 0755) == 0 || errno == EEXIST);
+        snprintf(md_cg, sizeof(md_cg), "/sys/fs/cgroup/memory/xmem-fork-%d", (int)getpid());
+        cr_assert(mkdir(md_cg, 0755) == 0 || errno == EEXIST);
         snprintf(req, sizeof(req),
                  "{\"xmem\":1,\"method\":\"attach\",\"params\":{\"id\":\"fork-1\",\"cgroup\":\"%s\","
                  "\"local_limit\":\"64M\",\"external\":\"1G\",\"local_alloc_limit\":\"8M\"}}",
-                 md.cg);
+                 md_cg);
         json_object *r = memd_call(req);
         cr_assert(json_object_get_boolean(jget(r, "ok", NULL)), "attach: %s",
                   json_object_to_json_string(r));
@@ -607,7 +534,7 @@ Test(fork, bgsave_pattern_through_memd_and_shim, .init = setup, .fini = e2e_tear
         cr_assert(pid >= 0);
         if (pid == 0) {
                 char path[192], me[16];
-                snprintf(path, sizeof(path), "%s/cgroup.procs", md.cg);
+                snprintf(path, sizeof(path), "%s/cgroup.procs", md_cg);
                 int fd = open(path, O_WRONLY);
                 snprintf(me, sizeof(me), "%d\n", (int)getpid());
                 if (fd < 0 || write(fd, me, strlen(me)) < 0)

@@ -22,60 +22,14 @@
 #include "harness.h"
 #include "uffd.h"
 
-struct memd {
-        pid_t pid;
-        char dir[64];
-        char sock[128];
-        char log[128];
-};
-
-static struct memd md;
+static struct harness_memd md;
 static struct harness_proc app;
 static char cg_dir[128];
 
 /* Start memd with ARGS (NULL-terminated) and wait for READY=1 on our NOTIFY_SOCKET. */
 static void memd_start(const char *const *args)
 {
-        const char *bin = getenv("XMEM_MEMD");
-        char notify[128], buf[256];
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
-        const char *argv[32] = { bin, "--socket", md.sock, "--log-level", "debug" };
-        int argc = 5, nfd;
-
-        cr_assert_not_null(bin, "XMEM_MEMD is not set (run through meson test)");
-        snprintf(md.dir, sizeof(md.dir), "/tmp/xmem-memd.XXXXXX");
-        cr_assert_not_null(mkdtemp(md.dir));
-        chmod(md.dir, 0755); /* the uid 65534 caller must reach the socket */
-        snprintf(md.sock, sizeof(md.sock), "%s/memd.sock", md.dir);
-        snprintf(md.log, sizeof(md.log), "%s/memd.log", md.dir);
-        snprintf(notify, sizeof(notify), "%s/notify", md.dir);
-        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", notify);
-        nfd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-        cr_assert(bind(nfd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
-        for (; args && *args; args++)
-                argv[argc++] = *args;
-        md.pid = fork();
-        cr_assert(md.pid >= 0);
-        if (md.pid == 0) {
-                int fd = open(md.log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-                dup2(fd, 2);
-                setenv("NOTIFY_SOCKET", notify, 1);
-                execv(bin, (char *const *)argv);
-                _exit(127);
-        }
-        for (int i = 0; i < 100; i++) {
-                struct pollfd p = { .fd = nfd, .events = POLLIN };
-                if (poll(&p, 1, 100) > 0) {
-                        ssize_t n = recv(nfd, buf, sizeof(buf) - 1, 0);
-                        buf[n > 0 ? n : 0] = 0;
-                        if (strstr(buf, "READY=1")) {
-                                close(nfd);
-                                return;
-                        }
-                }
-                cr_assert(waitpid(md.pid, NULL, WNOHANG) == 0, "memd exited, see %s", md.log);
-        }
-        cr_assert_fail("no READY=1 from memd within 10 s, see %s", md.log);
+        harness_memd_start(&md, "/tmp/xmem-memd.XXXXXX", args);
 }
 
 static bool memd_alive(void)

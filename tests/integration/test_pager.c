@@ -24,6 +24,7 @@
 #include "cgroup.h"
 #include "fdio.h"
 #include "harness.h"
+#include "paged.h"
 #include "pager.h"
 #include "residency.h"
 #include "store.h"
@@ -39,14 +40,8 @@ static struct cgroup *cg;
 
 static void setup(void)
 {
-        static const char *const args[] = { "--pool-size", "1G", NULL };
-
-        if (!harness_is_root())
-                cr_skip_test("needs root (cgroups, /dev/userfaultfd)");
-        if (access("/dev/userfaultfd", F_OK) < 0)
-                cr_skip_test("/dev/userfaultfd is missing");
-        harness_init(&app);
-        harness_appliance_start(&app, args);
+        harness_require_uffd();
+        harness_appliance_setup(&app, "1G");
 }
 
 static void teardown(void)
@@ -68,60 +63,16 @@ static double now_s(void)
         return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* A fresh child of our own memory cgroup, limited to LIMIT (v1 limit_in_bytes,
- * v2 memory.max + memory.high). */
+/* A fresh child of our own memory cgroup, limited to LIMIT. */
 static void make_cgroup(const char *tag)
 {
-        enum cgroup_version v;
-        char *mount = NULL, *self = NULL, name[64];
-        struct cgroup *parent = NULL;
+        int r = paged_cgroup_new("xmem-test", tag, LIMIT, &cg);
 
-        cr_assert_eq(cgroup_detect(CGROUP_FS_ROOT, &v, &mount), 0, "no memory cgroup");
-        cr_assert_eq(cgroup_pid_path("/proc", getpid(), v, &self), 0);
-        cr_assert_eq(cgroup_new(v, mount, self, &parent), 0);
-        snprintf(name, sizeof(name), "xmem-test-%s-%d", tag, (int)getpid());
-        int r = cgroup_create_child(parent, name, &cg);
-        cr_assert_eq(r, 0, "create cgroup %s/%s: %s", parent->dir, name, strerror(-r));
-        r = cgroup_set_limit(cg, LIMIT);
-        cr_assert_eq(r, 0, "set limit: %s", strerror(-r));
-        cr_log_info("cgroup v%d %s limited to 64 MiB", (int)v, cg->dir);
-        cgroup_free(parent);
-        free(mount);
-        free(self);
+        cr_assert_eq(r, 0, "memory cgroup xmem-test-%s: %s", tag, strerror(-r));
+        cr_log_info("cgroup v%d %s limited to 64 MiB", (int)cg->version, cg->dir);
 }
 
-/* ---- the child: plays the shim ---- */
-
-struct child_hello {
-        uint64_t base;
-};
-
-/* Map the memfd at ARENA_BASE, create and register our uffd, send it. */
-static char *child_attach(int sock, int dev_fd, int memfd, uint64_t size)
-{
-        char go;
-        int uffd = -1;
-
-        if (read_full(sock, &go, 1) < 0) /* moved into the cgroup */
-                _exit(10);
-        char *m = mmap((void *)ARENA_BASE, size, PROT_READ | PROT_WRITE,
-                       MAP_SHARED | MAP_FIXED_NOREPLACE, memfd, 0);
-        if (m == MAP_FAILED)
-                _exit(11);
-        if (uffd_open_with(dev_fd, O_CLOEXEC | O_NONBLOCK, UFFD_PAGER_FEATURES, 0, NULL,
-                           &uffd) < 0)
-                _exit(12);
-        if (uffd_register(uffd, (uint64_t)(uintptr_t)m, size,
-                          UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP, NULL) < 0)
-                _exit(13);
-        struct child_hello h = { .base = (uint64_t)(uintptr_t)m };
-        /* We keep our own uffd reference: faults wait if the server dies. */
-        if (send_with_fds(sock, &h, sizeof(h), &uffd, 1) < 0)
-                _exit(14);
-        if (read_full(sock, &go, 1) < 0) /* the pager runs */
-                _exit(15);
-        return m;
-}
+/* ---- the child: the workloads ---- */
 
 static inline uint64_t word_of(uint64_t seed, uint64_t i)
 {
@@ -197,71 +148,32 @@ static _Noreturn void child_workload(char *m, uint64_t size)
         _exit(0);
 }
 
-/* ---- the parent: plays memd ---- */
-
-struct paged {
-        struct xmem_transport *t;
-        struct store *store;
-        struct arena *arena;
-        struct residency *res;
-        struct pager *pager;
-        pid_t pid;
-        int sock;
-};
+/* ---- the parent: plays memd (paged.c) ---- */
 
 typedef void (*child_fn)(char *m, uint64_t size);
+
+static int run_child_fn(char *m, uint64_t size, int sock, void *arg)
+{
+        (void)sock;
+        ((child_fn)arg)(m, size);
+        return 0;
+}
 
 static void paged_start_opts(struct paged *p, const char *uri, uint64_t size, uint64_t budget,
                              bool in_cgroup, child_fn fn, const struct pager_opts *opts)
 {
         struct xmem_error err = {};
-        int sv[2], dev_fd, r;
+        const struct paged_opts o = { .uri = uri, .size = size, .budget = budget,
+                                      .chunk = 65536, .pager = opts, .base = ARENA_BASE };
+        int r;
 
-        if (!uri) { /* a local file store: the engine alone */
-                int fd = memfd_create("store", MFD_CLOEXEC);
-                cr_assert_geq(fd, 0);
-                cr_assert_eq(ftruncate(fd, (off_t)size), 0);
-                cr_assert_eq(store_file_new(fd, size, &p->store), 0);
-        } else {
-                r = xmem_transport_open(uri, NULL, &p->t, &err);
-                cr_assert_eq(r, 0, "open %s: %s", uri, xmem_error_str(&err));
-                r = store_xmem_new(&p->t, 1, size, 65536, &p->store, &err);
-                cr_assert_eq(r, 0, "%s", xmem_error_str(&err));
-        }
-        cr_assert_eq(arena_new(size, 65536, p->store, true, &p->arena), 0);
-        cr_assert_eq(residency_new(budget, &p->res), 0);
-        cr_assert_eq(residency_add_arena(p->res, p->arena), 0);
-        cr_assert_eq(pager_new(opts, &p->pager), 0);
-        cr_assert_eq(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
-        dev_fd = uffd_dev_open();
-        cr_assert_geq(dev_fd, 0);
-
-        p->pid = fork();
-        cr_assert_geq(p->pid, 0);
-        if (p->pid == 0) {
-                close(sv[0]);
-                char *m = child_attach(sv[1], dev_fd, p->arena->memfd, p->arena->size);
-                fn(m, p->arena->size);
-                _exit(0);
-        }
-        close(sv[1]);
-        close(dev_fd);
-        p->sock = sv[0];
-        if (in_cgroup)
-                cr_assert_eq(cgroup_move_pid(cg, p->pid), 0);
-        cr_assert_eq(write_full(p->sock, "g", 1), 0);
-
-        struct child_hello h;
-        int fds[1];
-        size_t nfds = 1;
-        cr_assert_eq(recv_with_fds(p->sock, &h, sizeof(h), fds, &nfds), (ssize_t)sizeof(h),
-                     "child failed to attach");
-        cr_assert_eq(nfds, 1);
-        arena_attach(p->arena, fds[0], h.base);
-        cr_assert_eq(pager_add(p->pager, p->arena, p->res), 0);
-        cr_assert_eq(pager_start(p->pager), 0);
-        cr_assert_eq(residency_start(p->res), 0);
-        cr_assert_eq(write_full(p->sock, "r", 1), 0);
+        r = paged_open(p, &o, &err);
+        cr_assert_eq(r, 0, "engine over %s: %s (%s)", uri ?: "a file", xmem_error_str(&err),
+                     strerror(-r));
+        r = paged_spawn(p, &o, in_cgroup ? cg : NULL, run_child_fn, (void *)fn);
+        cr_assert_eq(r, 0, "child failed to attach: %s", strerror(-r));
+        r = paged_serve(p);
+        cr_assert_eq(r, 0, "serve the child: %s", strerror(-r));
 }
 
 static void paged_start(struct paged *p, const char *uri, uint64_t size, uint64_t budget,
@@ -270,11 +182,11 @@ static void paged_start(struct paged *p, const char *uri, uint64_t size, uint64_
         paged_start_opts(p, uri, size, budget, in_cgroup, fn, NULL);
 }
 
-static int paged_wait(struct paged *p)
+static int paged_status(struct paged *p)
 {
         int status = 0;
 
-        cr_assert_eq(waitpid(p->pid, &status, 0), p->pid);
+        cr_assert_eq(paged_wait(p, &status), 0);
         return status;
 }
 
@@ -298,28 +210,15 @@ static void paged_report(struct paged *p, const char *what)
                     lat_hist_quantile(h, 0.99) / 1e3, lat_hist_quantile(h, 0.999) / 1e3);
 }
 
-static void paged_free(struct paged *p)
-{
-        residency_stop(p->res);
-        pager_remove(p->pager, p->arena);
-        pager_free(p->pager);
-        residency_free(p->res);
-        arena_free(p->arena);
-        store_free(p->store);
-        if (p->t)
-                xmem_transport_close(p->t);
-        close(p->sock);
-}
-
 static void run_512m(const char *uri, const char *what)
 {
-        struct paged p = {};
+        struct paged p = PAGED_INIT;
         struct cgroup_mem m;
 
         make_cgroup(what);
         paged_start(&p, uri, 512 * MiB, 32 * MiB, true, (child_fn)child_workload);
         residency_track_cgroup(p.res, cg, LIMIT, 16 * MiB);
-        int status = paged_wait(&p);
+        int status = paged_status(&p);
         paged_report(&p, what);
         cr_assert_eq(cgroup_read_mem(cg, &m), 0);
         cr_log_info("%s: cgroup usage at exit %llu MiB, oom kills %llu", what,
@@ -423,7 +322,7 @@ static void *hammer_thread(void *arg)
 
 static void race(const struct pager_opts *opts)
 {
-        struct paged p = {};
+        struct paged p = PAGED_INIT;
         struct hammer h = {};
         pthread_t th;
 
@@ -431,7 +330,7 @@ static void race(const struct pager_opts *opts)
         paged_start_opts(&p, uri, 16 * MiB, 2 * MiB, false, race_child, opts);
         h.res = p.res;
         pthread_create(&th, NULL, hammer_thread, &h);
-        int status = paged_wait(&p);
+        int status = paged_status(&p);
         h.stop = true;
         pthread_join(th, NULL);
         paged_report(&p, "race");

@@ -15,9 +15,7 @@ static uint8_t a[2 * MIB], b[2 * MIB];
 
 static void setup(void)
 {
-        static const char *const args[] = { "--pool-size", "256M", NULL };
-        harness_init(&app);
-        harness_appliance_start(&app, args);
+        harness_appliance_setup(&app, "256M");
 }
 
 static void teardown(void)

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "fdio.h"
+#include "harness.h"
 
 #define MIB (1ULL << 20)
 #define ARENA_SIZE (512 * MIB)
@@ -243,30 +244,11 @@ static void fake_stop(void)
 /* Run shim_prog ARGS under the shim against the fake; stdout into OUT. */
 static int run_prog(char *const args[], char *out, size_t out_len)
 {
-        int pfd[2], st;
-        size_t got = 0;
-        ssize_t n;
+        char *argv[8] = { getenv("XMEM_SHIM_PROG") };
 
-        cr_assert_eq(pipe2(pfd, O_CLOEXEC), 0);
-        pid_t pid = fork();
-        cr_assert(pid >= 0);
-        if (pid == 0) {
-                char *argv[8] = { getenv("XMEM_SHIM_PROG") };
-                for (int i = 0; args[i] && i < 6; i++)
-                        argv[i + 1] = args[i];
-                dup2(pfd[1], 1);
-                setenv("XMEM_SOCKET", fake.path, 1);
-                setenv("LD_PRELOAD", getenv("XMEM_SHIM"), 1);
-                execv(argv[0], argv);
-                _exit(127);
-        }
-        close(pfd[1]);
-        while (got + 1 < out_len && (n = read(pfd[0], out + got, out_len - 1 - got)) > 0)
-                got += (size_t)n;
-        out[got] = '\0';
-        close(pfd[0]);
-        cr_assert_eq(waitpid(pid, &st, 0), pid);
-        return st;
+        for (int i = 0; args[i] && i < 6; i++)
+                argv[i + 1] = args[i];
+        return harness_run_output(argv, fake.path, getenv("XMEM_SHIM"), out, out_len);
 }
 
 static bool in_arena(uint64_t a, int arena)

@@ -9,37 +9,17 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "harness.h"
+
 /* Run ARGV (with the shim preloaded when PRELOAD), stdout into OUT. Returns
  * the wait status. */
 static int run(bool preload, char *const argv[], char *out, size_t out_len)
 {
         const char *shim = getenv("XMEM_SHIM");
-        int pfd[2];
-        size_t got = 0;
-        ssize_t n;
-        int st;
 
         cr_assert(shim, "XMEM_SHIM not set (meson sets it)");
-        cr_assert_eq(pipe2(pfd, O_CLOEXEC), 0);
-        pid_t pid = fork();
-        cr_assert(pid >= 0);
-        if (pid == 0) {
-                dup2(pfd[1], 1);
-                setenv("XMEM_SOCKET", "/nonexistent/xmem/memd.sock", 1);
-                if (preload)
-                        setenv("LD_PRELOAD", shim, 1);
-                else
-                        unsetenv("LD_PRELOAD");
-                execvp(argv[0], argv);
-                _exit(127);
-        }
-        close(pfd[1]);
-        while (got + 1 < out_len && (n = read(pfd[0], out + got, out_len - 1 - got)) > 0)
-                got += (size_t)n;
-        out[got] = '\0';
-        close(pfd[0]);
-        cr_assert_eq(waitpid(pid, &st, 0), pid);
-        return st;
+        return harness_run_output(argv, "/nonexistent/xmem/memd.sock", preload ? shim : NULL, out,
+                                  out_len);
 }
 
 static void same(char *const argv[])

@@ -44,7 +44,9 @@ Test(policy, local_first)
         u.local_bytes = 62 * MIB;
         cr_expect_eq(shim_policy_place(&p, &u, 2 * MIB, true), SHIM_LOCAL, "exactly at the limit");
         cr_expect_eq(shim_policy_place(&p, &u, 2 * MIB + 4096, true), SHIM_EXTERNAL);
-        cr_expect_eq(shim_policy_place(&p, &u, 2 * MIB + 4096, false), SHIM_LOCAL, "no arena");
+        cr_expect_eq(shim_policy_place(&p, &u, 2 * MIB, false), SHIM_LOCAL, "no arena, fits");
+        cr_expect_eq(shim_policy_place(&p, &u, 2 * MIB + 4096, false), SHIM_NONE,
+                     "no arena, over the local limit: ENOMEM");
         u.local_bytes = 100 * MIB; /* over already */
         cr_expect_eq(shim_policy_place(&p, &u, 4096, true), SHIM_EXTERNAL);
         u.local_bytes = 0;
@@ -60,7 +62,9 @@ Test(policy, external_first)
         cr_expect_eq(shim_policy_place(&p, &u, 64 * 1024 - 4096, true), SHIM_LOCAL);
         u.local_bytes = 64 * MIB;
         cr_expect_eq(shim_policy_place(&p, &u, 4096, true), SHIM_EXTERNAL, "small, over limit");
-        cr_expect_eq(shim_policy_place(&p, &u, 64 * MIB, false), SHIM_LOCAL);
+        cr_expect_eq(shim_policy_place(&p, &u, 64 * MIB, false), SHIM_NONE, "neither fits");
+        u.local_bytes = 0;
+        cr_expect_eq(shim_policy_place(&p, &u, 64 * MIB, false), SHIM_LOCAL, "no arena: local");
 }
 
 Test(policy, ratio)
@@ -82,6 +86,55 @@ Test(policy, ratio)
         u.resident_cache = UINT64_MAX / 2 + 1;
         u.local_bytes = 0;
         cr_expect_eq(shim_policy_place(&p, &u, MIB, true), SHIM_LOCAL, "cap saturates");
+}
+
+/* The container-wide counters (all processes together) against both limits. */
+Test(policy, external_quota)
+{
+        struct shim_policy p = pol("local-first", 0, 32 * MIB);
+        struct shim_usage u = { 0 };
+
+        cr_expect_eq(p.external_quota, UINT64_MAX, "unlimited until set");
+        p.external_quota = 256 * MIB;
+        /* one process took the local share and 200 MiB of the quota */
+        u.local_bytes = 32 * MIB;
+        u.external_bytes = 200 * MIB;
+        cr_expect_eq(shim_policy_place(&p, &u, 56 * MIB, true), SHIM_EXTERNAL, "exactly the quota");
+        cr_expect_eq(shim_policy_place(&p, &u, 56 * MIB + 4096, true), SHIM_NONE,
+                     "over both: ENOMEM, never local beyond the limit");
+        u.local_bytes = 30 * MIB;
+        cr_expect_eq(shim_policy_place(&p, &u, 2 * MIB, true), SHIM_LOCAL);
+        cr_expect_eq(shim_policy_place(&p, &u, 60 * MIB, true), SHIM_NONE);
+        u.external_bytes = 256 * MIB;
+        cr_expect_eq(shim_policy_place(&p, &u, 2 * MIB, true), SHIM_LOCAL, "quota full, local fits");
+        u.external_bytes = UINT64_MAX;
+        cr_expect_eq(shim_policy_place(&p, &u, 4096, true), SHIM_LOCAL, "no overflow");
+}
+
+Test(policy, external_first_falls_back_to_local)
+{
+        struct shim_policy p = pol("external-first", 0, 32 * MIB);
+        struct shim_usage u = { .external_bytes = 100 * MIB };
+
+        p.external_quota = 100 * MIB;
+        cr_expect_eq(shim_policy_place(&p, &u, 2 * MIB, true), SHIM_LOCAL, "quota full: local");
+        u.local_bytes = 31 * MIB;
+        cr_expect_eq(shim_policy_place(&p, &u, 2 * MIB, true), SHIM_NONE);
+        u.external_bytes = 90 * MIB;
+        cr_expect_eq(shim_policy_place(&p, &u, 2 * MIB, true), SHIM_EXTERNAL);
+}
+
+Test(policy, ratio_respects_quota)
+{
+        struct shim_policy p = pol("ratio:2", 2, 1024 * MIB);
+        struct shim_usage u = { .local_bytes = 8 * MIB, .external_bytes = 64 * MIB,
+                                .resident_cache = 0 };
+
+        p.external_quota = 64 * MIB;
+        /* over the ratio cap: external preferred, but the quota is full */
+        cr_expect_eq(shim_policy_place(&p, &u, MIB, true), SHIM_LOCAL);
+        u.local_bytes = 1024 * MIB;
+        cr_expect_eq(shim_policy_place(&p, &u, MIB, true), SHIM_NONE);
 }
 
 static const char hello[] =

@@ -1,0 +1,337 @@
+/* test_multiproc.c: the container-wide accounting page (docs/shim.md
+ * "Container-wide accounting") with a real appliance, a real memd and the
+ * real shim. Several processes of one 64 MiB v1 memory cgroup together stay
+ * within local_alloc_limit (no OOM kill) and within the external quota (the
+ * process that finds it used up gets ENOMEM); a killed process's charges
+ * leave the counters. Root and cgroup v1 memory. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+#define MIB (1ULL << 20)
+
+static struct {
+        struct harness_proc app;
+        pid_t memd;
+        char dir[64], sock[128], log[128], cg[128];
+} e;
+
+static const char *need_env(const char *name)
+{
+        const char *v = getenv(name);
+        cr_assert(v && *v, "%s is not set (run through meson test)", name);
+        return v;
+}
+
+/* A child of the test: ARGV in CG (NULL: here) with the shim when SHIM; its
+ * stdin and stdout are pipes to us. */
+struct proc {
+        pid_t pid;
+        int in, out; /* we write to in, read from out */
+};
+
+static void spawn(struct proc *p, const char *const *argv, bool shim, const char *cg)
+{
+        int to[2], from[2];
+
+        cr_assert(pipe2(to, O_CLOEXEC) == 0 && pipe2(from, O_CLOEXEC) == 0);
+        p->pid = fork();
+        cr_assert(p->pid >= 0);
+        if (p->pid == 0) {
+                char pre[300], sockenv[200];
+                if (cg) {
+                        char path[200];
+                        snprintf(path, sizeof(path), "%s/cgroup.procs", cg);
+                        FILE *f = fopen(path, "w");
+                        if (!f || fprintf(f, "%d\n", (int)getpid()) < 0 || fclose(f) != 0)
+                                _exit(126);
+                }
+                dup2(to[0], 0);
+                dup2(from[1], 1);
+                if (shim) {
+                        snprintf(pre, sizeof(pre), "LD_PRELOAD=%s", need_env("XMEM_SHIM"));
+                        snprintf(sockenv, sizeof(sockenv), "XMEM_SOCKET=%s", e.sock);
+                        putenv(pre);
+                        putenv(sockenv);
+                }
+                execv(argv[0], (char *const *)argv);
+                _exit(127);
+        }
+        close(to[0]);
+        close(from[1]);
+        p->in = to[1];
+        p->out = from[0];
+}
+
+/* One line of P's output into BUF ("" at EOF). */
+static void read_line(struct proc *p, char *buf, size_t len)
+{
+        size_t n = 0;
+        char c;
+
+        while (n < len - 1 && read(p->out, &c, 1) == 1 && c != '\n')
+                buf[n++] = c;
+        buf[n] = 0;
+}
+
+/* Tell P to go on, collect the rest of its output, wait for it. */
+static int finish(struct proc *p, char *buf, size_t len)
+{
+        ssize_t n, got = 0;
+        int st = 0;
+
+        (void)!write(p->in, "\n", 1);
+        close(p->in);
+        while ((size_t)got < len - 1 && (n = read(p->out, buf + got, len - 1 - (size_t)got)) > 0)
+                got += n;
+        buf[got] = 0;
+        close(p->out);
+        waitpid(p->pid, &st, 0);
+        return st;
+}
+
+static uint64_t cg_u64(const char *file, const char *key)
+{
+        char p[256], line[256];
+        unsigned long long v = 0;
+        FILE *f;
+
+        snprintf(p, sizeof(p), "%s/%s", e.cg, file);
+        f = fopen(p, "r");
+        cr_assert_not_null(f, "%s", p);
+        while (fgets(line, sizeof(line), f)) {
+                size_t k = key ? strlen(key) : 0;
+                if (!key || (strncmp(line, key, k) == 0 && line[k] == ' ')) {
+                        v = strtoull(line + k, NULL, 10);
+                        break;
+                }
+        }
+        fclose(f);
+        return v;
+}
+
+static void setup(void)
+{
+        signal(SIGPIPE, SIG_IGN); /* a program killed before we tell it to go on */
+        if (!harness_is_root() || access("/sys/fs/cgroup/memory/memory.limit_in_bytes", F_OK) != 0)
+                return; /* the test skips */
+        harness_init(&e.app);
+        harness_appliance_start(&e.app, (const char *const[]){ "--pool-size", "4G", NULL });
+        snprintf(e.dir, sizeof(e.dir), "/tmp/xmem-multiproc.XXXXXX");
+        cr_assert_not_null(mkdtemp(e.dir));
+        snprintf(e.sock, sizeof(e.sock), "%s/memd.sock", e.dir);
+        snprintf(e.log, sizeof(e.log), "%s/memd.log", e.dir);
+        snprintf(e.cg, sizeof(e.cg), "/sys/fs/cgroup/memory/xmem-multiproc-%d", (int)getpid());
+        cr_assert(mkdir(e.cg, 0755) == 0, "mkdir %s: %m", e.cg);
+        e.memd = fork();
+        if (e.memd == 0) {
+                int fd = open(e.log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+                dup2(fd, 2);
+                execl(need_env("XMEM_MEMD"), "memd", "--socket", e.sock, "--appliance",
+                      e.app.tcp_uri, "--log-level", "debug", NULL);
+                _exit(127);
+        }
+        for (int i = 0; i < 200 && access(e.sock, F_OK) != 0; i++)
+                usleep(50000);
+        cr_assert(access(e.sock, F_OK) == 0, "memd did not start, see %s", e.log);
+}
+
+static void teardown(void)
+{
+        if (e.memd > 0) {
+                kill(e.memd, SIGTERM);
+                waitpid(e.memd, NULL, 0);
+        }
+        if (e.app.pid > 0)
+                harness_cleanup(&e.app);
+        if (e.cg[0])
+                rmdir(e.cg);
+        if (e.dir[0] && !getenv("XMEM_KEEP_TMP")) {
+                unlink(e.sock), unlink(e.log);
+                rmdir(e.dir);
+        }
+        memset(&e, 0, sizeof(e));
+}
+
+static void need_root_v1(void)
+{
+        if (!harness_is_root())
+                cr_skip_test("needs root");
+        if (!e.cg[0])
+                cr_skip_test("needs the cgroup v1 memory controller");
+}
+
+/* xmemctl ARGS...: its stdout into OUT; asserts exit 0. */
+static void ctl(char *out, size_t len, const char *const *args)
+{
+        const char *argv[16] = { need_env("XMEM_CTL"), "--socket", e.sock };
+        struct proc p;
+        int st, i;
+
+        for (i = 0; args[i] && i < 12; i++)
+                argv[3 + i] = args[i];
+        spawn(&p, argv, false, NULL);
+        st = finish(&p, out, len);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "xmemctl %s: %s (see %s)", args[0], out,
+                  e.log);
+}
+
+static void attach(const char *external)
+{
+        char out[512];
+
+        ctl(out, sizeof(out), (const char *const[]){ "attach", "mp", "--cgroup", e.cg,
+                                                      "--local-limit", "64M", "--external",
+                                                      external, NULL });
+}
+
+static uint64_t stat_field(const char *json, const char *field)
+{
+        char key[64];
+        const char *p;
+
+        snprintf(key, sizeof(key), "\"%s\":", field);
+        p = strstr(json, key);
+        cr_assert_not_null(p, "no %s in %s", field, json);
+        p += strlen(key);
+        while (*p == ' ')
+                p++;
+        return strtoull(p, NULL, 10);
+}
+
+static void stats(char *out, size_t len)
+{
+        ctl(out, len, (const char *const[]){ "--json", "stats", "mp", NULL });
+}
+
+/* memd forgets exited processes when their pidfd fires: wait for it, then the
+ * totals must be back to zero (nothing drifts). */
+static void expect_counters_drained(void)
+{
+        static char s[16384];
+
+        for (int i = 0; i < 100; i++) {
+                stats(s, sizeof(s));
+                if (!strstr(s, "\"pid\""))
+                        break;
+                usleep(50000);
+        }
+        cr_expect_eq(stat_field(s, "local_bytes"), 0, "local bytes left: %s", s);
+        cr_expect_eq(stat_field(s, "external_bytes"), 0, "external bytes left: %s", s);
+}
+
+/* Four processes (forked by one) each write and verify 128 MiB at once in a
+ * 64 MiB cgroup: 4 x local_alloc_limit (32M) of local memory would be
+ * 128 MiB, so without the shared counter the cgroup OOM-kills them. */
+Test(multiproc, four_processes_share_the_local_limit, .init = setup, .fini = teardown,
+     .timeout = 300)
+{
+        static char s[16384];
+        char line[256], out[1024];
+        struct proc p;
+        uint64_t local, lal;
+        int st;
+
+        need_root_v1();
+        attach("2G");
+        spawn(&p, (const char *const[]){ need_env("XMEM_MULTIPROC_PROG"), "fork", "4", "128",
+                                         NULL },
+              true, e.cg);
+        read_line(&p, line, sizeof(line));
+        stats(s, sizeof(s)); /* all 4 x 128 MiB written and live */
+        st = finish(&p, out, sizeof(out));
+        cr_log_info("fork 4 x 128 MiB: %s / %s; peak %.1f MiB, failcnt %llu; memd: %s", line, out,
+                    cg_u64("memory.max_usage_in_bytes", NULL) / 1048576.0,
+                    (unsigned long long)cg_u64("memory.failcnt", NULL), s);
+        cr_expect_str_eq(line, "written", "%s", out);
+        cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0 && strstr(out, "multiproc-ok"),
+                  "status %#x: %s (memd log %s)", st, out, e.log);
+        cr_expect_eq(cg_u64("memory.oom_control", "oom_kill"), 0, "OOM kills in the cgroup");
+        local = stat_field(s, "local_bytes");
+        lal = stat_field(s, "local_alloc_limit");
+        cr_expect_eq(lal, 32 * MIB);
+        cr_expect_leq(local, lal, "container local bytes %llu over the limit",
+                      (unsigned long long)local);
+        cr_expect_gt(stat_field(s, "external_bytes"), 400 * MIB, "the rest went external");
+        expect_counters_drained();
+}
+
+/* external 256M: A holds 200 MiB; B then asks for 200 MiB and gets what is
+ * left of the quota (plus the local share A left) before malloc fails with
+ * ENOMEM; both verify their data. Per-process quotas would give B 200 MiB. */
+Test(multiproc, external_quota_spans_processes, .init = setup, .fini = teardown, .timeout = 300)
+{
+        static char s[16384];
+        char la[256], lb[256], oa[256], ob[256];
+        long got_a = -1, got_b = -1, err_a = -1, err_b = -1;
+        struct proc a, b;
+        int st_a, st_b;
+
+        need_root_v1();
+        attach("256M");
+        spawn(&a, (const char *const[]){ need_env("XMEM_MULTIPROC_PROG"), "hold", "200", NULL },
+              true, e.cg);
+        read_line(&a, la, sizeof(la));
+        spawn(&b, (const char *const[]){ need_env("XMEM_MULTIPROC_PROG"), "hold", "200", NULL },
+              true, e.cg);
+        read_line(&b, lb, sizeof(lb));
+        stats(s, sizeof(s));
+        st_b = finish(&b, ob, sizeof(ob));
+        st_a = finish(&a, oa, sizeof(oa));
+        sscanf(la, "got %ld errno %ld", &got_a, &err_a);
+        sscanf(lb, "got %ld errno %ld", &got_b, &err_b);
+        cr_log_info("quota 256M: A '%s' '%s', B '%s' '%s'; memd: %s", la, oa, lb, ob, s);
+        cr_expect_eq(got_a, 200, "A: %s", la);
+        cr_expect(got_b >= 0 && got_b < 200, "B got %ld MiB", got_b);
+        cr_expect_eq(err_b, ENOMEM, "B's malloc fails with ENOMEM: %s", lb);
+        /* what both hold fits in the quota plus the local share (1 MiB blocks
+         * take a little more than 1 MiB each) */
+        cr_expect_leq((uint64_t)(got_a + got_b) * MIB, 256 * MIB + 32 * MIB);
+        cr_expect_leq(stat_field(s, "external_bytes"), 256 * MIB);
+        cr_expect_leq(stat_field(s, "local_bytes"), 32 * MIB);
+        cr_expect_geq(stat_field(s, "refused_allocations"), 1);
+        cr_expect(WIFEXITED(st_a) && WEXITSTATUS(st_a) == 0 && strstr(oa, "hold-ok"),
+                  "A %#x: %s", st_a, oa);
+        cr_expect(WIFEXITED(st_b) && WEXITSTATUS(st_b) == 0 && strstr(ob, "hold-ok"),
+                  "B %#x: %s", st_b, ob);
+        cr_expect_eq(cg_u64("memory.oom_control", "oom_kill"), 0);
+        expect_counters_drained();
+}
+
+/* A process killed with its memory charged: memd takes its slot's charges out
+ * of the totals, and the next process gets the whole quota again. */
+Test(multiproc, killed_process_charges_leave, .init = setup, .fini = teardown, .timeout = 300)
+{
+        static char s[16384];
+        char line[256], out[256];
+        long got = -1, err = -1;
+        struct proc p;
+        int st;
+
+        need_root_v1();
+        attach("256M");
+        spawn(&p, (const char *const[]){ need_env("XMEM_MULTIPROC_PROG"), "hold", "200", NULL },
+              true, e.cg);
+        read_line(&p, line, sizeof(line));
+        stats(s, sizeof(s));
+        cr_expect_gt(stat_field(s, "external_bytes"), 150 * MIB, "%s", s);
+        kill(p.pid, SIGKILL);
+        finish(&p, out, sizeof(out));
+        expect_counters_drained();
+        spawn(&p, (const char *const[]){ need_env("XMEM_MULTIPROC_PROG"), "hold", "200", NULL },
+              true, e.cg);
+        read_line(&p, line, sizeof(line));
+        st = finish(&p, out, sizeof(out));
+        sscanf(line, "got %ld errno %ld", &got, &err);
+        cr_expect_eq(got, 200, "after the kill: %s", line);
+        cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%#x: %s", st, out);
+}
