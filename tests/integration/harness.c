@@ -263,6 +263,25 @@ void harness_memd_start(struct harness_memd *m, const char *dir_template,
         memd_wait_ready(m, nfd);
 }
 
+int harness_memd_stop(struct harness_memd *m)
+{
+        int status = -1;
+
+        if (m->pid > 0) {
+                kill(m->pid, SIGTERM);
+                waitpid(m->pid, &status, 0);
+                m->pid = -1;
+        }
+        if (m->dir[0] && !getenv("XMEM_KEEP_TMP")) {
+                char cmd[128];
+                snprintf(cmd, sizeof(cmd), "rm -rf '%s'", m->dir);
+                if (system(cmd) != 0)
+                        fprintf(stderr, "harness: could not remove %s\n", m->dir);
+                m->dir[0] = 0;
+        }
+        return status;
+}
+
 int harness_run_output(char *const argv[], const char *socket, const char *preload, char *out,
                        size_t out_len)
 {

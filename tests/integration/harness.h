@@ -57,6 +57,10 @@ struct harness_memd {
 void harness_memd_start(struct harness_memd *m, const char *dir_template,
                         const char *const *args);
 
+/* SIGTERM memd and wait; remove M->dir unless XMEM_KEEP_TMP is set. Returns
+ * the wait status (-1 if it was not running). */
+int harness_memd_stop(struct harness_memd *m);
+
 /* Run ARGV (execvp) with XMEM_SOCKET=SOCKET and LD_PRELOAD=PRELOAD (NULL:
  * unset), its stdout into OUT (NUL-terminated). Returns the wait status. */
 int harness_run_output(char *const argv[], const char *socket, const char *preload, char *out,

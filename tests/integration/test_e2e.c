@@ -19,8 +19,8 @@
 
 static struct {
         struct harness_proc app;
-        pid_t memd;
-        char dir[64], sock[128], log[128], cg[128];
+        struct harness_memd md;
+        char cg[128];
 } e;
 
 static const char *need_env(const char *name)
@@ -92,39 +92,19 @@ static void setup(void)
         /* room for the realloc test's 2G arena (the pool is thin: untouched
          * pages cost nothing) */
         harness_appliance_start(&e.app, (const char *const[]){ "--pool-size", "4G", NULL });
-        snprintf(e.dir, sizeof(e.dir), "/tmp/xmem-e2e.XXXXXX");
-        cr_assert_not_null(mkdtemp(e.dir));
-        snprintf(e.sock, sizeof(e.sock), "%s/memd.sock", e.dir);
-        snprintf(e.log, sizeof(e.log), "%s/memd.log", e.dir);
         snprintf(e.cg, sizeof(e.cg), "/sys/fs/cgroup/memory/xmem-e2e-%d", (int)getpid());
         cr_assert(mkdir(e.cg, 0755) == 0, "mkdir %s: %m", e.cg);
-        e.memd = fork();
-        if (e.memd == 0) {
-                int fd = open(e.log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-                dup2(fd, 2);
-                execl(need_env("XMEM_MEMD"), "memd", "--socket", e.sock, "--appliance",
-                      e.app.tcp_uri, "--log-level", "debug", NULL);
-                _exit(127);
-        }
-        for (int i = 0; i < 200 && access(e.sock, F_OK) != 0; i++)
-                usleep(50000);
-        cr_assert(access(e.sock, F_OK) == 0, "memd did not start, see %s", e.log);
+        harness_memd_start(&e.md, "/tmp/xmem-e2e.XXXXXX",
+                           (const char *const[]){ "--appliance", e.app.tcp_uri, NULL });
 }
 
 static void teardown(void)
 {
-        if (e.memd > 0) {
-                kill(e.memd, SIGTERM);
-                waitpid(e.memd, NULL, 0);
-        }
+        harness_memd_stop(&e.md);
         if (e.app.pid > 0)
                 harness_cleanup(&e.app);
         if (e.cg[0])
                 rmdir(e.cg);
-        if (e.dir[0] && !getenv("XMEM_KEEP_TMP")) {
-                unlink(e.sock), unlink(e.log);
-                rmdir(e.dir);
-        }
         memset(&e, 0, sizeof(e));
 }
 
@@ -139,11 +119,11 @@ static void need_root_v1(void)
 static void attach(const char *external)
 {
         char out[512];
-        int st = run((const char *const[]){ need_env("XMEM_CTL"), "--socket", e.sock, "attach",
+        int st = run((const char *const[]){ need_env("XMEM_CTL"), "--socket", e.md.sock, "attach",
                                             "e2e", "--cgroup", e.cg, "--local-limit", "64M",
                                             "--external", external, NULL },
                      NULL, NULL, out, sizeof(out));
-        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "attach: %s (see %s)", out, e.log);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "attach: %s (see %s)", out, e.md.log);
 }
 
 /* memd's stats of the container as text (xmemctl --json). */
@@ -175,11 +155,11 @@ static void paged_run(const char *const *args, const char *external)
         for (int i = 0; args[i] && i < 6; i++)
                 argv[i + 1] = args[i];
         snprintf(pre, sizeof(pre), "LD_PRELOAD=%s", need_env("XMEM_SHIM"));
-        snprintf(sockenv, sizeof(sockenv), "XMEM_SOCKET=%s", e.sock);
+        snprintf(sockenv, sizeof(sockenv), "XMEM_SOCKET=%s", e.md.sock);
         st = run(argv, (const char *const[]){ pre, sockenv, NULL }, e.cg, out, sizeof(out));
         cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0 && strstr(out, "e2e-ok"),
-                  "status %#x: %s (memd log %s)", st, out, e.log);
-        run((const char *const[]){ need_env("XMEM_CTL"), "--socket", e.sock, "--json", "stats",
+                  "status %#x: %s (memd log %s)", st, out, e.md.log);
+        run((const char *const[]){ need_env("XMEM_CTL"), "--socket", e.md.sock, "--json", "stats",
                                    "e2e", NULL },
             NULL, NULL, stats, sizeof(stats));
         peak = cg_u64("memory.max_usage_in_bytes", NULL);

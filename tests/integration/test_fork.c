@@ -457,17 +457,9 @@ static void memd_start(void)
 
 static void e2e_teardown(void)
 {
-        if (md.pid > 0) {
-                kill(md.pid, SIGTERM);
-                waitpid(md.pid, NULL, 0);
-        }
+        harness_memd_stop(&md);
         if (md_cg[0])
                 rmdir(md_cg);
-        if (md.dir[0] && !getenv("XMEM_KEEP_TMP")) {
-                char cmd[128];
-                snprintf(cmd, sizeof(cmd), "rm -rf '%s'", md.dir);
-                (void)!system(cmd);
-        }
         teardown();
 }
 

@@ -21,8 +21,8 @@
 
 static struct {
         struct harness_proc app;
-        pid_t memd;
-        char dir[64], sock[128], log[128], cg[128];
+        struct harness_memd md;
+        char cg[128];
 } e;
 
 static const char *need_env(const char *name)
@@ -59,7 +59,7 @@ static void spawn(struct proc *p, const char *const *argv, bool shim, const char
                 dup2(from[1], 1);
                 if (shim) {
                         snprintf(pre, sizeof(pre), "LD_PRELOAD=%s", need_env("XMEM_SHIM"));
-                        snprintf(sockenv, sizeof(sockenv), "XMEM_SOCKET=%s", e.sock);
+                        snprintf(sockenv, sizeof(sockenv), "XMEM_SOCKET=%s", e.md.sock);
                         putenv(pre);
                         putenv(sockenv);
                 }
@@ -126,39 +126,19 @@ static void setup(void)
                 return; /* the test skips */
         harness_init(&e.app);
         harness_appliance_start(&e.app, (const char *const[]){ "--pool-size", "4G", NULL });
-        snprintf(e.dir, sizeof(e.dir), "/tmp/xmem-multiproc.XXXXXX");
-        cr_assert_not_null(mkdtemp(e.dir));
-        snprintf(e.sock, sizeof(e.sock), "%s/memd.sock", e.dir);
-        snprintf(e.log, sizeof(e.log), "%s/memd.log", e.dir);
         snprintf(e.cg, sizeof(e.cg), "/sys/fs/cgroup/memory/xmem-multiproc-%d", (int)getpid());
         cr_assert(mkdir(e.cg, 0755) == 0, "mkdir %s: %m", e.cg);
-        e.memd = fork();
-        if (e.memd == 0) {
-                int fd = open(e.log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-                dup2(fd, 2);
-                execl(need_env("XMEM_MEMD"), "memd", "--socket", e.sock, "--appliance",
-                      e.app.tcp_uri, "--log-level", "debug", NULL);
-                _exit(127);
-        }
-        for (int i = 0; i < 200 && access(e.sock, F_OK) != 0; i++)
-                usleep(50000);
-        cr_assert(access(e.sock, F_OK) == 0, "memd did not start, see %s", e.log);
+        harness_memd_start(&e.md, "/tmp/xmem-multiproc.XXXXXX",
+                           (const char *const[]){ "--appliance", e.app.tcp_uri, NULL });
 }
 
 static void teardown(void)
 {
-        if (e.memd > 0) {
-                kill(e.memd, SIGTERM);
-                waitpid(e.memd, NULL, 0);
-        }
+        harness_memd_stop(&e.md);
         if (e.app.pid > 0)
                 harness_cleanup(&e.app);
         if (e.cg[0])
                 rmdir(e.cg);
-        if (e.dir[0] && !getenv("XMEM_KEEP_TMP")) {
-                unlink(e.sock), unlink(e.log);
-                rmdir(e.dir);
-        }
         memset(&e, 0, sizeof(e));
 }
 
@@ -173,7 +153,7 @@ static void need_root_v1(void)
 /* xmemctl ARGS...: its stdout into OUT; asserts exit 0. */
 static void ctl(char *out, size_t len, const char *const *args)
 {
-        const char *argv[16] = { need_env("XMEM_CTL"), "--socket", e.sock };
+        const char *argv[16] = { need_env("XMEM_CTL"), "--socket", e.md.sock };
         struct proc p;
         int st, i;
 
@@ -182,7 +162,7 @@ static void ctl(char *out, size_t len, const char *const *args)
         spawn(&p, argv, false, NULL);
         st = finish(&p, out, len);
         cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "xmemctl %s: %s (see %s)", args[0], out,
-                  e.log);
+                  e.md.log);
 }
 
 static void attach(const char *external)
@@ -254,7 +234,7 @@ Test(multiproc, four_processes_share_the_local_limit, .init = setup, .fini = tea
                     (unsigned long long)cg_u64("memory.failcnt", NULL), s);
         cr_expect_str_eq(line, "written", "%s", out);
         cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0 && strstr(out, "multiproc-ok"),
-                  "status %#x: %s (memd log %s)", st, out, e.log);
+                  "status %#x: %s (memd log %s)", st, out, e.md.log);
         cr_expect_eq(cg_u64("memory.oom_control", "oom_kill"), 0, "OOM kills in the cgroup");
         local = stat_field(s, "local_bytes");
         lal = stat_field(s, "local_alloc_limit");
