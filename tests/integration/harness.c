@@ -311,6 +311,26 @@ int harness_run_output(char *const argv[], const char *socket, const char *prelo
         return st;
 }
 
+uint64_t harness_cg_u64(const char *cgroup, const char *file, const char *key)
+{
+        char p[256], line[256];
+        unsigned long long v = 0;
+        FILE *f;
+
+        snprintf(p, sizeof(p), "%s/%s", cgroup, file);
+        f = fopen(p, "r");
+        cr_assert_not_null(f, "%s", p);
+        while (fgets(line, sizeof(line), f)) {
+                size_t k = key ? strlen(key) : 0;
+                if (!key || (strncmp(line, key, k) == 0 && line[k] == ' ')) {
+                        v = strtoull(line + k, NULL, 10);
+                        break;
+                }
+        }
+        fclose(f);
+        return v;
+}
+
 void harness_pattern(void *buf, size_t len, uint64_t seed, uint64_t offset)
 {
         uint8_t *b = buf;

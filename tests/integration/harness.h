@@ -66,5 +66,10 @@ int harness_memd_stop(struct harness_memd *m);
 int harness_run_output(char *const argv[], const char *socket, const char *preload, char *out,
                        size_t out_len);
 
+/* The number in CGROUP/FILE: the whole file (KEY NULL) or the line "KEY N"
+ * (memory.stat, memory.oom_control); 0 if KEY is absent. Aborts the test if
+ * the file cannot be opened. */
+uint64_t harness_cg_u64(const char *cgroup, const char *file, const char *key);
+
 /* Fill BUF with a reproducible pattern derived from SEED and the absolute OFFSET. */
 void harness_pattern(void *buf, size_t len, uint64_t seed, uint64_t offset);

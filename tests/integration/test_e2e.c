@@ -66,22 +66,7 @@ static int run(const char *const *argv, const char *const *envp, const char *cg,
 
 static uint64_t cg_u64(const char *file, const char *key)
 {
-        char p[256], line[256];
-        unsigned long long v = 0;
-        FILE *f;
-
-        snprintf(p, sizeof(p), "%s/%s", e.cg, file);
-        f = fopen(p, "r");
-        cr_assert_not_null(f, "%s", p);
-        while (fgets(line, sizeof(line), f)) {
-                size_t k = key ? strlen(key) : 0;
-                if (!key || (strncmp(line, key, k) == 0 && line[k] == ' ')) {
-                        v = strtoull(line + k, NULL, 10);
-                        break;
-                }
-        }
-        fclose(f);
-        return v;
+        return harness_cg_u64(e.cg, file, key);
 }
 
 static void setup(void)

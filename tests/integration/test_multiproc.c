@@ -101,22 +101,7 @@ static int finish(struct proc *p, char *buf, size_t len)
 
 static uint64_t cg_u64(const char *file, const char *key)
 {
-        char p[256], line[256];
-        unsigned long long v = 0;
-        FILE *f;
-
-        snprintf(p, sizeof(p), "%s/%s", e.cg, file);
-        f = fopen(p, "r");
-        cr_assert_not_null(f, "%s", p);
-        while (fgets(line, sizeof(line), f)) {
-                size_t k = key ? strlen(key) : 0;
-                if (!key || (strncmp(line, key, k) == 0 && line[k] == ' ')) {
-                        v = strtoull(line + k, NULL, 10);
-                        break;
-                }
-        }
-        fclose(f);
-        return v;
+        return harness_cg_u64(e.cg, file, key);
 }
 
 static void setup(void)
