@@ -482,7 +482,7 @@ static int parse_args(struct bench *b, int argc, char **argv)
                 case 'o': r = parse_u64(optarg, &b->ops); break;
                 case 'z': b->zipf_theta = atof(optarg); break;
                 case 'L': r = parse_size(optarg, &b->lat_size); break;
-                case 'p': r = parse_u64(optarg, &v); b->popts.prefetch_max = (unsigned)v; break;
+                case 'p': r = parse_u64(optarg, &v); b->popts.window = (unsigned)v; break;
                 case 'W': b->popts.workers = atoi(optarg); break;
                 case 'P': r = parse_u64(optarg, &v); b->popts.poll_us = (unsigned)v; break;
                 case 'O': b->only = optarg; break;
@@ -555,13 +555,13 @@ int main(int argc, char **argv)
                 return 77;
         }
         printf("bench-pager: limit %llu MiB (headroom %llu MiB), working set %llu MiB "
-               "(%.1fx), chunk %llu KiB, %llu random ops of 4 KiB per phase, prefetch %u, "
+               "(%.1fx), chunk %llu KiB, %llu random ops of 4 KiB per phase, window %u, "
                "workers %d, poll %u us\n",
                (unsigned long long)(b.limit / MIB), (unsigned long long)(b.headroom / MIB),
                (unsigned long long)(b.working_set / MIB), (double)b.working_set / b.limit,
                (unsigned long long)(b.chunk / 1024), (unsigned long long)b.ops,
-               b.popts.prefetch_max ? b.popts.prefetch_max : 8,
-               b.popts.workers ? b.popts.workers : 1, b.popts.poll_us);
+               b.popts.window ? b.popts.window : 2,
+               b.popts.workers ? b.popts.workers : 2, b.popts.poll_us);
         fflush(stdout);
         if (run_local(&b, &local) < 0) {
                 fprintf(stderr, "bench-pager: local run failed\n");

@@ -24,7 +24,7 @@ int arena_new(uint64_t size, uint32_t chunk_size, struct store *store, bool fres
         a->chunk_size = chunk_size;
         a->n_chunks = size / chunk_size;
         a->store = store;
-        a->seq_next = UINT64_MAX;
+        stream_table_init(&a->streams);
         pthread_mutex_init(&a->lock, NULL);
         a->state = calloc(a->n_chunks, 1);
         a->referenced = calloc(a->n_chunks, 1);

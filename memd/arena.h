@@ -7,8 +7,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "stream.h"
+
 #define ARENA_PAGE_SIZE 4096U
-#define ARENA_DEFAULT_CHUNK (64U * 1024U)
+#define ARENA_DEFAULT_CHUNK ARENA_PAGE_SIZE /* state per 4 KiB page; fills span many */
 
 /* Chunk life cycle (all transitions under arena->lock):
  *   FREE --fault/prefetch--> FILLING --copied--> PRESENT (write-protected) or DIRTY
@@ -42,10 +44,8 @@ struct arena {
         uint8_t *stored;     /* the store holds data for the chunk (else it reads as zeros) */
         uint64_t resident_chunks;
 
-        /* Sequential-access detection for prefetch (fault thread only). */
-        uint64_t seq_next; /* the chunk that would continue the current stream */
-        unsigned seq_run;  /* sequential faults in a row */
-        uint64_t clock_hand; /* residency only, under lock */
+        struct stream_table streams; /* fill units from the access pattern (reader only) */
+        uint64_t clock_hand; /* eviction only, under lock */
 };
 
 /* A memfd ("xmem-arena", MFD_CLOEXEC) of SIZE bytes (rounded up to CHUNK_SIZE,

@@ -119,7 +119,8 @@ static void acct_release_slot(struct container *c, struct process *p)
         c->acct_used[p->acct_slot] = false;
 }
 
-static int container_start(struct container *c, struct xmem_error *err)
+static int container_start(struct container *c, const struct pager_opts *pager_opts,
+                           struct xmem_error *err)
 {
         struct cgroup_mem m = {};
         int r;
@@ -133,27 +134,33 @@ static int container_start(struct container *c, struct xmem_error *err)
         if (r < 0)
                 return r;
         (void)cgroup_read_mem(c->cg, &m);
-        r = residency_new(residency_budget_reserved(c->local_limit, m.usage, 0, c->headroom,
-                                                    c->local_alloc_limit),
+        r = residency_new(residency_budget_from(c->local_limit, m.usage, 0, c->headroom, 0),
                           &c->residency);
         if (r < 0)
                 return xmem_error_set(err, r, "residency manager: %s", strerror(-r));
-        /* The container's shims together keep up to local_alloc_limit in plain
-         * local memory without asking memd (their accounting page caps them):
-         * the arenas' budget leaves room for it from the start, and for more
-         * when forked children's copies push the charged bytes above it. */
-        residency_set_reserve(c->residency, c->local_alloc_limit);
-        residency_set_reserve_live(c->residency, &c->acct->h.local_bytes);
+        /* No share is reserved up front: the container's own memory and the
+         * cache of external pages share the local limit. The shims charge a
+         * local allocation to the accounting page before touching it, so the
+         * budget shrinks as soon as the container's own memory grows. */
+        residency_set_local_live(c->residency, &c->acct->h.local_bytes);
         residency_track_cgroup(c->residency, c->cg, c->local_limit, c->headroom);
         r = residency_start(c->residency);
         if (r < 0)
                 return xmem_error_set(err, r, "residency manager: %s", strerror(-r));
+        /* Its own fault reader and fill workers: one container's slow
+         * appliance or thrashing never delays another's faults. */
+        r = pager_new(pager_opts, &c->pager);
+        if (r >= 0)
+                r = pager_start(c->pager);
+        if (r < 0)
+                return xmem_error_set(err, r, "pager: %s", strerror(-r));
         return 0;
 }
 
 int container_new(const struct api_attach *a, enum cgroup_version version, const char *mount,
-                  struct xmem_transport **transports, size_t n_transports, uint32_t chunk_size,
-                  struct pager *pager, struct container **ret, struct xmem_error *err)
+                  struct xmem_transport **transports, size_t n_transports, uint32_t stripe,
+                  const struct pager_opts *pager_opts, struct container **ret,
+                  struct xmem_error *err)
 {
         struct container *c = calloc(1, sizeof(*c));
         int r;
@@ -162,14 +169,13 @@ int container_new(const struct api_attach *a, enum cgroup_version version, const
                 return xmem_error_set(err, -ENOMEM, "out of memory");
         c->acct_fd = -1;
         c->local_limit = a->local_limit;
-        c->external = ALIGN_UP(a->external, (uint64_t)chunk_size * n_transports);
+        c->external = ALIGN_UP(a->external, (uint64_t)stripe * n_transports);
         c->local_alloc_limit = a->local_alloc_limit;
         c->headroom = container_headroom(a->local_limit);
         c->policy = a->policy;
         c->transports = transports;
         c->n_transports = n_transports;
-        c->chunk_size = chunk_size;
-        c->pager = pager;
+        c->chunk_size = stripe;
         c->id = strdup(a->id);
         c->cgroup_dir = strdup(a->cgroup);
         c->appliance = a->appliance ? strdup(a->appliance) : NULL;
@@ -181,7 +187,7 @@ int container_new(const struct api_attach *a, enum cgroup_version version, const
         if (r >= 0 && (r = cgroup_new(version, mount, c->cgroup_path, &c->cg)) < 0)
                 xmem_error_set(err, r, "params.cgroup: %s", strerror(-r));
         if (r >= 0)
-                r = container_start(c, err);
+                r = container_start(c, pager_opts, err);
         if (r < 0) {
                 container_free(c);
                 return r;
@@ -196,6 +202,7 @@ void container_free(struct container *c)
                 return;
         while (c->processes)
                 container_remove_process(c, c->processes);
+        pager_free(c->pager);
         residency_free(c->residency);
         if (c->acct)
                 munmap(c->acct, XMEM_ACCT_SIZE);
@@ -244,7 +251,7 @@ int container_add_process(struct container *c, pid_t pid, int pidfd, struct stor
                         return xmem_error_prefix(err, "arena of %llu bytes",
                                                  (unsigned long long)size);
         }
-        r = arena_new(size, c->chunk_size, store, !from_store, &p->arena);
+        r = arena_new(size, ARENA_PAGE_SIZE, store, !from_store, &p->arena);
         if (r < 0) {
                 store_free(store);
                 return xmem_error_set(err, r, "arena memfd: %s", strerror(-r));

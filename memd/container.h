@@ -43,9 +43,9 @@ struct container {
         char *appliance;   /* NULL: striped over all of memd's appliances */
         struct xmem_transport **transports; /* borrowed from the manager */
         size_t n_transports;
-        uint32_t chunk_size;
+        uint32_t chunk_size; /* the stripe over appliances (the arena's state is per page) */
         struct residency *residency;
-        struct pager *pager; /* borrowed */
+        struct pager *pager; /* its own fault reader and fill workers */
         struct process *processes;
         size_t n_processes;
         /* The accounting page (xmem/acct.h, docs/memd.md "Container-wide
@@ -61,11 +61,16 @@ struct container {
 /* Headroom kept free under the local limit: limit/8, from 4 MiB to 64 MiB. */
 uint64_t container_headroom(uint64_t local_limit);
 
+struct pager_opts;
+
 /* Write the limit to CG_DIR (which must be a memory cgroup under MOUNT) and
- * start a residency manager. ERR says what failed. */
+ * start the container's residency manager and pager (PAGER_OPTS may be
+ * NULL). Its regions are striped over TRANSPORTS in STRIPE bytes. ERR says
+ * what failed. */
 int container_new(const struct api_attach *a, enum cgroup_version version, const char *mount,
-                  struct xmem_transport **transports, size_t n_transports, uint32_t chunk_size,
-                  struct pager *pager, struct container **ret, struct xmem_error *err);
+                  struct xmem_transport **transports, size_t n_transports, uint32_t stripe,
+                  const struct pager_opts *pager_opts, struct container **ret,
+                  struct xmem_error *err);
 /* Frees every process's arena and regions, stops the residency manager. */
 void container_free(struct container *c);
 

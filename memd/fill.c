@@ -1,5 +1,5 @@
-/* fill.c: chunk fills and the fill worker pool (see fill.h). Chunk states and
- * the rules for who moves them are in arena.h. */
+/* fill.c: fills and the fill workers (see fill.h). Chunk states and the
+ * rules for who moves them are in arena.h and docs/pager.md. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "fill.h"
+#include "macro.h"
 #include "store.h"
 #include "uffd.h"
 
@@ -19,7 +20,7 @@ struct fill_worker {
 };
 
 struct fill_pool {
-        uint32_t max_chunk;
+        uint32_t max_bytes;
         bool stop;
         /* Fill queue: demand jobs at the front, prefetch at the back (a ring). */
         pthread_mutex_t qlock;
@@ -28,7 +29,7 @@ struct fill_pool {
         size_t q_cap, q_head, q_len;
         struct fill_worker *workers;
         size_t n_workers;
-        void *zero; /* max_chunk bytes of zeros (read-only anonymous mapping) */
+        void *zero; /* max_bytes of zeros (read-only anonymous mapping) */
 };
 
 static bool fill_stopping(struct fill_pool *fp)
@@ -36,94 +37,164 @@ static bool fill_stopping(struct fill_pool *fp)
         return __atomic_load_n(&fp->stop, __ATOMIC_RELAXED);
 }
 
-/* Get the chunk's data into a buffer: zeros if the store never held it. */
-static const void *chunk_source(struct fill_pool *fp, struct fill_slot *s, uint64_t chunk,
-                                bool stored, bool give_up_on_error, void *buf)
+bool fill_is_cheap(const struct fill_job *j)
 {
-        struct arena *a = s->a;
-
-        if (!stored) {
-                atomic_fetch_add(&s->r->counters.zero_filled_bytes, a->chunk_size);
-                return fp->zero;
-        }
-        for (;;) {
-                int r = store_fetch(a->store, chunk * a->chunk_size, buf, a->chunk_size);
-                if (r >= 0) {
-                        atomic_fetch_add(&s->r->counters.fetched_bytes, a->chunk_size);
-                        return buf;
-                }
-                atomic_fetch_add(&s->r->counters.store_errors, 1);
-                if (give_up_on_error || fill_stopping(fp))
-                        return NULL;
-                usleep(10000); /* the appliance may come back; the faulter waits */
-        }
+        return !j->stored || store_has_direct(j->s.a->store);
 }
 
-int fill_chunk(struct fill_pool *fp, struct fill_slot *s, uint64_t chunk, bool writable,
-               bool stored, bool prefetch, void *buf)
-{
-        struct arena *a = s->a;
-        struct residency *res = s->r;
-        uint64_t addr = arena_chunk_addr(a, chunk), done = 0;
-        const char *src = chunk_source(fp, s, chunk, stored, prefetch, buf);
-        int r = src ? 0 : -EIO;
+struct copy_ctx {
+        struct fill_job *j;
+        const void *zero;
+        uint64_t addr; /* where the direct access starts */
+};
 
-        if (src && !prefetch)
-                (void)residency_make_room(res, a->chunk_size); /* evict before filling */
-        while (src && done < a->chunk_size) {
-                uint64_t d = 0;
-                r = uffd_copy(a->uffd, addr + done, src + done, a->chunk_size - done, !writable,
-                              false, &d, NULL);
-                done += d;
+/* One piece of a direct fill: UFFDIO_COPY straight from the store's memory
+ * (or zeros where it holds none); one wake for the whole run comes later. */
+static int copy_piece(void *ctx, uint64_t at, void *mem, uint64_t len)
+{
+        struct copy_ctx *c = ctx;
+        uint64_t d = 0;
+        int r = uffd_copy(c->j->s.a->uffd, c->addr + at, mem ? mem : c->zero, len, !c->j->writable,
+                          true, &d, NULL);
+
+        c->j->done += d;
+        return r;
+}
+
+/* Get the run's data into BUF over the wire, once per job. A demand fill
+ * waits for an unreachable appliance (retry every 10 ms); a prefetch gives
+ * up. */
+static int fetch(struct fill_pool *fp, struct fill_job *j, void *buf)
+{
+        struct arena *a = j->s.a;
+        uint64_t len = fill_job_bytes(j);
+
+        while (!j->fetched) {
+                int r = store_fetch(a->store, j->first * a->chunk_size, buf, len);
+                if (r >= 0) {
+                        j->fetched = true;
+                        break;
+                }
+                atomic_fetch_add(&j->s.r->counters.store_errors, 1);
+                if (j->prefetch || fill_stopping(fp))
+                        return -EIO;
+                usleep(10000);
+        }
+        return 0;
+}
+
+/* One attempt to install the rest of J (from J->done on). */
+static int install(struct fill_pool *fp, struct fill_job *j, void *buf, bool may_fetch)
+{
+        struct arena *a = j->s.a;
+        uint64_t len = fill_job_bytes(j), addr = arena_chunk_addr(a, j->first);
+        const char *src = fp->zero;
+        uint64_t d = 0;
+        int r;
+
+        if (j->stored && !j->fetched) {
+                struct copy_ctx c = {j, fp->zero, addr + j->done};
+                r = store_direct(a->store, j->first * a->chunk_size + j->done, len - j->done, false,
+                                 copy_piece, &c);
+                if (r != -EOPNOTSUPP)
+                        return r;
+                if (!may_fetch)
+                        return -EAGAIN;
+                r = fetch(fp, j, buf);
+                if (r < 0)
+                        return r;
+        }
+        if (j->fetched)
+                src = buf;
+        r = uffd_copy(a->uffd, addr + j->done, src + j->done, len - j->done, !j->writable, true, &d,
+                      NULL);
+        j->done += d;
+        return r;
+}
+
+/* The end of a fill: states, counters, one wake over the run. */
+static int finish(struct fill_job *j, int r)
+{
+        struct arena *a = j->s.a;
+        struct residency *res = j->s.r;
+        uint64_t len = fill_job_bytes(j);
+        bool installed = r == 0 || j->done > 0;
+
+        pthread_mutex_lock(&a->lock);
+        for (uint64_t c = j->first; c < j->first + j->n; c++) {
+                /* Partly installed (the process died meanwhile) counts as resident
+                 * so the pages are punched with the run. */
+                a->state[c] = !installed ? CHUNK_FREE : j->writable ? CHUNK_DIRTY : CHUNK_PRESENT;
+                a->referenced[c] = installed && !j->prefetch;
+        }
+        if (installed)
+                a->resident_chunks += j->n;
+        pthread_mutex_unlock(&a->lock);
+        /* Always wake after the state change: a thread that faulted while the
+         * run was FILLING (e.g. a write to a page this copy had installed
+         * protected) was told to wait for the owner. */
+        (void)uffd_wake(a->uffd, arena_chunk_addr(a, j->first), len);
+        if (installed)
+                atomic_fetch_add(&res->resident, len);
+        atomic_fetch_sub(&res->inflight, len);
+        if (!installed)
+                return r;
+        if (!j->stored)
+                atomic_fetch_add(&res->counters.zero_filled_bytes, len);
+        else
+                atomic_fetch_add(&res->counters.fetched_bytes, len);
+        if (j->prefetch)
+                atomic_fetch_add(&res->counters.prefetched_bytes, len);
+        if (atomic_load(&res->resident) + atomic_load(&res->inflight) >
+            residency_high(atomic_load(&res->budget)))
+                residency_kick(res);
+        return r;
+}
+
+int fill_run(struct fill_pool *fp, struct fill_job *j, void *buf, bool may_evict)
+{
+        struct residency *res = j->s.r;
+        uint64_t len = fill_job_bytes(j);
+        int r = 0;
+
+        if (may_evict && !j->prefetch)
+                (void)residency_make_room(res, len - j->done); /* only at the hard limit */
+        while (j->done < len) {
+                r = install(fp, j, buf, may_evict);
                 if (r != -ENOMEM)
                         break;
                 /* At the cgroup limit: evict now and retry; never give the fault up
                  * (nor a prefetch half done: its other pages would read as holes). */
                 atomic_fetch_add(&res->counters.enomem_retries, 1);
+                if (!may_evict)
+                        return -EAGAIN;
                 if (fill_stopping(fp))
                         break;
-                uint64_t resident = atomic_load(&res->resident);
-                if (residency_evict_to(res, resident > 4 * (uint64_t)a->chunk_size
-                                                    ? resident - 4 * (uint64_t)a->chunk_size
-                                                    : 0) < 0)
+                uint64_t resident = atomic_load(&res->resident), step = MAX(len, 256ULL << 10);
+                if (residency_evict_to(res, resident > step ? resident - step : 0) < 0)
                         usleep(1000); /* nothing evictable: other usage must shrink */
         }
+        if (r == -EAGAIN)
+                return r;
+        return finish(j, j->done == len ? 0 : r < 0 ? r : -EIO);
+}
+
+void fill_give_back(struct fill_job *j)
+{
+        struct arena *a = j->s.a;
 
         pthread_mutex_lock(&a->lock);
-        if (r < 0 && done == 0) {
-                a->state[chunk] = CHUNK_FREE;
-        } else {
-                /* Partly installed (the process died meanwhile) counts as resident so
-                 * the pages are punched with the chunk. */
-                a->state[chunk] = writable ? CHUNK_DIRTY : CHUNK_PRESENT;
-                a->referenced[chunk] = !prefetch;
-                a->resident_chunks++;
-        }
+        for (uint64_t c = j->first; c < j->first + j->n; c++)
+                a->state[c] = CHUNK_FREE;
         pthread_mutex_unlock(&a->lock);
-        /* Always wake after the state change: a thread that faulted while the
-         * chunk was FILLING (e.g. a write to a page this copy had already
-         * installed protected, after the copy's own wake) was left waiting for
-         * the owner; without this wake it would wait forever. */
-        (void)uffd_wake(a->uffd, addr, a->chunk_size);
-        if (r < 0 && done == 0)
-                return r;
-        atomic_fetch_add(&res->resident, a->chunk_size);
-        if (prefetch)
-                atomic_fetch_add(&res->counters.prefetched_bytes, a->chunk_size);
-        if (atomic_load(&res->resident) > residency_high(atomic_load(&res->budget)))
-                residency_kick(res);
-        return r;
+        (void)uffd_wake(a->uffd, arena_chunk_addr(a, j->first), fill_job_bytes(j));
+        atomic_fetch_sub(&j->s.r->inflight, fill_job_bytes(j));
 }
 
 /* ---- the fill queue ---- */
 
-bool fill_pool_has_workers(const struct fill_pool *fp)
-{
-        return fp->n_workers > 0;
-}
-
 /* Queue a job: demand at the front, prefetch at the back. */
-int fill_pool_push(struct fill_pool *fp, const struct fill_job *j)
+static int fill_pool_push(struct fill_pool *fp, const struct fill_job *j)
 {
         pthread_mutex_lock(&fp->qlock);
         if (fp->q_len == fp->q_cap) {
@@ -152,34 +223,28 @@ int fill_pool_push(struct fill_pool *fp, const struct fill_job *j)
         return 0;
 }
 
-void fill_pool_dispatch(struct fill_pool *fp, struct fill_job *j, void *buf)
-{
-        if (fill_pool_has_workers(fp) && fill_pool_push(fp, j) == 0)
-                return;
-        (void)fill_chunk(fp, &j->s, j->chunk, j->writable, j->stored, j->prefetch, buf);
-        if (j->t_read)
-                lat_hist_add(&j->s.r->counters.fault_latency, fill_now_ns() - j->t_read);
-}
-
 static void run_job(struct fill_pool *fp, struct fill_job *j, void *buf)
 {
-        struct arena *a = j->s.a;
         struct residency *r = j->s.r;
 
-        if (j->prefetch)
-                residency_refresh(r);
-        if (j->prefetch &&
-            atomic_load(&r->resident) + a->chunk_size > residency_high(atomic_load(&r->budget))) {
-                /* Prefetch never evicts: give the chunk back. */
-                pthread_mutex_lock(&a->lock);
-                a->state[j->chunk] = CHUNK_FREE;
-                pthread_mutex_unlock(&a->lock);
-                (void)uffd_wake(a->uffd, arena_chunk_addr(a, j->chunk), a->chunk_size);
+        if (j->prefetch && atomic_load(&r->resident) + atomic_load(&r->inflight) >
+                               residency_high(atomic_load(&r->budget))) {
+                fill_give_back(j); /* prefetch never evicts */
                 return;
         }
-        (void)fill_chunk(fp, &j->s, j->chunk, j->writable, j->stored, j->prefetch, buf);
+        (void)fill_run(fp, j, buf, true);
         if (j->t_read)
                 lat_hist_add(&r->counters.fault_latency, fill_now_ns() - j->t_read);
+}
+
+void fill_pool_dispatch(struct fill_pool *fp, struct fill_job *j, void *buf)
+{
+        if (fp->n_workers > 0 && fill_pool_push(fp, j) == 0)
+                return;
+        if (j->prefetch)
+                fill_give_back(j);
+        else
+                run_job(fp, j, buf);
 }
 
 static void *worker_thread(void *arg)
@@ -207,6 +272,24 @@ static void *worker_thread(void *arg)
         return NULL;
 }
 
+void fill_pool_promote(struct fill_pool *fp, struct arena *a, uint64_t chunk)
+{
+        pthread_mutex_lock(&fp->qlock);
+        for (size_t i = 0; i < fp->q_len; i++) {
+                size_t at = (fp->q_head + i) % fp->q_cap;
+                struct fill_job j = fp->q[at];
+                if (j.s.a != a || chunk < j.first || chunk >= j.first + j.n || !j.prefetch)
+                        continue;
+                /* move it to the front: a thread waits on it now */
+                for (size_t k = i; k > 0; k--)
+                        fp->q[(fp->q_head + k) % fp->q_cap] =
+                            fp->q[(fp->q_head + k - 1) % fp->q_cap];
+                fp->q[fp->q_head] = j;
+                break;
+        }
+        pthread_mutex_unlock(&fp->qlock);
+}
+
 void fill_pool_forget_arena(struct fill_pool *fp, struct arena *a)
 {
         size_t keep = 0;
@@ -214,12 +297,9 @@ void fill_pool_forget_arena(struct fill_pool *fp, struct arena *a)
         pthread_mutex_lock(&fp->qlock);
         for (size_t i = 0; i < fp->q_len; i++) {
                 struct fill_job *j = &fp->q[(fp->q_head + i) % fp->q_cap];
-                if (j->s.a == a) {
-                        pthread_mutex_lock(&a->lock);
-                        a->state[j->chunk] = CHUNK_FREE;
-                        pthread_mutex_unlock(&a->lock);
-                        (void)uffd_wake(a->uffd, arena_chunk_addr(a, j->chunk), a->chunk_size);
-                } else
+                if (j->s.a == a)
+                        fill_give_back(j);
+                else
                         fp->q[(fp->q_head + keep++) % fp->q_cap] = *j;
         }
         fp->q_len = keep;
@@ -236,18 +316,18 @@ void fill_pool_forget_arena(struct fill_pool *fp, struct arena *a)
 
 /* ---- life cycle ---- */
 
-int fill_pool_new(uint32_t max_chunk, size_t n_workers, struct fill_pool **ret)
+int fill_pool_new(uint32_t max_bytes, size_t n_workers, struct fill_pool **ret)
 {
         struct fill_pool *fp = calloc(1, sizeof(*fp));
         bool ok = true;
 
         if (!fp)
                 return -ENOMEM;
-        fp->max_chunk = max_chunk;
+        fp->max_bytes = max_bytes;
         pthread_mutex_init(&fp->qlock, NULL);
         pthread_cond_init(&fp->qcond, NULL);
         pthread_cond_init(&fp->qdone, NULL);
-        fp->zero = mmap(NULL, max_chunk, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        fp->zero = mmap(NULL, max_bytes, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (fp->zero == MAP_FAILED)
                 fp->zero = NULL;
         if (n_workers > 0) {
@@ -256,7 +336,7 @@ int fill_pool_new(uint32_t max_chunk, size_t n_workers, struct fill_pool **ret)
                 ok = fp->workers != NULL;
                 for (size_t i = 0; ok && i < n_workers; i++) {
                         fp->workers[i].fp = fp;
-                        fp->workers[i].buf = malloc(max_chunk);
+                        fp->workers[i].buf = malloc(max_bytes);
                         ok = fp->workers[i].buf != NULL;
                 }
         }
@@ -272,8 +352,8 @@ int fill_pool_start(struct fill_pool *fp)
 {
         fp->stop = false;
         for (size_t i = 0; i < fp->n_workers; i++) {
-                int e = pthread_create(&fp->workers[i].thread, NULL, worker_thread,
-                                       &fp->workers[i]);
+                int e =
+                    pthread_create(&fp->workers[i].thread, NULL, worker_thread, &fp->workers[i]);
                 if (e) {
                         fill_pool_cancel(fp);
                         fill_pool_join(fp);
@@ -308,7 +388,7 @@ void fill_pool_free(struct fill_pool *fp)
         fill_pool_cancel(fp);
         fill_pool_join(fp);
         if (fp->zero)
-                munmap(fp->zero, fp->max_chunk);
+                munmap(fp->zero, fp->max_bytes);
         for (size_t i = 0; fp->workers && i < fp->n_workers; i++)
                 free(fp->workers[i].buf);
         free(fp->workers);

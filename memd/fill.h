@@ -1,7 +1,11 @@
-/* fill.h: installing chunks into an arena (fetch from the store or zeros,
- * UFFDIO_COPY, evict-and-retry at the cgroup limit) and the pool of fill
- * workers the fault reader hands jobs to, with their queue (demand jobs at
- * the front, prefetch at the back). The reader is pager.c. */
+/* fill.h: installing runs of pages into an arena and the fill workers. A fill
+ * owns a run of FILLING chunks [first, first + n) and installs it with as few
+ * UFFDIO_COPYs and one wake: from the store's memory itself where it is
+ * mapped here (shm: straight from the appliance's pool), from a buffer the
+ * store filled (tcp: pipelined requests), or from zeros for pages never
+ * stored. At the cgroup limit (-ENOMEM) it evicts and retries; a demand fill
+ * is never given up while its process lives. The fault reader (pager.c) does
+ * cheap fills itself and hands the rest to the workers. */
 #pragma once
 
 #include <stdbool.h>
@@ -17,12 +21,15 @@ struct fill_slot {
         struct residency *r;
 };
 
-/* A fill handed to a worker: the chunk is FILLING and belongs to the job. */
+/* A fill: chunks [first, first + n) are FILLING and belong to it; their bytes
+ * are counted in r->inflight until it ends. */
 struct fill_job {
         struct fill_slot s;
-        uint64_t chunk;
+        uint64_t first, n;
+        uint64_t done;   /* bytes installed so far (a fill cut short and handed on) */
         uint64_t t_read; /* demand: when the fault was read (latency); 0 = prefetch */
         bool writable, stored, prefetch;
+        bool fetched; /* BUF holds the run's data already */
 };
 
 struct fill_pool;
@@ -34,11 +41,14 @@ static inline uint64_t fill_now_ns(void)
         return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
-/* N_WORKERS threads (0: none, the caller fills everything itself), each with
- * a MAX_CHUNK bounce buffer. */
-int fill_pool_new(uint32_t max_chunk, size_t n_workers, struct fill_pool **ret);
+static inline uint64_t fill_job_bytes(const struct fill_job *j)
+{
+        return j->n * (uint64_t)j->s.a->chunk_size;
+}
+
+/* N_WORKERS threads, each with a MAX_BYTES buffer (the largest fill). */
+int fill_pool_new(uint32_t max_bytes, size_t n_workers, struct fill_pool **ret);
 void fill_pool_free(struct fill_pool *fp);
-bool fill_pool_has_workers(const struct fill_pool *fp);
 
 /* Start the workers; on failure none runs and -errno is returned. */
 int fill_pool_start(struct fill_pool *fp);
@@ -48,17 +58,24 @@ int fill_pool_start(struct fill_pool *fp);
 void fill_pool_cancel(struct fill_pool *fp);
 void fill_pool_join(struct fill_pool *fp);
 
-/* Install a FILLING chunk through BUF (max_chunk bytes). Returns 0, or -errno
- * when the process is gone (or a prefetch failed): the chunk is then FREE
- * again and threads that faulted on it meanwhile are woken (they refault). */
-int fill_chunk(struct fill_pool *fp, struct fill_slot *s, uint64_t chunk, bool writable,
-               bool stored, bool prefetch, void *buf);
+/* Install J. MAY_EVICT false (the fault reader): never evicts nor fetches
+ * over a wire; returns -EAGAIN when it would have to (J->done says how far it
+ * got; J still owns its chunks, hand it to a worker). Otherwise returns 0, or
+ * -errno when the process is gone (or a prefetch failed): the chunks not
+ * installed are then FREE again and their waiters woken (they refault). */
+int fill_run(struct fill_pool *fp, struct fill_job *j, void *buf, bool may_evict);
+/* Can the reader install J itself (no wire I/O: zeros or a direct store)? */
+bool fill_is_cheap(const struct fill_job *j);
 
-/* Queue a job for the workers (-ENOMEM: not queued). */
-int fill_pool_push(struct fill_pool *fp, const struct fill_job *j);
-/* Hand J to a worker, or fill it here through BUF (no workers, or no memory
- * for the queue). */
+/* Queue J for the workers: demand at the front, prefetch at the back. If
+ * it cannot be queued, a demand job is filled here (BUF: a max_bytes buffer)
+ * and a prefetch job is given back. */
 void fill_pool_dispatch(struct fill_pool *fp, struct fill_job *j, void *buf);
+/* A thread waits on CHUNK of A: if a queued prefetch job holds it, it goes
+ * to the front of the queue. */
+void fill_pool_promote(struct fill_pool *fp, struct arena *a, uint64_t chunk);
+/* Give J's chunks back (FREE, waiters woken) without filling them. */
+void fill_give_back(struct fill_job *j);
 /* Drop A's queued jobs (their chunks go FREE, waiters refault) and wait until
  * no worker holds a job of A. */
 void fill_pool_forget_arena(struct fill_pool *fp, struct arena *a);

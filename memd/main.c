@@ -22,7 +22,11 @@ static void help(void)
                "                              repeat to stripe over several\n"
                "  --embedded-appliance SIZE   also run an appliance with a SIZE pool as a child\n"
                "                              (the default, 1G, when no --appliance is given)\n"
-               "  --chunk-size SIZE           arena chunk, a power of two 4K..2M (default 64K)\n"
+               "  --chunk-size SIZE           stripe of external memory over appliances, a power\n"
+               "                              of two 4K..2M (default 64K); pages move in units\n"
+               "                              that follow the access (4K random, up to 2M streams)\n"
+               "  --fill-workers N            fill threads per container (default 2)\n"
+               "  --poll-us N                 fault readers busy-poll N µs after a fault (default 0)\n"
                "  --log-level LEVEL           err, warning, notice, info, debug\n"
                "  --help, --version\n",
                MANAGER_DEFAULT_SOCKET);
@@ -42,6 +46,8 @@ static int parse_argv(int argc, char **argv, struct manager_config *cfg)
                 { "appliance", required_argument, NULL, 'a' },
                 { "embedded-appliance", required_argument, NULL, 'e' },
                 { "chunk-size", required_argument, NULL, 'c' },
+                { "fill-workers", required_argument, NULL, 'w' },
+                { "poll-us", required_argument, NULL, 'p' },
                 { "log-level", required_argument, NULL, 'L' },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, 'V' },
@@ -79,6 +85,18 @@ static int parse_argv(int argc, char **argv, struct manager_config *cfg)
                                 return bad_arg("--chunk-size", optarg,
                                                "must be a power of two from 4K to 2M");
                         cfg->chunk_size = (uint32_t)v;
+                        break;
+                case 'w':
+                        if (parse_u64(optarg, &v) < 0 || v < 1 || v > 64)
+                                return bad_arg("--fill-workers", optarg,
+                                               "must be a number from 1 to 64");
+                        cfg->fill_workers = (unsigned)v;
+                        break;
+                case 'p':
+                        if (parse_u64(optarg, &v) < 0 || v > 100000)
+                                return bad_arg("--poll-us", optarg,
+                                               "must be a number of µs from 0 to 100000");
+                        cfg->poll_us = (unsigned)v;
                         break;
                 case 'L':
                         lvl = log_level_from_string(optarg);

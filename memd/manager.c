@@ -55,7 +55,6 @@ struct manager {
         struct xmem_transport *transports[MANAGER_MAX_APPLIANCES];
         size_t n_transports;
         struct embedded *embedded;
-        struct pager *pager;
         enum cgroup_version cg_version;
         char *cg_mount;
         struct container *containers;
@@ -169,11 +168,6 @@ int manager_start(struct manager *m, struct xmem_error *err)
                 r = start_appliances(m, err);
         if (r < 0)
                 return r;
-        r = pager_new(NULL, &m->pager);
-        if (r >= 0)
-                r = pager_start(m->pager);
-        if (r < 0)
-                return xmem_error_set(err, r, "pager: %s", strerror(-r));
         r = api_listen(m->cfg.socket_path, &m->listen_fd, &activated, err);
         if (r < 0)
                 return r;
@@ -264,8 +258,9 @@ static int method_attach(struct manager *m, struct api_attach *a, struct reply *
                 ts = &m->transports[i];
                 n = 1;
         }
-        r = container_new(a, m->cg_version, m->cg_mount, ts, n, m->cfg.chunk_size, m->pager, &c,
-                          err);
+        struct pager_opts po = { .workers = (int)m->cfg.fill_workers,
+                                 .poll_us = m->cfg.poll_us };
+        r = container_new(a, m->cg_version, m->cg_mount, ts, n, m->cfg.chunk_size, &po, &c, err);
         if (r < 0)
                 return r;
         c->next = m->containers;
@@ -676,7 +671,6 @@ void manager_free(struct manager *m)
                 remove_container(m, m->containers);
         while (m->conns)
                 conn_close(m, m->conns);
-        pager_free(m->pager);
         for (size_t i = 0; i < m->n_transports; i++)
                 xmem_transport_close(m->transports[i]);
         embedded_stop(m->embedded);

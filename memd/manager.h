@@ -1,5 +1,6 @@
 /* manager.h: memd's state and event loop (oomd style): the appliances it
- * talks to (or the embedded one), the pager, the attached containers, the
+ * talks to (or the embedded one), the attached containers (each with its own
+ * residency manager and pager), the
  * API socket and its connections, signals and periodic checks. */
 #pragma once
 
@@ -17,14 +18,16 @@ struct manager_config {
         const char *appliances[MANAGER_MAX_APPLIANCES];
         size_t n_appliances;
         uint64_t embedded_size; /* 0: none (an embedded one is started when no appliance is given) */
-        uint32_t chunk_size;
+        uint32_t chunk_size; /* the stripe of external memory over appliances */
+        unsigned fill_workers; /* per container; 0 = the pager's default */
+        unsigned poll_us;      /* fault readers busy-poll this long (0: sleep) */
         const char *cgroup_root; /* CGROUP_FS_ROOT unless a test says otherwise */
 };
 
 struct manager;
 
 int manager_new(const struct manager_config *cfg, struct manager **ret, struct xmem_error *err);
-/* Connect the appliances (start the embedded one), start the pager, open the socket. */
+/* Connect the appliances (start the embedded one), open the socket. */
 int manager_start(struct manager *m, struct xmem_error *err);
 /* Serve until SIGTERM/SIGINT (returns 0) or a fatal error (-errno, logged). */
 int manager_run(struct manager *m);

@@ -1,6 +1,11 @@
-/* pager.c: the fault reader (see pager.h). Chunk states and the rules for who
- * moves them are in arena.h; fills and the fill workers are fill.c, the
- * eviction side is residency.c. */
+/* pager.c: the fault reader of one container (see pager.h). It reads faults
+ * in batches from the container's userfaultfds, de-duplicates them, serves
+ * write-protect faults and holes itself (a few µs under the arena lock),
+ * chooses the fill unit from the access pattern (stream.c), claims the run
+ * (FILLING) and either installs it itself when that costs no I/O (zeros, or
+ * straight from the appliance's pool over shm, with room under the budget)
+ * or hands it to the container's fill workers (fill.c). It never waits for
+ * the store, for eviction or for write-back. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -12,9 +17,11 @@
 #include "fill.h"
 #include "macro.h"
 #include "pager.h"
+#include "store.h"
 #include "uffd.h"
 
 #define MSG_BATCH 64
+#define INLINE_MAX_BYTES (256U << 10) /* larger fills go to the workers */
 
 struct pager {
         struct pager_opts opts;
@@ -27,7 +34,7 @@ struct pager {
         int efd;
         bool stop, running, reader_started;
         pthread_t thread;
-        void *buf; /* fetch buffer (fault thread only) */
+        void *buf; /* a fill buffer for jobs the queue could not take */
 };
 
 /* A page missing in a resident chunk: the process punched it itself (e.g. an
@@ -40,88 +47,152 @@ static void fill_hole(struct fill_slot *s, uint64_t addr, bool wp)
         (void)uffd_copy(s->a->uffd, page, zero_page, ARENA_PAGE_SIZE, wp, false, NULL, NULL);
 }
 
-/* ---- serving faults (reader thread) ---- */
+/* Claim the FREE chunks of [FROM, TO) that are contiguous with AT (AT itself
+ * must be FREE) as one FILLING run. Arena lock held. */
+static void claim(struct arena *a, uint64_t from, uint64_t to, uint64_t at, struct fill_job *j)
+{
+        uint64_t first = at, end = at + 1;
+        bool stored = false;
 
-/* After a demand fill of CHUNK: extend the arena's sequential stream and
- * fill up to min(run, prefetch_max) following FREE chunks. */
-static void prefetch(struct pager *p, struct fill_slot *s, uint64_t chunk, bool writable)
+        while (first > from && a->state[first - 1] == CHUNK_FREE)
+                first--;
+        while (end < to && a->state[end] == CHUNK_FREE)
+                end++;
+        for (uint64_t c = first; c < end; c++) {
+                a->state[c] = CHUNK_FILLING;
+                stored |= a->stored[c];
+        }
+        j->first = first;
+        j->n = end - first;
+        j->stored = stored;
+}
+
+static bool prefetch_room(struct residency *r, uint64_t len)
+{
+        return atomic_load(&r->resident) + atomic_load(&r->inflight) + len <=
+               residency_high(atomic_load(&r->budget));
+}
+
+/* Claim and queue the FREE runs of [FROM, TO) as prefetch. False when the
+ * budget has no room (prefetch never evicts). */
+static bool prefetch_range(struct pager *p, struct fill_slot *s, uint64_t from, uint64_t to,
+                           bool writable)
 {
         struct arena *a = s->a;
-        unsigned depth = 0;
 
-        if (chunk == a->seq_next)
-                a->seq_run++;
-        else
-                a->seq_run = 0;
-        if (a->seq_run > 0)
-                depth = MIN(a->seq_run, p->opts.prefetch_max);
-        for (unsigned k = 1; k <= depth && chunk + k < a->n_chunks; k++) {
-                struct fill_job j = { .s = *s, .chunk = chunk + k, .writable = writable,
-                                      .prefetch = true };
-                uint64_t budget = atomic_load(&s->r->budget);
+        for (uint64_t c = from; c < to && c < a->n_chunks; c++) {
+                struct fill_job j = {.s = *s, .writable = writable, .prefetch = true};
 
-                if (atomic_load(&s->r->resident) + a->chunk_size > residency_high(budget))
-                        break; /* prefetch never evicts */
                 pthread_mutex_lock(&a->lock);
-                if (a->state[j.chunk] != CHUNK_FREE) {
+                if (a->state[c] != CHUNK_FREE) {
                         pthread_mutex_unlock(&a->lock);
                         continue;
                 }
-                a->state[j.chunk] = CHUNK_FILLING;
-                j.stored = a->stored[j.chunk];
+                if (!prefetch_room(s->r, (MIN(to, a->n_chunks) - c) * a->chunk_size)) {
+                        pthread_mutex_unlock(&a->lock);
+                        return false;
+                }
+                claim(a, c, MIN(to, a->n_chunks), c, &j);
                 pthread_mutex_unlock(&a->lock);
-                if (fill_pool_has_workers(p->fill)) {
-                        if (fill_pool_push(p->fill, &j) < 0) {
-                                pthread_mutex_lock(&a->lock);
-                                a->state[j.chunk] = CHUNK_FREE; /* not left FILLING */
-                                pthread_mutex_unlock(&a->lock);
-                                (void)uffd_wake(a->uffd, arena_chunk_addr(a, j.chunk),
-                                                a->chunk_size);
-                                break;
-                        }
-                } else if (fill_chunk(p->fill, s, j.chunk, writable, j.stored, true, p->buf) < 0)
-                        break;
+                atomic_fetch_add(&s->r->inflight, fill_job_bytes(&j));
+                fill_pool_dispatch(p->fill, &j, p->buf);
+                c = j.first + j.n - 1;
         }
-        a->seq_next = chunk + depth + 1;
+        return true;
 }
 
-/* A MISSING fault. Returns true when it started a fill (the caller may
- * prefetch after it). *INLINE_LEFT: fills the reader may still do itself in
- * this batch; the others go to the workers. */
-static bool serve_missing(struct pager *p, struct fill_slot *s, uint64_t addr, bool write,
+/* The plan's prefetch: units ahead of a sequential stream, or pages along a
+ * stride. */
+static void prefetch(struct pager *p, struct fill_slot *s, const struct stream_plan *pl,
+                     bool writable)
+{
+        uint64_t n = s->a->n_chunks;
+
+        for (unsigned k = 1; k <= pl->ahead; k++) {
+                uint64_t from, to;
+
+                if (pl->stride == 1) {
+                        from = pl->start + pl->count + (k - 1) * pl->unit;
+                        to = MIN(from + pl->unit, n);
+                } else if (pl->stride == -1) {
+                        if (pl->start < k * pl->unit)
+                                break;
+                        from = pl->start - k * pl->unit;
+                        to = from + pl->unit;
+                } else {
+                        int64_t c = (int64_t)pl->start + (int64_t)k * pl->stride;
+                        if (c < 0 || (uint64_t)c >= n)
+                                break;
+                        from = (uint64_t)c;
+                        to = from + 1;
+                }
+                if (from >= n || !prefetch_range(p, s, from, to, writable))
+                        break;
+        }
+}
+
+/* Fill a claimed demand run: here when it is cheap and the budget has room
+ * (and this batch has not had its inline fill yet), else by a worker. */
+static void fill_demand(struct pager *p, struct fill_job *j, unsigned *inline_left)
+{
+        struct residency *r = j->s.r;
+        uint64_t len = fill_job_bytes(j);
+
+        if (*inline_left > 0 && len <= INLINE_MAX_BYTES && fill_is_cheap(j) &&
+            atomic_load(&r->resident) + atomic_load(&r->inflight) <= atomic_load(&r->budget)) {
+                (*inline_left)--;
+                if (fill_run(p->fill, j, NULL, false) != -EAGAIN) {
+                        atomic_fetch_add(&r->counters.inline_fills, 1);
+                        lat_hist_add(&r->counters.fault_latency, fill_now_ns() - j->t_read);
+                        return;
+                }
+        }
+        fill_pool_dispatch(p->fill, j, p->buf);
+}
+
+static void serve_missing(struct pager *p, struct fill_slot *s, uint64_t addr, bool write,
                           uint64_t t_read, unsigned *inline_left)
 {
         struct arena *a = s->a;
-        struct fill_job j = { .s = *s, .chunk = arena_chunk_of(a, addr), .writable = write,
-                              .t_read = t_read };
+        uint64_t page = arena_chunk_of(a, addr);
+        struct fill_job j = {.s = *s, .writable = write, .t_read = t_read};
+        struct stream_opts so = {.max_unit = MAX(p->opts.max_chunk / a->chunk_size, 1u),
+                                 .window = p->opts.window};
+        struct stream_plan pl = {0};
+        bool filling = false;
 
         atomic_fetch_add(&s->r->counters.missing_faults, 1);
         pthread_mutex_lock(&a->lock);
-        switch (a->state[j.chunk]) {
+        switch (a->state[page]) {
         case CHUNK_FREE:
-                a->state[j.chunk] = CHUNK_FILLING;
-                j.stored = a->stored[j.chunk];
-                pthread_mutex_unlock(&a->lock);
-                if (*inline_left > 0 || !fill_pool_has_workers(p->fill)) {
-                        if (*inline_left > 0)
-                                (*inline_left)--;
-                        (void)fill_chunk(p->fill, s, j.chunk, write, j.stored, false, p->buf);
-                        lat_hist_add(&s->r->counters.fault_latency, fill_now_ns() - t_read);
-                } else
-                        fill_pool_dispatch(p->fill, &j, p->buf);
-                return true;
+                /* only misses shape the streams: a fault on a page being filled
+                 * says nothing about where the access goes next */
+                stream_plan(&a->streams, &so, page, a->n_chunks, &pl);
+                claim(a, pl.start, pl.start + pl.count, page, &j);
+                filling = true;
+                break;
         case CHUNK_PRESENT:
         case CHUNK_DIRTY:
-                /* Under the lock, so the chunk cannot be evicted meanwhile. */
-                fill_hole(s, addr, a->state[j.chunk] == CHUNK_PRESENT);
+                /* Under the lock, so the page cannot be evicted meanwhile. */
+                fill_hole(s, addr, a->state[page] == CHUNK_PRESENT);
                 break;
-        default:
-                /* FILLING/EVICTING: their owner wakes the range when done. */
+        case CHUNK_FILLING:
+                /* its owner wakes the range; hurry it if it is queued prefetch */
+                pthread_mutex_unlock(&a->lock);
+                fill_pool_promote(p->fill, a, page);
+                pthread_mutex_lock(&a->lock);
+                break;
+        default: /* EVICTING: the evictor wakes it after the punch */
                 break;
         }
         pthread_mutex_unlock(&a->lock);
-        lat_hist_add(&s->r->counters.fault_latency, fill_now_ns() - t_read);
-        return false;
+        if (filling) {
+                atomic_fetch_add(&s->r->inflight, fill_job_bytes(&j));
+                fill_demand(p, &j, inline_left);
+        } else
+                lat_hist_add(&s->r->counters.fault_latency, fill_now_ns() - t_read);
+        if (pl.ahead)
+                prefetch(p, s, &pl, write);
 }
 
 static void serve_wp(struct fill_slot *s, uint64_t addr)
@@ -137,8 +208,8 @@ static void serve_wp(struct fill_slot *s, uint64_t addr)
                 /* fall through */
         case CHUNK_DIRTY:
                 a->referenced[chunk] = 1;
-                /* Un-protect under the lock: an evictor that picks the chunk after
-                 * this sees DIRTY and protects it again before reading it. */
+                /* Un-protect under the lock (only this page): an evictor that
+                 * picks it after this sees DIRTY and protects it again first. */
                 (void)uffd_writeprotect(a->uffd, start, a->chunk_size, false, false);
                 break;
         case CHUNK_FREE:
@@ -146,7 +217,8 @@ static void serve_wp(struct fill_slot *s, uint64_t addr)
                 (void)uffd_wake(a->uffd, start, a->chunk_size);
                 break;
         default:
-                /* EVICTING: the writer waits until the punch, then refetches. */
+                /* FILLING/EVICTING: the owner wakes it; a write after an eviction
+                 * refaults MISSING and refetches. */
                 break;
         }
         pthread_mutex_unlock(&a->lock);
@@ -191,8 +263,8 @@ static void serve_batch(struct pager *p, struct fill_slot *s, struct uffd_msg *m
                 if (flags & UFFD_PAGEFAULT_FLAG_WP) {
                         serve_wp(s, addr);
                         lat_hist_add(&s->r->counters.fault_latency, fill_now_ns() - t_read);
-                } else if (serve_missing(p, s, addr, write, t_read, &inline_left))
-                        prefetch(p, s, arena_chunk_of(s->a, addr), write);
+                } else
+                        serve_missing(p, s, addr, write, t_read, &inline_left);
         }
 }
 
@@ -243,9 +315,9 @@ static void *pager_thread(void *arg)
                         continue;
                 }
                 pfd = v;
-                pfd[0] = (struct pollfd){ .fd = p->efd, .events = POLLIN };
+                pfd[0] = (struct pollfd){.fd = p->efd, .events = POLLIN};
                 for (size_t i = 0; i < n; i++)
-                        pfd[i + 1] = (struct pollfd){ .fd = slots[i].a->uffd, .events = POLLIN };
+                        pfd[i + 1] = (struct pollfd){.fd = slots[i].a->uffd, .events = POLLIN};
                 /* Busy-poll for a while after a fault: the next one is served
                  * without a wake-up of this thread. */
                 if (spin_ns && fill_now_ns() - last_fault < spin_ns)
@@ -281,12 +353,12 @@ int pager_new(const struct pager_opts *opts, struct pager **ret)
                 return -ENOMEM;
         if (opts)
                 p->opts = *opts;
-        if (!p->opts.prefetch_max)
-                p->opts.prefetch_max = 8;
+        if (!p->opts.window)
+                p->opts.window = 2;
         if (!p->opts.max_chunk)
                 p->opts.max_chunk = 2U << 20;
         if (!p->opts.workers)
-                p->opts.workers = 1;
+                p->opts.workers = 2;
         pthread_mutex_init(&p->lock, NULL);
         pthread_cond_init(&p->cond, NULL);
         p->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -325,7 +397,7 @@ int pager_add(struct pager *p, struct arena *a, struct residency *r)
                 return -ENOMEM;
         }
         p->slots = v;
-        p->slots[p->n_slots++] = (struct fill_slot){ .a = a, .r = r };
+        p->slots[p->n_slots++] = (struct fill_slot){.a = a, .r = r};
         p->gen++;
         pthread_mutex_unlock(&p->lock);
         pager_notify(p);

@@ -1,8 +1,10 @@
-/* residency.h: the residency manager. Keeps the resident bytes of a
- * container's arenas under its budget (local limit - other usage - headroom)
- * by evicting chunks between watermarks: CLOCK/second chance, clean before
- * dirty; victims are write-protected, written back, then punched out of the
- * memfd. Also the container's counters (faults, bytes, latency). */
+/* residency.h: the residency manager of one container. It keeps the resident
+ * bytes of the container's arenas under its budget (local limit - the
+ * container's own usage - headroom, re-read continuously) ahead of need: a
+ * background evictor keeps free room for the fills in flight between a high
+ * and a low watermark (evict.c picks and evicts victims), and a fill waits
+ * for eviction only at the hard limit. Also the container's counters (faults,
+ * bytes, latency histogram). Fork snapshots are snapshot.c. */
 #pragma once
 
 #include <pthread.h>
@@ -26,17 +28,19 @@ uint64_t lat_hist_quantile(const struct lat_hist *h, double q);
 uint64_t lat_hist_count(const struct lat_hist *h);
 
 struct xmem_counters {
-        _Atomic uint64_t faults;          /* fault messages served (after de-duplication) */
+        _Atomic uint64_t faults; /* fault messages served (after de-duplication) */
         _Atomic uint64_t missing_faults;
         _Atomic uint64_t wp_faults;
-        _Atomic uint64_t fetched_bytes;   /* read from the store */
-        _Atomic uint64_t zero_filled_bytes; /* never-stored chunks installed as zeros */
+        _Atomic uint64_t fetched_bytes;     /* read from the store */
+        _Atomic uint64_t zero_filled_bytes; /* never-stored pages installed as zeros */
         _Atomic uint64_t prefetched_bytes;
         _Atomic uint64_t written_back_bytes;
-        _Atomic uint64_t evictions;       /* chunks punched out */
-        _Atomic uint64_t enomem_retries;  /* UFFDIO_COPY hit the cgroup limit */
-        _Atomic uint64_t store_errors;    /* failed fetch/writeback (retried) */
-        struct lat_hist fault_latency;    /* fault message read -> thread woken */
+        _Atomic uint64_t evictions;      /* chunks (pages) punched out */
+        _Atomic uint64_t enomem_retries; /* UFFDIO_COPY hit the cgroup limit */
+        _Atomic uint64_t store_errors;   /* failed fetch/writeback (retried) */
+        _Atomic uint64_t sync_evictions; /* a fill had to evict first (hard limit) */
+        _Atomic uint64_t inline_fills;   /* fills the fault reader did itself (shm, zeros) */
+        struct lat_hist fault_latency;   /* fault message read -> thread woken */
 };
 
 struct residency {
@@ -45,8 +49,9 @@ struct residency {
         size_t n_arenas;
         size_t arena_hand;
         _Atomic uint64_t resident; /* bytes over all arenas */
+        _Atomic uint64_t inflight; /* bytes being filled (FILLING) */
         _Atomic uint64_t budget;
-        void *buf; /* write-back bounce buffer, one chunk */
+        void *buf; /* write-back buffer, one eviction batch (evict_lock) */
         size_t buf_size;
         struct xmem_counters counters;
 
@@ -57,10 +62,12 @@ struct residency {
         pthread_mutex_t kick_lock;
         pthread_cond_t kick;
         const struct cgroup *cg;
-        uint64_t cg_limit, cg_headroom, cg_reserve;
-        const uint64_t *cg_reserve_live; /* the container's local bytes (or NULL) */
-        int usage_fd; /* v1 memory.usage_in_bytes / v2 memory.current, or -1 */
-        unsigned interval_ms; /* background refresh period */
+        uint64_t cg_limit, cg_headroom;
+        const uint64_t *cg_local_live; /* the container's charged local bytes (or NULL) */
+        int usage_fd;                  /* v1 memory.usage_in_bytes / v2 memory.current, or -1 */
+        int event_fd;                  /* v1 usage threshold eventfd / v2 memory.events, or -1 */
+        int wake_fd;                   /* eventfd: kicks and shutdown */
+        unsigned interval_ms;          /* background refresh period */
 };
 
 int residency_new(uint64_t budget, struct residency **ret);
@@ -72,6 +79,8 @@ int residency_add_arena(struct residency *r, struct arena *a);
 void residency_remove_arena(struct residency *r, struct arena *a);
 
 void residency_set_budget(struct residency *r, uint64_t bytes);
+/* Watermarks: the background evictor starts when resident + inflight passes
+ * high and stops at low; prefetch never fills past high. */
 static inline uint64_t residency_high(uint64_t budget)
 {
         return budget - budget / 16;
@@ -81,45 +90,43 @@ static inline uint64_t residency_low(uint64_t budget)
         return budget - budget / 8;
 }
 
-/* Follow CG: the budget becomes residency_budget_reserved(LIMIT, usage,
- * resident, HEADROOM, reserve) from a fresh read of the cgroup's usage (one
- * pread of memory.usage_in_bytes / memory.current) before every fill and
- * every 10 ms in the background thread. */
+/* Follow CG: the budget becomes residency_budget_from(LIMIT, usage, resident,
+ * HEADROOM, local) from a fresh read of the cgroup's usage (one pread) every
+ * interval, at every cgroup event (v1: a usage threshold just below the
+ * limit; v2: memory.events) and before a fill that would pass the budget. */
 void residency_track_cgroup(struct residency *r, const struct cgroup *cg, uint64_t limit,
                             uint64_t headroom);
-/* Local memory the container may grow to without asking memd (the shim's
- * local_alloc_limit): the budget leaves room for it even before it is used. */
-void residency_set_reserve(struct residency *r, uint64_t reserve);
-/* The reserve becomes max(reserve, *LIVE) at every refresh: LIVE is the
- * container's charged local bytes (its accounting page), which a fork can
- * push above local_alloc_limit. */
-void residency_set_reserve_live(struct residency *r, const uint64_t *live);
+/* *LIVE: the container's charged local bytes (its accounting page). The
+ * shims charge an allocation before they touch it, so the budget makes room
+ * for the container's own memory as soon as it is allocated; nothing is
+ * reserved up front. */
+void residency_set_local_live(struct residency *r, const uint64_t *live);
 /* Re-read the tracked cgroup's usage and recompute the budget (no-op when
  * not tracking). Cheap: one pread. */
 void residency_refresh(struct residency *r);
-/* limit - headroom - (usage - resident): resident arena pages are charged to
- * the container, so usage includes them. */
-uint64_t residency_budget_from(uint64_t limit, uint64_t usage, uint64_t resident,
-                               uint64_t headroom);
-/* The same with the container's other usage counted as at least RESERVE:
- * limit - headroom - max(usage - resident, reserve). Whenever other usage is
- * above RESERVE, resident + need <= budget is exactly usage + need <= limit -
- * headroom, whatever the resident count's error. */
-uint64_t residency_budget_reserved(uint64_t limit, uint64_t usage, uint64_t resident,
-                                   uint64_t headroom, uint64_t reserve);
+/* limit - headroom - max(usage - resident, local): resident arena pages are
+ * charged to the container, so usage includes them; LOCAL (the charged local
+ * allocations) counts memory the container is about to touch. */
+uint64_t residency_budget_from(uint64_t limit, uint64_t usage, uint64_t resident, uint64_t headroom,
+                               uint64_t local);
 
-/* The background evictor: evicts from the high down to the low watermark. */
+/* The background evictor. */
 int residency_start(struct residency *r);
 void residency_stop(struct residency *r);
 void residency_kick(struct residency *r);
 
 /* Make room for NEED more bytes: refresh the budget, and if resident + NEED
- * would pass it, evict synchronously until resident + NEED <= low watermark
- * (or nothing is evictable: -EAGAIN). */
+ * would pass it (the hard limit), evict synchronously until resident + NEED
+ * <= low watermark (or nothing is evictable: -EAGAIN). */
 int residency_make_room(struct residency *r, uint64_t need);
+
+/* ---- evict.c ---- */
+
 /* Evict until resident <= TARGET. Returns bytes evicted, or -EAGAIN when
  * nothing more could be evicted before reaching TARGET. */
 int64_t residency_evict_to(struct residency *r, uint64_t target);
+/* The write-back buffer: at least one eviction batch. evict_lock held. */
+int residency_ensure_buf(struct residency *r, size_t want);
 
 /* Pure victim choice (enhanced CLOCK) over N chunks, for unit tests and the
  * evictor: picks up to MAX chunks in CHUNK_PRESENT or CHUNK_DIRTY, preferring
@@ -136,6 +143,13 @@ size_t residency_clock_pick(uint8_t *state, uint8_t *referenced, uint64_t n, uin
 void residency_sort_picks(uint64_t *chunk, bool *dirty, size_t n);
 size_t residency_run_len(const uint64_t *chunk, const bool *dirty, size_t n, size_t i,
                          size_t max_run, bool same_dirty);
+
+/* Write [OFF, OFF+LEN) of A's memfd back to its store: straight from the
+ * memfd into the store's memory where it is mapped here (pread into the
+ * appliance's pool), else through R's buffer. evict_lock held. */
+int residency_write_back(struct residency *r, struct arena *a, uint64_t off, uint64_t len);
+
+/* ---- snapshot.c ---- */
 
 /* A consistent copy of A's contents for a fork (shim.fork). Holds A's
  * resident chunks (their WP and MISSING faults wait), write-protects the dirty

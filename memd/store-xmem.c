@@ -18,34 +18,136 @@ struct store_xmem {
         struct xmem_region_ref *region;
 };
 
-/* Split [OFFSET, OFFSET+LEN) at stripe boundaries and run OP on each piece. */
-static int xmem_each(struct store_xmem *x, uint64_t offset, void *buf, size_t len, bool write)
+#define XMEM_PIPELINE 64 /* pieces in flight per call */
+
+static void piece_of(const struct store_xmem *x, uint64_t offset, size_t len, size_t *ret_i,
+                     uint64_t *ret_roff, size_t *ret_piece)
 {
-        if (offset > x->base.size || len > x->base.size - offset)
-                return -ERANGE;
-        while (len > 0) {
-                uint64_t stripe_no = offset / x->stripe, in = offset % x->stripe;
-                size_t i = stripe_no % x->n, piece = MIN(len, x->stripe - in);
-                uint64_t roff = (stripe_no / x->n) * x->stripe + in;
-                int r = write ? xmem_write(x->t[i], &x->region[i], roff, buf, piece)
-                              : xmem_read(x->t[i], &x->region[i], roff, buf, piece);
-                if (r < 0)
-                        return r;
-                offset += piece;
-                buf = (char *)buf + piece;
-                len -= piece;
+        uint64_t stripe_no = offset / x->stripe, in = offset % x->stripe;
+
+        *ret_i = stripe_no % x->n;
+        *ret_piece = MIN(len, x->stripe - in);
+        *ret_roff = (stripe_no / x->n) * x->stripe + in;
+}
+
+/* Cut the N stretches SEGS (data concatenated in BUF) at stripe boundaries;
+ * submit up to XMEM_PIPELINE pieces at once (asynchronously, each to its
+ * appliance) and reap them, so a large fill or a batch of write-backs has
+ * many requests in flight. */
+static int xmem_segs(struct store_xmem *x, const struct store_seg *segs, size_t nseg, void *buf,
+                     bool write)
+{
+        size_t si = 0;
+        uint64_t in_seg = 0;
+
+        for (size_t i = 0; i < nseg; i++)
+                if (segs[i].offset > x->base.size || segs[i].len > x->base.size - segs[i].offset)
+                        return -ERANGE;
+        while (si < nseg) {
+                struct xmem_io io[XMEM_PIPELINE], *per[XMEM_PIPELINE];
+                size_t n = 0, n_on[XMEM_PIPELINE] = {0};
+                int ret = 0;
+
+                for (; si < nseg && n < XMEM_PIPELINE; n++) {
+                        uint64_t offset = segs[si].offset + in_seg, roff;
+                        size_t i, piece;
+                        piece_of(x, offset, segs[si].len - in_seg, &i, &roff, &piece);
+                        piece = MIN(piece, (size_t)xmem_transport_hello(x->t[i])->max_io);
+                        io[n] = (struct xmem_io){.op = write ? XMEM_OP_WRITE : XMEM_OP_READ,
+                                                 .region = x->region[i],
+                                                 .offset = roff,
+                                                 .buf = buf,
+                                                 .len = piece,
+                                                 .user = (void *)(uintptr_t)i};
+                        buf = (char *)buf + piece;
+                        in_seg += piece;
+                        if (in_seg == segs[si].len) {
+                                si++;
+                                in_seg = 0;
+                        }
+                }
+                /* one submit per appliance, then reap each appliance's count */
+                for (size_t i = 0; i < x->n && i < XMEM_PIPELINE; i++) {
+                        size_t k = 0;
+                        for (size_t j = 0; j < n; j++)
+                                if ((uintptr_t)io[j].user == i)
+                                        per[k++] = &io[j];
+                        if (k && xmem_transport_submit(x->t[i], per, k) >= 0)
+                                n_on[i] = k;
+                        else if (k)
+                                ret = -EIO;
+                }
+                for (size_t i = 0; i < x->n && i < XMEM_PIPELINE; i++)
+                        while (n_on[i] > 0) {
+                                int got =
+                                    xmem_transport_reap(x->t[i], per, n_on[i], (int)n_on[i], -1);
+                                if (got < 0) {
+                                        ret = ret ?: got;
+                                        break;
+                                }
+                                for (int j = 0; j < got; j++)
+                                        ret = ret ?: per[j]->result;
+                                n_on[i] -= (size_t)got;
+                        }
+                if (ret < 0)
+                        return ret;
         }
         return 0;
 }
 
+static int xmem_writeback_v(struct store *s, const struct store_seg *segs, size_t n,
+                            const void *buf)
+{
+        return xmem_segs((struct store_xmem *)s, segs, n, (void *)buf, true);
+}
+
 static int xmem_fetch(struct store *s, uint64_t offset, void *buf, size_t len)
 {
-        return xmem_each((struct store_xmem *)s, offset, buf, len, false);
+        struct store_seg seg = {offset, len};
+
+        return xmem_segs((struct store_xmem *)s, &seg, 1, buf, false);
 }
 
 static int xmem_writeback(struct store *s, uint64_t offset, const void *buf, size_t len)
 {
-        return xmem_each((struct store_xmem *)s, offset, (void *)buf, len, true);
+        struct store_seg seg = {offset, len};
+
+        return xmem_segs((struct store_xmem *)s, &seg, 1, (void *)buf, true);
+}
+
+struct direct_ctx {
+        store_direct_fn fn;
+        void *ctx;
+        uint64_t at;
+};
+
+static int direct_piece(void *ctx, uint64_t at, void *pool, uint64_t len)
+{
+        struct direct_ctx *d = ctx;
+
+        return d->fn(d->ctx, d->at + at, pool, len);
+}
+
+static int xmem_direct_each(struct store *s, uint64_t offset, uint64_t len, bool write,
+                            store_direct_fn fn, void *ctx)
+{
+        struct store_xmem *x = (struct store_xmem *)s;
+        struct direct_ctx d = {fn, ctx, 0};
+
+        if (offset > x->base.size || len > x->base.size - offset)
+                return -ERANGE;
+        while (d.at < len) {
+                size_t i, piece;
+                uint64_t roff;
+                int r;
+
+                piece_of(x, offset + d.at, len - d.at, &i, &roff, &piece);
+                r = xmem_direct(x->t[i], &x->region[i], roff, piece, write, direct_piece, &d);
+                if (r < 0)
+                        return r;
+                d.at += piece;
+        }
+        return 0;
 }
 
 static void xmem_free(struct store *s)
@@ -61,11 +163,24 @@ static void xmem_free(struct store *s)
 
 static int xmem_clone(struct store *s, struct store **ret, struct xmem_error *err);
 
+static bool xmem_has_direct(const struct store *s)
+{
+        const struct store_xmem *x = (const struct store_xmem *)s;
+
+        for (size_t i = 0; i < x->n; i++)
+                if (!xmem_transport_has_direct(x->t[i]))
+                        return false;
+        return true;
+}
+
 static const struct store_ops store_xmem_ops = {
-        .fetch = xmem_fetch,
-        .writeback = xmem_writeback,
-        .free = xmem_free,
-        .clone = xmem_clone,
+    .fetch = xmem_fetch,
+    .writeback = xmem_writeback,
+    .free = xmem_free,
+    .clone = xmem_clone,
+    .direct = xmem_direct_each,
+    .has_direct = xmem_has_direct,
+    .writeback_v = xmem_writeback_v,
 };
 
 static struct store_xmem *xmem_alloc(uint64_t size, size_t n, uint32_t stripe)

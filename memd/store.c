@@ -19,6 +19,26 @@ void store_free(struct store *s)
                 s->ops->free(s);
 }
 
+int store_writeback_v(struct store *s, const struct store_seg *segs, size_t n, const void *buf)
+{
+        const char *p = buf;
+
+        if (s->ops->writeback_v)
+                return s->ops->writeback_v(s, segs, n, buf);
+        for (size_t i = 0; i < n; i++) {
+                int r = store_writeback(s, segs[i].offset, p, segs[i].len);
+                if (r < 0)
+                        return r;
+                p += segs[i].len;
+        }
+        return 0;
+}
+
+bool store_has_direct(const struct store *s)
+{
+        return s->ops->has_direct ? s->ops->has_direct(s) : false;
+}
+
 int store_clone(struct store *s, struct store **ret, struct xmem_error *err)
 {
         if (!s->ops->clone)

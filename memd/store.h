@@ -4,12 +4,23 @@
  * local file. Implementations are thread-safe. */
 #pragma once
 
+#include <errno.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "error.h"
 
 struct store;
+
+/* A piece of a direct access: AT bytes into it, LEN bytes of the store's own
+ * memory at MEM (NULL: the store holds no data there, it reads as zeros). */
+typedef int (*store_direct_fn)(void *ctx, uint64_t at, void *mem, uint64_t len);
+
+/* One stretch of a scatter-gather write-back. */
+struct store_seg {
+        uint64_t offset, len;
+};
 
 struct store_ops {
         int (*fetch)(struct store *s, uint64_t offset, void *buf, size_t len);
@@ -18,6 +29,14 @@ struct store_ops {
         /* Optional: a new store of the same geometry whose contents are a
          * copy-on-write copy of S's as they are now (see store_clone). */
         int (*clone)(struct store *s, struct store **ret, struct xmem_error *err);
+        /* Optional: zero-copy access (see store_direct); NULL or -EOPNOTSUPP
+         * where the data crosses a wire. */
+        int (*direct)(struct store *s, uint64_t offset, uint64_t len, bool write,
+                      store_direct_fn fn, void *ctx);
+        bool (*has_direct)(const struct store *s);
+        /* Optional: several stretches in one pipelined call (else one by one). */
+        int (*writeback_v)(struct store *s, const struct store_seg *segs, size_t n,
+                           const void *buf);
 };
 
 struct store {
@@ -34,6 +53,21 @@ static inline int store_writeback(struct store *s, uint64_t offset, const void *
         return s->ops->writeback(s, offset, buf, len);
 }
 void store_free(struct store *s);
+/* Write N stretches whose data lie concatenated in BUF, with every request in
+ * flight at once where the store can. */
+int store_writeback_v(struct store *s, const struct store_seg *segs, size_t n, const void *buf);
+
+/* Where the store's memory is mapped in memd (an appliance on the same host,
+ * shm://): FN gets [OFFSET, OFFSET+LEN) piece by piece as pointers into it, so
+ * a fill is one UFFDIO_COPY from the appliance's pool and a write-back one
+ * pread() from the arena's memfd into it. FN must not call the store. Returns
+ * FN's first error, -EOPNOTSUPP when the store has no direct access. */
+static inline int store_direct(struct store *s, uint64_t offset, uint64_t len, bool write,
+                               store_direct_fn fn, void *ctx)
+{
+        return s->ops->direct ? s->ops->direct(s, offset, len, write, fn, ctx) : -EOPNOTSUPP;
+}
+bool store_has_direct(const struct store *s);
 
 /* A copy of S as it is now: same size and geometry, its own storage, owned by
  * *RET (store_free frees it). Later writes to either never show in the other.

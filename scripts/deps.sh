@@ -5,6 +5,7 @@ XMEM_PACKAGES=(
   libjson-c-dev libsystemd-dev libcap-dev libseccomp-dev libjemalloc-dev
   libcriterion-dev libibverbs-dev librdmacm-dev
   runc busybox-static podman iproute2 util-linux python3
+  redis-server redis-tools python3-matplotlib
 )
 
 xmem_install_deps() {

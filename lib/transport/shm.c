@@ -321,10 +321,11 @@ static int shm_map_locked(struct shm_transport *t, const struct xmem_region_ref 
         return g ? 0 : -ENOMEM;
 }
 
-/* Copy as much of [OFF, OFF+LEN) as the cache covers, read lock held.
- * Returns the bytes done before the first miss. */
-static uint64_t copy_cached(struct shm_transport *t, const struct xmem_region_ref *r, uint64_t off,
-                            uint8_t *buf, uint64_t len, bool write)
+/* Hand as much of [OFF, OFF+LEN) as the cache covers to FN, piece by piece
+ * (the pool address, or NULL where the region holds no data: zeros), read lock
+ * held. Returns the bytes done before the first miss, or FN's error. */
+static int64_t each_cached(struct shm_transport *t, const struct xmem_region_ref *r, uint64_t off,
+                           uint64_t at, uint64_t len, bool write, xmem_direct_fn fn, void *ctx)
 {
         struct shm_region *g = *region_slot(t, r->id);
         uint64_t done = 0;
@@ -334,24 +335,25 @@ static uint64_t copy_cached(struct shm_transport *t, const struct xmem_region_re
         while (done < len) {
                 const struct extmap_ext *e = extmap_find(&g->map, off + done);
                 uint64_t in, piece;
+                int k;
 
                 if (!e || (write && !e->writable))
                         break;
                 in = off + done - e->off;
                 piece = MIN(e->len - in, len - done);
-                if (write)
-                        memcpy(t->pool + e->pool + in, buf + done, piece);
-                else if (e->pool == XMEM_WIRE_NO_POOL_OFFSET)
-                        memset(buf + done, 0, piece);
-                else
-                        memcpy(buf + done, t->pool + e->pool + in, piece);
+                k = fn(ctx, at + done,
+                       e->pool == XMEM_WIRE_NO_POOL_OFFSET ? NULL : t->pool + e->pool + in, piece);
+                if (k < 0)
+                        return k;
                 done += piece;
         }
-        return done;
+        return (int64_t)done;
 }
 
-static int shm_rw(struct shm_transport *t, const struct xmem_region_ref *r, uint64_t off,
-                  uint8_t *buf, uint64_t len, bool write)
+/* Run FN over [OFF, OFF+LEN) of R in the pool, asking the appliance for the
+ * extents the cache lacks (whole chunks; a read maps a window ahead). */
+static int shm_each(struct shm_transport *t, const struct xmem_region_ref *r, uint64_t off,
+                    uint64_t len, bool write, xmem_direct_fn fn, void *ctx)
 {
         uint64_t chunk = t->base.hello.chunk_size, done = 0, last_miss = UINT64_MAX, gen = 0;
 
@@ -359,10 +361,16 @@ static int shm_rw(struct shm_transport *t, const struct xmem_region_ref *r, uint
                 return -ESTALE;
         while (done < len) {
                 uint64_t start, end;
+                int64_t got;
                 int k;
 
                 pthread_rwlock_rdlock(&t->lock);
-                done += copy_cached(t, r, off + done, buf + done, len - done, write);
+                got = each_cached(t, r, off + done, done, len - done, write, fn, ctx);
+                if (got < 0) {
+                        pthread_rwlock_unlock(&t->lock);
+                        return (int)got;
+                }
+                done += (uint64_t)got;
                 if (last_miss == off + done && gen == t->invalidations) {
                         pthread_rwlock_unlock(&t->lock);
                         return -EPROTO; /* the appliance's extents did not cover the range */
@@ -389,6 +397,38 @@ mapped:
                         return k;
         }
         return 0;
+}
+
+struct copy_ctx {
+        uint8_t *buf;
+        bool write;
+};
+
+static int copy_piece(void *ctx, uint64_t at, void *pool, uint64_t len)
+{
+        struct copy_ctx *c = ctx;
+
+        if (c->write)
+                memcpy(pool, c->buf + at, len);
+        else if (!pool)
+                memset(c->buf + at, 0, len);
+        else
+                memcpy(c->buf + at, pool, len);
+        return 0;
+}
+
+static int shm_rw(struct shm_transport *t, const struct xmem_region_ref *r, uint64_t off,
+                  uint8_t *buf, uint64_t len, bool write)
+{
+        struct copy_ctx c = { buf, write };
+
+        return shm_each(t, r, off, len, write, copy_piece, &c);
+}
+
+static int shm_direct(struct xmem_transport *base, const struct xmem_region_ref *r, uint64_t off,
+                      uint64_t len, bool write, xmem_direct_fn fn, void *ctx)
+{
+        return shm_each((struct shm_transport *)base, r, off, len, write, fn, ctx);
 }
 
 static void shm_submit_cq(struct xmem_transport *base, struct xmem_io *const *ios, size_t n,
@@ -522,4 +562,5 @@ const struct xmem_transport_ops xmem_transport_shm_ops = {
         .reap = transport_generic_reap,
         .readv = shm_readv,
         .writev = shm_writev,
+        .direct = shm_direct,
 };

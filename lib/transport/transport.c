@@ -282,6 +282,21 @@ int xmem_write(struct xmem_transport *t, const struct xmem_region_ref *r, uint64
         return sync_rw(t, XMEM_OP_WRITE, r, offset, (void *)buf, len);
 }
 
+int xmem_direct(struct xmem_transport *t, const struct xmem_region_ref *r, uint64_t offset,
+                uint64_t len, bool write, xmem_direct_fn fn, void *ctx)
+{
+        if (!t || !r || !fn)
+                return -EINVAL;
+        if (!t->ops->direct)
+                return -EOPNOTSUPP;
+        return t->ops->direct(t, r, offset, len, write, fn, ctx);
+}
+
+bool xmem_transport_has_direct(const struct xmem_transport *t)
+{
+        return t && t->ops->direct;
+}
+
 /* Cut a segment list into batches the wire accepts (<= MAX_SEGS segments and
  * <= max_io bytes each; a segment longer than max_io is split). */
 static int sg_batches(struct xmem_transport *t, const struct xmem_region_ref *r,

@@ -44,6 +44,12 @@ struct xmem_io {
         struct xmem_io *next_;
 };
 
+/* A piece of a direct access (xmem_direct): AT bytes into the request, LEN
+ * bytes at POOL in the appliance's pool mapped here, or POOL NULL where the
+ * region holds no data (reads as zeros; never for a write). A negative return
+ * stops the access and is returned by it. */
+typedef int (*xmem_direct_fn)(void *ctx, uint64_t at, void *pool, uint64_t len);
+
 struct xmem_transport_ops {
         const char *scheme;
         int (*open)(const char *uri, const struct xmem_transport_opts *opts,
@@ -60,6 +66,9 @@ struct xmem_transport_ops {
                      const struct xmem_wire_seg *segs, size_t nseg, void *buf);
         int (*writev)(struct xmem_transport *t, const struct xmem_region_ref *r,
                       const struct xmem_wire_seg *segs, size_t nseg, const void *buf);
+        /* Optional (shm): hand the region's memory itself to a callback. */
+        int (*direct)(struct xmem_transport *t, const struct xmem_region_ref *r, uint64_t off,
+                      uint64_t len, bool write, xmem_direct_fn fn, void *ctx);
 };
 
 /* Open a transport for URI (tcp://, unix://, shm://, rdma://). ERR explains failures. */
@@ -87,6 +96,16 @@ int xmem_readv(struct xmem_transport *t, const struct xmem_region_ref *r,
                const struct xmem_wire_seg *segs, size_t nseg, void *buf);
 int xmem_writev(struct xmem_transport *t, const struct xmem_region_ref *r,
                 const struct xmem_wire_seg *segs, size_t nseg, const void *buf);
+
+/* Zero-copy access where the appliance's memory is mapped here (shm): FN
+ * gets [OFFSET, OFFSET+LEN) of R piece by piece, as pointers into the pool,
+ * and reads (!WRITE) or writes them itself, e.g. UFFDIO_COPY straight from
+ * the pool or pread() from a memfd straight into it. FN runs with the
+ * transport's mapping cache held shared: it must not call this transport.
+ * -EOPNOTSUPP where the transport moves data over a wire. */
+int xmem_direct(struct xmem_transport *t, const struct xmem_region_ref *r, uint64_t offset,
+                uint64_t len, bool write, xmem_direct_fn fn, void *ctx);
+bool xmem_transport_has_direct(const struct xmem_transport *t);
 
 /* Region management (metadata operations on the appliance). */
 int xmem_region_alloc(struct xmem_transport *t, uint64_t size, struct xmem_region_ref *ret,

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -17,6 +18,15 @@
 #include <unistd.h>
 
 #include "harness.h"
+
+/* In a child after fork: die with the test (a test killed by its timeout
+ * runs no .fini). PARENT: the test's pid, taken before the fork. */
+static void die_with(pid_t parent)
+{
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+                _exit(125);
+}
 
 void harness_init(struct harness_proc *p)
 {
@@ -96,6 +106,7 @@ void harness_appliance_start(struct harness_proc *p, const char *const *extra_ar
         char listen_tcp[64], listen_unix[160], sock[128];
         const char *argv[64];
         int argc = 0;
+        pid_t parent;
 
         cr_assert_not_null(bin, "XMEM_APPLIANCE is not set (run through meson test)");
         if (!p->port)
@@ -119,10 +130,12 @@ void harness_appliance_start(struct harness_proc *p, const char *const *extra_ar
 
         if (stat(p->log_path, &st) == 0)
                 log_start = st.st_size; /* a restart appends to the same log */
+        parent = getpid();
         p->pid = fork();
         cr_assert(p->pid >= 0);
         if (p->pid == 0) {
                 int fd = open(p->log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+                die_with(parent);
                 if (fd >= 0) {
                         dup2(fd, 2);
                         close(fd);
@@ -238,6 +251,7 @@ void harness_memd_start(struct harness_memd *m, const char *dir_template,
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
         const char *argv[32] = { bin, "--socket", m->sock, "--log-level", "debug" };
         int argc = 5, nfd;
+        pid_t parent;
 
         cr_assert_not_null(bin, "XMEM_MEMD is not set (run through meson test)");
         snprintf(m->dir, sizeof(m->dir), "%s", dir_template);
@@ -251,10 +265,12 @@ void harness_memd_start(struct harness_memd *m, const char *dir_template,
         cr_assert(bind(nfd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
         for (; args && *args && argc < 31; args++)
                 argv[argc++] = *args;
+        parent = getpid();
         m->pid = fork();
         cr_assert(m->pid >= 0);
         if (m->pid == 0) {
                 int fd = open(m->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+                die_with(parent);
                 dup2(fd, 2);
                 setenv("NOTIFY_SOCKET", notify, 1);
                 execv(bin, (char *const *)argv);
@@ -268,8 +284,16 @@ int harness_memd_stop(struct harness_memd *m)
         int status = -1;
 
         if (m->pid > 0) {
+                pid_t got = 0;
+
                 kill(m->pid, SIGTERM);
-                waitpid(m->pid, &status, 0);
+                for (int i = 0; i < 3000 && (got = waitpid(m->pid, &status, WNOHANG)) == 0; i++)
+                        usleep(10000);
+                if (got == 0) { /* hung for 30 s */
+                        fprintf(stderr, "harness: memd ignored SIGTERM for 30 s, killing it\n");
+                        kill(m->pid, SIGKILL);
+                        waitpid(m->pid, &status, 0);
+                }
                 m->pid = -1;
         }
         if (m->dir[0] && !getenv("XMEM_KEEP_TMP")) {
@@ -345,4 +369,222 @@ void harness_pattern(void *buf, size_t len, uint64_t seed, uint64_t offset)
                 x ^= x >> 32;
                 b[i] = (uint8_t)(x >> (8 * (pos & 7)));
         }
+}
+
+bool harness_cg_create(struct harness_cg *cg, const char *name)
+{
+        char ctl[256];
+        FILE *f;
+        bool v2 = false;
+
+        memset(cg, 0, sizeof(*cg));
+        if (access("/sys/fs/cgroup/memory/memory.limit_in_bytes", F_OK) == 0) {
+                cg->version = 1;
+                snprintf(cg->path, sizeof(cg->path), "/sys/fs/cgroup/memory/%s", name);
+        } else {
+                /* v2: the root must hand the memory controller to its children */
+                f = fopen("/sys/fs/cgroup/cgroup.subtree_control", "r");
+                if (f) {
+                        v2 = fgets(ctl, sizeof(ctl), f) && strstr(ctl, "memory");
+                        fclose(f);
+                }
+                if (!v2)
+                        return false;
+                cg->version = 2;
+                snprintf(cg->path, sizeof(cg->path), "/sys/fs/cgroup/%s", name);
+        }
+        if (mkdir(cg->path, 0755) < 0) {
+                int e = errno;
+                cg->version = 0;
+                cr_assert_fail("mkdir %s: %s", cg->path, strerror(e));
+        }
+        return true;
+}
+
+void harness_cg_remove(struct harness_cg *cg)
+{
+        if (!cg->version)
+                return;
+        for (int i = 0; i < 500 && rmdir(cg->path) < 0 && errno == EBUSY; i++)
+                usleep(10000); /* a killed process leaves its cgroup a little later */
+        if (access(cg->path, F_OK) == 0)
+                fprintf(stderr, "harness: could not remove cgroup %s\n", cg->path);
+        cg->version = 0;
+}
+
+int harness_cg_enter(const struct harness_cg *cg)
+{
+        char path[200], pid[24];
+        int fd, n, r = 0;
+
+        snprintf(path, sizeof(path), "%s/cgroup.procs", cg->path);
+        n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+        fd = open(path, O_WRONLY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        if (write(fd, pid, (size_t)n) != n)
+                r = -errno;
+        close(fd);
+        return r;
+}
+
+uint64_t harness_cg_oom_kills(const struct harness_cg *cg)
+{
+        if (cg->version == 2)
+                return harness_cg_u64(cg->path, "memory.events", "oom_kill");
+        return harness_cg_u64(cg->path, "memory.oom_control", "oom_kill");
+}
+
+void harness_child_spawn(struct harness_child *c, const char *const *argv, const char *const *envp,
+                         const struct harness_cg *cg, bool stderr_too)
+{
+        int to[2], from[2];
+        pid_t parent;
+
+        cr_assert(pipe2(to, O_CLOEXEC) == 0 && pipe2(from, O_CLOEXEC) == 0);
+        parent = getpid();
+        c->pid = fork();
+        cr_assert(c->pid >= 0);
+        if (c->pid == 0) {
+                die_with(parent);
+                if (cg && harness_cg_enter(cg) < 0)
+                        _exit(126);
+                dup2(to[0], 0);
+                dup2(from[1], 1);
+                if (stderr_too)
+                        dup2(from[1], 2);
+                for (; envp && *envp; envp++)
+                        putenv((char *)*envp);
+                execv(argv[0], (char *const *)argv);
+                _exit(127);
+        }
+        close(to[0]);
+        close(from[1]);
+        c->in = to[1];
+        c->out = from[0];
+        c->status = -1;
+}
+
+int harness_child_line(struct harness_child *c, char *buf, size_t len, int timeout_ms)
+{
+        struct timespec t0, t;
+        size_t n = 0;
+        int r = 0;
+
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        buf[0] = 0;
+        while (c->out >= 0 && n < len - 1) {
+                struct pollfd p = { .fd = c->out, .events = POLLIN };
+                long left;
+                char ch;
+
+                clock_gettime(CLOCK_MONOTONIC, &t);
+                left = timeout_ms -
+                       ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000);
+                if (left <= 0) {
+                        r = -ETIME;
+                        break;
+                }
+                if (poll(&p, 1, (int)left) <= 0)
+                        continue; /* EINTR or the time ran out: checked above */
+                if (read(c->out, &ch, 1) != 1) {
+                        r = n ? 1 : 0; /* EOF */
+                        break;
+                }
+                if (ch == '\n') {
+                        r = 1;
+                        break;
+                }
+                buf[n++] = ch;
+        }
+        if (n == len - 1)
+                r = 1;
+        buf[n] = 0;
+        return r;
+}
+
+void harness_child_say(struct harness_child *c, const char *line)
+{
+        signal(SIGPIPE, SIG_IGN); /* a child that died before it read */
+        if (c->in >= 0) {
+                (void)!write(c->in, line, strlen(line));
+                (void)!write(c->in, "\n", 1);
+        }
+}
+
+bool harness_child_alive(struct harness_child *c)
+{
+        if (c->pid <= 0)
+                return false;
+        if (waitpid(c->pid, &c->status, WNOHANG) == c->pid) {
+                c->pid = -1;
+                return false;
+        }
+        return true;
+}
+
+int harness_child_wait(struct harness_child *c, int timeout_ms)
+{
+        for (int waited = 0; harness_child_alive(c); waited += 10) {
+                if (waited >= timeout_ms)
+                        return -ETIME;
+                usleep(10000);
+        }
+        return c->status;
+}
+
+void harness_child_kill(struct harness_child *c)
+{
+        if (c->pid > 0) {
+                kill(c->pid, SIGKILL);
+                waitpid(c->pid, &c->status, 0);
+        }
+        c->pid = -1;
+        if (c->in > 0)
+                close(c->in);
+        if (c->out > 0)
+                close(c->out);
+        c->in = c->out = -1;
+}
+
+bool harness_ctl(const struct harness_memd *m, char *out, size_t len, const char *const *args)
+{
+        const char *argv[24] = { getenv("XMEM_CTL"), "--socket", m->sock };
+        struct harness_child c;
+        size_t got = 0;
+        int i, st;
+
+        cr_assert_not_null(argv[0], "XMEM_CTL is not set (run through meson test)");
+        for (i = 0; args[i] && i < 20; i++)
+                argv[3 + i] = args[i];
+        harness_child_spawn(&c, argv, NULL, NULL, true);
+        close(c.in);
+        c.in = -1;
+        out[0] = 0;
+        /* its output is one JSON line or a few lines of text; 20 s in all */
+        for (int tries = 0; tries < 20 && got + 1 < len; tries++) {
+                int r = harness_child_line(&c, out + got, len - got, 1000);
+                got += strlen(out + got);
+                if (r == 0)
+                        break;
+                if (r == 1 && got + 1 < len)
+                        out[got++] = '\n', out[got] = 0;
+        }
+        st = harness_child_wait(&c, 5000);
+        harness_child_kill(&c);
+        return st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0;
+}
+
+uint64_t harness_json_u64(const char *json, const char *field)
+{
+        char key[64];
+        const char *p;
+
+        snprintf(key, sizeof(key), "\"%s\":", field);
+        p = strstr(json, key);
+        cr_assert_not_null(p, "no %s in %s", field, json);
+        p += strlen(key);
+        while (*p == ' ')
+                p++;
+        return strtoull(p, NULL, 10);
 }

@@ -73,3 +73,55 @@ uint64_t harness_cg_u64(const char *cgroup, const char *file, const char *key);
 
 /* Fill BUF with a reproducible pattern derived from SEED and the absolute OFFSET. */
 void harness_pattern(void *buf, size_t len, uint64_t seed, uint64_t offset);
+
+/* A memory cgroup of the test's own, in the v1 memory hierarchy when there is
+ * one (as memd prefers on a hybrid host), else under the v2 root. */
+struct harness_cg {
+        int version;    /* 1 or 2; 0: not created */
+        char path[160]; /* its directory */
+};
+/* Create NAME (e.g. "xmem-test-stall-123-a") in the memory hierarchy.
+ * Returns false, creating nothing, when there is no memory controller; aborts
+ * the test when mkdir fails. */
+bool harness_cg_create(struct harness_cg *cg, const char *name);
+/* rmdir CG, retrying for up to 5 s while its last processes die; no-op when
+ * not created. */
+void harness_cg_remove(struct harness_cg *cg);
+/* Enter CG (write our pid to cgroup.procs): for a child after fork, so only
+ * async-signal-safe calls. Returns 0 or -errno. */
+int harness_cg_enter(const struct harness_cg *cg);
+/* OOM kills in CG: v1 memory.oom_control oom_kill, v2 memory.events oom_kill. */
+uint64_t harness_cg_oom_kills(const struct harness_cg *cg);
+
+/* A child process of the test with its stdin and stdout on pipes. */
+struct harness_child {
+        pid_t pid;  /* -1: none (or reaped) */
+        int in;     /* we write to it (-1: closed) */
+        int out;    /* we read from it (-1: closed) */
+        int status; /* its wait status once reaped */
+};
+/* Run ARGV (execv) with ENVP entries (putenv, NULL-terminated, may be NULL)
+ * added to ours, in CG (NULL: ours); its stderr stays ours unless
+ * STDERR_TOO (then it comes with its stdout). Aborts the test on failure. */
+void harness_child_spawn(struct harness_child *c, const char *const *argv, const char *const *envp,
+                         const struct harness_cg *cg, bool stderr_too);
+/* Read one line (without the newline) into BUF within TIMEOUT_MS.
+ * Returns 1, 0 at EOF, -ETIME when the time ran out (BUF holds what came). */
+int harness_child_line(struct harness_child *c, char *buf, size_t len, int timeout_ms);
+/* Send LINE and a newline to the child's stdin. */
+void harness_child_say(struct harness_child *c, const char *line);
+/* Is the child still running (not reaped here)? Reaps it when it exited. */
+bool harness_child_alive(struct harness_child *c);
+/* Wait up to TIMEOUT_MS for the child to exit; returns its wait status, or
+ * -ETIME (still running). */
+int harness_child_wait(struct harness_child *c, int timeout_ms);
+/* SIGKILL (if running), reap, close the pipes. Safe on a zeroed or finished
+ * child (pid <= 0). */
+void harness_child_kill(struct harness_child *c);
+
+/* xmemctl --socket M->sock ARGS... (XMEM_CTL): its stdout and stderr into
+ * OUT; true when it exited 0 within 20 s (killed otherwise). */
+bool harness_ctl(const struct harness_memd *m, char *out, size_t len, const char *const *args);
+/* The number after "FIELD": in JSON (the first occurrence); aborts the test
+ * when absent. */
+uint64_t harness_json_u64(const char *json, const char *field);

@@ -87,16 +87,18 @@ Test(residency, all_referenced_still_finds_victims)
 Test(residency, budget_formula)
 {
         /* 64 MiB limit, 40 MiB used of which 30 MiB arena, 8 MiB headroom. */
-        cr_assert_eq(residency_budget_from(64 << 20, 40 << 20, 30 << 20, 8 << 20), 46 << 20);
-        cr_assert_eq(residency_budget_from(64 << 20, 70 << 20, 0, 8 << 20), 0);
-        cr_assert_eq(residency_budget_from(UINT64_MAX, 1, 0, 1), UINT64_MAX);
-        cr_assert_eq(residency_budget_from(64 << 20, 1 << 20, 2 << 20, 0), 64 << 20);
-        /* other usage counted as at least the reserve (the shim's local allocations) */
-        cr_assert_eq(residency_budget_reserved(64 << 20, 10 << 20, 8 << 20, 8 << 20, 32 << 20),
+        cr_assert_eq(residency_budget_from(64 << 20, 40 << 20, 30 << 20, 8 << 20, 0), 46 << 20);
+        cr_assert_eq(residency_budget_from(64 << 20, 70 << 20, 0, 8 << 20, 0), 0);
+        cr_assert_eq(residency_budget_from(UINT64_MAX, 1, 0, 1, 0), UINT64_MAX);
+        cr_assert_eq(residency_budget_from(64 << 20, 1 << 20, 2 << 20, 0, 0), 64 << 20);
+        /* no reserve: the whole limit less the headroom caches external pages */
+        cr_assert_eq(residency_budget_from(64 << 20, 2 << 20, 0, 8 << 20, 0), 54 << 20);
+        /* the container's charged local allocations count before they are touched */
+        cr_assert_eq(residency_budget_from(64 << 20, 10 << 20, 8 << 20, 8 << 20, 32 << 20),
                      24 << 20);
-        cr_assert_eq(residency_budget_reserved(64 << 20, 48 << 20, 8 << 20, 8 << 20, 32 << 20),
+        cr_assert_eq(residency_budget_from(64 << 20, 48 << 20, 8 << 20, 8 << 20, 32 << 20),
                      16 << 20);
-        cr_assert_eq(residency_budget_reserved(64 << 20, 0, 0, 8 << 20, 60 << 20), 0);
+        cr_assert_eq(residency_budget_from(64 << 20, 0, 0, 8 << 20, 60 << 20), 0);
         cr_assert_lt(residency_low(100), residency_high(100));
         cr_assert_leq(residency_high(100), 100);
 }

@@ -1,0 +1,136 @@
+/* snapshot.c: the fork snapshot (residency_flush_arena, see residency.h): a
+ * consistent cut of one arena, every dirty page written back to its store,
+ * with nothing written back to that store until the caller has cloned it. */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "macro.h"
+#include "residency.h"
+#include "uffd.h"
+
+enum { FL_HELD = 1, FL_DIRTY = 2, FL_PROTECTED = 4, FL_FAILED = 8 };
+
+/* Hold A's resident chunks not yet held: PRESENT/DIRTY -> EVICTING, so their
+ * WP and MISSING faults wait (serve_wp/serve_missing leave EVICTING alone).
+ * Returns how many were caught. Caller holds evict_lock (no eviction runs,
+ * so every EVICTING chunk of A is ours). */
+static uint64_t flush_catch(struct arena *a, uint8_t *fl)
+{
+        uint64_t n = 0;
+
+        pthread_mutex_lock(&a->lock);
+        for (uint64_t c = 0; c < a->n_chunks; c++) {
+                if (fl[c] & FL_HELD)
+                        continue;
+                if (a->state[c] == CHUNK_DIRTY)
+                        fl[c] |= FL_DIRTY;
+                else if (a->state[c] != CHUNK_PRESENT)
+                        continue; /* FREE: lives in the store; FILLING: not written yet */
+                a->state[c] = CHUNK_EVICTING;
+                fl[c] |= FL_HELD;
+                n++;
+        }
+        pthread_mutex_unlock(&a->lock);
+        return n;
+}
+
+/* Write-protect the held dirty chunks not yet protected (PRESENT ones are). */
+static int flush_protect(struct arena *a, uint8_t *fl)
+{
+        for (uint64_t c = 0; c < a->n_chunks;) {
+                uint64_t k = 0;
+                while (c + k < a->n_chunks && (fl[c + k] & (FL_DIRTY | FL_PROTECTED)) == FL_DIRTY)
+                        fl[c + k++] |= FL_PROTECTED;
+                if (k == 0) {
+                        c++;
+                        continue;
+                }
+                int wr = a->uffd < 0 ? 0
+                                     : uffd_writeprotect(a->uffd, arena_chunk_addr(a, c),
+                                                         k * (uint64_t)a->chunk_size, true, false);
+                if (wr < 0 && wr != -ESRCH) /* -ESRCH: the process is gone */
+                        return wr;
+                c += k;
+        }
+        return 0;
+}
+
+/* Write the held dirty chunks back in runs of up to buf_size bytes; a failed
+ * run's chunks get FL_FAILED. */
+static int flush_writeback(struct residency *r, struct arena *a, uint8_t *fl)
+{
+        uint64_t max_run = MAX(r->buf_size / a->chunk_size, (size_t)1);
+        int ret = 0;
+
+        for (uint64_t c = 0; c < a->n_chunks;) {
+                uint64_t k = 0;
+                while (c + k < a->n_chunks && k < max_run && (fl[c + k] & FL_DIRTY))
+                        k++;
+                if (k == 0) {
+                        c++;
+                        continue;
+                }
+                int rr = residency_write_back(r, a, c * a->chunk_size, k * (uint64_t)a->chunk_size);
+                if (rr < 0) {
+                        for (uint64_t j = c; j < c + k; j++)
+                                fl[j] |= FL_FAILED;
+                        ret = ret ?: rr;
+                }
+                c += k;
+        }
+        return ret;
+}
+
+/* Give the held chunks back: PRESENT (clean, protected), or DIRTY when their
+ * write-back failed or they may not be protected; then wake their waiters. */
+static void flush_release(struct arena *a, const uint8_t *fl)
+{
+        pthread_mutex_lock(&a->lock);
+        for (uint64_t c = 0; c < a->n_chunks; c++) {
+                if (!(fl[c] & FL_HELD))
+                        continue;
+                bool dirty =
+                    (fl[c] & FL_DIRTY) && (fl[c] & (FL_FAILED | FL_PROTECTED)) != FL_PROTECTED;
+                a->state[c] = dirty ? CHUNK_DIRTY : CHUNK_PRESENT;
+                if ((fl[c] & FL_DIRTY) && !dirty)
+                        a->stored[c] = 1;
+        }
+        pthread_mutex_unlock(&a->lock);
+        for (uint64_t c = 0; c < a->n_chunks;) {
+                uint64_t k = 0;
+                while (c + k < a->n_chunks && (fl[c + k] & FL_HELD))
+                        k++;
+                if (k && a->uffd >= 0)
+                        (void)uffd_wake(a->uffd, arena_chunk_addr(a, c),
+                                        k * (uint64_t)a->chunk_size);
+                c += k ? k : 1;
+        }
+}
+
+int residency_flush_arena(struct residency *r, struct arena *a,
+                          int (*then)(struct arena *a, void *data), void *data)
+{
+        uint8_t *fl = calloc(a->n_chunks, 1);
+        int ret = 0;
+
+        if (!fl)
+                return -ENOMEM;
+        /* No eviction (so no write-back to A's store) from here until THEN is done. */
+        pthread_mutex_lock(&r->evict_lock);
+        ret = residency_ensure_buf(r, a->chunk_size);
+        /* Catch and protect until a pass finds nothing new: chunks filled
+         * meanwhile (a write to a FREE chunk) are caught by the next pass. The
+         * last pass is the snapshot's instant T: every write that landed before
+         * it is in a held, protected chunk; every later one waits on a held
+         * chunk or lands in a chunk filled after T (whose store copy is older). */
+        while (ret == 0 && flush_catch(a, fl) > 0)
+                ret = flush_protect(a, fl);
+        if (ret == 0)
+                ret = flush_writeback(r, a, fl);
+        if (ret == 0 && then)
+                ret = then(a, data);
+        flush_release(a, fl);
+        pthread_mutex_unlock(&r->evict_lock);
+        free(fl);
+        return ret;
+}

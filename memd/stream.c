@@ -1,0 +1,117 @@
+/* stream.c: fill units from the access pattern (see stream.h). */
+#include <string.h>
+
+#include "macro.h"
+#include "stream.h"
+
+void stream_table_init(struct stream_table *t)
+{
+        memset(t, 0, sizeof(*t));
+        for (size_t i = 0; i < STREAM_SLOTS; i++)
+                t->s[i].last = UINT64_MAX;
+}
+
+static int64_t delta(uint64_t from, uint64_t to)
+{
+        return (int64_t)(to - from);
+}
+
+/* The sequential unit after RUN matching faults: 1, 4, 16, 64, 256 pages,
+ * then the largest (4 KiB ... 1 MiB, 2 MiB with 4 KiB pages): two pages in a
+ * row are common in random access (an object across a page boundary), three
+ * start a stream. */
+static uint64_t seq_unit(unsigned run, uint64_t max_unit)
+{
+        uint64_t u = run <= 1   ? 1
+                     : run == 2 ? 4
+                     : run == 3 ? 16
+                     : run == 4 ? 64
+                     : run == 5 ? 256
+                                : max_unit;
+
+        return MAX(MIN(u, max_unit), (uint64_t)1);
+}
+
+#define STREAM_SLACK 8 /* pages: threads sharing a stream fault a little out of order */
+
+static bool near(uint64_t a, uint64_t b, int64_t slack)
+{
+        int64_t d = delta(a, b);
+
+        return d >= -slack && d <= slack;
+}
+
+/* Does a missing PAGE continue S? A sequential stream faults just after its
+ * last fault (its prefetch was cut short) or about where its prefetch window
+ * ends; anywhere else inside the window is a random access that happens to
+ * land there (the window's pages are being filled or resident). */
+static bool matches(const struct stream *s, uint64_t page)
+{
+        int64_t d;
+
+        if (s->last == UINT64_MAX)
+                return false;
+        d = delta(s->last, page);
+        if (s->stride == 1)
+                return (d > 0 && d <= STREAM_SLACK) || near(s->next, page, STREAM_SLACK);
+        if (s->stride == -1)
+                return (d < 0 && d >= -STREAM_SLACK) || near(s->next, page, STREAM_SLACK);
+        if (s->stride != 0)
+                return d == s->stride;
+        return d != 0 && near(s->last, page, STREAM_MAX_STRIDE);
+}
+
+static struct stream *find_or_replace(struct stream_table *t, uint64_t page, bool *ret_hit)
+{
+        struct stream *lru = &t->s[0];
+
+        for (size_t i = 0; i < STREAM_SLOTS; i++) {
+                if (matches(&t->s[i], page)) {
+                        *ret_hit = true;
+                        return &t->s[i];
+                }
+                if (t->s[i].used < lru->used)
+                        lru = &t->s[i];
+        }
+        *ret_hit = false;
+        return lru;
+}
+
+void stream_plan(struct stream_table *t, const struct stream_opts *o, uint64_t page,
+                 uint64_t n_pages, struct stream_plan *ret)
+{
+        bool hit;
+        struct stream *s = find_or_replace(t, page, &hit);
+        struct stream_plan p = {.start = page, .count = 1};
+
+        s->used = ++t->clock;
+        if (!hit) {
+                *s = (struct stream){.last = page, .next = page + 1, .used = t->clock};
+                *ret = p;
+                return;
+        }
+        if (s->stride == 0) /* the second fault fixes the direction or stride */
+                s->stride = delta(s->last, page);
+        s->run++;
+        s->last = page;
+        if (s->stride == 1 || s->stride == -1) {
+                uint64_t unit = seq_unit(s->run, o->max_unit);
+                p.stride = s->stride;
+                p.unit = unit;
+                p.ahead = s->run >= 4 ? o->window : s->run >= 2 ? 1 : 0;
+                if (s->stride == 1) {
+                        p.count = MIN(unit, n_pages - page);
+                        s->next = page + p.count + p.ahead * unit;
+                } else {
+                        uint64_t first = page + 1 >= unit ? page + 1 - unit : 0;
+                        p.start = first;
+                        p.count = page + 1 - first;
+                        s->next = first >= p.ahead * unit ? first - p.ahead * unit : 0;
+                }
+        } else if (s->run >= 2) { /* a stride seen three times in a row */
+                p.stride = s->stride;
+                p.unit = 1;
+                p.ahead = MIN(o->window * 4, 16u);
+        }
+        *ret = p;
+}
