@@ -4,6 +4,7 @@
 #pragma once
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -46,6 +47,8 @@ struct arena {
 
         struct stream_table streams; /* fill units from the access pattern (reader only) */
         uint64_t clock_hand; /* eviction only, under lock */
+        bool gone;           /* no longer served (atomic): retries give up */
+        _Atomic uint64_t async_inflight; /* fetches the pager started without waiting */
 };
 
 /* A memfd ("xmem-arena", MFD_CLOEXEC) of SIZE bytes (rounded up to CHUNK_SIZE,

@@ -76,7 +76,7 @@ static int fetch(struct fill_pool *fp, struct fill_job *j, void *buf)
                         break;
                 }
                 atomic_fetch_add(&j->s.r->counters.store_errors, 1);
-                if (j->prefetch || fill_stopping(fp))
+                if (j->prefetch || fill_stopping(fp) || __atomic_load_n(&a->gone, __ATOMIC_ACQUIRE))
                         return -EIO;
                 usleep(10000);
         }
@@ -168,7 +168,7 @@ int fill_run(struct fill_pool *fp, struct fill_job *j, void *buf, bool may_evict
                 atomic_fetch_add(&res->counters.enomem_retries, 1);
                 if (!may_evict)
                         return -EAGAIN;
-                if (fill_stopping(fp))
+                if (fill_stopping(fp) || __atomic_load_n(&j->s.a->gone, __ATOMIC_ACQUIRE))
                         break;
                 uint64_t resident = atomic_load(&res->resident), step = MAX(len, 256ULL << 10);
                 if (residency_evict_to(res, resident > step ? resident - step : 0) < 0)
@@ -237,14 +237,11 @@ static void run_job(struct fill_pool *fp, struct fill_job *j, void *buf)
                 lat_hist_add(&r->counters.fault_latency, fill_now_ns() - j->t_read);
 }
 
-void fill_pool_dispatch(struct fill_pool *fp, struct fill_job *j, void *buf)
+void fill_pool_dispatch(struct fill_pool *fp, struct fill_job *j)
 {
         if (fp->n_workers > 0 && fill_pool_push(fp, j) == 0)
                 return;
-        if (j->prefetch)
-                fill_give_back(j);
-        else
-                run_job(fp, j, buf);
+        fill_give_back(j); /* the faulting threads refault and try again */
 }
 
 static void *worker_thread(void *arg)

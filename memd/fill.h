@@ -67,10 +67,10 @@ int fill_run(struct fill_pool *fp, struct fill_job *j, void *buf, bool may_evict
 /* Can the reader install J itself (no wire I/O: zeros or a direct store)? */
 bool fill_is_cheap(const struct fill_job *j);
 
-/* Queue J for the workers: demand at the front, prefetch at the back. If
- * it cannot be queued, a demand job is filled here (BUF: a max_bytes buffer)
- * and a prefetch job is given back. */
-void fill_pool_dispatch(struct fill_pool *fp, struct fill_job *j, void *buf);
+/* Queue J for the workers: demand at the front, prefetch at the back. If it
+ * cannot be queued (no memory, no workers) it is given back: the faulting
+ * threads refault. Never blocks. */
+void fill_pool_dispatch(struct fill_pool *fp, struct fill_job *j);
 /* A thread waits on CHUNK of A: if a queued prefetch job holds it, it goes
  * to the front of the queue. */
 void fill_pool_promote(struct fill_pool *fp, struct arena *a, uint64_t chunk);

@@ -34,7 +34,7 @@ struct pager {
         int efd;
         bool stop, running, reader_started;
         pthread_t thread;
-        void *buf; /* a fill buffer for jobs the queue could not take */
+        _Atomic uint64_t async_inflight; /* fetches started by the reader (tcp) */
 };
 
 /* A page missing in a resident chunk: the process punched it itself (e.g. an
@@ -95,7 +95,7 @@ static bool prefetch_range(struct pager *p, struct fill_slot *s, uint64_t from, 
                 claim(a, c, MIN(to, a->n_chunks), c, &j);
                 pthread_mutex_unlock(&a->lock);
                 atomic_fetch_add(&s->r->inflight, fill_job_bytes(&j));
-                fill_pool_dispatch(p->fill, &j, p->buf);
+                fill_pool_dispatch(p->fill, &j);
                 c = j.first + j.n - 1;
         }
         return true;
@@ -131,23 +131,86 @@ static void prefetch(struct pager *p, struct fill_slot *s, const struct stream_p
         }
 }
 
-/* Fill a claimed demand run: here when it is cheap and the budget has room
- * (and this batch has not had its inline fill yet), else by a worker. */
+/* A fill whose fetch the reader started over the wire; it ends in the
+ * transport's thread (async_done). */
+struct async_fill {
+        struct pager *p;
+        struct fill_job j;
+        char buf[];
+};
+
+static void async_end(struct async_fill *f)
+{
+        atomic_fetch_sub(&f->j.s.a->async_inflight, 1);
+        atomic_fetch_sub(&f->p->async_inflight, 1);
+        free(f);
+}
+
+/* The data arrived (transport thread): install it from the receive buffer;
+ * anything that would wait (a failed fetch, the cgroup limit) goes to the
+ * workers, which refetch. */
+static void async_done(void *ctx, int result)
+{
+        struct async_fill *f = ctx;
+        struct residency *r = f->j.s.r;
+
+        if (result == 0) {
+                f->j.fetched = true;
+                if (fill_run(f->p->fill, &f->j, f->buf, false) != -EAGAIN) {
+                        atomic_fetch_add(&r->counters.async_fills, 1);
+                        lat_hist_add(&r->counters.fault_latency, fill_now_ns() - f->j.t_read);
+                        async_end(f);
+                        return;
+                }
+        } else
+                atomic_fetch_add(&r->counters.store_errors, 1);
+        f->j.fetched = false;
+        fill_pool_dispatch(f->p->fill, &f->j);
+        async_end(f);
+}
+
+/* Start the fetch of J without waiting: the receive buffer is the one the
+ * page is installed from, and the transport's thread installs it. */
+static bool fill_async(struct pager *p, struct fill_job *j)
+{
+        uint64_t len = fill_job_bytes(j);
+        struct async_fill *f = malloc(sizeof(*f) + len);
+        struct arena *a = j->s.a;
+
+        if (!f)
+                return false;
+        f->p = p;
+        f->j = *j;
+        atomic_fetch_add(&p->async_inflight, 1);
+        atomic_fetch_add(&a->async_inflight, 1);
+        if (store_fetch_nowait(a->store, j->first * a->chunk_size, f->buf, len, async_done, f) == 0)
+                return true;
+        atomic_fetch_sub(&a->async_inflight, 1);
+        atomic_fetch_sub(&p->async_inflight, 1);
+        free(f);
+        return false;
+}
+
+/* Fill a claimed demand run without waiting for anything: installed here
+ * when it is cheap and the budget has room (once per batch), started over
+ * the wire when the connection is free, else handed to a worker. */
 static void fill_demand(struct pager *p, struct fill_job *j, unsigned *inline_left)
 {
         struct residency *r = j->s.r;
         uint64_t len = fill_job_bytes(j);
+        bool room =
+            atomic_load(&r->resident) + atomic_load(&r->inflight) <= atomic_load(&r->budget);
 
-        if (*inline_left > 0 && len <= INLINE_MAX_BYTES && fill_is_cheap(j) &&
-            atomic_load(&r->resident) + atomic_load(&r->inflight) <= atomic_load(&r->budget)) {
+        if (len <= INLINE_MAX_BYTES && room && fill_is_cheap(j) && *inline_left > 0) {
                 (*inline_left)--;
                 if (fill_run(p->fill, j, NULL, false) != -EAGAIN) {
                         atomic_fetch_add(&r->counters.inline_fills, 1);
                         lat_hist_add(&r->counters.fault_latency, fill_now_ns() - j->t_read);
                         return;
                 }
-        }
-        fill_pool_dispatch(p->fill, j, p->buf);
+        } else if (len <= INLINE_MAX_BYTES && room && !fill_is_cheap(j) && fill_async(p, j))
+                return;
+        fill_pool_dispatch(p->fill, j);
 }
 
 static void serve_missing(struct pager *p, struct fill_slot *s, uint64_t addr, bool write,
@@ -359,13 +422,13 @@ int pager_new(const struct pager_opts *opts, struct pager **ret)
                 p->opts.max_chunk = 2U << 20;
         if (!p->opts.workers)
                 p->opts.workers = 2;
+        else if (p->opts.workers < 0)
+                p->opts.workers = 1; /* the fewest: the reader never fetches itself */
         pthread_mutex_init(&p->lock, NULL);
         pthread_cond_init(&p->cond, NULL);
         p->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-        p->buf = malloc(p->opts.max_chunk);
-        r = fill_pool_new(p->opts.max_chunk, p->opts.workers > 0 ? (size_t)p->opts.workers : 0,
-                          &p->fill);
-        if (p->efd < 0 || !p->buf || r < 0) {
+        r = fill_pool_new(p->opts.max_chunk, (size_t)p->opts.workers, &p->fill);
+        if (p->efd < 0 || r < 0) {
                 pager_free(p);
                 return -ENOMEM;
         }
@@ -408,6 +471,8 @@ void pager_remove(struct pager *p, struct arena *a)
 {
         uint64_t want;
 
+        /* a fill of A waiting for an unreachable appliance gives up now */
+        __atomic_store_n(&a->gone, true, __ATOMIC_RELEASE);
         pthread_mutex_lock(&p->lock);
         for (size_t i = 0; i < p->n_slots; i++)
                 if (p->slots[i].a == a) {
@@ -421,7 +486,10 @@ void pager_remove(struct pager *p, struct arena *a)
         while (p->running && !p->stop && p->seen_gen < want)
                 pthread_cond_wait(&p->cond, &p->lock);
         pthread_mutex_unlock(&p->lock);
-        /* The reader queues nothing more for A; now drain the workers. */
+        /* The reader queues nothing more for A; its fetches in flight end
+         * (at the latest at the transport's timeout), then drain the workers. */
+        while (atomic_load(&a->async_inflight) > 0)
+                usleep(1000);
         fill_pool_forget_arena(p->fill, a);
 }
 
@@ -453,11 +521,13 @@ void pager_stop(struct pager *p)
         pthread_mutex_lock(&p->lock);
         __atomic_store_n(&p->stop, true, __ATOMIC_RELAXED);
         pthread_mutex_unlock(&p->lock);
-        fill_pool_cancel(p->fill); /* also ends the reader's own fill retries */
         pager_notify(p);
         if (p->reader_started)
                 pthread_join(p->thread, NULL);
         p->reader_started = false;
+        while (atomic_load(&p->async_inflight) > 0) /* they may still queue jobs */
+                usleep(1000);
+        fill_pool_cancel(p->fill);
         fill_pool_join(p->fill);
         p->running = false;
 }
@@ -468,7 +538,6 @@ void pager_free(struct pager *p)
                 return;
         pager_stop(p);
         safe_close(p->efd);
-        free(p->buf);
         fill_pool_free(p->fill);
         free(p->slots);
         pthread_mutex_destroy(&p->lock);

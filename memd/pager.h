@@ -23,7 +23,7 @@
 struct pager_opts {
         unsigned window;    /* prefetch units in flight on a stream; 0 = default (2) */
         uint32_t max_chunk; /* largest fill in bytes; 0 = default (2 MiB) */
-        int workers;        /* fill workers: 0 = default (2), -1 = none */
+        int workers;        /* fill workers: 0 = default (2); -1 = the fewest (1) */
         unsigned poll_us;   /* busy-poll this long after a fault; 0 = sleep in poll() */
 };
 

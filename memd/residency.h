@@ -40,6 +40,7 @@ struct xmem_counters {
         _Atomic uint64_t store_errors;   /* failed fetch/writeback (retried) */
         _Atomic uint64_t sync_evictions; /* a fill had to evict first (hard limit) */
         _Atomic uint64_t inline_fills;   /* fills the fault reader did itself (shm, zeros) */
+        _Atomic uint64_t async_fills;       /* fetched without waiting, installed on arrival (tcp) */
         struct lat_hist fault_latency;   /* fault message read -> thread woken */
 };
 

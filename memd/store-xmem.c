@@ -115,6 +115,51 @@ static int xmem_writeback(struct store *s, uint64_t offset, const void *buf, siz
         return xmem_segs((struct store_xmem *)s, &seg, 1, (void *)buf, true);
 }
 
+struct nowait_io {
+        struct xmem_io io;
+        void (*done)(void *ctx, int result);
+        void *ctx;
+};
+
+static void nowait_complete(struct xmem_io *io)
+{
+        struct nowait_io *w = (struct nowait_io *)io;
+        void (*done)(void *, int) = w->done;
+        void *ctx = w->ctx;
+        int result = io->result;
+
+        free(w);
+        done(ctx, result);
+}
+
+/* One piece on one appliance only: a fault's page, never a stream's unit. */
+static int xmem_fetch_nowait(struct store *s, uint64_t offset, void *buf, size_t len,
+                             void (*done)(void *ctx, int result), void *ctx)
+{
+        struct store_xmem *x = (struct store_xmem *)s;
+        struct nowait_io *w;
+        uint64_t roff;
+        size_t i, piece;
+        int r;
+
+        if (offset > x->base.size || len > x->base.size - offset)
+                return -ERANGE;
+        piece_of(x, offset, len, &i, &roff, &piece);
+        if (piece != len || len > xmem_transport_hello(x->t[i])->max_io)
+                return -EOPNOTSUPP;
+        w = calloc(1, sizeof(*w));
+        if (!w)
+                return -EAGAIN;
+        w->io = (struct xmem_io){ .op = XMEM_OP_READ, .region = x->region[i], .offset = roff,
+                                  .buf = buf, .len = len, .complete = nowait_complete };
+        w->done = done;
+        w->ctx = ctx;
+        r = xmem_transport_submit_nowait(x->t[i], &w->io);
+        if (r < 0)
+                free(w);
+        return r;
+}
+
 struct direct_ctx {
         store_direct_fn fn;
         void *ctx;
@@ -181,6 +226,7 @@ static const struct store_ops store_xmem_ops = {
     .direct = xmem_direct_each,
     .has_direct = xmem_has_direct,
     .writeback_v = xmem_writeback_v,
+    .fetch_nowait = xmem_fetch_nowait,
 };
 
 static struct store_xmem *xmem_alloc(uint64_t size, size_t n, uint32_t stripe)

@@ -34,6 +34,9 @@ struct store_ops {
         int (*direct)(struct store *s, uint64_t offset, uint64_t len, bool write,
                       store_direct_fn fn, void *ctx);
         bool (*has_direct)(const struct store *s);
+        /* Optional: see store_fetch_nowait. */
+        int (*fetch_nowait)(struct store *s, uint64_t offset, void *buf, size_t len,
+                            void (*done)(void *ctx, int result), void *ctx);
         /* Optional: several stretches in one pipelined call (else one by one). */
         int (*writeback_v)(struct store *s, const struct store_seg *segs, size_t n,
                            const void *buf);
@@ -68,6 +71,17 @@ static inline int store_direct(struct store *s, uint64_t offset, uint64_t len, b
         return s->ops->direct ? s->ops->direct(s, offset, len, write, fn, ctx) : -EOPNOTSUPP;
 }
 bool store_has_direct(const struct store *s);
+
+/* Start fetching [OFFSET, OFFSET+LEN) into BUF only if that cannot block (a
+ * connection up and free, one request): DONE(CTX, 0 or -errno) is then called
+ * exactly once from the transport's thread, where it must not block. Returns
+ * -EAGAIN or -EOPNOTSUPP when nothing was started. */
+static inline int store_fetch_nowait(struct store *s, uint64_t offset, void *buf, size_t len,
+                                     void (*done)(void *ctx, int result), void *ctx)
+{
+        return s->ops->fetch_nowait ? s->ops->fetch_nowait(s, offset, buf, len, done, ctx)
+                                    : -EOPNOTSUPP;
+}
 
 /* A copy of S as it is now: same size and geometry, its own storage, owned by
  * *RET (store_free frees it). Later writes to either never show in the other.

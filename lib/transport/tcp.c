@@ -284,10 +284,12 @@ static int conn_ensure(struct tcp_conn *c)
 /* Queue Q as pending on C and send its frame. Returns <0 only if nothing was
  * queued (then the caller completes Q); later failures complete Q through the
  * receiver. */
+static int conn_send_locked(struct tcp_conn *c, struct tcp_req *q, struct xmem_wire_hdr *h,
+                            struct iovec *iov, int iovcnt);
+
 static int conn_send(struct tcp_conn *c, struct tcp_req *q, struct xmem_wire_hdr *h,
                      struct iovec *iov, int iovcnt)
 {
-        uint8_t raw[XMEM_WIRE_HDR_SIZE];
         int r;
 
         pthread_mutex_lock(&c->send_lock);
@@ -296,6 +298,15 @@ static int conn_send(struct tcp_conn *c, struct tcp_req *q, struct xmem_wire_hdr
                 pthread_mutex_unlock(&c->send_lock);
                 return r;
         }
+        return conn_send_locked(c, q, h, iov, iovcnt);
+}
+
+/* conn_send with send_lock held and the connection up; unlocks send_lock. */
+static int conn_send_locked(struct tcp_conn *c, struct tcp_req *q, struct xmem_wire_hdr *h,
+                            struct iovec *iov, int iovcnt)
+{
+        uint8_t raw[XMEM_WIRE_HDR_SIZE];
+
         pthread_mutex_lock(&c->lock);
         if (c->dead) { /* the receiver failed between ensure and now */
                 pthread_mutex_unlock(&c->lock);
@@ -328,6 +339,25 @@ static struct tcp_conn *pick_conn(struct tcp_transport *t)
         return &t->conns[atomic_fetch_add(&t->rr, 1) % t->nconn];
 }
 
+/* The request, header and data vector of an async IO; returns the iov count. */
+static int io_req(struct xmem_io *io, struct xmem_cq *cq, struct tcp_req *q,
+                  struct xmem_wire_hdr *h, struct iovec *iov)
+{
+        q->io = io;
+        q->cq = cq;
+        transport_req_init(h, io->op, &io->region);
+        h->offset = io->offset;
+        h->length = io->len;
+        if (io->op == XMEM_OP_READ) {
+                q->rbuf = io->buf;
+                q->rlen = io->len;
+                return 1;
+        }
+        h->payload_len = (uint32_t)io->len;
+        iov[1] = (struct iovec){ io->buf, io->len };
+        return 2;
+}
+
 static void tcp_submit_cq(struct xmem_transport *base, struct xmem_io *const *ios, size_t n,
                           struct xmem_cq *cq)
 {
@@ -345,24 +375,42 @@ static void tcp_submit_cq(struct xmem_transport *base, struct xmem_io *const *io
                         transport_io_done(base, cq, io, -ENOMEM);
                         continue;
                 }
-                q->io = io;
-                q->cq = cq;
-                transport_req_init(&h, io->op, &io->region);
-                h.offset = io->offset;
-                h.length = io->len;
-                if (io->op == XMEM_OP_READ) {
-                        q->rbuf = io->buf;
-                        q->rlen = io->len;
-                } else {
-                        h.payload_len = (uint32_t)io->len;
-                        iov[1] = (struct iovec){ io->buf, io->len };
-                }
-                r = conn_send(pick_conn(t), q, &h, iov, io->op == XMEM_OP_READ ? 1 : 2);
+                r = conn_send(pick_conn(t), q, &h, iov, io_req(io, cq, q, &h, iov));
                 if (r < 0) {
                         free(q);
                         transport_io_done(base, cq, io, r);
                 }
         }
+}
+
+/* A connection that is up and free to send on now, or -EAGAIN. */
+static int tcp_submit_nowait(struct xmem_transport *base, struct xmem_io *io)
+{
+        struct tcp_transport *t = (struct tcp_transport *)base;
+        struct xmem_wire_hdr h;
+        struct iovec iov[2];
+        struct tcp_req *q;
+        bool dead;
+
+        for (unsigned k = 0; k < t->nconn; k++) {
+                struct tcp_conn *c = pick_conn(t);
+
+                if (pthread_mutex_trylock(&c->send_lock) != 0)
+                        continue;
+                pthread_mutex_lock(&c->lock);
+                dead = c->dead;
+                pthread_mutex_unlock(&c->lock);
+                if (dead || !(q = calloc(1, sizeof(*q)))) {
+                        pthread_mutex_unlock(&c->send_lock);
+                        return -EAGAIN;
+                }
+                if (conn_send_locked(c, q, &h, iov, io_req(io, NULL, q, &h, iov)) < 0) {
+                        free(q);
+                        return -EAGAIN;
+                }
+                return 0;
+        }
+        return -EAGAIN;
 }
 
 /* Send one request and sleep until the receiver completes it. */
@@ -535,6 +583,7 @@ const struct xmem_transport_ops xmem_transport_tcp_ops = {
         .close = tcp_close,
         .call = tcp_call,
         .submit = transport_generic_submit,
+        .submit_nowait = tcp_submit_nowait,
         .reap = transport_generic_reap,
         .readv = tcp_readv,
         .writev = tcp_writev,

@@ -90,6 +90,11 @@ void transport_cq_add_inflight(struct xmem_transport *t, struct xmem_cq *cq, siz
 void transport_io_done(struct xmem_transport *t, struct xmem_cq *cq, struct xmem_io *io,
                        int result)
 {
+        if (io->complete) { /* submit_nowait: no queue involved */
+                io->result = result;
+                io->complete(io);
+                return;
+        }
         pthread_mutex_lock(&t->cq_lock);
         io->result = result;
         io->next_ = NULL;
@@ -176,6 +181,17 @@ int xmem_transport_submit(struct xmem_transport *t, struct xmem_io *const *ios, 
         return t->ops->submit(t, ios, n);
 }
 
+int xmem_transport_submit_nowait(struct xmem_transport *t, struct xmem_io *io)
+{
+        int r = transport_io_check(t, io);
+
+        if (r < 0)
+                return r;
+        if (!io->complete)
+                return -EINVAL;
+        return t->ops->submit_nowait ? t->ops->submit_nowait(t, io) : -EOPNOTSUPP;
+}
+
 int xmem_transport_reap(struct xmem_transport *t, struct xmem_io **ret, size_t max, int min_wait,
                         int timeout_ms)
 {
@@ -191,6 +207,8 @@ int transport_generic_submit(struct xmem_transport *t, struct xmem_io *const *io
                 int r = transport_io_check(t, ios[i]);
                 if (r < 0)
                         return r;
+                if (ios[i]->complete) /* only for submit_nowait */
+                        return -EINVAL;
         }
         if (n == 0)
                 return 0;

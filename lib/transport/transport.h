@@ -39,6 +39,10 @@ struct xmem_io {
         size_t len;  /* up to the appliance's max_io (XMEM_WIRE_MAX_IO) */
         void *user;  /* caller's cookie */
         int result;  /* on completion: 0 or -errno */
+        /* xmem_transport_submit_nowait only: called on completion, in the
+         * transport's own thread (it must not block nor call the transport
+         * synchronously); the io is never queued for reap. */
+        void (*complete)(struct xmem_io *io);
         /* private to the transport */
         uint32_t tag_;
         struct xmem_io *next_;
@@ -62,6 +66,8 @@ struct xmem_transport_ops {
         int (*submit)(struct xmem_transport *t, struct xmem_io *const *ios, size_t n);
         int (*reap)(struct xmem_transport *t, struct xmem_io **ret, size_t max, int min_wait,
                     int timeout_ms);
+        /* Optional (tcp): see xmem_transport_submit_nowait. */
+        int (*submit_nowait)(struct xmem_transport *t, struct xmem_io *io);
         int (*readv)(struct xmem_transport *t, const struct xmem_region_ref *r,
                      const struct xmem_wire_seg *segs, size_t nseg, void *buf);
         int (*writev)(struct xmem_transport *t, const struct xmem_region_ref *r,
@@ -85,6 +91,14 @@ const char *xmem_transport_uri(struct xmem_transport *t);
 int xmem_transport_submit(struct xmem_transport *t, struct xmem_io *const *ios, size_t n);
 int xmem_transport_reap(struct xmem_transport *t, struct xmem_io **ret, size_t max,
                         int min_wait, int timeout_ms);
+
+/* Send IO (with IO->complete set) only if that cannot wait: the connection is
+ * up and nobody else is sending on it. -EAGAIN: nothing was sent (use the
+ * other calls); -EOPNOTSUPP: this transport has no such path. On 0 IO is in
+ * flight and IO->complete runs exactly once (also on a timeout or a broken
+ * connection). For a thread that must never block on an appliance (memd's
+ * fault readers). */
+int xmem_transport_submit_nowait(struct xmem_transport *t, struct xmem_io *io);
 
 /* Synchronous data path; LEN may exceed max_io (split internally). */
 int xmem_read(struct xmem_transport *t, const struct xmem_region_ref *r, uint64_t offset,
