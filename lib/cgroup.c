@@ -348,6 +348,25 @@ static void format_limit(char *buf, size_t size, uint64_t v, enum cgroup_version
                 snprintf(buf, size, "%" PRIu64, v);
 }
 
+int cgroup_set_oom_pause(const struct cgroup *cg, bool pause)
+{
+        char path[4096];
+        int r;
+
+        if (cg->version != CGROUP_V1)
+                return -EOPNOTSUPP;
+        r = cg_path(cg, "memory.oom_control", path, sizeof(path));
+        return r < 0 ? r : write_text(path, pause ? "1" : "0");
+}
+
+bool cgroup_under_oom(const struct cgroup *cg)
+{
+        uint64_t v = 0;
+
+        return cg->version == CGROUP_V1 &&
+               cgroup_read_keyed(cg, "memory.oom_control", "under_oom", &v) == 0 && v;
+}
+
 int cgroup_set_limit(const struct cgroup *cg, uint64_t limit)
 {
         char path[4096], val[32];

@@ -66,6 +66,14 @@ int cgroup_read_mem(const struct cgroup *cg, struct cgroup_mem *ret);
 /* The local limit: v1 memory.limit_in_bytes; v2 memory.max = LIMIT and
  * memory.high = cgroup_high_for(LIMIT). CGROUP_NO_LIMIT removes it. */
 int cgroup_set_limit(const struct cgroup *cg, uint64_t limit);
+/* v1 only (memory.oom_control oom_kill_disable): with PAUSE, a task that
+ * hits the limit sleeps until memory is freed instead of being OOM-killed,
+ * and a charge elsewhere fails with ENOMEM. -EOPNOTSUPP on v2 (memory.high
+ * throttles there instead). */
+int cgroup_set_oom_pause(const struct cgroup *cg, bool pause);
+/* v1: is a task of CG waiting at the limit (memory.oom_control under_oom)? */
+bool cgroup_under_oom(const struct cgroup *cg);
+
 /* memory.high for a v2 limit: 1/16 (at least 1 MiB, at most 64 MiB) below it. */
 uint64_t cgroup_high_for(uint64_t limit);
 

@@ -133,6 +133,10 @@ static int container_start(struct container *c, const struct pager_opts *pager_o
         r = acct_create(c, err);
         if (r < 0)
                 return r;
+        /* v1: a task at the limit waits for memd's eviction instead of being
+         * OOM-killed (the residency manager gives the OOM killer the container
+         * back when nothing is left to evict); v2 throttles at memory.high. */
+        (void)cgroup_set_oom_pause(c->cg, true);
         (void)cgroup_read_mem(c->cg, &m);
         r = residency_new(residency_budget_from(c->local_limit, m.usage, 0, c->headroom, 0),
                           &c->residency);
@@ -204,6 +208,8 @@ void container_free(struct container *c)
                 container_remove_process(c, c->processes);
         pager_free(c->pager);
         residency_free(c->residency);
+        if (c->cg && c->residency)
+                (void)cgroup_set_oom_pause(c->cg, false);
         if (c->acct)
                 munmap(c->acct, XMEM_ACCT_SIZE);
         safe_close(c->acct_fd);
@@ -426,6 +432,11 @@ json_object *container_stats_json(const struct container *c)
         json_object_object_add(o, "evictions", u64(atomic_load(&k->evictions)));
         json_object_object_add(o, "enomem_retries", u64(atomic_load(&k->enomem_retries)));
         json_object_object_add(o, "store_errors", u64(atomic_load(&k->store_errors)));
+        json_object_object_add(o, "sync_evictions", u64(atomic_load(&k->sync_evictions)));
+        json_object_object_add(o, "inline_fills", u64(atomic_load(&k->inline_fills)));
+        json_object_object_add(o, "async_fills", u64(atomic_load(&k->async_fills)));
+        json_object_object_add(o, "oom_waits", u64(atomic_load(&k->oom_waits)));
+        json_object_object_add(o, "oom_released", u64(atomic_load(&k->oom_released)));
         json_object_object_add(o, "resident_bytes", u64(atomic_load(&c->residency->resident)));
         json_object_object_add(o, "budget_bytes", u64(atomic_load(&c->residency->budget)));
         json_object_object_add(o, "local_limit", u64(c->local_limit));

@@ -89,6 +89,8 @@ int residency_new(uint64_t budget, struct residency **ret)
         atomic_store(&r->budget, budget);
         r->usage_fd = -1;
         r->event_fd = -1;
+        r->oom_fd = -1;
+        r->oom_ctl_fd = -1;
         r->interval_ms = 5;
         r->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         if (r->wake_fd < 0) {
@@ -107,6 +109,8 @@ void residency_free(struct residency *r)
         residency_stop(r);
         safe_close(r->usage_fd);
         safe_close(r->event_fd);
+        safe_close(r->oom_fd);
+        safe_close(r->oom_ctl_fd);
         safe_close(r->wake_fd);
         free(r->arenas);
         free(r->buf);
@@ -172,26 +176,20 @@ int residency_make_room(struct residency *r, uint64_t need)
         return n < 0 ? (int)n : 0;
 }
 
-/* v1: an eventfd signalled when usage crosses THRESHOLD (cgroup.event_control);
- * v2: memory.events, which signals POLLPRI when it changes (a "high" event
- * when the container's own growth passes memory.high). -1 if neither works:
- * the interval alone drives the evictor. */
-static int open_cgroup_event(const struct cgroup *cg, int usage_fd, uint64_t threshold)
+/* v1: an eventfd the kernel signals for FILE_FD's event (cgroup.event_control
+ * "EFD FD ARGS": a usage threshold, or an OOM on memory.oom_control); -1 if
+ * the kernel refuses (the interval alone then drives the evictor). */
+static int v1_event(const struct cgroup *cg, int file_fd, const char *args)
 {
         char path[PATH_MAX], line[64];
         int efd, ctl, n;
 
-        if (cg->version == CGROUP_V2) {
-                snprintf(path, sizeof(path), "%s/memory.events", cg->dir);
-                return open(path, O_RDONLY | O_CLOEXEC);
-        }
-        if (usage_fd < 0)
+        if (file_fd < 0)
                 return -1;
         snprintf(path, sizeof(path), "%s/cgroup.event_control", cg->dir);
         efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         ctl = open(path, O_WRONLY | O_CLOEXEC);
-        n = snprintf(line, sizeof(line), "%d %d %llu", efd, usage_fd,
-                     (unsigned long long)threshold);
+        n = snprintf(line, sizeof(line), "%d %d %s", efd, file_fd, args);
         if (efd < 0 || ctl < 0 || write(ctl, line, (size_t)n) != n) {
                 safe_close(ctl);
                 safe_close(efd);
@@ -201,26 +199,43 @@ static int open_cgroup_event(const struct cgroup *cg, int usage_fd, uint64_t thr
         return efd;
 }
 
+static int open_at(const struct cgroup *cg, const char *file)
+{
+        char path[PATH_MAX];
+
+        snprintf(path, sizeof(path), "%s/%s", cg->dir, file);
+        return open(path, O_RDONLY | O_CLOEXEC);
+}
+
 void residency_track_cgroup(struct residency *r, const struct cgroup *cg, uint64_t limit,
                             uint64_t headroom)
 {
-        char path[PATH_MAX];
-        int fd, ev;
+        bool v1 = cg->version == CGROUP_V1;
+        int fd = open_at(cg, v1 ? "memory.usage_in_bytes" : "memory.current"), ev, oom_ctl = -1,
+            oom_ev = -1;
+        char thr[32];
 
-        snprintf(path, sizeof(path), "%s/%s", cg->dir,
-                 cg->version == CGROUP_V1 ? "memory.usage_in_bytes" : "memory.current");
-        fd = open(path, O_RDONLY | O_CLOEXEC);
-        /* usage past the budget line (limit - headroom) by half the headroom:
-         * the container's own memory grew, the cache must shrink now */
-        ev = open_cgroup_event(cg, fd, limit - headroom / 2);
+        if (v1) {
+                /* usage past the budget line (limit - headroom) by half the
+                 * headroom: the container's own memory grew, shrink the cache now */
+                snprintf(thr, sizeof(thr), "%llu", (unsigned long long)(limit - headroom / 2));
+                ev = v1_event(cg, fd, thr);
+                oom_ctl = open_at(cg, "memory.oom_control");
+                oom_ev = v1_event(cg, oom_ctl, "");
+        } else /* memory.events signals POLLPRI when it changes (a "high" event) */
+                ev = open_at(cg, "memory.events");
         pthread_mutex_lock(&r->kick_lock);
         r->cg = cg;
         r->cg_limit = limit;
         r->cg_headroom = headroom;
         safe_close(r->usage_fd);
         safe_close(r->event_fd);
+        safe_close(r->oom_ctl_fd);
+        safe_close(r->oom_fd);
         r->usage_fd = fd; /* -1: fall back to cgroup_read_mem() */
         r->event_fd = ev;
+        r->oom_ctl_fd = oom_ctl;
+        r->oom_fd = oom_ev;
         pthread_mutex_unlock(&r->kick_lock);
         residency_refresh(r);
         residency_kick(r);
@@ -277,16 +292,18 @@ void residency_refresh(struct residency *r)
                                            live ? __atomic_load_n(live, __ATOMIC_RELAXED) : 0));
 }
 
-/* Sleep until a kick, a cgroup event or the interval; drain what woke us. */
-static void wait_for_work(struct residency *r)
+/* Sleep until a kick, a cgroup event or the interval; drain what woke us.
+ * Returns true when the cgroup reported an OOM (v1). */
+static bool wait_for_work(struct residency *r)
 {
-        struct pollfd p[2] = {{.fd = r->wake_fd, .events = POLLIN},
-                              {.fd = r->event_fd, .events = POLLIN | POLLPRI}};
+        struct pollfd p[3] = {{.fd = r->wake_fd, .events = POLLIN},
+                              {.fd = r->event_fd, .events = POLLIN | POLLPRI},
+                              {.fd = r->oom_fd, .events = POLLIN}};
         uint64_t x;
         char buf[256];
 
-        if (poll(p, r->event_fd >= 0 ? 2 : 1, (int)r->interval_ms) <= 0)
-                return;
+        if (poll(p, 3, (int)r->interval_ms) <= 0) /* poll ignores fds of -1 */
+                return false;
         if (p[0].revents)
                 (void)!read(r->wake_fd, &x, sizeof(x));
         if (r->event_fd >= 0 && p[1].revents) {
@@ -295,16 +312,48 @@ static void wait_for_work(struct residency *r)
                 else
                         (void)!read(r->event_fd, &x, sizeof(x));
         }
+        if (r->oom_fd >= 0 && p[2].revents) {
+                (void)!read(r->oom_fd, &x, sizeof(x));
+                return true;
+        }
+        return false;
+}
+
+/* v1 with the OOM killer paused (container.c): a task of the container waits
+ * at the limit. Evict a quarter of the cache (at least 4 MiB): the uncharge
+ * wakes it. With nothing left to evict the container itself is over its
+ * limit: the kernel's OOM killer decides, as it would without xmem. */
+static void relieve_oom(struct residency *r)
+{
+        uint64_t resident = atomic_load(&r->resident), step = MAX(resident / 4, 4ULL << 20);
+
+        atomic_fetch_add(&r->counters.oom_waits, 1);
+        if (residency_evict_to(r, resident > step ? resident - step : 0) > 0 ||
+            !cgroup_under_oom(r->cg))
+                return;
+        if (cgroup_set_oom_pause(r->cg, false) == 0) {
+                r->oom_released = true;
+                atomic_fetch_add(&r->counters.oom_released, 1);
+        }
 }
 
 static void *residency_thread(void *arg)
 {
         struct residency *r = arg;
+        bool oom = false;
 
         while (!__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE)) {
                 uint64_t budget, inflight, low;
 
                 residency_refresh(r);
+                if (oom || (r->oom_released && !cgroup_under_oom(r->cg))) {
+                        if (r->oom_released && cgroup_set_oom_pause(r->cg, true) == 0)
+                                r->oom_released = false; /* the kernel settled it */
+                        else if (oom)
+                                relieve_oom(r);
+                        oom = false;
+                        continue;
+                }
                 budget = atomic_load(&r->budget);
                 inflight = atomic_load(&r->inflight);
                 if (atomic_load(&r->resident) + inflight > residency_high(budget)) {
@@ -313,7 +362,7 @@ static void *residency_thread(void *arg)
                         if (residency_evict_to(r, low > inflight ? low - inflight : 0) > 0)
                                 continue;
                 }
-                wait_for_work(r);
+                oom = wait_for_work(r);
         }
         return NULL;
 }

@@ -40,6 +40,8 @@ struct xmem_counters {
         _Atomic uint64_t store_errors;   /* failed fetch/writeback (retried) */
         _Atomic uint64_t sync_evictions; /* a fill had to evict first (hard limit) */
         _Atomic uint64_t inline_fills;   /* fills the fault reader did itself (shm, zeros) */
+        _Atomic uint64_t oom_waits;       /* v1: a task waited at the limit (OOM paused) */
+        _Atomic uint64_t oom_released;    /* nothing left to evict: the OOM killer decides */
         _Atomic uint64_t async_fills;       /* fetched without waiting, installed on arrival (tcp) */
         struct lat_hist fault_latency;   /* fault message read -> thread woken */
 };
@@ -68,6 +70,9 @@ struct residency {
         int usage_fd;                  /* v1 memory.usage_in_bytes / v2 memory.current, or -1 */
         int event_fd;                  /* v1 usage threshold eventfd / v2 memory.events, or -1 */
         int wake_fd;                   /* eventfd: kicks and shutdown */
+        int oom_fd;         /* v1: eventfd signalled at an OOM of the cgroup, or -1 */
+        int oom_ctl_fd;     /* v1: memory.oom_control (the event's file) */
+        bool oom_released;  /* nothing was left to evict: the OOM killer decides */
         unsigned interval_ms;          /* background refresh period */
 };
 
