@@ -11,15 +11,10 @@
 #include "stream.h"
 
 #define ARENA_PAGE_SIZE 4096U
-#define ARENA_DEFAULT_CHUNK ARENA_PAGE_SIZE /* state per 4 KiB page; fills span many */
 
-/* Chunk life cycle (all transitions under arena->lock):
- *   FREE --fault/prefetch--> FILLING --copied--> PRESENT (write-protected) or DIRTY
- *   PRESENT --WP fault--> DIRTY (un-protected)
- *   PRESENT/DIRTY --victim--> EVICTING (write-protected, written back, punched) --> FREE
- * A FILLING chunk belongs to its fill job (the fault reader, or the worker the
- * job was handed to), an EVICTING one to its evictor; only the owner moves it
- * out and wakes the range. */
+/* The state of each chunk (memd: each 4 KiB page; fills and evictions span
+ * runs of them). The transitions and who owns a page in each state are in
+ * pages.h, the only place that changes them. */
 enum chunk_state {
         CHUNK_FREE = 0, /* not resident: the next access faults MISSING */
         CHUNK_FILLING,

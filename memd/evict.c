@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "macro.h"
+#include "pages.h"
 #include "residency.h"
 #include "store.h"
 #include "uffd.h"
@@ -234,18 +235,14 @@ static size_t punch_and_release(struct residency *r, struct arena *a, const uint
         for (size_t j = i; j < i + k; j++) {
                 uint64_t c = v[j];
                 if (punched[j - i]) {
-                        a->state[c] = CHUNK_FREE;
-                        a->referenced[c] = 0;
-                        a->resident_chunks--;
+                        pages_evicted(a, c, dirty[j]);
                         freed++;
                 } else {
                         /* failed write-back: still dirty (and protected: a write
                          * re-faults and is un-protected); failed punch: clean */
-                        a->state[c] = failed[j] ? CHUNK_DIRTY : CHUNK_PRESENT;
+                        pages_kept(a, c, dirty[j], dirty[j] && !failed[j]);
                         punch_failed += !failed[j];
                 }
-                if (dirty[j] && !failed[j])
-                        a->stored[c] = 1;
         }
         pthread_mutex_unlock(&a->lock);
         atomic_fetch_sub(&r->resident, freed * a->chunk_size);

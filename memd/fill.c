@@ -8,6 +8,7 @@
 
 #include "fill.h"
 #include "macro.h"
+#include "pages.h"
 #include "store.h"
 #include "uffd.h"
 
@@ -121,14 +122,13 @@ static int finish(struct fill_job *j, int r)
         bool installed = r == 0 || j->done > 0;
 
         pthread_mutex_lock(&a->lock);
-        for (uint64_t c = j->first; c < j->first + j->n; c++) {
-                /* Partly installed (the process died meanwhile) counts as resident
-                 * so the pages are punched with the run. */
-                a->state[c] = !installed ? CHUNK_FREE : j->writable ? CHUNK_DIRTY : CHUNK_PRESENT;
-                a->referenced[c] = installed && !j->prefetch;
-        }
-        if (installed)
-                a->resident_chunks += j->n;
+        /* Partly installed (the process died meanwhile) counts as resident so
+         * the pages are punched with the run. */
+        for (uint64_t c = j->first; c < j->first + j->n; c++)
+                if (installed)
+                        pages_installed(a, c, j->writable, !j->prefetch);
+                else
+                        pages_given_back(a, c);
         pthread_mutex_unlock(&a->lock);
         /* Always wake after the state change: a thread that faulted while the
          * run was FILLING (e.g. a write to a page this copy had installed
@@ -185,7 +185,7 @@ void fill_give_back(struct fill_job *j)
 
         pthread_mutex_lock(&a->lock);
         for (uint64_t c = j->first; c < j->first + j->n; c++)
-                a->state[c] = CHUNK_FREE;
+                pages_given_back(a, c);
         pthread_mutex_unlock(&a->lock);
         (void)uffd_wake(a->uffd, arena_chunk_addr(a, j->first), fill_job_bytes(j));
         atomic_fetch_sub(&j->s.r->inflight, fill_job_bytes(j));

@@ -17,6 +17,7 @@
 #include "fill.h"
 #include "macro.h"
 #include "pager.h"
+#include "pages.h"
 #include "store.h"
 #include "uffd.h"
 
@@ -59,7 +60,7 @@ static void claim(struct arena *a, uint64_t from, uint64_t to, uint64_t at, stru
         while (end < to && a->state[end] == CHUNK_FREE)
                 end++;
         for (uint64_t c = first; c < end; c++) {
-                a->state[c] = CHUNK_FILLING;
+                pages_claim(a, c);
                 stored |= a->stored[c];
         }
         j->first = first;
@@ -265,25 +266,15 @@ static void serve_wp(struct fill_slot *s, uint64_t addr)
 
         atomic_fetch_add(&s->r->counters.wp_faults, 1);
         pthread_mutex_lock(&a->lock);
-        switch (a->state[chunk]) {
-        case CHUNK_PRESENT:
-                a->state[chunk] = CHUNK_DIRTY;
-                /* fall through */
-        case CHUNK_DIRTY:
-                a->referenced[chunk] = 1;
+        if (pages_written(a, chunk))
                 /* Un-protect under the lock (only this page): an evictor that
                  * picks it after this sees DIRTY and protects it again first. */
                 (void)uffd_writeprotect(a->uffd, start, a->chunk_size, false, false);
-                break;
-        case CHUNK_FREE:
+        else if (a->state[chunk] == CHUNK_FREE)
                 /* Evicted since: the writer refaults MISSING. */
                 (void)uffd_wake(a->uffd, start, a->chunk_size);
-                break;
-        default:
-                /* FILLING/EVICTING: the owner wakes it; a write after an eviction
-                 * refaults MISSING and refetches. */
-                break;
-        }
+        /* FILLING/EVICTING: the owner wakes it; a write after an eviction
+         * refaults MISSING and refetches. */
         pthread_mutex_unlock(&a->lock);
 }
 

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "macro.h"
+#include "pages.h"
 #include "residency.h"
 #include "uffd.h"
 
@@ -26,7 +27,7 @@ static uint64_t flush_catch(struct arena *a, uint8_t *fl)
                         fl[c] |= FL_DIRTY;
                 else if (a->state[c] != CHUNK_PRESENT)
                         continue; /* FREE: lives in the store; FILLING: not written yet */
-                a->state[c] = CHUNK_EVICTING;
+                pages_hold(a, c);
                 fl[c] |= FL_HELD;
                 n++;
         }
@@ -89,11 +90,8 @@ static void flush_release(struct arena *a, const uint8_t *fl)
         for (uint64_t c = 0; c < a->n_chunks; c++) {
                 if (!(fl[c] & FL_HELD))
                         continue;
-                bool dirty =
-                    (fl[c] & FL_DIRTY) && (fl[c] & (FL_FAILED | FL_PROTECTED)) != FL_PROTECTED;
-                a->state[c] = dirty ? CHUNK_DIRTY : CHUNK_PRESENT;
-                if ((fl[c] & FL_DIRTY) && !dirty)
-                        a->stored[c] = 1;
+                pages_kept(a, c, fl[c] & FL_DIRTY,
+                           (fl[c] & (FL_FAILED | FL_PROTECTED)) == FL_PROTECTED);
         }
         pthread_mutex_unlock(&a->lock);
         for (uint64_t c = 0; c < a->n_chunks;) {

@@ -1,0 +1,80 @@
+/* pages.h: every page (chunk) state transition of an arena, in one place;
+ * the same table is in docs/pager.md. All of them run under arena->lock, and
+ * each checks the state it leaves (a wrong one is a programming error).
+ *
+ *   FREE ----claim (fault, prefetch)----------------> FILLING
+ *   FILLING --installed (UFFDIO_COPY, write-protected)-> PRESENT
+ *   FILLING --installed (a write fault: writable)-----> DIRTY
+ *   FILLING --given back (prefetch refused, failure)--> FREE
+ *   PRESENT --written (WP fault: un-protect the page)-> DIRTY
+ *   PRESENT|DIRTY --held (victim, fork snapshot)------> EVICTING
+ *   EVICTING --evicted (written back if dirty, punched)-> FREE
+ *   EVICTING --kept (write-back/punch failed; snapshot done)-> PRESENT|DIRTY
+ *
+ * FILLING belongs to its fill, EVICTING to its evictor (or the fork
+ * snapshot): only that owner moves the page on, and wakes it afterwards.
+ * (residency_clock_pick in evict.c makes the "held" step on raw state arrays:
+ * it is pure, for its unit tests.) */
+#pragma once
+
+#include <assert.h>
+
+#include "arena.h"
+
+static inline void pages_claim(struct arena *a, uint64_t c)
+{
+        assert(a->state[c] == CHUNK_FREE);
+        a->state[c] = CHUNK_FILLING;
+}
+
+static inline void pages_installed(struct arena *a, uint64_t c, bool writable, bool referenced)
+{
+        assert(a->state[c] == CHUNK_FILLING);
+        a->state[c] = writable ? CHUNK_DIRTY : CHUNK_PRESENT;
+        a->referenced[c] = referenced;
+        a->resident_chunks++;
+}
+
+static inline void pages_given_back(struct arena *a, uint64_t c)
+{
+        assert(a->state[c] == CHUNK_FILLING);
+        a->state[c] = CHUNK_FREE;
+}
+
+/* A write to a resident page: true when the caller must un-protect it. */
+static inline bool pages_written(struct arena *a, uint64_t c)
+{
+        if (a->state[c] != CHUNK_PRESENT && a->state[c] != CHUNK_DIRTY)
+                return false;
+        a->state[c] = CHUNK_DIRTY;
+        a->referenced[c] = 1;
+        return true;
+}
+
+/* Hold a resident page (a victim, or for a fork snapshot): its faults wait. */
+static inline void pages_hold(struct arena *a, uint64_t c)
+{
+        assert(a->state[c] == CHUNK_PRESENT || a->state[c] == CHUNK_DIRTY);
+        a->state[c] = CHUNK_EVICTING;
+}
+
+/* Evicted: WROTE_BACK when it was dirty and its data is in the store now. */
+static inline void pages_evicted(struct arena *a, uint64_t c, bool wrote_back)
+{
+        assert(a->state[c] == CHUNK_EVICTING);
+        a->state[c] = CHUNK_FREE;
+        a->referenced[c] = 0;
+        a->resident_chunks--;
+        if (wrote_back)
+                a->stored[c] = 1;
+}
+
+/* Still resident after all: DIRTY unless its data is in the store
+ * (WROTE_BACK) or it never was dirty. */
+static inline void pages_kept(struct arena *a, uint64_t c, bool dirty, bool wrote_back)
+{
+        assert(a->state[c] == CHUNK_EVICTING);
+        a->state[c] = dirty && !wrote_back ? CHUNK_DIRTY : CHUNK_PRESENT;
+        if (dirty && wrote_back)
+                a->stored[c] = 1;
+}
