@@ -111,21 +111,6 @@ static void attach(const char *external)
         cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "attach: %s (see %s)", out, e.md.log);
 }
 
-/* memd's stats of the container as text (xmemctl --json). */
-static uint64_t stat_field(const char *json, const char *field)
-{
-        char key[64];
-        const char *p;
-
-        snprintf(key, sizeof(key), "\"%s\":", field);
-        p = strstr(json, key);
-        cr_assert_not_null(p, "no %s in %s", field, json);
-        p += strlen(key);
-        while (*p == ' ')
-                p++;
-        return strtoull(p, NULL, 10);
-}
-
 /* Run e2e_prog ARGS with the shim in the 64 MiB cgroup: exit 0, verified,
  * paged (write-backs and evictions), the peak kept under limit - headroom/2. */
 static void paged_run(const char *const *args, const char *external)
@@ -151,9 +136,9 @@ static void paged_run(const char *const *args, const char *external)
         cr_log_info("%s peak %.1f MiB; memd: %s", out, peak / 1048576.0, stats);
         cr_expect_lt(peak, limit - headroom / 2, "peak usage %.1f MiB", peak / 1048576.0);
         cr_expect_eq(cg_u64("memory.oom_control", "oom_kill"), 0);
-        cr_expect_gt(stat_field(stats, "written_back_bytes"), 64ULL << 20, "nothing paged out");
-        cr_expect_gt(stat_field(stats, "evictions"), 0);
-        cr_expect_eq(stat_field(stats, "store_errors"), 0);
+        cr_expect_gt(harness_json_u64(stats, "written_back_bytes"), 64ULL << 20, "nothing paged out");
+        cr_expect_gt(harness_json_u64(stats, "evictions"), 0);
+        cr_expect_eq(harness_json_u64(stats, "store_errors"), 0);
 }
 
 #define PAGED(name, ...)                                                                      \

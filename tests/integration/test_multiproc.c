@@ -159,20 +159,6 @@ static void attach(const char *external)
                                                       external, NULL });
 }
 
-static uint64_t stat_field(const char *json, const char *field)
-{
-        char key[64];
-        const char *p;
-
-        snprintf(key, sizeof(key), "\"%s\":", field);
-        p = strstr(json, key);
-        cr_assert_not_null(p, "no %s in %s", field, json);
-        p += strlen(key);
-        while (*p == ' ')
-                p++;
-        return strtoull(p, NULL, 10);
-}
-
 static void stats(char *out, size_t len)
 {
         ctl(out, len, (const char *const[]){ "--json", "stats", "mp", NULL });
@@ -190,8 +176,8 @@ static void expect_counters_drained(void)
                         break;
                 usleep(50000);
         }
-        cr_expect_eq(stat_field(s, "local_bytes"), 0, "local bytes left: %s", s);
-        cr_expect_eq(stat_field(s, "external_bytes"), 0, "external bytes left: %s", s);
+        cr_expect_eq(harness_json_u64(s, "local_bytes"), 0, "local bytes left: %s", s);
+        cr_expect_eq(harness_json_u64(s, "external_bytes"), 0, "external bytes left: %s", s);
 }
 
 /* Four processes (forked by one) each write and verify 128 MiB at once in a
@@ -221,12 +207,12 @@ Test(multiproc, four_processes_share_the_local_limit, .init = setup, .fini = tea
         cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0 && strstr(out, "multiproc-ok"),
                   "status %#x: %s (memd log %s)", st, out, e.md.log);
         cr_expect_eq(cg_u64("memory.oom_control", "oom_kill"), 0, "OOM kills in the cgroup");
-        local = stat_field(s, "local_bytes");
-        lal = stat_field(s, "local_alloc_limit");
+        local = harness_json_u64(s, "local_bytes");
+        lal = harness_json_u64(s, "local_alloc_limit");
         cr_expect_eq(lal, 32 * MIB);
         cr_expect_leq(local, lal, "container local bytes %llu over the limit",
                       (unsigned long long)local);
-        cr_expect_gt(stat_field(s, "external_bytes"), 400 * MIB, "the rest went external");
+        cr_expect_gt(harness_json_u64(s, "external_bytes"), 400 * MIB, "the rest went external");
         expect_counters_drained();
 }
 
@@ -261,9 +247,9 @@ Test(multiproc, external_quota_spans_processes, .init = setup, .fini = teardown,
         /* what both hold fits in the quota plus the local share (1 MiB blocks
          * take a little more than 1 MiB each) */
         cr_expect_leq((uint64_t)(got_a + got_b) * MIB, 256 * MIB + 32 * MIB);
-        cr_expect_leq(stat_field(s, "external_bytes"), 256 * MIB);
-        cr_expect_leq(stat_field(s, "local_bytes"), 32 * MIB);
-        cr_expect_geq(stat_field(s, "refused_allocations"), 1);
+        cr_expect_leq(harness_json_u64(s, "external_bytes"), 256 * MIB);
+        cr_expect_leq(harness_json_u64(s, "local_bytes"), 32 * MIB);
+        cr_expect_geq(harness_json_u64(s, "refused_allocations"), 1);
         cr_expect(WIFEXITED(st_a) && WEXITSTATUS(st_a) == 0 && strstr(oa, "hold-ok"),
                   "A %#x: %s", st_a, oa);
         cr_expect(WIFEXITED(st_b) && WEXITSTATUS(st_b) == 0 && strstr(ob, "hold-ok"),
@@ -288,7 +274,7 @@ Test(multiproc, killed_process_charges_leave, .init = setup, .fini = teardown, .
               true, e.cg);
         read_line(&p, line, sizeof(line));
         stats(s, sizeof(s));
-        cr_expect_gt(stat_field(s, "external_bytes"), 150 * MIB, "%s", s);
+        cr_expect_gt(harness_json_u64(s, "external_bytes"), 150 * MIB, "%s", s);
         kill(p.pid, SIGKILL);
         finish(&p, out, sizeof(out));
         expect_counters_drained();
