@@ -89,7 +89,7 @@ def report(a, results, out):
     with open(os.path.join(out, "table.txt"), "w") as f:
         f.write(text)
     cfg = {k: getattr(a, k) for k in ("working_set", "ratios", "only", "workloads", "ops",
-                                      "seconds", "redis_requests", "quick", "build")}
+                                      "seconds", "redis_requests", "quick", "build", "memd_args")}
     cfg["host"] = os.uname().nodename
     cfg["time"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     with open(os.path.join(out, "results.json"), "w") as f:
