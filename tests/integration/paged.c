@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -89,13 +90,17 @@ int paged_open(struct paged *p, const struct paged_opts *o, struct xmem_error *e
 
 /* The child: plays the shim. Map the memfd, create and register our own
  * uffd, send it, wait until it is served, run FN. */
-static _Noreturn void child_main(struct paged *p, const struct paged_opts *o, int sock,
-                                 int dev_fd, paged_child_fn fn, void *arg)
+static _Noreturn void child_main(struct paged *p, const struct paged_opts *o, pid_t parent,
+                                 int sock, int dev_fd, paged_child_fn fn, void *arg)
 {
         uint64_t size = p->arena->size;
         char go;
         int uffd = -1;
 
+        /* Never outlive the server: a child whose pager died waits in its
+         * faults for ever (it keeps its own uffd). */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+                _exit(9);
         if (read_full(sock, &go, 1) < 0) /* moved into the cgroup */
                 _exit(10);
         char *m = mmap((void *)(uintptr_t)o->base, size, PROT_READ | PROT_WRITE,
@@ -148,6 +153,7 @@ static int receive_uffd(struct paged *p)
 int paged_spawn(struct paged *p, const struct paged_opts *o, const struct cgroup *cg,
                 paged_child_fn fn, void *arg)
 {
+        pid_t parent = getpid();
         int sv[2], dev_fd, r;
 
         if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
@@ -161,7 +167,7 @@ int paged_spawn(struct paged *p, const struct paged_opts *o, const struct cgroup
         p->pid = fork();
         if (p->pid == 0) {
                 close(sv[0]);
-                child_main(p, o, sv[1], dev_fd, fn, arg);
+                child_main(p, o, parent, sv[1], dev_fd, fn, arg);
         }
         r = p->pid < 0 ? -errno : 0;
         if (p->pid < 0)
