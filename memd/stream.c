@@ -61,20 +61,32 @@ static bool matches(const struct stream *s, uint64_t page)
         return d != 0 && near(s->last, page, STREAM_MAX_STRIDE);
 }
 
+#define STREAM_STALE 64 /* misses elsewhere after which a stream is over */
+
+/* An established stream is not pushed out by random misses of other threads
+ * (they replace each other) until it has been idle for STREAM_STALE misses. */
+static bool replaceable(const struct stream_table *t, const struct stream *s)
+{
+        return s->run < 3 || t->clock - s->used > STREAM_STALE;
+}
+
 static struct stream *find_or_replace(struct stream_table *t, uint64_t page, bool *ret_hit)
 {
-        struct stream *lru = &t->s[0];
+        struct stream *lru = NULL, *any = &t->s[0];
 
         for (size_t i = 0; i < STREAM_SLOTS; i++) {
-                if (matches(&t->s[i], page)) {
+                struct stream *s = &t->s[i];
+                if (matches(s, page)) {
                         *ret_hit = true;
-                        return &t->s[i];
+                        return s;
                 }
-                if (t->s[i].used < lru->used)
-                        lru = &t->s[i];
+                if (s->used < any->used)
+                        any = s;
+                if (replaceable(t, s) && (!lru || s->used < lru->used))
+                        lru = s;
         }
         *ret_hit = false;
-        return lru;
+        return lru ? lru : any;
 }
 
 void stream_plan(struct stream_table *t, const struct stream_opts *o, uint64_t page,

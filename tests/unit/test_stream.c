@@ -125,6 +125,26 @@ Test(stream, two_interleaved_streams)
         cr_assert_eq(p.count, 512, "the second stream kept its own state");
 }
 
+Test(stream, a_stream_survives_other_threads_random_misses)
+{
+        struct stream_table t;
+        struct stream_plan p;
+        uint64_t page = 0, x = 88172645463325252ULL;
+
+        stream_table_init(&t);
+        for (int i = 0; i < 40; i++) {
+                stream_plan(&t, &opts, page, 1 << 24, &p);
+                page = p.start + p.count + (uint64_t)p.ahead * p.unit;
+                for (int k = 0; k < (i < 4 ? 0 : 20); k++) { /* then writers miss at random */
+                        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+                        stream_plan(&t, &opts, (1 << 23) + x % (1 << 23), 1 << 24, &p);
+                }
+        }
+        stream_plan(&t, &opts, page, 1 << 24, &p);
+        cr_assert_eq(p.count, 512, "the stream lost its state: unit %llu",
+                     (unsigned long long)p.count);
+}
+
 Test(stream, stride_prefetches_along_it)
 {
         struct stream_table t;
