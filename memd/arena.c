@@ -28,8 +28,9 @@ int arena_new(uint64_t size, uint32_t chunk_size, struct store *store, bool fres
         pthread_mutex_init(&a->lock, NULL);
         a->state = calloc(a->n_chunks, 1);
         a->referenced = calloc(a->n_chunks, 1);
+        a->evicted_at = calloc(a->n_chunks, sizeof(*a->evicted_at));
         a->stored = malloc(a->n_chunks);
-        if (!a->state || !a->referenced || !a->stored) {
+        if (!a->state || !a->referenced || !a->evicted_at || !a->stored) {
                 arena_free(a);
                 return -ENOMEM;
         }
@@ -61,6 +62,7 @@ void arena_free(struct arena *a)
         pthread_mutex_destroy(&a->lock);
         free(a->state);
         free(a->referenced);
+        free(a->evicted_at);
         free(a->stored);
         free(a);
 }

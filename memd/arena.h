@@ -36,7 +36,9 @@ struct arena {
 
         pthread_mutex_t lock;
         uint8_t *state;      /* enum chunk_state per chunk */
-        uint8_t *referenced; /* CLOCK bit per chunk */
+        uint8_t *referenced; /* CLOCK: chances left per chunk (0..PAGES_HOT) */
+        uint32_t *evicted_at; /* evict_clock when the chunk was last evicted (0: never) */
+        uint32_t evict_clock; /* chunks evicted so far (wraps) */
         uint8_t *stored;     /* the store holds data for the chunk (else it reads as zeros) */
         uint64_t resident_chunks;
 

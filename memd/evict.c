@@ -47,8 +47,8 @@ static size_t clock_sweep(uint8_t *state, uint8_t *referenced, uint64_t n, uint6
                         out_dirty[count] = dirty;
                         count++;
                         *hand = (i + 1) % n;
-                } else if (clear_ref)
-                        referenced[i] = 0;
+                } else if (clear_ref && referenced[i])
+                        referenced[i]--; /* one chance used */
         }
         return count;
 }

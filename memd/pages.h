@@ -27,11 +27,28 @@ static inline void pages_claim(struct arena *a, uint64_t c)
         a->state[c] = CHUNK_FILLING;
 }
 
-static inline void pages_installed(struct arena *a, uint64_t c, bool writable, bool referenced)
+/* CLOCK chances of a page installed by a fault: one, or PAGES_HOT when it
+ * comes back sooner than the cache turns over (its refault distance, in
+ * evictions, is below the resident size: with a little more cache it would
+ * have stayed). Reads of a resident page never fault, so this is how pages
+ * that are used all the time (an index, a hash table) stay resident while
+ * the pages streamed past them go. Prefetched pages get none. */
+#define PAGES_HOT 3
+
+static inline uint8_t pages_chances(const struct arena *a, uint64_t c, bool demand)
+{
+        uint32_t at = a->evicted_at[c];
+
+        if (!demand)
+                return 0;
+        return at && a->evict_clock - at <= a->resident_chunks ? PAGES_HOT : 1;
+}
+
+static inline void pages_installed(struct arena *a, uint64_t c, bool writable, bool demand)
 {
         assert(a->state[c] == CHUNK_FILLING);
         a->state[c] = writable ? CHUNK_DIRTY : CHUNK_PRESENT;
-        a->referenced[c] = referenced;
+        a->referenced[c] = pages_chances(a, c, demand);
         a->resident_chunks++;
 }
 
@@ -47,7 +64,8 @@ static inline bool pages_written(struct arena *a, uint64_t c)
         if (a->state[c] != CHUNK_PRESENT && a->state[c] != CHUNK_DIRTY)
                 return false;
         a->state[c] = CHUNK_DIRTY;
-        a->referenced[c] = 1;
+        if (!a->referenced[c])
+                a->referenced[c] = 1;
         return true;
 }
 
@@ -65,6 +83,9 @@ static inline void pages_evicted(struct arena *a, uint64_t c, bool wrote_back)
         a->state[c] = CHUNK_FREE;
         a->referenced[c] = 0;
         a->resident_chunks--;
+        if (++a->evict_clock == 0) /* 0 means never */
+                a->evict_clock = 1;
+        a->evicted_at[c] = a->evict_clock;
         if (wrote_back)
                 a->stored[c] = 1;
 }

@@ -4,6 +4,7 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
+#include "pages.h"
 #include "residency.h"
 
 #define P CHUNK_PRESENT
@@ -136,4 +137,38 @@ Test(residency, eviction_runs_merge_contiguous_picks)
         cr_assert_eq(residency_run_len(c, d, 6, 1, 32, true), 2);   /* 4,5 dirty */
         cr_assert_eq(residency_run_len(c, d, 6, 3, 32, false), 2);  /* 9,10 */
         cr_assert_eq(residency_run_len(c, d, 6, 5, 32, false), 1);  /* 20 alone */
+}
+
+Test(residency, pages_back_soon_are_hot)
+{
+        uint32_t at[4] = { 95, 50, 0, 95 };
+        struct arena a = { .evicted_at = at, .evict_clock = 100, .resident_chunks = 10 };
+
+        cr_assert_eq(pages_chances(&a, 0, true), PAGES_HOT, "back after 5 evictions, cache 10");
+        cr_assert_eq(pages_chances(&a, 1, true), 1, "back after 50: the cache turned over");
+        cr_assert_eq(pages_chances(&a, 2, true), 1, "never evicted");
+        cr_assert_eq(pages_chances(&a, 3, false), 0, "prefetched");
+}
+
+Test(residency, hot_pages_survive_several_sweeps)
+{
+        uint8_t st[] = { P, P };
+        uint8_t ref[] = { PAGES_HOT, 0 };
+        uint64_t out[2], hand = 0;
+        bool dirty[2];
+        int calls = 0;
+
+        for (int i = 0; i < 4; i++) { /* cold pages go first, however often */
+                st[1] = P;
+                ref[1] = 0;
+                cr_assert_eq(residency_clock_pick(st, ref, 2, &hand, out, dirty, 1), 1);
+                cr_assert_eq(out[0], 1, "round %d took the hot page", i);
+        }
+        cr_assert_eq(ref[0], PAGES_HOT, "cold victims cost the hot page nothing");
+        /* Alone, it loses a chance per sweep and goes when they are spent. */
+        st[1] = F;
+        while (residency_clock_pick(st, ref, 2, &hand, out, dirty, 1) == 0)
+                calls++;
+        cr_assert_eq(out[0], 0);
+        cr_assert_eq(calls, 1, "two sweeps per pick: %d picks came back empty", calls);
 }
