@@ -4,9 +4,13 @@
 #include "macro.h"
 #include "stream.h"
 
+#define STREAM_PAIR_ON 384 /* 3/8 of probes followed by the next page */
+#define STREAM_PAIR_PROBE 8
+
 void stream_table_init(struct stream_table *t)
 {
         memset(t, 0, sizeof(*t));
+        t->probe_page = UINT64_MAX;
         for (size_t i = 0; i < STREAM_SLOTS; i++)
                 t->s[i].last = UINT64_MAX;
 }
@@ -89,6 +93,22 @@ static struct stream *find_or_replace(struct stream_table *t, uint64_t page, boo
         return lru ? lru : any;
 }
 
+/* A miss no stream continues: one page, or two while objects are seen to
+ * cross page boundaries. A one-page fill is a probe: its score decays by
+ * 1/16 and grows by 1024/16 if the next page is missed soon after, so the
+ * score settles at 1024 times the share of probes followed. */
+static void random_miss(struct stream_table *t, uint64_t page, uint64_t n_pages,
+                        struct stream_plan *p)
+{
+        if (t->pair_score > STREAM_PAIR_ON && ++t->since_probe % STREAM_PAIR_PROBE &&
+            page + 1 < n_pages) {
+                p->count = 2;
+                return;
+        }
+        t->pair_score -= t->pair_score / 16;
+        t->probe_page = page;
+}
+
 void stream_plan(struct stream_table *t, const struct stream_opts *o, uint64_t page,
                  uint64_t n_pages, struct stream_plan *ret)
 {
@@ -96,9 +116,15 @@ void stream_plan(struct stream_table *t, const struct stream_opts *o, uint64_t p
         struct stream *s = find_or_replace(t, page, &hit);
         struct stream_plan p = {.start = page, .count = 1};
 
+        if (t->probe_page != UINT64_MAX && page == t->probe_page + 1) {
+                t->pair_score += 1024 / 16; /* the probe's next page was missed */
+                t->probe_page = UINT64_MAX;
+        }
         s->used = ++t->clock;
         if (!hit) {
-                *s = (struct stream){.last = page, .next = page + 1, .used = t->clock};
+                random_miss(t, page, n_pages, &p);
+                *s = (struct stream){
+                    .last = p.start + p.count - 1, .next = p.start + p.count, .used = t->clock};
                 *ret = p;
                 return;
         }

@@ -1,7 +1,8 @@
 /* stream.h: choosing the fill unit from the access pattern (pure logic, no
  * kernel). Each arena keeps a few streams; a missing fault either continues
  * one (forward or backward sequential, or a constant stride) or starts a new
- * one. A random miss is filled one page; a sequential stream grows its unit
+ * one. A random miss is filled one page (two where objects cross page
+ * boundaries: the next page is missed right after); a sequential stream grows its unit
  * from 64 KiB to 2 MiB and keeps a window of further units fetched ahead; a
  * strided stream prefetches the next pages of its stride. */
 #pragma once
@@ -23,6 +24,13 @@ struct stream {
 struct stream_table {
         struct stream s[STREAM_SLOTS];
         uint64_t clock;
+        /* Objects across a page boundary: how often a random miss filled
+         * with one page (a probe) was followed by a miss on the next page,
+         * 1024 = always. Above STREAM_PAIR_ON random misses fill two pages
+         * (every STREAM_PAIR_PROBE-th still one, to keep measuring). */
+        uint32_t pair_score;
+        uint32_t since_probe;
+        uint64_t probe_page;
 };
 
 /* What to fill for one missing fault, in pages of the arena's unit: the
