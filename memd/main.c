@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <systemd/sd-daemon.h>
 
 #include "error.h"
@@ -26,7 +27,8 @@ static void help(void)
                "                              of two 4K..2M (default 64K); pages move in units\n"
                "                              that follow the access (4K random, up to 2M streams)\n"
                "  --fill-workers N            fill threads per container (default 2)\n"
-               "  --poll-us N                 fault readers busy-poll N µs after a fault (default 0)\n"
+               "  --poll-us N                 fault readers busy-poll N µs after a fault\n"
+               "                              (default 50 with 2 or more CPUs, else 0)\n"
                "  --log-level LEVEL           err, warning, notice, info, debug\n"
                "  --help, --version\n",
                MANAGER_DEFAULT_SOCKET);
@@ -124,6 +126,10 @@ int main(int argc, char **argv)
         struct manager_config cfg = {
                 .socket_path = MANAGER_DEFAULT_SOCKET,
                 .chunk_size = 64 * 1024,
+                /* measured (bench/run, 2 vCPUs): the reader's wake-up is most
+                 * of a fault's cost; spinning 50 µs after each fault doubles
+                 * random-access throughput for the same memd CPU per GiB */
+                .poll_us = sysconf(_SC_NPROCESSORS_ONLN) >= 2 ? 50 : 0,
         };
         struct xmem_error err = {};
         struct manager *m = NULL;

@@ -266,11 +266,18 @@ static void serve_wp(struct fill_slot *s, uint64_t addr)
 
         atomic_fetch_add(&s->r->counters.wp_faults, 1);
         pthread_mutex_lock(&a->lock);
-        if (pages_written(a, chunk))
-                /* Un-protect under the lock (only this page): an evictor that
-                 * picks it after this sees DIRTY and protects it again first. */
-                (void)uffd_writeprotect(a->uffd, start, a->chunk_size, false, false);
-        else if (a->state[chunk] == CHUNK_FREE)
+        if (pages_written(a, chunk)) {
+                /* Un-protect under the lock: an evictor that picks the page
+                 * after this sees DIRTY and protects it again first. Only this
+                 * page, or with the next one where objects cross page
+                 * boundaries and the next is clean too (the write goes on). */
+                uint64_t n = stream_pairs(&a->streams) && chunk + 1 < a->n_chunks &&
+                                     a->state[chunk + 1] == CHUNK_PRESENT &&
+                                     pages_written(a, chunk + 1)
+                                 ? 2
+                                 : 1;
+                (void)uffd_writeprotect(a->uffd, start, n * a->chunk_size, false, false);
+        } else if (a->state[chunk] == CHUNK_FREE)
                 /* Evicted since: the writer refaults MISSING. */
                 (void)uffd_wake(a->uffd, start, a->chunk_size);
         /* FILLING/EVICTING: the owner wakes it; a write after an eviction

@@ -93,6 +93,11 @@ static struct stream *find_or_replace(struct stream_table *t, uint64_t page, boo
         return lru ? lru : any;
 }
 
+bool stream_pairs(const struct stream_table *t)
+{
+        return t->pair_score > STREAM_PAIR_ON;
+}
+
 /* A miss no stream continues: one page, or two while objects are seen to
  * cross page boundaries. A one-page fill is a probe: its score decays by
  * 1/16 and grows by 1024/16 if the next page is missed soon after, so the
@@ -100,8 +105,7 @@ static struct stream *find_or_replace(struct stream_table *t, uint64_t page, boo
 static void random_miss(struct stream_table *t, uint64_t page, uint64_t n_pages,
                         struct stream_plan *p)
 {
-        if (t->pair_score > STREAM_PAIR_ON && ++t->since_probe % STREAM_PAIR_PROBE &&
-            page + 1 < n_pages) {
+        if (stream_pairs(t) && ++t->since_probe % STREAM_PAIR_PROBE && page + 1 < n_pages) {
                 p->count = 2;
                 return;
         }

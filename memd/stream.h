@@ -50,6 +50,8 @@ struct stream_opts {
 };
 
 void stream_table_init(struct stream_table *t);
+/* Are objects seen to cross page boundaries (random misses fill two pages)? */
+bool stream_pairs(const struct stream_table *t);
 /* A missing fault on PAGE of an arena of N_PAGES: update the streams and
  * plan the fill. Runs are clipped to the arena. */
 void stream_plan(struct stream_table *t, const struct stream_opts *o, uint64_t page,
