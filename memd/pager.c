@@ -365,20 +365,27 @@ static void *pager_thread(void *arg)
         uint64_t gen = UINT64_MAX, last_fault = 0, spin_ns = p->opts.poll_us * 1000ULL;
 
         for (;;) {
-                int r = sync_slots(p, &slots, &n, &gen), timeout = -1;
-                if (r == -ECANCELED)
-                        break;
-                struct pollfd *v = realloc(pfd, (n + 1) * sizeof(*v));
-                if (!v || r < 0) {
-                        if (v)
-                                pfd = v;
-                        usleep(1000);
-                        continue;
+                int timeout = -1;
+
+                /* the slot list and the poll set change only with the generation
+                 * (or stop): the busy-polling loop below stays two syscalls */
+                if (__atomic_load_n(&p->gen, __ATOMIC_ACQUIRE) != gen ||
+                    __atomic_load_n(&p->stop, __ATOMIC_RELAXED)) {
+                        int r = sync_slots(p, &slots, &n, &gen);
+                        struct pollfd *v = r < 0 ? NULL : realloc(pfd, (n + 1) * sizeof(*v));
+                        if (r == -ECANCELED)
+                                break;
+                        if (!v) {
+                                gen = UINT64_MAX; /* try again */
+                                usleep(1000);
+                                continue;
+                        }
+                        pfd = v;
+                        pfd[0] = (struct pollfd){.fd = p->efd, .events = POLLIN};
+                        for (size_t i = 0; i < n; i++)
+                                pfd[i + 1] =
+                                    (struct pollfd){.fd = slots[i].a->uffd, .events = POLLIN};
                 }
-                pfd = v;
-                pfd[0] = (struct pollfd){.fd = p->efd, .events = POLLIN};
-                for (size_t i = 0; i < n; i++)
-                        pfd[i + 1] = (struct pollfd){.fd = slots[i].a->uffd, .events = POLLIN};
                 /* Busy-poll for a while after a fault: the next one is served
                  * without a wake-up of this thread. */
                 if (spin_ns && fill_now_ns() - last_fault < spin_ns)
@@ -459,7 +466,7 @@ int pager_add(struct pager *p, struct arena *a, struct residency *r)
         }
         p->slots = v;
         p->slots[p->n_slots++] = (struct fill_slot){.a = a, .r = r};
-        p->gen++;
+        __atomic_add_fetch(&p->gen, 1, __ATOMIC_RELEASE);
         pthread_mutex_unlock(&p->lock);
         pager_notify(p);
         return 0;
@@ -477,7 +484,7 @@ void pager_remove(struct pager *p, struct arena *a)
                         p->slots[i] = p->slots[--p->n_slots];
                         break;
                 }
-        want = ++p->gen;
+        want = __atomic_add_fetch(&p->gen, 1, __ATOMIC_RELEASE);
         pthread_mutex_unlock(&p->lock);
         pager_notify(p);
         pthread_mutex_lock(&p->lock);
