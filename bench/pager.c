@@ -69,21 +69,6 @@ struct engine_stats {
         int status;
 };
 
-static double now_s(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static uint64_t xorshift(uint64_t *s)
-{
-        *s ^= *s << 13;
-        *s ^= *s >> 7;
-        *s ^= *s << 17;
-        return *s;
-}
-
 /* ---- zipfian page picker (Gray et al., as in YCSB), hot pages scattered ---- */
 
 struct zipf {
@@ -107,7 +92,7 @@ static void zipf_init(struct zipf *z, uint64_t n, double theta)
 
 static uint64_t zipf_page(const struct zipf *z, uint64_t *rng)
 {
-        double u = (double)(xorshift(rng) >> 11) / (double)(1ULL << 53), uz = u * z->zetan;
+        double u = (double)(paged_xorshift(rng) >> 11) / (double)(1ULL << 53), uz = u * z->zetan;
         uint64_t rank;
 
         if (uz < 1.0)
@@ -155,10 +140,10 @@ static void run_phase(char *m, uint64_t pages, enum phase ph, uint64_t ops,
 
         if (ph == SEQ_WRITE || ph == SEQ_READ)
                 ops = pages;
-        t0 = now_s();
+        t0 = paged_now_s();
         for (uint64_t k = 0; k < ops; k++) {
                 uint64_t page = ph <= SEQ_READ              ? k
-                                : ph <= UNI_WRITE           ? xorshift(&rng) % pages
+                                : ph <= UNI_WRITE           ? paged_xorshift(&rng) % pages
                                                             : zipf_page(z, &rng);
                 uint64_t *w = (uint64_t *)(m + page * PAGE);
                 if (write)
@@ -166,7 +151,7 @@ static void run_phase(char *m, uint64_t pages, enum phase ph, uint64_t ops,
                 else
                         errors += (uint64_t)page_read(w, page, &sink);
         }
-        res->secs = now_s() - t0;
+        res->secs = paged_now_s() - t0;
         res->ops = ops;
         res->errors = errors;
         __asm__ volatile("" : : "r"(sink));
@@ -209,7 +194,7 @@ static void latency_workload(char *m, uint64_t size, struct lat_result *out)
         for (uint64_t i = 0; i < pages; i++)
                 order[i] = (uint32_t)i;
         for (uint64_t i = pages - 1; i > 0; i--) {
-                uint64_t j = xorshift(&rng) % (i + 1), x = order[i];
+                uint64_t j = paged_xorshift(&rng) % (i + 1), x = order[i];
                 order[i] = order[j];
                 order[j] = (uint32_t)x;
         }
@@ -217,13 +202,13 @@ static void latency_workload(char *m, uint64_t size, struct lat_result *out)
         for (uint64_t k = 0; k < pages; k++) {
                 uint64_t page = order[k];
                 volatile uint64_t *w = (volatile uint64_t *)(m + page * PAGE);
-                double t0 = now_s();
+                double t0 = paged_now_s();
                 if (page & 1) {
                         w[1] = k;
-                        wr[nw++] = now_s() - t0;
+                        wr[nw++] = paged_now_s() - t0;
                 } else {
                         uint64_t v = w[0];
-                        rd[nr++] = now_s() - t0;
+                        rd[nr++] = paged_now_s() - t0;
                         out->errors += v != tag_of(page);
                 }
         }

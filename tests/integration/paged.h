@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include "error.h"
 #include "pager.h"
@@ -63,3 +64,20 @@ int paged_serve(struct paged *p);
 int paged_wait(struct paged *p, int *ret_status);
 /* Kill a child still running, stop and free everything. */
 void paged_free(struct paged *p);
+
+/* Helpers of the children and drivers: a monotonic clock in seconds, and a
+ * xorshift64 step (reproducible pseudo-random pages). */
+static inline double paged_now_s(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static inline uint64_t paged_xorshift(uint64_t *s)
+{
+        *s ^= *s << 13;
+        *s ^= *s >> 7;
+        *s ^= *s << 17;
+        return *s;
+}

@@ -42,21 +42,6 @@ static void teardown(void)
 
 TestSuite(pager_race, .init = setup, .fini = teardown, .timeout = 120);
 
-static double now_s(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static uint64_t xorshift(uint64_t *s)
-{
-        *s ^= *s << 13;
-        *s ^= *s >> 7;
-        *s ^= *s << 17;
-        return *s;
-}
-
 /* ---- the spy: counts what the engine asks of the store ---- */
 
 /* The store's own ops table, copied with fills and write-backs wrapped (ops
@@ -379,14 +364,14 @@ static void writer_init(struct writer *w, volatile uint64_t *m, uint64_t pages, 
  * page. LIVE: check each word first (in the child). */
 static bool writer_op(struct writer *w, bool live)
 {
-        uint64_t r = xorshift(&w->rng), pg;
+        uint64_t r = paged_xorshift(&w->rng), pg;
 
         if (r & 15)
                 pg = (r >> 4) % HOT_PAGES;
         else
                 pg = (r >> 4) % w->pages;
         for (uint64_t j = 0, n = 1 + (r >> 60) % 4; j < n; j++) {
-                uint64_t k = xorshift(&w->rng) % OWN, wd = race_word(pg, k, w->t);
+                uint64_t k = paged_xorshift(&w->rng) % OWN, wd = race_word(pg, k, w->t);
                 uint32_t *c = &w->count[pg * OWN + k];
                 uint64_t v = w->m[wd];
                 if (live && v != race_tag(w->t, wd, *c)) {
@@ -406,11 +391,11 @@ static bool writer_op(struct writer *w, bool live)
  * until the time is up. */
 static bool stream(volatile uint64_t *m, uint64_t pages, struct race_result *res)
 {
-        double end = now_s() + RACE_SECONDS;
+        double end = paged_now_s() + RACE_SECONDS;
 
         for (;; res->passes++)
                 for (res->page = 0; res->page < pages; res->page++) {
-                        if ((res->page & 63) == 0 && now_s() > end)
+                        if ((res->page & 63) == 0 && paged_now_s() > end)
                                 return true;
                         for (uint64_t k = 0; k < STREAM_WORDS; k++) {
                                 uint64_t wd = race_word(res->page, k, 0), v = m[wd];
@@ -525,7 +510,7 @@ static void *hammer_thread(void *arg)
         uint64_t rng = 0x5eed;
 
         while (!atomic_load(&h->stop)) {
-                uint64_t r = xorshift(&rng);
+                uint64_t r = paged_xorshift(&rng);
                 int64_t n = residency_evict_to(h->res, r % 8 ? RACE_BUDGET / 2 : 0);
                 if (n > 0)
                         h->evicted += (uint64_t)n;
@@ -543,7 +528,7 @@ static void race(const char *uri, const char *what)
         struct race_result res;
         uint64_t pages = RACE_SIZE / PAGE;
         pthread_t th;
-        double t0 = now_s();
+        double t0 = paged_now_s();
 
         start(&p, uri, RACE_SIZE, RACE_BUDGET, race_child);
         h.res = p.res;
@@ -560,7 +545,7 @@ static void race(const char *uri, const char *what)
         }
         cr_log_info("%s: %.1f s, stream at pass %llu page %llu, writer ops %llu %llu %llu; "
                     "hammer: %llu rounds evicted %llu MiB",
-                    what, now_s() - t0, U(res.passes), U(res.page), U(res.ops[1]), U(res.ops[2]),
+                    what, paged_now_s() - t0, U(res.passes), U(res.page), U(res.ops[1]), U(res.ops[2]),
                     U(res.ops[3]), U(h.rounds), U(h.evicted / MiB));
 
         /* it was a race: all of it happened while the writers ran */
