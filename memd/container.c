@@ -208,7 +208,7 @@ void container_free(struct container *c)
                 container_remove_process(c, c->processes);
         pager_free(c->pager);
         residency_free(c->residency);
-        if (c->cg && c->residency)
+        if (c->cg) /* also after an attach that failed half way */
                 (void)cgroup_set_oom_pause(c->cg, false);
         if (c->acct)
                 munmap(c->acct, XMEM_ACCT_SIZE);
