@@ -41,7 +41,7 @@ static int xmem_segs(struct store_xmem *x, const struct store_seg *segs, size_t 
         uint64_t in_seg = 0;
 
         for (size_t i = 0; i < nseg; i++)
-                if (segs[i].offset > x->base.size || segs[i].len > x->base.size - segs[i].offset)
+                if (!store_in_range(&x->base, segs[i].offset, segs[i].len))
                         return -ERANGE;
         while (si < nseg) {
                 struct xmem_io io[XMEM_PIPELINE], *per[XMEM_PIPELINE];
@@ -142,7 +142,7 @@ static int xmem_fetch_nowait(struct store *s, uint64_t offset, void *buf, size_t
         size_t i, piece;
         int r;
 
-        if (offset > x->base.size || len > x->base.size - offset)
+        if (!store_in_range(&x->base, offset, len))
                 return -ERANGE;
         piece_of(x, offset, len, &i, &roff, &piece);
         if (piece != len || len > xmem_transport_hello(x->t[i])->max_io)
@@ -179,7 +179,7 @@ static int xmem_direct_each(struct store *s, uint64_t offset, uint64_t len, bool
         struct store_xmem *x = (struct store_xmem *)s;
         struct direct_ctx d = {fn, ctx, 0};
 
-        if (offset > x->base.size || len > x->base.size - offset)
+        if (!store_in_range(&x->base, offset, len))
                 return -ERANGE;
         while (d.at < len) {
                 size_t i, piece;

@@ -51,7 +51,7 @@ static int file_fetch(struct store *s, uint64_t offset, void *buf, size_t len)
         struct store_file *f = (struct store_file *)s;
         ssize_t n;
 
-        if (offset > s->size || len > s->size - offset)
+        if (!store_in_range(s, offset, len))
                 return -ERANGE;
         n = pread_full(f->fd, buf, len, (off_t)offset);
         if (n < 0)
@@ -64,7 +64,7 @@ static int file_writeback(struct store *s, uint64_t offset, const void *buf, siz
 {
         struct store_file *f = (struct store_file *)s;
 
-        if (offset > s->size || len > s->size - offset)
+        if (!store_in_range(s, offset, len))
                 return -ERANGE;
         return pwrite_full(f->fd, buf, len, (off_t)offset);
 }

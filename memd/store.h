@@ -56,6 +56,12 @@ static inline int store_writeback(struct store *s, uint64_t offset, const void *
         return s->ops->writeback(s, offset, buf, len);
 }
 void store_free(struct store *s);
+
+/* Does [OFFSET, OFFSET+LEN) lie within S? */
+static inline bool store_in_range(const struct store *s, uint64_t offset, uint64_t len)
+{
+        return offset <= s->size && len <= s->size - offset;
+}
 /* Write N stretches whose data lie concatenated in BUF, with every request in
  * flight at once where the store can. */
 int store_writeback_v(struct store *s, const struct store_seg *segs, size_t n, const void *buf);
