@@ -72,6 +72,15 @@ static inline uint64_t arena_chunk_addr(const struct arena *a, uint64_t chunk)
 {
         return a->base + chunk * a->chunk_size;
 }
+/* The arena is no longer served (pager_remove): fills retrying give up. */
+static inline void arena_set_gone(struct arena *a)
+{
+        __atomic_store_n(&a->gone, true, __ATOMIC_RELEASE);
+}
+static inline bool arena_gone(struct arena *a)
+{
+        return __atomic_load_n(&a->gone, __ATOMIC_ACQUIRE);
+}
 static inline uint64_t arena_resident_bytes(const struct arena *a)
 {
         return a->resident_chunks * a->chunk_size;

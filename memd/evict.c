@@ -129,49 +129,47 @@ static int pread_piece(void *ctx, uint64_t at, void *mem, uint64_t len)
         return got == (ssize_t)len ? 0 : got < 0 ? -errno : -EIO;
 }
 
-int residency_write_back(struct residency *r, struct arena *a, uint64_t off, uint64_t len)
+/* Over a wire: read the stretches SEGS of A's memfd (at most buf_size in all)
+ * into the buffer and send them in one pipelined call. */
+static int write_back_buffered(struct residency *r, struct arena *a, const struct store_seg *segs,
+                               size_t n)
 {
-        struct direct_wb d = {a->memfd, off};
-        int rr = store_direct(a->store, off, len, true, pread_piece, &d);
+        uint64_t at = 0;
 
-        for (uint64_t done = 0; rr == -EOPNOTSUPP && done < len;) {
-                uint64_t piece = MIN(len - done, (uint64_t)r->buf_size);
-                ssize_t got = pread(a->memfd, r->buf, piece, (off_t)(off + done));
-                rr = got == (ssize_t)piece ? 0 : got < 0 ? -errno : -EIO;
-                if (rr == 0)
-                        rr = store_writeback(a->store, off + done, r->buf, piece);
-                done += piece;
-                if (rr == 0 && done < len)
-                        rr = -EOPNOTSUPP; /* next piece */
+        for (size_t i = 0; i < n; i++) {
+                ssize_t got =
+                    pread(a->memfd, (char *)r->buf + at, segs[i].len, (off_t)segs[i].offset);
+                if (got != (ssize_t)segs[i].len)
+                        return got < 0 ? -errno : -EIO;
+                at += segs[i].len;
         }
+        return store_writeback_v(a->store, segs, n, r->buf);
+}
+
+/* Count BYTES written back, or one store error; returns RR. */
+static int counted(struct residency *r, int rr, uint64_t bytes)
+{
         if (rr == 0)
-                atomic_fetch_add(&r->counters.written_back_bytes, len);
+                atomic_fetch_add(&r->counters.written_back_bytes, bytes);
         else
                 atomic_fetch_add(&r->counters.store_errors, 1);
         return rr;
 }
 
-/* Step 3 over a wire: read every protected dirty stretch of the batch into
- * the buffer and send them all in one pipelined call. */
-static int write_back_batch(struct residency *r, struct arena *a, const struct store_seg *segs,
-                            size_t n)
+int residency_write_back(struct residency *r, struct arena *a, uint64_t off, uint64_t len)
 {
-        uint64_t at = 0;
-        int rr = 0;
+        struct direct_wb d = {a->memfd, off};
+        int rr = store_direct(a->store, off, len, true, pread_piece, &d);
 
-        for (size_t i = 0; i < n && rr == 0; i++) {
-                ssize_t got =
-                    pread(a->memfd, (char *)r->buf + at, segs[i].len, (off_t)segs[i].offset);
-                rr = got == (ssize_t)segs[i].len ? 0 : got < 0 ? -errno : -EIO;
-                at += segs[i].len;
+        if (rr != -EOPNOTSUPP)
+                return counted(r, rr, len);
+        rr = 0; /* over a wire: through the buffer, a buffer at a time */
+        for (uint64_t done = 0; rr == 0 && done < len;) {
+                struct store_seg seg = {off + done, MIN(len - done, (uint64_t)r->buf_size)};
+                rr = write_back_buffered(r, a, &seg, 1);
+                done += seg.len;
         }
-        if (rr == 0)
-                rr = store_writeback_v(a->store, segs, n, r->buf);
-        if (rr == 0)
-                atomic_fetch_add(&r->counters.written_back_bytes, at);
-        else
-                atomic_fetch_add(&r->counters.store_errors, 1);
-        return rr;
+        return counted(r, rr, len);
 }
 
 /* Steps 2 and 3 for the dirty stretches of the sorted victims: protect each
@@ -181,7 +179,8 @@ static void protect_and_write_back(struct residency *r, struct arena *a, const u
                                    const bool *dirty, size_t n, bool *failed)
 {
         struct store_seg segs[EVICT_BATCH_MAX];
-        size_t first[EVICT_BATCH_MAX], n_segs = 0;
+        size_t n_segs = 0;
+        uint64_t bytes = 0;
         bool direct = store_has_direct(a->store);
 
         for (size_t i = 0; i < n;) {
@@ -198,19 +197,18 @@ static void protect_and_write_back(struct residency *r, struct arena *a, const u
                         else if (direct)
                                 rr = residency_write_back(r, a, v[i] * a->chunk_size, len);
                         else {
-                                first[n_segs] = i;
                                 segs[n_segs++] = (struct store_seg){v[i] * a->chunk_size, len};
+                                bytes += len;
                         }
                 }
                 for (size_t j = i; j < i + k; j++)
                         failed[j] = rr < 0;
                 i += k;
         }
-        if (n_segs && write_back_batch(r, a, segs, n_segs) < 0)
-                for (size_t s = 0; s < n_segs; s++)
-                        for (size_t j = first[s];
-                             j < n && v[j] * a->chunk_size < segs[s].offset + segs[s].len; j++)
-                                failed[j] = true;
+        /* every dirty victim not refused above is in the batch: all or none */
+        if (n_segs && counted(r, write_back_buffered(r, a, segs, n_segs), bytes) < 0)
+                for (size_t j = 0; j < n; j++)
+                        failed[j] |= dirty[j];
 }
 
 /* Steps 4 and 5 for one run of contiguous victims [I, I+K). */

@@ -1,5 +1,5 @@
-/* fill.c: fills and the fill workers (see fill.h). Chunk states and the
- * rules for who moves them are in arena.h and docs/pager.md. */
+/* fill.c: fills and the fill workers (see fill.h). Page states and the
+ * rules for who moves them are in pages.h and docs/pager.md. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -77,7 +77,7 @@ static int fetch(struct fill_pool *fp, struct fill_job *j, void *buf)
                         break;
                 }
                 atomic_fetch_add(&j->s.r->counters.store_errors, 1);
-                if (j->prefetch || fill_stopping(fp) || __atomic_load_n(&a->gone, __ATOMIC_ACQUIRE))
+                if (j->prefetch || fill_stopping(fp) || arena_gone(a))
                         return -EIO;
                 usleep(10000);
         }
@@ -119,26 +119,23 @@ static int finish(struct fill_job *j, int r)
         struct arena *a = j->s.a;
         struct residency *res = j->s.r;
         uint64_t len = fill_job_bytes(j);
-        bool installed = r == 0 || j->done > 0;
 
+        if (r < 0 && j->done == 0) {
+                fill_give_back(j);
+                return r;
+        }
         pthread_mutex_lock(&a->lock);
         /* Partly installed (the process died meanwhile) counts as resident so
          * the pages are punched with the run. */
         for (uint64_t c = j->first; c < j->first + j->n; c++)
-                if (installed)
-                        pages_installed(a, c, j->writable, !j->prefetch);
-                else
-                        pages_given_back(a, c);
+                pages_installed(a, c, j->writable, !j->prefetch);
         pthread_mutex_unlock(&a->lock);
         /* Always wake after the state change: a thread that faulted while the
          * run was FILLING (e.g. a write to a page this copy had installed
          * protected) was told to wait for the owner. */
         (void)uffd_wake(a->uffd, arena_chunk_addr(a, j->first), len);
-        if (installed)
-                atomic_fetch_add(&res->resident, len);
+        atomic_fetch_add(&res->resident, len);
         atomic_fetch_sub(&res->inflight, len);
-        if (!installed)
-                return r;
         if (!j->stored)
                 atomic_fetch_add(&res->counters.zero_filled_bytes, len);
         else
@@ -168,7 +165,7 @@ int fill_run(struct fill_pool *fp, struct fill_job *j, void *buf, bool may_evict
                 atomic_fetch_add(&res->counters.enomem_retries, 1);
                 if (!may_evict)
                         return -EAGAIN;
-                if (fill_stopping(fp) || __atomic_load_n(&j->s.a->gone, __ATOMIC_ACQUIRE))
+                if (fill_stopping(fp) || arena_gone(j->s.a))
                         break;
                 uint64_t resident = atomic_load(&res->resident), step = MAX(len, 256ULL << 10);
                 if (residency_evict_to(res, resident > step ? resident - step : 0) < 0)

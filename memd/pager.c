@@ -202,14 +202,16 @@ static void fill_demand(struct pager *p, struct fill_job *j, unsigned *inline_le
         bool room =
             atomic_load(&r->resident) + atomic_load(&r->inflight) <= atomic_load(&r->budget);
 
-        if (len <= INLINE_MAX_BYTES && room && fill_is_cheap(j) && *inline_left > 0) {
+        bool cheap = fill_is_cheap(j);
+
+        if (len <= INLINE_MAX_BYTES && room && cheap && *inline_left > 0) {
                 (*inline_left)--;
                 if (fill_run(p->fill, j, NULL, false) != -EAGAIN) {
                         atomic_fetch_add(&r->counters.inline_fills, 1);
                         lat_hist_add(&r->counters.fault_latency, fill_now_ns() - j->t_read);
                         return;
                 }
-        } else if (len <= INLINE_MAX_BYTES && room && !fill_is_cheap(j) && fill_async(p, j))
+        } else if (len <= INLINE_MAX_BYTES && room && !cheap && fill_async(p, j))
                 return;
         fill_pool_dispatch(p->fill, j);
 }
@@ -477,7 +479,7 @@ void pager_remove(struct pager *p, struct arena *a)
         uint64_t want;
 
         /* a fill of A waiting for an unreachable appliance gives up now */
-        __atomic_store_n(&a->gone, true, __ATOMIC_RELEASE);
+        arena_set_gone(a);
         pthread_mutex_lock(&p->lock);
         for (size_t i = 0; i < p->n_slots; i++)
                 if (p->slots[i].a == a) {
