@@ -390,20 +390,17 @@ static int tcp_submit_nowait(struct xmem_transport *base, struct xmem_io *io)
         struct xmem_wire_hdr h;
         struct iovec iov[2];
         struct tcp_req *q;
-        bool dead;
 
         for (unsigned k = 0; k < t->nconn; k++) {
                 struct tcp_conn *c = pick_conn(t);
 
                 if (pthread_mutex_trylock(&c->send_lock) != 0)
                         continue;
-                pthread_mutex_lock(&c->lock);
-                dead = c->dead;
-                pthread_mutex_unlock(&c->lock);
-                if (dead || !(q = calloc(1, sizeof(*q)))) {
+                if (!(q = calloc(1, sizeof(*q)))) {
                         pthread_mutex_unlock(&c->send_lock);
                         return -EAGAIN;
                 }
+                /* a dead connection is refused there (no reconnect here) */
                 if (conn_send_locked(c, q, &h, iov, io_req(io, NULL, q, &h, iov)) < 0) {
                         free(q);
                         return -EAGAIN;
