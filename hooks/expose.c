@@ -177,7 +177,8 @@ static int expose_preload(int rootfd, struct xmem_error *err)
         return 0;
 }
 
-/* Step 3: memd's socket directory onto /run/xmem. */
+/* Step 3: the container's own socket directory onto /run/xmem, read-only
+ * (a socket in it can still be connected to). */
 static int expose_socket(int rootfd, const char *socket_dir, struct xmem_error *err)
 {
         _cleanup_close_ int mp = mkdir_in_root(rootfd, &XMEM_CONTAINER_SOCKET_DIR[1]);
@@ -186,9 +187,19 @@ static int expose_socket(int rootfd, const char *socket_dir, struct xmem_error *
         if (mp < 0)
                 return xmem_error_set(err, mp, "mkdir %s in the rootfs: %s",
                                       XMEM_CONTAINER_SOCKET_DIR, strerror(-mp));
-        if (mount(socket_dir, fdpath(mp, p), NULL, MS_BIND | MS_REC, NULL) < 0)
+        if (mount(socket_dir, fdpath(mp, p), NULL, MS_BIND, NULL) < 0)
                 return xmem_error_set(err, negative_errno(), "bind %s onto %s: %m", socket_dir,
                                       XMEM_CONTAINER_SOCKET_DIR);
+        safe_close(mp); /* the mount point now: reopen to reach the bind */
+        mp = open_in_root(rootfd, &XMEM_CONTAINER_SOCKET_DIR[1], O_PATH | O_DIRECTORY, 0);
+        if (mp < 0 || mount(NULL, fdpath(mp, p), NULL,
+                            MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                            NULL) < 0) {
+                int r = mp < 0 ? mp : negative_errno();
+                umount_in_root(rootfd, &XMEM_CONTAINER_SOCKET_DIR[1]);
+                return xmem_error_set(err, r, "make %s read-only: %s", XMEM_CONTAINER_SOCKET_DIR,
+                                      strerror(-r));
+        }
         return 0;
 }
 
@@ -203,6 +214,8 @@ static int expose_in_ns(const char *rootfs, int shim_fd, size_t shim_size,
 
         if (rootfd < 0)
                 return xmem_error_set(err, negative_errno(), "rootfs %s: %m", rootfs);
+        if (shim_fd < 0) /* xmem-runtime put the shim in config.json */
+                return expose_socket(rootfd, socket_dir, err);
         r = preload_text(rootfd, preload, sizeof(preload), &len, &present);
         if (r < 0)
                 return xmem_error_set(err, r, "read /etc/ld.so.preload: %s", strerror(-r));
@@ -226,15 +239,15 @@ static int expose_in_ns(const char *rootfs, int shim_fd, size_t shim_size,
 int container_expose(pid_t pid, const char *rootfs, const char *shim, const char *socket_dir,
                      struct xmem_error *err)
 {
-        _cleanup_close_ int shim_fd = open(shim, O_RDONLY | O_CLOEXEC), ns = -1;
+        _cleanup_close_ int shim_fd = shim ? open(shim, O_RDONLY | O_CLOEXEC) : -1, ns = -1;
         int pipefd[2], status;
         char msg[XMEM_ERROR_MAX] = "";
-        struct stat st;
+        struct stat st = {};
         char path[64];
         ssize_t n;
         pid_t child;
 
-        if (shim_fd < 0 || fstat(shim_fd, &st) < 0)
+        if (shim && (shim_fd < 0 || fstat(shim_fd, &st) < 0))
                 return xmem_error_set(err, negative_errno(), "shim %s: %m", shim);
         snprintf(path, sizeof(path), "/proc/%d/ns/mnt", (int)pid);
         ns = open(path, O_RDONLY | O_CLOEXEC);

@@ -14,6 +14,7 @@
 #include "cgroup.h"
 #include "expose.h"
 #include "fdio.h"
+#include "json-util.h"
 #include "memd-client.h"
 #include "oci.h"
 #include "paths.h"
@@ -98,9 +99,16 @@ static int container_cgroup(pid_t pid, char **ret, struct xmem_error *err)
         return 0;
 }
 
+/* Attach; *RET_SOCKET_DIR: the container's own socket directory memd made. */
 static int attach(int fd, const struct oci_state *s, const char *cgroup,
-                  const struct xmem_annotations *x, struct xmem_error *err)
+                  const struct xmem_annotations *x, char **ret_socket_dir,
+                  struct xmem_error *err)
 {
+        _cleanup_json_ json_object *result = NULL;
+        json_object *sock = NULL;
+        const char *path;
+        int r;
+
         json_object *p = json_object_new_object();
 
         if (!p)
@@ -112,7 +120,15 @@ static int attach(int fd, const struct oci_state *s, const char *cgroup,
         json_object_object_add(p, "policy", json_object_new_string(x->policy));
         if (x->appliance[0])
                 json_object_object_add(p, "appliance", json_object_new_string(x->appliance));
-        return memd_call(fd, "attach", p, NULL, err);
+        r = memd_call(fd, "attach", p, &result, err);
+        if (r < 0)
+                return r;
+        if (!json_object_object_get_ex(result, "socket", &sock) ||
+            !json_object_is_type(sock, json_type_string) ||
+            (path = json_object_get_string(sock))[0] != '/' || !strrchr(path, '/') ||
+            !(*ret_socket_dir = strndup(path, (size_t)(strrchr(path, '/') - path))))
+                return xmem_error_set(err, -EBADMSG, "memd: attach: no socket in the reply");
+        return 0;
 }
 
 static int detach(int fd, const char *id, struct xmem_error *err)
@@ -127,31 +143,25 @@ static int detach(int fd, const char *id, struct xmem_error *err)
         return r == -ENOENT ? 0 : r; /* already detached: idempotent */
 }
 
-/* Expose the shim and the socket unless xmem-runtime put them in config.json. */
+/* Expose the container's own socket directory, and the shim unless
+ * xmem-runtime put it in config.json. */
 static int expose(const struct hook_opts *o, const struct oci_state *s,
-                  const struct oci_config *c, struct xmem_error *err)
+                  const struct oci_config *c, const char *socket_dir, struct xmem_error *err)
 {
-        _cleanup_free_ char *rootfs = NULL, *sockdir = strdup(o->socket);
-        const char *base = strrchr(o->socket, '/');
+        _cleanup_free_ char *rootfs = NULL;
 
-        if (oci_config_has_mount(c, XMEM_CONTAINER_SHIM))
-                return 0;
-        if (!sockdir || oci_config_rootfs(c, s->bundle, &rootfs) < 0)
+        if (oci_config_rootfs(c, s->bundle, &rootfs) < 0)
                 return xmem_error_set(err, -ENOMEM, "out of memory");
-        if (!base || strcmp(base + 1, XMEM_SOCKET_NAME) != 0)
-                return xmem_error_set(err, -EINVAL,
-                                      "memd socket %s: must be named " XMEM_SOCKET_NAME
-                                      " for containers started without xmem-runtime (the shim "
-                                      "looks for " XMEM_CONTAINER_SOCKET_DIR "/" XMEM_SOCKET_NAME
-                                      ")", o->socket);
-        return container_expose(s->pid, rootfs, o->shim, dirname(sockdir), err);
+        return container_expose(s->pid, rootfs,
+                                oci_config_has_mount(c, XMEM_CONTAINER_SHIM) ? NULL : o->shim,
+                                socket_dir, err);
 }
 
 static int create_runtime(const struct hook_opts *o, const struct oci_state *s,
                           const struct oci_config *c, const struct xmem_annotations *x,
                           struct xmem_error *err)
 {
-        _cleanup_free_ char *cgroup = NULL;
+        _cleanup_free_ char *cgroup = NULL, *socket_dir = NULL;
         _cleanup_close_ int fd = -1;
         struct xmem_error undo = {};
         int r;
@@ -164,10 +174,10 @@ static int create_runtime(const struct hook_opts *o, const struct oci_state *s,
         r = memd_connect(o->socket, &fd, err);
         if (r < 0)
                 return r;
-        r = attach(fd, s, cgroup, x, err);
+        r = attach(fd, s, cgroup, x, &socket_dir, err);
         if (r < 0)
                 return r;
-        r = expose(o, s, c, err);
+        r = expose(o, s, c, socket_dir, err);
         if (r < 0 && detach(fd, s->id, &undo) < 0) {
                 char first[XMEM_ERROR_MAX];
                 snprintf(first, sizeof(first), "%s", xmem_error_str(err));

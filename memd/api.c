@@ -16,79 +16,17 @@
 #include "macro.h"
 #include "parse.h"
 
-static const char *const method_names[_API_METHOD_MAX] = {
-        [API_ATTACH] = "attach",
-        [API_DETACH] = "detach",
-        [API_LIST] = "list",
-        [API_STATS] = "stats",
-        [API_SHIM_HELLO] = "shim.hello",
-        [API_SHIM_REGISTER] = "shim.register",
-        [API_SHIM_FORK] = "shim.fork",
-};
-
-#define F(name, type, req, st, member)                                                             \
-        { name, JSON_FIELD_##type, req, offsetof(st, member) }
-
-static const struct json_field attach_fields[] = {
-        F("id", STRING, true, struct api_attach, id),
-        F("cgroup", STRING, true, struct api_attach, cgroup),
-        F("local_limit", SIZE, true, struct api_attach, local_limit),
-        F("external", SIZE, true, struct api_attach, external),
-        F("policy", STRING, false, struct api_attach, policy_text),
-        F("local_alloc_limit", SIZE, false, struct api_attach, local_alloc_limit),
-        F("appliance", STRING, false, struct api_attach, appliance),
-        {},
-};
-static const struct json_field detach_fields[] = {
-        F("id", STRING, true, struct api_id, id),
-        F("force", BOOL, false, struct api_id, force),
-        {},
-};
-static const struct json_field stats_fields[] = {
-        F("id", STRING, true, struct api_id, id),
-        {},
-};
-static const struct json_field empty_fields[] = {
-        {},
-};
-static const struct json_field hello_fields[] = {
-        F("version", U64, true, struct api_hello, version),
-        F("fork_token", STRING, false, struct api_hello, fork_token),
-        {},
-};
-static const struct json_field register_fields[] = {
-        F("base", U64, true, struct api_register, base),
-        F("size", U64, true, struct api_register, size),
-        {},
-};
-
-static const struct json_field *const method_fields[_API_METHOD_MAX] = {
-        [API_ATTACH] = attach_fields,   [API_DETACH] = detach_fields,
-        [API_LIST] = empty_fields,      [API_STATS] = stats_fields,
-        [API_SHIM_HELLO] = hello_fields, [API_SHIM_REGISTER] = register_fields,
-        [API_SHIM_FORK] = empty_fields,
-};
-static const size_t method_params_size[_API_METHOD_MAX] = {
-        [API_ATTACH] = sizeof(struct api_attach),   [API_DETACH] = sizeof(struct api_id),
-        [API_LIST] = 0,                             [API_STATS] = sizeof(struct api_id),
-        [API_SHIM_HELLO] = sizeof(struct api_hello), [API_SHIM_REGISTER] = sizeof(struct api_register),
-        [API_SHIM_FORK] = 0,
-};
-
-const char *api_method_name(enum api_method m)
+const struct api_method *api_method_find(const char *name)
 {
-        return m < _API_METHOD_MAX ? method_names[m] : "request";
+        for (size_t i = 0; i < api_methods_n; i++)
+                if (strcmp(api_methods[i].name, name) == 0)
+                        return &api_methods[i];
+        return NULL;
 }
 
-bool api_method_unprivileged(enum api_method m)
+const char *api_method_name(const struct api_method *m)
 {
-        return m == API_STATS || m == API_SHIM_HELLO || m == API_SHIM_REGISTER ||
-               m == API_SHIM_FORK;
-}
-
-size_t api_method_fds(enum api_method m)
-{
-        return m == API_SHIM_REGISTER ? 1 : 0;
+        return m ? m->name : "request";
 }
 
 bool api_id_valid(const char *id)
@@ -179,6 +117,78 @@ int api_attach_validate(struct api_attach *a, struct xmem_error *err)
         return 0;
 }
 
+#define F(name, type, req, st, member)                                                             \
+        { name, JSON_FIELD_##type, req, offsetof(st, member) }
+
+const struct json_field api_attach_fields[] = {
+        F("id", STRING, true, struct api_attach, id),
+        F("cgroup", STRING, true, struct api_attach, cgroup),
+        F("local_limit", SIZE, true, struct api_attach, local_limit),
+        F("external", SIZE, true, struct api_attach, external),
+        F("policy", STRING, false, struct api_attach, policy_text),
+        F("local_alloc_limit", SIZE, false, struct api_attach, local_alloc_limit),
+        F("appliance", STRING, false, struct api_attach, appliance),
+        {},
+};
+const struct json_field api_detach_fields[] = {
+        F("id", STRING, true, struct api_id, id),
+        F("force", BOOL, false, struct api_id, force),
+        {},
+};
+const struct json_field api_stats_fields[] = {
+        F("id", STRING, false, struct api_id, id),
+        {},
+};
+const struct json_field api_no_fields[] = {
+        {},
+};
+const struct json_field api_hello_fields[] = {
+        F("version", U64, true, struct api_hello, version),
+        F("fork_token", STRING, false, struct api_hello, fork_token),
+        {},
+};
+const struct json_field api_register_fields[] = {
+        F("base", U64, true, struct api_register, base),
+        F("size", U64, true, struct api_register, size),
+        {},
+};
+
+int api_check_attach(union api_params *p, struct xmem_error *err)
+{
+        return api_attach_validate(&p->attach, err);
+}
+
+int api_check_id(union api_params *p, struct xmem_error *err)
+{
+        if (p->id.id && !api_id_valid(p->id.id))
+                return xmem_error_set(err, -EINVAL, "params.id: must match [A-Za-z0-9_.-]{1,128}");
+        return 0;
+}
+
+int api_check_hello(union api_params *p, struct xmem_error *err)
+{
+        const char *t = p->hello.fork_token;
+
+        if (p->hello.version < 1 || p->hello.version > API_SHIM_VERSION)
+                return xmem_error_set(err, -EPROTONOSUPPORT,
+                                      "params.version: unsupported shim version %llu (memd "
+                                      "speaks 1 to %d)",
+                                      (unsigned long long)p->hello.version, API_SHIM_VERSION);
+        if (t && (strlen(t) != API_TOKEN_LEN || strspn(t, "0123456789abcdef") != API_TOKEN_LEN))
+                return xmem_error_set(err, -EINVAL, "params.fork_token: must be %d hex digits",
+                                      API_TOKEN_LEN);
+        return 0;
+}
+
+int api_check_register(union api_params *p, struct xmem_error *err)
+{
+        if (p->reg.base % 4096 || p->reg.size == 0 || p->reg.size % 4096)
+                return xmem_error_set(err, -EINVAL,
+                                      "params.%s: must be a non-zero multiple of the page size",
+                                      p->reg.base % 4096 ? "base" : "size");
+        return 0;
+}
+
 struct envelope {
         uint64_t version;
         const char *method;
@@ -192,7 +202,7 @@ static const struct json_field envelope_fields[] = {
         {},
 };
 
-static int parse_params(enum api_method m, json_object *params, struct api_request *req,
+static int parse_params(const struct api_method *m, json_object *params, struct api_request *req,
                         struct xmem_error *err)
 {
         _cleanup_json_ json_object *empty = NULL;
@@ -200,32 +210,10 @@ static int parse_params(enum api_method m, json_object *params, struct api_reque
 
         if (!params)
                 params = empty = json_object_new_object();
-        r = json_dispatch_at(params, method_fields[m], &req->p, method_params_size[m], false,
-                             "params", err);
-        if (r < 0)
-                return xmem_error_prefix(err, "%s", method_names[m]);
-        if (m == API_ATTACH) {
-                r = api_attach_validate(&req->p.attach, err);
-                if (r < 0)
-                        return xmem_error_prefix(err, "%s", method_names[m]);
-        } else if ((m == API_DETACH || m == API_STATS) && !api_id_valid(req->p.id.id)) {
-                return xmem_error_set(err, -EINVAL,
-                                      "%s: params.id: must match [A-Za-z0-9_.-]{1,128}",
-                                      method_names[m]);
-        } else if (m == API_SHIM_HELLO &&
-                   (req->p.hello.version < 1 || req->p.hello.version > API_SHIM_VERSION)) {
-                return xmem_error_set(err, -EPROTONOSUPPORT,
-                                      "shim.hello: params.version: unsupported shim version %llu "
-                                      "(memd speaks 1 to %d)",
-                                      (unsigned long long)req->p.hello.version, API_SHIM_VERSION);
-        } else if (m == API_SHIM_REGISTER &&
-                   (req->p.reg.base % 4096 || req->p.reg.size == 0 || req->p.reg.size % 4096)) {
-                return xmem_error_set(err, -EINVAL,
-                                      "shim.register: params.%s: must be a non-zero multiple of "
-                                      "the page size",
-                                      req->p.reg.base % 4096 ? "base" : "size");
-        }
-        return 0;
+        r = json_dispatch_at(params, m->fields, &req->p, sizeof(req->p), false, "params", err);
+        if (r >= 0 && m->check)
+                r = m->check(&req->p, err);
+        return r < 0 ? xmem_error_prefix(err, "%s", m->name) : 0;
 }
 
 int api_request_parse(const char *buf, size_t len, struct api_request *ret,
@@ -249,10 +237,8 @@ int api_request_parse(const char *buf, size_t len, struct api_request *ret,
                 return xmem_error_set(err, -EPROTONOSUPPORT,
                                       "request: xmem: unsupported API version %llu (memd speaks %d)",
                                       (unsigned long long)env.version, API_VERSION);
-        for (req.method = 0; req.method < _API_METHOD_MAX; req.method++)
-                if (strcmp(env.method, method_names[req.method]) == 0)
-                        break;
-        if (req.method == _API_METHOD_MAX)
+        req.method = api_method_find(env.method);
+        if (!req.method)
                 return xmem_error_set(err, -EOPNOTSUPP, "request: method: unknown method '%.64s'",
                                       env.method);
         r = parse_params(req.method, env.params, &req, err);
@@ -352,11 +338,37 @@ static int mkdir_parents(const char *path)
         return 0;
 }
 
-int api_listen(const char *path, int *ret_fd, bool *ret_activated, struct xmem_error *err)
+/* Bind and listen at PATH with MODE: a stale socket file is replaced, a live
+ * one is -EADDRINUSE. ERR names SHOWN. */
+static int listen_path(const char *path, const char *shown, mode_t mode, int *ret_fd,
+                       struct xmem_error *err)
 {
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
         _cleanup_close_ int fd = -1;
-        int n = sd_listen_fds(1);
+
+        if (strlen(path) >= sizeof(sa.sun_path))
+                return xmem_error_set(err, -ENAMETOOLONG, "socket %s: path too long", shown);
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+        fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0)
+                return xmem_error_set(err, negative_errno(), "socket: %m");
+        if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+                return xmem_error_set(err, -EADDRINUSE, "socket %s: another memd is listening",
+                                      shown);
+        (void)unlink(path);
+        /* the socket is created with MODE, never wider for a moment */
+        mode_t old = umask(~mode & 0777);
+        int r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+        umask(old);
+        if (r < 0 || chmod(path, mode) < 0 || listen(fd, 128) < 0)
+                return xmem_error_set(err, negative_errno(), "socket %s: %m", shown);
+        *ret_fd = TAKE_FD(fd);
+        return 0;
+}
+
+int api_listen(const char *path, int *ret_fd, bool *ret_activated, struct xmem_error *err)
+{
+        int n = sd_listen_fds(1), r;
 
         if (n > 1)
                 return xmem_error_set(err, -EINVAL, "systemd passed %d sockets, expected one", n);
@@ -365,27 +377,26 @@ int api_listen(const char *path, int *ret_fd, bool *ret_activated, struct xmem_e
                         return xmem_error_set(err, -EINVAL, "the socket systemd passed is not a "
                                               "listening SOCK_SEQPACKET unix socket");
                 (void)fcntl(SD_LISTEN_FDS_START, F_SETFD, FD_CLOEXEC);
+                (void)fcntl(SD_LISTEN_FDS_START, F_SETFL, O_NONBLOCK);
                 *ret_fd = SD_LISTEN_FDS_START;
                 *ret_activated = true;
                 return 0;
         }
-        if (strlen(path) >= sizeof(sa.sun_path))
-                return xmem_error_set(err, -ENAMETOOLONG, "socket %s: path too long", path);
-        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
         if (mkdir_parents(path) < 0)
                 return xmem_error_set(err, negative_errno(), "socket %s: creating its directory: %m",
                                       path);
-        fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-        if (fd < 0)
-                return xmem_error_set(err, negative_errno(), "socket: %m");
-        if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
-                return xmem_error_set(err, -EADDRINUSE, "socket %s: another memd is listening",
-                                      path);
-        (void)unlink(path);
-        if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || chmod(path, 0666) < 0 ||
-            listen(fd, 128) < 0)
-                return xmem_error_set(err, negative_errno(), "socket %s: %m", path);
-        *ret_fd = TAKE_FD(fd);
+        r = listen_path(path, path, 0600, ret_fd, err);
+        if (r < 0)
+                return r;
         *ret_activated = false;
         return 0;
+}
+
+int api_listen_at(int dirfd, const char *name, const char *shown, int *ret_fd,
+                  struct xmem_error *err)
+{
+        char path[64];
+
+        snprintf(path, sizeof(path), "/proc/self/fd/%d/%s", dirfd, name);
+        return listen_path(path, shown, 0666, ret_fd, err);
 }

@@ -1,6 +1,6 @@
-/* api.h: memd's socket protocol (docs/api.md): the request envelope, one
- * json_dispatch table per method, validation of parameters, reply building
- * and the datagram I/O. Pure of memd's state, so tests/unit/test_api.c runs it. */
+/* api.h: memd's socket protocol (docs/api.md): the method table's shape, the
+ * request envelope, the methods' typed fields and checks, reply building and
+ * the datagram I/O. The table itself, with its handlers, is memd/methods.c. */
 #pragma once
 
 #include <stdbool.h>
@@ -10,6 +10,7 @@
 #include <json-c/json.h>
 
 #include "error.h"
+#include "json-util.h"
 
 #define API_VERSION 1
 /* shim.hello params.version: 1 (two fds) or 2 (adds the accounting page) */
@@ -17,20 +18,36 @@
 #define API_MAX_MESSAGE (64 * 1024)
 #define API_MAX_FDS 4
 #define API_ID_MAX 128
+#define API_TOKEN_LEN 32 /* a fork token: hex digits */
 #define API_MIN_LOCAL_LIMIT (4ULL << 20)
 #define API_MAX_SIZE (1ULL << 50) /* 1 PiB: a sanity bound for every size */
 #define API_MAX_RATIO 1024
 
-enum api_method {
-        API_ATTACH,
-        API_DETACH,
-        API_LIST,
-        API_STATS,
-        API_SHIM_HELLO,
-        API_SHIM_REGISTER,
-        API_SHIM_FORK,
-        _API_METHOD_MAX,
+/* Who may call a method: host root on the admin socket, and/or any process
+ * of a container on that container's own socket (acting on it alone). */
+enum api_caller {
+        API_CALLER_ADMIN = 1 << 0,
+        API_CALLER_CONTAINER = 1 << 1,
 };
+
+struct api_call; /* memd's: the caller, its descriptors, the reply (conn.h) */
+union api_params;
+
+/* One method: everything memd knows about it, in one row of api_methods[]. */
+struct api_method {
+        const char *name;
+        const struct json_field *fields; /* params, by type */
+        /* checks beyond JSON types, filling defaults; ERR: "params.FIELD: why" */
+        int (*check)(union api_params *p, struct xmem_error *err);
+        unsigned callers; /* enum api_caller */
+        size_t n_fds;     /* descriptors the request carries */
+        int (*run)(struct api_call *call, union api_params *p, struct xmem_error *err);
+};
+
+extern const struct api_method api_methods[];
+extern const size_t api_methods_n;
+/* NULL when there is no such method. */
+const struct api_method *api_method_find(const char *name);
 
 enum api_policy_kind {
         API_POLICY_LOCAL_FIRST,
@@ -55,7 +72,7 @@ struct api_attach {
 };
 
 struct api_id {
-        const char *id;
+        const char *id; /* stats on a container's socket: NULL (or its own id) */
         bool force; /* detach only */
 };
 
@@ -69,23 +86,19 @@ struct api_register {
         uint64_t size;
 };
 
-/* One parsed request. Strings point into ROOT (owned). */
-struct api_request {
-        enum api_method method;
-        json_object *root;
-        union {
-                struct api_attach attach;
-                struct api_id id;
-                struct api_hello hello;
-                struct api_register reg;
-        } p;
+union api_params {
+        struct api_attach attach;
+        struct api_id id;
+        struct api_hello hello;
+        struct api_register reg;
 };
 
-const char *api_method_name(enum api_method m);
-/* Methods a non-root caller may use (shim.* and stats). */
-bool api_method_unprivileged(enum api_method m);
-/* File descriptors a method's request carries (shim.register: 1, others 0). */
-size_t api_method_fds(enum api_method m);
+/* One parsed request. Strings point into ROOT (owned). */
+struct api_request {
+        const struct api_method *method;
+        json_object *root;
+        union api_params p;
+};
 
 /* [A-Za-z0-9_.-]{1,128}, not "." or "..". */
 bool api_id_valid(const char *id);
@@ -95,6 +108,17 @@ const char *api_policy_format(const struct api_policy *p, char *buf, size_t len)
 /* Check attach parameters beyond their JSON types and fill defaults (policy,
  * local_alloc_limit). ERR: "params.FIELD: why". */
 int api_attach_validate(struct api_attach *a, struct xmem_error *err);
+/* The method's name for messages ("request" when not known). */
+const char *api_method_name(const struct api_method *m);
+
+/* The methods' typed fields and their checks beyond JSON types (for
+ * api_methods[], memd/methods.c). */
+extern const struct json_field api_attach_fields[], api_detach_fields[], api_stats_fields[],
+        api_no_fields[], api_hello_fields[], api_register_fields[];
+int api_check_attach(union api_params *p, struct xmem_error *err);
+int api_check_id(union api_params *p, struct xmem_error *err); /* a valid id, if any */
+int api_check_hello(union api_params *p, struct xmem_error *err);
+int api_check_register(union api_params *p, struct xmem_error *err);
 
 /* Parse and validate one datagram. On failure ERR holds the complete reply
  * message ("attach: params.id: ...", "request: invalid JSON: ...") and *RET is
@@ -120,8 +144,13 @@ ssize_t api_recv(int sock, char *buf, int *fds, size_t *ret_n_fds);
 /* Send OBJ as one datagram with N_FDS descriptors. */
 int api_send(int sock, json_object *obj, const int *fds, size_t n_fds);
 
-/* The listening socket: the one systemd passed (LISTEN_FDS, must be a
- * SOCK_SEQPACKET unix socket), else a new one bound at PATH (mode 0666: the
- * API checks callers by SO_PEERCRED; a stale socket file is replaced, a live
- * one is -EADDRINUSE). *RET_ACTIVATED tells which. */
+/* The admin socket: the one systemd passed (LISTEN_FDS, must be a
+ * SOCK_SEQPACKET unix socket), else a new one bound at PATH, mode 0600 (a
+ * stale socket file is replaced, a live one is -EADDRINUSE). *RET_ACTIVATED
+ * tells which. Non-blocking. */
 int api_listen(const char *path, int *ret_fd, bool *ret_activated, struct xmem_error *err);
+/* A container's socket: NAME in the directory DIRFD (reached through
+ * /proc/self/fd, so no path length limit and no symlink on the way), mode
+ * 0666: any uid of the container may connect. SHOWN names it in ERR. */
+int api_listen_at(int dirfd, const char *name, const char *shown, int *ret_fd,
+                  struct xmem_error *err);

@@ -6,6 +6,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <systemd/sd-event.h>
 
 #include "arena.h"
 #include "container.h"
@@ -171,7 +172,7 @@ int container_new(const struct api_attach *a, enum cgroup_version version, const
 
         if (!c)
                 return xmem_error_set(err, -ENOMEM, "out of memory");
-        c->acct_fd = -1;
+        c->acct_fd = c->sock_dirfd = c->sock_fd = -1;
         c->local_limit = a->local_limit;
         c->external = ALIGN_UP(a->external, (uint64_t)stripe * n_transports);
         c->local_alloc_limit = a->local_alloc_limit;
@@ -250,6 +251,8 @@ int container_add_process(struct container *c, pid_t pid, int pidfd, struct stor
                 store_free(from_store);
                 return xmem_error_set(err, -ENOMEM, "out of memory");
         }
+        if (!store && c->n_transports == 0)
+                return xmem_error_set(err, -ENODEV, "no appliance to hold an arena");
         if (!store) {
                 r = store_xmem_new(c->transports, c->n_transports, size, c->chunk_size, &store,
                                    err);
@@ -331,6 +334,7 @@ void container_remove_process(struct container *c, struct process *p)
         }
         arena_free(p->arena);
         store_free(p->store);
+        sd_event_source_disable_unref(p->exit_src);
         safe_close(p->pidfd);
         /* it exited or exec'd: whatever it charged is gone with it */
         acct_release_slot(c, p);

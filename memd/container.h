@@ -19,11 +19,12 @@ struct store;
 struct pager;
 struct residency;
 struct xmem_transport;
+struct manager;
 
 struct process {
-        int watch_kind;        /* first: the manager's epoll tag */
         pid_t pid;
         int pidfd;             /* readable when the process exits */
+        void *exit_src;        /* the manager's sd_event_source on PIDFD */
         struct arena *arena;
         struct store *store;
         bool registered;       /* its faults are served (shim.register done) */
@@ -55,6 +56,14 @@ struct container {
         struct xmem_acct *acct;
         bool acct_used[XMEM_ACCT_SLOTS];
         size_t acct_overflow;
+        /* Its own API socket (memd/ctrsock.c) and the bounds on its callers
+         * (memd/conn.c). */
+        int sock_dirfd, sock_fd;
+        void *sock_src, *throttle_src; /* sd_event_source */
+        size_t n_conns, n_fork_tokens;
+        double rate_tokens;
+        uint64_t rate_at_usec;
+        struct manager *manager;
         struct container *next;
 };
 

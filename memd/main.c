@@ -18,7 +18,9 @@ static void help(void)
 {
         printf("memd [OPTIONS]\n\n"
                "The per-host xmem daemon: external memory for containers.\n\n"
-               "  --socket PATH               API socket (default %s)\n"
+               "  --socket PATH               the admin API socket, mode 0600 (default %s)\n"
+               "  --container-dir DIR         where each container's own socket directory is\n"
+               "                              made (default: the socket's directory/containers)\n"
                "  --appliance URI             an appliance (tcp://HOST:PORT, unix://, shm://);\n"
                "                              repeat to stripe over several\n"
                "  --embedded-appliance SIZE   also run an appliance with a SIZE pool as a child\n"
@@ -45,6 +47,7 @@ static int parse_argv(int argc, char **argv, struct manager_config *cfg)
 {
         static const struct option opts[] = {
                 { "socket", required_argument, NULL, 's' },
+                { "container-dir", required_argument, NULL, 'D' },
                 { "appliance", required_argument, NULL, 'a' },
                 { "embedded-appliance", required_argument, NULL, 'e' },
                 { "chunk-size", required_argument, NULL, 'c' },
@@ -67,6 +70,12 @@ static int parse_argv(int argc, char **argv, struct manager_config *cfg)
                                 return bad_arg("--socket", optarg,
                                                "must be an absolute path under 108 bytes");
                         cfg->socket_path = optarg;
+                        break;
+                case 'D':
+                        if (optarg[0] != '/')
+                                return bad_arg("--container-dir", optarg,
+                                               "must be an absolute path");
+                        cfg->container_dir = optarg;
                         break;
                 case 'a':
                         if (cfg->n_appliances >= MANAGER_MAX_APPLIANCES - 1)

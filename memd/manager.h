@@ -1,7 +1,7 @@
-/* manager.h: memd's state and event loop (oomd style): the appliances it
- * talks to (or the embedded one), the attached containers (each with its own
- * residency manager and pager), the
- * API socket and its connections, signals and periodic checks. */
+/* manager.h: memd's configuration and life cycle: the appliances it talks to
+ * (or the embedded one), the attached containers (each with its own residency
+ * manager, pager and API socket), the admin socket, signals and periodic
+ * checks, on an sd-event loop (memd.h has the state). */
 #pragma once
 
 #include <stdbool.h>
@@ -22,7 +22,20 @@ struct manager_config {
         unsigned fill_workers; /* per container; 0 = the pager's default */
         unsigned poll_us;      /* fault readers busy-poll this long (0: sleep) */
         const char *cgroup_root; /* CGROUP_FS_ROOT unless a test says otherwise */
+        const char *container_dir; /* containers' socket dirs; NULL: SOCKET's dir/containers */
+        struct manager_bounds {
+                unsigned conns;               /* connections in all */
+                unsigned conns_per_container;
+                unsigned processes;           /* arenas per container */
+                unsigned fork_tokens;         /* outstanding, per container */
+                unsigned rate;                /* messages per second per container */
+                unsigned burst;               /* ... up to this many at once */
+        } bounds;
 };
+
+#define MANAGER_BOUNDS_DEFAULT                                                                     \
+        ((struct manager_bounds){ .conns = 4096, .conns_per_container = 256, .processes = 1024,    \
+                                  .fork_tokens = 64, .rate = 2000, .burst = 4000 })
 
 struct manager;
 

@@ -289,7 +289,11 @@ void residency_refresh(struct residency *r)
                 return;
         atomic_store(&r->budget,
                      residency_budget_from(r->cg_limit, usage, resident, r->cg_headroom,
-                                           live ? __atomic_load_n(live, __ATOMIC_RELAXED) : 0));
+                                           /* written by the container's shims:
+                                            * clamped before it steers anything */
+                                           live ? MIN(__atomic_load_n(live, __ATOMIC_RELAXED),
+                                                      r->cg_limit)
+                                                : 0));
 }
 
 /* Sleep until a kick, a cgroup event or the interval; drain what woke us.

@@ -1,6 +1,6 @@
 /* runtime.c: xmem-runtime, a drop-in OCI runtime. For `create`/`run` of a
  * bundle annotated io.xmem.enable=true it adds the xmem hooks, LD_PRELOAD,
- * XMEM_SOCKET and the bind mounts to config.json, then execs the real runtime
+ * XMEM_SOCKET and the shim's bind mount to config.json, then execs the real runtime
  * (runc or crun) with the original arguments; everything else passes through. */
 #include <errno.h>
 #include <libgen.h>
@@ -90,7 +90,6 @@ static int add_hooks(struct oci_config *c, const char *hook, const char *socket,
 static int prepare(struct oci_config *c, struct xmem_error *err)
 {
         _cleanup_free_ char *hook = hook_path(), *sockdir = NULL, *preload = NULL;
-        _cleanup_free_ char *container_socket = NULL;
         const char *socket = xmem_host_socket(), *shim = xmem_host_shim(), *old;
         struct stat st;
         int r;
@@ -104,9 +103,6 @@ static int prepare(struct oci_config *c, struct xmem_error *err)
                 return xmem_error_set(err, -ENOENT,
                                       "memd socket directory %s: missing (is memd running? "
                                       "XMEM_SOCKET=%s)", sockdir, socket);
-        if (asprintf(&container_socket, XMEM_CONTAINER_SOCKET_DIR "/%s",
-                     strrchr(socket, '/') ? strrchr(socket, '/') + 1 : socket) < 0)
-                return xmem_error_set(err, -ENOMEM, "out of memory");
         r = add_hooks(c, hook, socket, shim);
         old = oci_config_getenv(c, "LD_PRELOAD");
         if (r == 0 && (!old || !strstr(old, XMEM_CONTAINER_SHIM))) {
@@ -117,11 +113,12 @@ static int prepare(struct oci_config *c, struct xmem_error *err)
                         r = oci_config_setenv(c, "LD_PRELOAD", preload);
         }
         if (r == 0)
-                r = oci_config_setenv(c, "XMEM_SOCKET", container_socket);
+                r = oci_config_setenv(c, "XMEM_SOCKET",
+                                      XMEM_CONTAINER_SOCKET_DIR "/" XMEM_SOCKET_NAME);
         if (r == 0 && !oci_config_has_mount(c, XMEM_CONTAINER_SHIM))
                 r = oci_config_add_bind(c, shim, XMEM_CONTAINER_SHIM, true);
-        if (r == 0 && !oci_config_has_mount(c, XMEM_CONTAINER_SOCKET_DIR))
-                r = oci_config_add_bind(c, sockdir, XMEM_CONTAINER_SOCKET_DIR, false);
+        /* /run/xmem: the hook binds the container's own socket directory
+         * there once memd has made it at attach (never memd's own directory) */
         if (r < 0)
                 return xmem_error_set(err, r, "config.json: %s", strerror(-r));
         return 0;

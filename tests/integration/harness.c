@@ -243,6 +243,13 @@ static void memd_wait_ready(struct harness_memd *m, int nfd)
         cr_assert_fail("no READY=1 from memd within 10 s, see %s", m->log);
 }
 
+const char *harness_memd_ctr_socket(const struct harness_memd *m, const char *id, char *buf,
+                                    size_t len)
+{
+        snprintf(buf, len, "%s/containers/%s/memd.sock", m->dir, id);
+        return buf;
+}
+
 void harness_memd_start(struct harness_memd *m, const char *dir_template,
                         const char *const *args)
 {

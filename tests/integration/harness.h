@@ -57,6 +57,10 @@ struct harness_memd {
 void harness_memd_start(struct harness_memd *m, const char *dir_template,
                         const char *const *args);
 
+/* The socket memd made for container ID (DIR/containers/ID/memd.sock): the
+ * only one a shim may use. Returns BUF. */
+const char *harness_memd_ctr_socket(const struct harness_memd *m, const char *id, char *buf,
+                                    size_t len);
 /* SIGTERM memd and wait; remove M->dir unless XMEM_KEEP_TMP is set. Returns
  * the wait status (-1 if it was not running). */
 int harness_memd_stop(struct harness_memd *m);

@@ -116,7 +116,7 @@ static void attach(const char *external)
 static void paged_run(const char *const *args, const char *external)
 {
         const char *argv[8] = { need_env("XMEM_E2E_PROG") };
-        char pre[300], sockenv[200], out[4096], stats[8192];
+        char pre[300], sockenv[200], out[4096], stats[8192], ctr[160];
         uint64_t peak, limit = (uint64_t)LIMIT_MIB << 20, headroom = limit / 8;
         int st;
 
@@ -125,7 +125,8 @@ static void paged_run(const char *const *args, const char *external)
         for (int i = 0; args[i] && i < 6; i++)
                 argv[i + 1] = args[i];
         snprintf(pre, sizeof(pre), "LD_PRELOAD=%s", need_env("XMEM_SHIM"));
-        snprintf(sockenv, sizeof(sockenv), "XMEM_SOCKET=%s", e.md.sock);
+        snprintf(sockenv, sizeof(sockenv), "XMEM_SOCKET=%s",
+                 harness_memd_ctr_socket(&e.md, "e2e", ctr, sizeof(ctr)));
         st = run(argv, (const char *const[]){ pre, sockenv, NULL }, e.cg, out, sizeof(out));
         cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0 && strstr(out, "e2e-ok"),
                   "status %#x: %s (memd log %s)", st, out, e.md.log);

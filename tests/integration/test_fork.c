@@ -539,7 +539,8 @@ Test(fork, bgsave_pattern_through_memd_and_shim, .init = setup, .fini = e2e_tear
                         _exit(126);
                 dup2(in[0], 0);
                 dup2(out[1], 1);
-                setenv("XMEM_SOCKET", md.sock, 1);
+                char ctr[160];
+                setenv("XMEM_SOCKET", harness_memd_ctr_socket(&md, "fork-1", ctr, sizeof(ctr)), 1);
                 setenv("LD_PRELOAD", shim, 1);
                 execl(prog, prog, "256", (char *)NULL);
                 _exit(127);

@@ -103,7 +103,7 @@ static double peak_mib(void)
 Test(grow, own_usage_grows_after_the_cache_filled, .init = setup, .fini = teardown, .timeout = 300)
 {
         static char s1[16384], s2[16384], s3[16384];
-        char out[1024], pre[300], sockenv[200], own_arg[16];
+        char out[1024], pre[300], sockenv[200], own_arg[16], ctr[160];
         const char *prog = getenv("XMEM_PAGING_PROG"), *shim = getenv("XMEM_SHIM");
         uint64_t limit = (uint64_t)LIMIT_MIB * MIB, own = (uint64_t)OWN_MIB * MIB;
         uint64_t cached, grown, after;
@@ -121,7 +121,8 @@ Test(grow, own_usage_grows_after_the_cache_filled, .init = setup, .fini = teardo
                   "attach: %s (see %s)", out, e.md.log);
 
         snprintf(pre, sizeof(pre), "LD_PRELOAD=%s", shim);
-        snprintf(sockenv, sizeof(sockenv), "XMEM_SOCKET=%s", e.md.sock);
+        snprintf(sockenv, sizeof(sockenv), "XMEM_SOCKET=%s",
+                 harness_memd_ctr_socket(&e.md, "grow", ctr, sizeof(ctr)));
         snprintf(own_arg, sizeof(own_arg), "%d", OWN_MIB);
         harness_child_spawn(&e.prog,
                             (const char *const[]){prog, "grow", EXT_MIB, own_arg, STEP_US, NULL},

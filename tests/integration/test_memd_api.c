@@ -50,14 +50,28 @@ static void memd_stop(void)
         }
 }
 
-static int memd_connect(void)
+/* A connection to PATH, -errno when refused. */
+static int connect_to(const char *path)
 {
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
         int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
 
-        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", md.sock);
-        cr_assert(fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0,
-                  "connect %s: %s", md.sock, strerror(errno));
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+        if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+                int r = -errno;
+                if (fd >= 0)
+                        close(fd);
+                return r;
+        }
+        return fd;
+}
+
+/* The admin socket. */
+static int memd_connect(void)
+{
+        int fd = connect_to(md.sock);
+
+        cr_assert(fd >= 0, "connect %s: %s", md.sock, strerror(-fd));
         return fd;
 }
 
@@ -287,7 +301,8 @@ Test(memd_api, bad_messages_change_nothing, .init = setup_embedded, .fini = tear
                 { "{\"xmem\":1,\"method\":\"detach\",\"params\":{}}", "EINVAL",
                   "detach: params.id: missing" },
                 { "{\"xmem\":1,\"method\":\"shim.register\",\"params\":{\"base\":4096,\"size\":4096}}",
-                  "EINVAL", "shim.register: expected 1 file descriptor(s), got 0" },
+                  "EPERM", "shim.register: permission denied: a shim calls it on its container's "
+                  "own socket" },
                 { "{\"xmem\":1,\"method\":\"shim.hello\",\"params\":{\"version\":9}}",
                   "EPROTONOSUPPORT", "shim.hello: params.version: unsupported" },
         };
@@ -339,33 +354,32 @@ Test(memd_api, oversized_message_refused, .init = setup_embedded, .fini = teardo
 Test(memd_api, non_root_refused, .init = setup_embedded, .fini = teardown, .timeout = 60)
 {
         int status;
+        json_object *r = attach("64M", "256M", NULL);
+        json_object_put(r);
         pid_t pid = fork();
 
         cr_assert(pid >= 0);
         if (pid == 0) {
                 if (setgid(65534) || setuid(65534))
                         _exit(10);
-                int fd = memd_connect();
-                char req[512];
-                snprintf(req, sizeof(req),
-                         "{\"xmem\":1,\"method\":\"attach\",\"params\":{\"id\":\"evil\","
-                         "\"cgroup\":\"%s\",\"local_limit\":\"64M\",\"external\":\"1G\"}}",
-                         cg_dir);
-                json_object *r = call_raw(fd, req, strlen(req), NULL, 0, NULL, NULL);
-                bool refused = !ok(r) &&
-                               strcmp(json_object_get_string(get(r, "error.errno")), "EPERM") == 0 &&
-                               strstr(errmsg(r), "attach: permission denied");
-                json_object_put(r);
-                /* stats of a container it is not in: refused too */
-                const char *st = "{\"xmem\":1,\"method\":\"stats\",\"params\":{\"id\":\"web-1\"}}";
-                r = call_raw(fd, st, strlen(st), NULL, 0, NULL, NULL);
-                refused = refused && !ok(r) &&
-                          strcmp(json_object_get_string(get(r, "error.errno")), "EPERM") == 0;
-                json_object_put(r);
-                _exit(refused ? 0 : 11);
+                /* the admin socket is root's (0600) */
+                int fd = connect_to(md.sock);
+                if (fd != -EACCES)
+                        _exit(11);
+                /* web-1's socket: any uid may connect, but a process not in
+                 * web-1's cgroup is turned away at once */
+                char ctr[160], buf[512];
+                fd = connect_to(harness_memd_ctr_socket(&md, "web-1", ctr, sizeof(ctr)));
+                if (fd < 0)
+                        _exit(12);
+                ssize_t n = recv(fd, buf, sizeof(buf) - 1, 0);
+                buf[n > 0 ? n : 0] = 0;
+                _exit(n > 0 && strstr(buf, "EPERM") && strstr(buf, "not in this socket's "
+                                                                    "container") &&
+                                      recv(fd, buf, 1, 0) == 0
+                              ? 0
+                              : 13);
         }
-        json_object *r = attach("64M", "256M", NULL);
-        json_object_put(r);
         cr_assert(waitpid(pid, &status, 0) == pid);
         cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0,
                   "the uid 65534 caller was not refused (status %d)", status);
@@ -391,7 +405,8 @@ Test(memd_api, cgroup_removed_detaches, .init = setup_embedded, .fini = teardown
 static uint8_t *serve_me(uint64_t *ret_size)
 {
         const char *hello = "{\"xmem\":1,\"method\":\"shim.hello\",\"params\":{\"version\":1}}";
-        int fd = memd_connect(), fds[4], uffd;
+        char ctr[160];
+        int fd = connect_to(harness_memd_ctr_socket(&md, "web-1", ctr, sizeof(ctr))), fds[4], uffd;
         size_t n = 4;
         json_object *r = call_raw(fd, hello, strlen(hello), NULL, 0, fds, &n);
         char reg[160];

@@ -59,7 +59,9 @@ static void spawn(struct proc *p, const char *const *argv, bool shim, const char
                 dup2(from[1], 1);
                 if (shim) {
                         snprintf(pre, sizeof(pre), "LD_PRELOAD=%s", need_env("XMEM_SHIM"));
-                        snprintf(sockenv, sizeof(sockenv), "XMEM_SOCKET=%s", e.md.sock);
+                        char ctr[160];
+                        snprintf(sockenv, sizeof(sockenv), "XMEM_SOCKET=%s",
+                                 harness_memd_ctr_socket(&e.md, "mp", ctr, sizeof(ctr)));
                         putenv(pre);
                         putenv(sockenv);
                 }

@@ -116,7 +116,9 @@ static void run_prog(int i, const char *passes)
 
         cr_assert(prog && shim, "XMEM_PAGING_PROG and XMEM_SHIM must be set (meson test)");
         snprintf(pre, sizeof(pre), "LD_PRELOAD=%s", shim);
-        snprintf(sockenv, sizeof(sockenv), "XMEM_SOCKET=%s", e.md.sock);
+        char ctr[160];
+        snprintf(sockenv, sizeof(sockenv), "XMEM_SOCKET=%s",
+                 harness_memd_ctr_socket(&e.md, ids[i], ctr, sizeof(ctr)));
         harness_child_spawn(&e.prog[i],
                             (const char *const[]){prog, "verify", WORK_MIB, passes, NULL},
                             (const char *const[]){pre, sockenv, NULL}, &e.cg[i], false);

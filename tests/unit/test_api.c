@@ -92,7 +92,7 @@ Test(api, request_envelope)
                          "\"local_limit\":\"64M\",\"external\":1073741824,\"policy\":\"ratio:2\"}}";
 
         cr_assert_eq(api_request_parse(ok, strlen(ok), &req, &err), 0, "%s", err.msg);
-        cr_expect_eq(req.method, API_ATTACH);
+        cr_expect_str_eq(req.method->name, "attach");
         cr_expect_eq(req.p.attach.local_limit, 64 << 20);
         cr_expect_eq(req.p.attach.policy.ratio, 2);
         api_request_done(&req);
@@ -107,7 +107,11 @@ Test(api, request_envelope)
         api_request_done(&req);
         cr_expect_eq(api_request_parse("{}", 2, &req, &err), -EINVAL);
         cr_expect_str_eq(err.msg, "request: xmem: missing");
-        cr_expect(api_method_unprivileged(API_SHIM_HELLO));
-        cr_expect(!api_method_unprivileged(API_ATTACH));
+        /* the table says who may call: the shim only on a container's socket,
+         * attach only on the admin socket */
+        cr_expect_eq(api_method_find("shim.hello")->callers, API_CALLER_CONTAINER);
+        cr_expect_eq(api_method_find("attach")->callers, API_CALLER_ADMIN);
+        cr_expect_eq(api_method_find("shim.register")->n_fds, 1);
+        cr_expect_null(api_method_find("Attach"));
         cr_expect_str_eq(api_errno_name(-ENOENT), "ENOENT");
 }

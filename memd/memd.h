@@ -1,0 +1,112 @@
+/* memd.h: memd's own state, shared by the files that make up the daemon:
+ * manager.c (start, event loop, containers), conn.c (sockets, callers,
+ * bounds), ctrsock.c (each container's socket directory), methods.c (the
+ * method table and the admin methods), methods-shim.c (the shim methods). */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <json-c/json.h>
+#include <systemd/sd-event.h>
+
+#include "api.h"
+#include "cgroup.h"
+#include "container.h"
+#include "manager.h"
+
+struct embedded;
+struct xmem_transport;
+
+/* One connection, on the admin socket (container NULL) or a container's. */
+struct conn {
+        struct manager *m;
+        sd_event_source *src;
+        int fd;
+        struct container *container; /* whose socket it came in on; NULL: admin */
+        int pidfd;                   /* the peer process (SO_PEERPIDFD), -1: none */
+        pid_t pid;                   /* its pid in memd's namespace, at connect */
+        uid_t uid;
+        struct conn *next;
+};
+
+struct fork_token {
+        char token[API_TOKEN_LEN + 1];
+        struct container *container;
+        struct store *store;
+        uint64_t created_s;
+        uint64_t size;
+        struct fork_token *next;
+};
+
+struct manager {
+        struct manager_config cfg;
+        sd_event *event;
+        int listen_fd;
+        bool listen_activated; /* the admin socket came from systemd */
+        sd_event_source *listen_src, *embedded_src, *timer_src, *accept_retry_src;
+        struct xmem_transport *transports[MANAGER_MAX_APPLIANCES];
+        size_t n_transports;
+        struct embedded *embedded;
+        enum cgroup_version cg_version;
+        char *cg_mount;
+        char *run_dir;      /* the admin socket's directory */
+        char *containers_dir; /* RUN_DIR/containers, or cfg.container_dir */
+        int containers_dirfd;
+        struct container *containers;
+        struct conn *conns;
+        size_t n_conns;
+        struct fork_token *tokens;
+        int exit_code;
+};
+
+/* What a method handler gets: the caller and the reply it builds. */
+struct api_call {
+        struct manager *m;
+        struct conn *conn;
+        int *fds; /* received; a handler that keeps fds[i] sets it to -1 */
+        size_t n_fds;
+        json_object *result;
+        int reply_fds[3];
+        size_t n_reply_fds;
+        int close_after; /* a descriptor of reply_fds[] memd does not keep (-1) */
+};
+
+/* The calling container: the socket's, or for an admin caller params.id's.
+ * ERR set (ENOENT, EPERM) when there is none it may act on. */
+struct container *call_container(struct api_call *call, const char *id, struct xmem_error *err);
+
+/* manager.c */
+struct container *manager_find_container(struct manager *m, const char *id);
+void manager_remove_container(struct manager *m, struct container *c);
+/* Watch P's pidfd: it leaves when the process exits. */
+int manager_watch_process(struct manager *m, struct process *p);
+
+/* conn.c */
+int conn_listen_admin(struct manager *m, struct xmem_error *err);
+/* Accept on C's socket (its listen_fd set by ctrsock_open). */
+int conn_listen_container(struct manager *m, struct container *c, struct xmem_error *err);
+/* Close every connection of C (NULL: all). */
+void conn_close_all(struct manager *m, struct container *c);
+/* One request of CN (N bytes of BUF, or -EMSGSIZE/-EBADMSG as api_recv
+ * said; FDS taken over): check the caller, run the method, send the reply on
+ * CN->fd. Returns the method's result (0 or -errno). */
+int conn_dispatch(struct manager *m, struct conn *cn, const char *buf, ssize_t n, int *fds,
+                  size_t n_fds);
+/* Has the process behind CN exited (its pid may be reused)? */
+bool conn_peer_gone(const struct conn *cn);
+
+/* ctrsock.c: RUN_DIR/containers/ID/memd.sock, mode 0666 in a 0755 directory
+ * of its own (bind-mounted read-only into the container at /run/xmem). */
+int ctrsock_open_root(struct manager *m, struct xmem_error *err);
+int ctrsock_open(struct manager *m, struct container *c, struct xmem_error *err);
+/* Its path on the host (snprintf's return). */
+int ctrsock_path(const struct manager *m, const struct container *c, char *buf, size_t len);
+void ctrsock_close(struct manager *m, struct container *c);
+
+/* methods-shim.c */
+void fork_tokens_expire(struct manager *m, uint64_t now_s);
+void fork_tokens_drop(struct manager *m, struct container *c);
+int method_hello(struct api_call *call, union api_params *p, struct xmem_error *err);
+int method_register(struct api_call *call, union api_params *p, struct xmem_error *err);
+int method_fork(struct api_call *call, union api_params *p, struct xmem_error *err);

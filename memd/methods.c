@@ -1,0 +1,151 @@
+/* methods.c: memd's method table (docs/api.md: name, typed fields, who may
+ * call, descriptors, handler) and the admin methods: attach, detach, list,
+ * stats. */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "log.h"
+#include "macro.h"
+#include "memd.h"
+#include "pager.h"
+#include "transport/transport.h"
+
+static int method_attach(struct api_call *call, union api_params *p, struct xmem_error *err);
+static int method_detach(struct api_call *call, union api_params *p, struct xmem_error *err);
+static int method_list(struct api_call *call, union api_params *p, struct xmem_error *err);
+static int method_stats(struct api_call *call, union api_params *p, struct xmem_error *err);
+
+#define ADMIN API_CALLER_ADMIN
+#define CONTAINER API_CALLER_CONTAINER
+
+const struct api_method api_methods[] = {
+        { "attach", api_attach_fields, api_check_attach, ADMIN, 0, method_attach },
+        { "detach", api_detach_fields, api_check_id, ADMIN, 0, method_detach },
+        { "list", api_no_fields, NULL, ADMIN, 0, method_list },
+        { "stats", api_stats_fields, api_check_id, ADMIN | CONTAINER, 0, method_stats },
+        { "shim.hello", api_hello_fields, api_check_hello, CONTAINER, 0, method_hello },
+        { "shim.register", api_register_fields, api_check_register, CONTAINER, 1,
+          method_register },
+        { "shim.fork", api_no_fields, NULL, CONTAINER, 0, method_fork },
+};
+const size_t api_methods_n = ELEMENTSOF(api_methods);
+
+static json_object *attach_result(const struct manager *m, const struct container *c)
+{
+        json_object *o = container_to_json(c);
+        char path[4096];
+
+        ctrsock_path(m, c, path, sizeof(path));
+        json_object_object_add(o, "socket", json_object_new_string(path));
+        return o;
+}
+
+static int method_attach(struct api_call *call, union api_params *p, struct xmem_error *err)
+{
+        struct api_attach *a = &p->attach;
+        struct manager *m = call->m;
+        struct xmem_transport **ts = m->transports;
+        size_t n = m->n_transports;
+        struct container *c = manager_find_container(m, a->id);
+        int r;
+
+        if (c) {
+                if (!container_same(c, a))
+                        return xmem_error_set(err, -EEXIST, "container %s is attached with other "
+                                              "parameters (detach it first)", a->id);
+                call->result = attach_result(m, c);
+                return 0;
+        }
+        if (n == 0)
+                return xmem_error_set(err, -ENODEV, "memd has no appliance to give memory from");
+        for (c = m->containers; c; c = c->next)
+                if (strcmp(c->cgroup_dir, a->cgroup) == 0)
+                        return xmem_error_set(err, -EEXIST, "params.cgroup: %s belongs to "
+                                              "container %s", a->cgroup, c->id);
+        if (a->appliance) {
+                size_t i;
+                for (i = 0; i < m->n_transports; i++)
+                        if (strcmp(a->appliance, m->cfg.appliances[i]) == 0 ||
+                            strcmp(a->appliance, xmem_transport_uri(m->transports[i])) == 0)
+                                break;
+                if (i == m->n_transports)
+                        return xmem_error_set(err, -ENOENT, "params.appliance: %s is not one of "
+                                              "memd's appliances", a->appliance);
+                ts = &m->transports[i];
+                n = 1;
+        }
+        struct pager_opts po = { .workers = (int)m->cfg.fill_workers,
+                                 .poll_us = m->cfg.poll_us };
+        r = container_new(a, m->cg_version, m->cg_mount, ts, n, m->cfg.chunk_size, &po, &c, err);
+        if (r < 0)
+                return r;
+        r = ctrsock_open(m, c, err);
+        if (r < 0) {
+                ctrsock_close(m, c);
+                container_free(c);
+                return r;
+        }
+        c->next = m->containers;
+        m->containers = c;
+        log_info("container %s: attached (cgroup %s, local %llu, external %llu)", c->id,
+                 c->cgroup_dir, (unsigned long long)c->local_limit,
+                 (unsigned long long)c->external);
+        call->result = attach_result(m, c);
+        return 0;
+}
+
+static bool process_exited(const struct process *p)
+{
+        struct pollfd pfd = { .fd = p->pidfd, .events = POLLIN };
+
+        return poll(&pfd, 1, 0) > 0;
+}
+
+static int method_detach(struct api_call *call, union api_params *p, struct xmem_error *err)
+{
+        struct container *c = call_container(call, p->id.id, err);
+        size_t live = 0;
+
+        if (!c)
+                return err->code;
+        for (struct process *pr = c->processes, *next; pr; pr = next) {
+                next = pr->next;
+                if (process_exited(pr))
+                        container_remove_process(c, pr);
+                else if (pr->registered)
+                        live++;
+        }
+        if (live && !p->id.force)
+                return xmem_error_set(err, -EBUSY, "container %s has %zu live process(es) using "
+                                      "external memory: stop them first, or pass force",
+                                      c->id, live);
+        call->result = json_object_new_object();
+        json_object_object_add(call->result, "id", json_object_new_string(c->id));
+        json_object_object_add(call->result, "detached", json_object_new_boolean(true));
+        log_info("container %s: detached", c->id);
+        manager_remove_container(call->m, c);
+        return 0;
+}
+
+static int method_list(struct api_call *call, union api_params *p, struct xmem_error *err)
+{
+        json_object *arr = json_object_new_array();
+
+        for (struct container *c = call->m->containers; c; c = c->next)
+                json_object_array_add(arr, attach_result(call->m, c));
+        call->result = json_object_new_object();
+        json_object_object_add(call->result, "containers", arr);
+        return 0;
+}
+
+static int method_stats(struct api_call *call, union api_params *p, struct xmem_error *err)
+{
+        struct container *c = call_container(call, p->id.id, err);
+
+        if (!c)
+                return err->code;
+        call->result = container_stats_json(c);
+        return 0;
+}
