@@ -116,7 +116,9 @@ static int read_source(struct manager *m, const struct copy_job *j, uint64_t off
 static int copy_remote(struct manager *m, const struct copy_job *j, const char *uri,
                        uint64_t *ret_copied)
 {
-        struct xmem_transport_opts opts = { .connections = 1 };
+        /* the peer is an appliance of this deployment: the same secret over tcp */
+        struct xmem_transport_opts opts = { .connections = 1,
+                                            .secret = m->secret.len ? &m->secret : NULL };
         struct xmem_region_ref dst = { .id = j->dst_id };
         struct xmem_transport *t = NULL;
         struct xmem_error err = {};
@@ -152,9 +154,12 @@ static int copy_remote(struct manager *m, const struct copy_job *j, const char *
         return r;
 }
 
-int handle_copy(struct manager *m, const struct xmem_wire_hdr *h, const struct xmem_wire_copy *dst,
+int handle_copy(struct conn *c, const struct xmem_wire_hdr *h, const struct xmem_wire_copy *dst,
                 uint64_t *ret_copied)
 {
+        struct manager *m = c->m;
+        struct xmem_error err = {};
+        int r;
         struct copy_job j = {
                 .src_id = h->region,
                 .dst_id = dst->dst_region,
@@ -168,5 +173,12 @@ int handle_copy(struct manager *m, const struct xmem_wire_hdr *h, const struct x
         *ret_copied = 0;
         if (dst->dst_uri[0] == 0)
                 return copy_local(m, &j, ret_copied);
+        /* only to the appliances this one was told about, before dialling anything */
+        r = access_peer_check(m, dst->dst_uri, &err);
+        if (r < 0) {
+                m->stats.refused++;
+                log_warning("%s: %s", c->name, xmem_error_str(&err));
+                return r;
+        }
         return copy_remote(m, &j, dst->dst_uri, ret_copied);
 }

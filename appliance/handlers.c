@@ -229,28 +229,30 @@ static void hello_fill(struct conn *c, uint8_t out[XMEM_WIRE_HELLO_SIZE])
                             (c->m->pool.persistent ? XMEM_FEAT_PERSISTENT : 0),
                 .chunk_size = c->m->pool.chunk_size,
                 .pool_size = c->m->pool.size,
-                .max_io = XMEM_WIRE_MAX_IO,
+                .max_io = c->m->limits.max_io,
         };
         wire_hello_encode(&hello, out);
 }
 
 /* ALLOC, SNAPSHOT, CLONE: a new region with a new key. */
-static int op_new_region(struct manager *m, const struct xmem_wire_hdr *h, struct xmem_wire_hdr *rep)
+static int op_new_region(struct conn *c, const struct xmem_wire_hdr *h, struct xmem_wire_hdr *rep)
 {
+        struct manager *m = c->m;
         uint8_t key[XMEM_KEY_SIZE];
         struct region *src, *r;
         int rc = 0;
 
         new_key(key);
         pthread_rwlock_wrlock(&m->lock);
-        if (h->op == XMEM_OP_ALLOC) {
+        rc = access_region_quota(c); /* over it, nothing is made */
+        if (rc == 0 && h->op == XMEM_OP_ALLOC) {
                 if (region_round(&m->regions, h->arg) > m->pool.size)
                         rc = -ENOSPC;
                 else
                         rc = region_create(&m->regions, 0, h->arg, key, false, 0, &r);
                 if (rc == 0 && journal_create(m->journal, r) < 0)
                         rc = -EIO;
-        } else {
+        } else if (rc == 0) {
                 rc = region_lookup(&m->regions, h->region, h->key, &src);
                 if (rc == 0)
                         rc = h->op == XMEM_OP_SNAPSHOT ? region_snapshot(&m->regions, src, key, &r)
@@ -260,6 +262,7 @@ static int op_new_region(struct manager *m, const struct xmem_wire_hdr *h, struc
                         rc = -EIO;
         }
         if (rc == 0) {
+                access_region_made(c, r);
                 rep->region = r->id;
                 memcpy(rep->key, r->key, XMEM_KEY_SIZE);
                 rep->arg = r->size;
@@ -282,6 +285,7 @@ static int op_change(struct manager *m, const struct xmem_wire_hdr *h, const uin
                 goto out;
         switch (h->op) {
         case XMEM_OP_FREE:
+                access_region_gone(m, r);
                 region_free(&m->regions, r);
                 rc = journal_free(m->journal, h->region);
                 break;
@@ -341,6 +345,7 @@ static int stats_appliance(struct manager *m, json_object *o)
                 { "ops", m->stats.ops },
                 { "connections", m->stats.connections },
                 { "connections_total", m->stats.connections_total },
+                { "refused", m->stats.refused },
         };
         for (size_t i = 0; i < ELEMENTSOF(f); i++)
                 if (add_u64(o, f[i].name, f[i].v) < 0)
@@ -413,7 +418,7 @@ static int op_copy(struct conn *c, const struct xmem_wire_hdr *h, const uint8_t 
                             xmem_error_str(&err));
                 return rc;
         }
-        rep->status = handle_copy(c->m, h, &dst, &rep->arg);
+        rep->status = handle_copy(c, h, &dst, &rep->arg);
         return conn_reply(c, rep, NULL, 0, -1);
 }
 
@@ -434,7 +439,7 @@ int handle_request(struct conn *c, const struct xmem_wire_hdr *h, const uint8_t 
         case XMEM_OP_SNAPSHOT:
         case XMEM_OP_CLONE:
                 rep.arg = 0;
-                rep.status = op_new_region(c->m, h, &rep);
+                rep.status = op_new_region(c, h, &rep);
                 break;
         case XMEM_OP_FREE:
         case XMEM_OP_RESIZE:
@@ -452,6 +457,8 @@ int handle_request(struct conn *c, const struct xmem_wire_hdr *h, const uint8_t 
                 return op_stats(c, h, &rep);
         case XMEM_OP_SHM_MAP:
                 return op_shm_map(c, h, &rep);
+        case XMEM_OP_AUTH:
+                return access_auth(c, h, payload, &rep);
         default: /* wire_hdr_decode let it through: a bug, not the client's */
                 rep.status = -EOPNOTSUPP;
                 break;

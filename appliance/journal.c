@@ -295,7 +295,8 @@ static int replay_record(struct replay *rp, uint32_t type, const uint8_t *p, uin
                 t->next_id = MAX(t->next_id, wire_get_u64(p + 20));
                 return 0;
         case J_CREATE:
-                if (len != 44 || wire_get_u64(p) == 0)
+                /* no region is larger than the pool (docs/appliance.md "Regions") */
+                if (len != 44 || wire_get_u64(p) == 0 || wire_get_u64(p + 24) > rp->pool_size)
                         return -EBADMSG;
                 return region_create(t, wire_get_u64(p), wire_get_u64(p + 24), p + 8,
                                      wire_get_u32(p + 40) != 0, wire_get_u64(p + 32), &r);
@@ -310,7 +311,7 @@ static int replay_record(struct replay *rp, uint32_t type, const uint8_t *p, uin
                 return chunk_map_share(t->pool, &r->map, &src->map);
         case J_RESIZE:
                 r = len == 16 ? region_find(t, wire_get_u64(p)) : NULL;
-                if (!r || r->snapshot)
+                if (!r || r->snapshot || wire_get_u64(p + 8) > rp->pool_size)
                         return -EBADMSG;
                 return region_resize(t, r, wire_get_u64(p + 8), &size);
         case J_FREE:
@@ -379,12 +380,27 @@ static int replay_buf(struct replay *rp, const uint8_t *buf, size_t len, const c
         return n;
 }
 
+int journal_replay(struct region_table *t, uint64_t pool_size, const uint8_t *buf, size_t len,
+                   const char *name, struct xmem_error *err)
+{
+        struct replay rp = { .t = t, .pool_size = pool_size };
+        int n;
+
+        t->pool->rebuilding = true;
+        n = replay_buf(&rp, buf, len, name, err);
+        if (n < 0) {
+                t->pool->rebuilding = false;
+                return n;
+        }
+        chunk_pool_rebuild_free(t->pool);
+        return n;
+}
+
 int journal_open(const char *pool_path, struct region_table *t, uint64_t pool_size,
                  struct journal **ret, struct xmem_error *err)
 {
         _cleanup_free_ uint8_t *buf = NULL;
         struct journal *j;
-        struct replay rp = { .t = t, .pool_size = pool_size };
         size_t len = 0;
         int r, n = 0;
 
@@ -401,15 +417,11 @@ int journal_open(const char *pool_path, struct region_table *t, uint64_t pool_si
                 xmem_error_set(err, r, "journal %s: %s", j->path, strerror(-r));
                 goto fail;
         }
-        t->pool->rebuilding = true;
-        if (r >= 0) {
-                n = replay_buf(&rp, buf, len, j->path, err);
-                if (n < 0) {
-                        r = n;
-                        goto fail;
-                }
+        n = journal_replay(t, pool_size, r >= 0 ? buf : NULL, r >= 0 ? len : 0, j->path, err);
+        if (n < 0) {
+                r = n;
+                goto fail;
         }
-        chunk_pool_rebuild_free(t->pool);
         log_info("journal %s: %d records, %llu regions, next id %llu", j->path, n,
                  (unsigned long long)t->count, (unsigned long long)t->next_id);
         r = journal_compact(j, t);
@@ -420,7 +432,6 @@ int journal_open(const char *pool_path, struct region_table *t, uint64_t pool_si
         *ret = j;
         return 0;
 fail:
-        t->pool->rebuilding = false;
         journal_close(j);
         return r;
 }

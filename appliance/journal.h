@@ -27,6 +27,11 @@ struct journal_entry {
  * compacts and opens the journal for appending. */
 int journal_open(const char *pool_path, struct region_table *t, uint64_t pool_size,
                  struct journal **ret, struct xmem_error *err);
+/* The replay of journal_open on the image BUF (LEN bytes, no file): into the
+ * empty table T, references rebuilt and unreferenced chunks left pending.
+ * Returns the records applied, or -errno with ERR naming NAME and the record. */
+int journal_replay(struct region_table *t, uint64_t pool_size, const uint8_t *buf, size_t len,
+                   const char *name, struct xmem_error *err);
 /* Rewrite the journal as the current state of T (fsync'd), then keep appending. */
 int journal_compact(struct journal *j, const struct region_table *t);
 void journal_close(struct journal *j);

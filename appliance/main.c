@@ -6,7 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <systemd/sd-daemon.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "manager.h"
@@ -16,6 +18,12 @@
 
 #define DEFAULT_POOL_SIZE (1ULL << 30)
 #define DEFAULT_CHUNK_SIZE (64ULL << 10)
+#define DEFAULT_LIMITS                                                                             \
+        ((struct manager_limits){ .max_connections = 1024,                                         \
+                                  .max_client_connections = 64,                                    \
+                                  .max_client_regions = 65536,                                     \
+                                  .max_io = XMEM_WIRE_MAX_IO,                                      \
+                                  .max_buffers = 1ULL << 30 })
 
 /* How the appliance gives up privileges once it serves (docs/security.md). */
 struct hardening {
@@ -36,6 +44,16 @@ static void help(void)
                "  --log-level LEVEL   err, warning, notice, info (default), debug\n"
                "  --user USER         switch to USER (name or uid) once listening\n"
                "  --no-seccomp        do not install the syscall allow-list (debugging)\n"
+               "Access (docs/appliance.md, Authentication):\n"
+               "  --allow-uid UID     unix clients with this uid (name or number; repeatable;\n"
+               "                      default: the appliance's own effective uid)\n"
+               "  --secret-file PATH  tcp clients must prove this secret (mode 0600 or 0400)\n"
+               "  --peer URI          an appliance COPY may write to (repeatable; none: local only)\n"
+               "  --max-connections N          open connections in all (default 1024)\n"
+               "  --max-client-connections N   per uid / peer address (default 64)\n"
+               "  --max-client-regions N       live regions a client made (default 65536)\n"
+               "  --max-io SIZE       data bytes of one request, 64K..16M (default 16M)\n"
+               "  --max-buffers SIZE  request buffers of all connections (default 1G)\n"
                "Environment: XMEM_SECCOMP=kill (default; log in sanitizer builds) | log | errno: what a syscall\n"
                "outside the allow-list does (docs/security.md).\n");
 }
@@ -48,9 +66,74 @@ static int bad_arg(const char *fmt, const char *a, const char *b)
         return 2;
 }
 
+static int parse_count(const char *opt, const char *arg, unsigned max, uint64_t *ret)
+{
+        if (parse_u64(arg, ret) < 0 || *ret == 0 || *ret > max)
+                return bad_arg("%s: '%s' is not a number from 1 up", opt, arg);
+        return -1;
+}
+
+/* The options of access.c. Returns -1 to go on, else the exit status. */
+static int parse_access(int c, const char *arg, struct manager_config *cfg,
+                        struct xmem_secret *secret)
+{
+        struct manager_limits *l = &cfg->limits;
+        struct xmem_error err = {};
+        uint64_t v = 0;
+        gid_t gid;
+        int r = -1;
+
+        switch (c) {
+        case 'A':
+                if (cfg->nallow_uid == MANAGER_MAX_UIDS)
+                        return bad_arg("--allow-uid: at most %s%s", "32", " uids");
+                if (privilege_lookup_user(arg, &cfg->allow_uid[cfg->nallow_uid], &gid, &err) < 0)
+                        return bad_arg("--allow-uid: %s%s", xmem_error_str(&err), "");
+                cfg->nallow_uid++;
+                return -1;
+        case 'K':
+                if (xmem_secret_load(arg, secret, &err) < 0)
+                        return bad_arg("--secret-file %s%s", xmem_error_str(&err), "");
+                cfg->secret = secret;
+                return -1;
+        case 'P':
+                if (cfg->npeers == MANAGER_MAX_PEERS)
+                        return bad_arg("--peer: at most %s%s", "16", " peers");
+                if (xmem_uri_parse(arg, &cfg->peers[cfg->npeers], &err) < 0)
+                        return bad_arg("--peer %s: %s", arg, xmem_error_str(&err));
+                if (cfg->peers[cfg->npeers].scheme == XMEM_URI_RDMA)
+                        return bad_arg("--peer %s: %s", arg, "rdma:// is not served yet");
+                cfg->npeers++;
+                return -1;
+        case 'C':
+                r = parse_count("--max-connections", arg, 1u << 20, &v);
+                l->max_connections = (unsigned)v;
+                return r;
+        case 'N':
+                r = parse_count("--max-client-connections", arg, 1u << 20, &v);
+                l->max_client_connections = (unsigned)v;
+                return r;
+        case 'R':
+                r = parse_count("--max-client-regions", arg, UINT32_MAX, &v);
+                l->max_client_regions = v;
+                return r;
+        case 'I':
+                if (parse_size(arg, &l->max_io) < 0 || l->max_io < (64u << 10) ||
+                    l->max_io > XMEM_WIRE_MAX_IO)
+                        return bad_arg("--max-io: '%s' is not a size from 64K to 16M%s", arg, "");
+                return -1;
+        case 'B':
+                if (parse_size(arg, &l->max_buffers) < 0 || l->max_buffers < (1u << 20))
+                        return bad_arg("--max-buffers: '%s' is not a size of 1M or more%s", arg,
+                                       "");
+                return -1;
+        }
+        return r;
+}
+
 /* Returns -1 to go on, else the exit status. */
 static int parse_argv(int argc, char **argv, struct manager_config *cfg, int *ret_level,
-                      struct hardening *h)
+                      struct hardening *h, struct xmem_secret *secret)
 {
         static const struct option opts[] = {
                 { "listen", required_argument, NULL, 'l' },
@@ -60,12 +143,20 @@ static int parse_argv(int argc, char **argv, struct manager_config *cfg, int *re
                 { "log-level", required_argument, NULL, 'L' },
                 { "user", required_argument, NULL, 'u' },
                 { "no-seccomp", no_argument, NULL, 'S' },
+                { "allow-uid", required_argument, NULL, 'A' },
+                { "secret-file", required_argument, NULL, 'K' },
+                { "peer", required_argument, NULL, 'P' },
+                { "max-connections", required_argument, NULL, 'C' },
+                { "max-client-connections", required_argument, NULL, 'N' },
+                { "max-client-regions", required_argument, NULL, 'R' },
+                { "max-io", required_argument, NULL, 'I' },
+                { "max-buffers", required_argument, NULL, 'B' },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, 'V' },
                 {},
         };
         struct xmem_error err = {};
-        int c, level;
+        int c, level, r;
 
         opterr = 0;
         while ((c = getopt_long(argc, argv, "", opts, NULL)) >= 0) {
@@ -110,6 +201,18 @@ static int parse_argv(int argc, char **argv, struct manager_config *cfg, int *re
                 case 'V':
                         printf("xmem-appliance %s\n", XMEM_VERSION);
                         return 0;
+                case 'A':
+                case 'K':
+                case 'P':
+                case 'C':
+                case 'N':
+                case 'R':
+                case 'I':
+                case 'B':
+                        r = parse_access(c, optarg, cfg, secret);
+                        if (r >= 0)
+                                return r;
+                        break;
                 default:
                         return bad_arg("unknown or incomplete option '%s'%s", argv[optind - 1], "");
                 }
@@ -130,7 +233,27 @@ static int parse_argv(int argc, char **argv, struct manager_config *cfg, int *re
                                "");
         if (cfg->pool_size / cfg->chunk_size > CHUNK_MAX_COUNT)
                 return bad_arg("--pool-size: too many chunks, raise --chunk-size%s%s", "", "");
+        if (cfg->limits.max_buffers < 2 * cfg->limits.max_io)
+                return bad_arg("--max-buffers must hold two requests of --max-io%s%s", "", "");
+        if (cfg->nallow_uid == 0) /* memd as root talking to a root appliance, as before */
+                cfg->allow_uid[cfg->nallow_uid++] = geteuid();
         return -1;
+}
+
+/* One fd per connection, plus the pool, journal, listeners and a remote copy's:
+ * take the hard limit, and say so when it cannot hold --max-connections. */
+static void raise_fd_limit(unsigned max_connections)
+{
+        struct rlimit rl;
+
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+                return;
+        rl.rlim_cur = rl.rlim_max;
+        (void)setrlimit(RLIMIT_NOFILE, &rl);
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)max_connections + 64)
+                log_warning("open file limit %llu is below --max-connections %u + 64: accept "
+                            "fails first (and is retried) when it is reached",
+                            (unsigned long long)rl.rlim_cur, max_connections);
 }
 
 /* Listeners are bound and the pool and journal open: from here on the
@@ -151,6 +274,18 @@ static int harden(const struct hardening *h, struct xmem_error *err)
                                          h->violation, err);
 }
 
+/* Compute one mac now: libcrypto initialises itself on first use (config
+ * file, providers) with syscalls the seccomp allow-list does not hold. */
+static int auth_self_test(const struct xmem_secret *secret, struct xmem_error *err)
+{
+        struct xmem_secret probe = { .len = XMEM_SECRET_MIN };
+        uint8_t nonce[XMEM_AUTH_NONCE_SIZE] = { 0 }, mac[XMEM_AUTH_MAC_SIZE];
+
+        if (auth_mac(secret->len ? secret : &probe, false, nonce, nonce, mac) < 0)
+                return xmem_error_set(err, -EIO, "HMAC-SHA256 (libcrypto) does not work");
+        return 0;
+}
+
 /* The sanitizers' runtimes make syscalls no server makes (sigaltstack at thread
  * start, ptrace to stop the world for the exit-time leak check): sanitized
  * builds log violations instead of dying. Release builds kill. */
@@ -166,16 +301,19 @@ static int harden(const struct hardening *h, struct xmem_error *err)
 int main(int argc, char **argv)
 {
         struct manager_config cfg = { .pool_size = DEFAULT_POOL_SIZE,
-                                      .chunk_size = DEFAULT_CHUNK_SIZE };
+                                      .chunk_size = DEFAULT_CHUNK_SIZE,
+                                      .limits = DEFAULT_LIMITS };
+        static struct xmem_secret secret;
         struct xmem_error err = {};
         struct hardening h = { .seccomp = true, .violation = DEFAULT_VIOLATION };
         struct manager *m = NULL;
         int level = LOG_INFO, r;
         sigset_t mask;
 
-        r = parse_argv(argc, argv, &cfg, &level, &h);
+        r = parse_argv(argc, argv, &cfg, &level, &h, &secret);
         if (r >= 0)
                 return r;
+        raise_fd_limit(cfg.limits.max_connections);
         log_setup("xmem-appliance", LOG_TARGET_AUTO, level);
 
         /* before any thread exists: signals arrive through the manager's signalfd */
@@ -188,6 +326,8 @@ int main(int argc, char **argv)
         r = manager_new(&cfg, &m, &err);
         if (r >= 0)
                 r = manager_start(m, &err);
+        if (r >= 0)
+                r = auth_self_test(&secret, &err); /* libcrypto loads before seccomp */
         if (r >= 0) {
                 r = harden(&h, &err);
                 if (r < 0)
@@ -198,6 +338,12 @@ int main(int argc, char **argv)
                 manager_free(m);
                 return 1;
         }
+        log_info("access: %s tcp clients, %zu unix uid(s), %zu copy peer(s); at most %u "
+                 "connections (%u per client), %llu regions per client, %llu-byte requests",
+                 secret.len ? "authenticated" : "unauthenticated", cfg.nallow_uid, cfg.npeers,
+                 cfg.limits.max_connections, cfg.limits.max_client_connections,
+                 (unsigned long long)cfg.limits.max_client_regions,
+                 (unsigned long long)cfg.limits.max_io);
         log_info("ready: pool %llu bytes in %llu-byte chunks%s%s; uid %u, no capabilities, "
                  "seccomp %s",
                  (unsigned long long)cfg.pool_size, (unsigned long long)cfg.chunk_size,

@@ -44,6 +44,14 @@ int manager_new(const struct manager_config *cfg, struct manager **ret, struct x
         pthread_rwlock_init(&m->lock, &attr);
         pthread_rwlockattr_destroy(&attr);
         pthread_mutex_init(&m->conns_lock, NULL);
+        pthread_mutex_init(&m->clients_lock, NULL);
+        memcpy(m->allow_uid, cfg->allow_uid, sizeof(m->allow_uid));
+        m->nallow_uid = MIN(cfg->nallow_uid, (size_t)MANAGER_MAX_UIDS);
+        memcpy(m->peers, cfg->peers, sizeof(m->peers));
+        m->npeers = MIN(cfg->npeers, (size_t)MANAGER_MAX_PEERS);
+        if (cfg->secret)
+                m->secret = *cfg->secret;
+        m->limits = cfg->limits;
         for (size_t i = 0; i < cfg->nlisten && i < MANAGER_MAX_LISTEN; i++)
                 m->listeners[m->nlisteners++] = (struct listener){ .fd = -1, .uri = cfg->listen[i] };
 
@@ -125,6 +133,13 @@ static int listen_unix(const struct xmem_uri *u, struct xmem_error *err)
         return fd;
 }
 
+/* A host name or address that only this machine reaches. */
+static bool loopback(const char *host)
+{
+        return strcmp(host, "localhost") == 0 || strncmp(host, "127.", 4) == 0 ||
+               strcmp(host, "::1") == 0;
+}
+
 int manager_start(struct manager *m, struct xmem_error *err)
 {
         sigset_t mask;
@@ -137,6 +152,9 @@ int manager_start(struct manager *m, struct xmem_error *err)
                 if (l->fd < 0)
                         return xmem_error_prefix(err, "listen");
                 log_info("listening on %s", xmem_uri_format(&l->uri, buf, sizeof(buf)));
+                if (l->uri.scheme == XMEM_URI_TCP && m->secret.len == 0 && !loopback(l->uri.host))
+                        log_warning("%s: no --secret-file, tcp clients are not authenticated: "
+                                    "anyone who reaches this port can use every region op", buf);
         }
         sigemptyset(&mask);
         sigaddset(&mask, SIGTERM);
@@ -150,7 +168,9 @@ int manager_start(struct manager *m, struct xmem_error *err)
 uint8_t *conn_out(struct conn *c, size_t len)
 {
         if (len > c->out_cap) {
-                uint8_t *p = realloc(c->out, len);
+                uint8_t *p = NULL;
+                if (access_buf_charge(c->m, len - c->out_cap) && !(p = realloc(c->out, len)))
+                        access_buf_release(c->m, len - c->out_cap);
                 if (!p)
                         return NULL;
                 c->out = p;
@@ -183,6 +203,20 @@ int conn_reply(struct conn *c, struct xmem_wire_hdr *rep, const void *payload, u
         return r;
 }
 
+/* Read what is left of a refused request's payload, so the next frame is found. */
+static int conn_drain(struct conn *c, uint32_t len)
+{
+        uint8_t buf[65536];
+        int r = 0;
+
+        while (r >= 0 && len > 0) {
+                uint32_t n = MIN(len, (uint32_t)sizeof(buf));
+                r = read_full(c->fd, buf, n);
+                len -= n;
+        }
+        return r;
+}
+
 /* Read one request; returns 0, or -errno to close (logged here). */
 static int conn_read_request(struct conn *c, struct xmem_wire_hdr *h)
 {
@@ -190,26 +224,34 @@ static int conn_read_request(struct conn *c, struct xmem_wire_hdr *h)
         struct xmem_error err = {};
         int r;
 
-        r = read_full(c->fd, hdr, sizeof(hdr));
-        if (r == -EPIPE) {
-                log_info("%s: closed by peer", c->name);
-                return r;
-        }
-        if (r < 0) {
-                log_warning("%s: truncated frame header, closing: %s", c->name, strerror(-r));
-                return r;
-        }
-        r = wire_hdr_decode(hdr, false, h, &err);
-        if (r < 0) {
-                log_warning("%s: malformed frame, closing: %s", c->name, xmem_error_str(&err));
-                return r;
-        }
-        if (h->payload_len > c->in_cap) {
-                uint8_t *p = realloc(c->in, h->payload_len);
-                if (!p)
-                        return log_error_errno(-ENOMEM, "%s: payload buffer, closing", c->name);
-                c->in = p;
-                c->in_cap = h->payload_len;
+        for (;;) {
+                r = read_full(c->fd, hdr, sizeof(hdr));
+                if (r == -EPIPE) {
+                        log_info("%s: closed by peer", c->name);
+                        return r;
+                }
+                if (r == -EAGAIN && !c->authed) {
+                        log_warning("%s: did not authenticate in time, closing", c->name);
+                        return r;
+                }
+                if (r < 0) {
+                        log_warning("%s: truncated frame header, closing: %s", c->name,
+                                    strerror(-r));
+                        return r;
+                }
+                r = wire_hdr_decode(hdr, false, h, &err);
+                if (r < 0) {
+                        log_warning("%s: malformed frame, closing: %s", c->name,
+                                    xmem_error_str(&err));
+                        return r;
+                }
+                r = access_check_frame(c, h); /* also makes room for the payload */
+                if (r < 0)
+                        return r;
+                if (r == 0)
+                        break;
+                if (conn_drain(c, h->payload_len) < 0)
+                        return -EPIPE;
         }
         r = read_full(c->fd, c->in, h->payload_len);
         if (r < 0)
@@ -224,10 +266,17 @@ static void *conn_thread(void *arg)
         struct xmem_wire_hdr h;
         uint64_t one = 1;
 
-        while (conn_read_request(c, &h) >= 0 && handle_request(c, &h, c->in) >= 0)
-                ;
+        if (c->refuse)
+                access_refuse(c);
+        else
+                while (conn_read_request(c, &h) >= 0 && handle_request(c, &h, c->in) >= 0)
+                        access_trim(c);
         shutdown(c->fd, SHUT_RDWR);
-        c->m->stats.connections--;
+        if (c->refuse)
+                c->m->refusing--;
+        else
+                c->m->stats.connections--;
+        access_release(c);
         atomic_store(&c->done, true);
         if (write(c->m->reap_fd, &one, sizeof(one)) < 0)
                 log_debug_errno(negative_errno(), "reap eventfd");
@@ -236,6 +285,7 @@ static void *conn_thread(void *arg)
 
 static void conn_free(struct conn *c)
 {
+        access_buf_release(c->m, c->in_cap + c->out_cap);
         safe_close(c->fd);
         free(c->in);
         free(c->out);
@@ -264,16 +314,42 @@ static void conns_reap(struct manager *m, bool all)
         pthread_mutex_unlock(&m->conns_lock);
 }
 
+static void conn_name(struct conn *c, const struct listener *l, const struct sockaddr_storage *sa)
+{
+        char host[INET6_ADDRSTRLEN] = "?";
+        unsigned port = 0;
+
+        if (c->is_unix) {
+                snprintf(c->name, sizeof(c->name), "conn unix:%s#%llu", l->uri.path,
+                         (unsigned long long)c->m->stats.connections_total + 1);
+                return;
+        }
+        if (sa->ss_family == AF_INET) {
+                const struct sockaddr_in *in4 = (const struct sockaddr_in *)sa;
+                inet_ntop(AF_INET, &in4->sin_addr, host, sizeof(host));
+                port = ntohs(in4->sin_port);
+        } else if (sa->ss_family == AF_INET6) {
+                const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+                inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+                port = ntohs(in6->sin6_port);
+        }
+        snprintf(c->name, sizeof(c->name), "conn tcp:%s:%u", host, port);
+}
+
 static void conn_accept(struct manager *m, struct listener *l)
 {
-        struct sockaddr_storage sa;
+        struct sockaddr_storage sa = {};
         socklen_t salen = sizeof(sa);
         struct conn *c;
         int fd, one = 1, r;
 
         fd = accept4(l->fd, (struct sockaddr *)&sa, &salen, SOCK_CLOEXEC);
         if (fd < 0) {
-                log_warning_errno(negative_errno(), "accept");
+                r = negative_errno();
+                log_warning_errno(r, "accept");
+                /* out of fds or memory: the listener stays readable, do not spin on it */
+                if (r == -EMFILE || r == -ENFILE || r == -ENOBUFS || r == -ENOMEM)
+                        usleep(100000);
                 return;
         }
         c = calloc(1, sizeof(*c));
@@ -284,20 +360,21 @@ static void conn_accept(struct manager *m, struct listener *l)
         c->m = m;
         c->fd = fd;
         c->is_unix = l->uri.scheme == XMEM_URI_UNIX;
-        if (c->is_unix) {
-                snprintf(c->name, sizeof(c->name), "conn unix:%s#%llu", l->uri.path,
-                         (unsigned long long)m->stats.connections_total + 1);
-        } else {
-                char host[INET6_ADDRSTRLEN] = "?";
-                struct sockaddr_in *in4 = (struct sockaddr_in *)&sa;
+        if (!c->is_unix)
                 (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-                if (sa.ss_family == AF_INET)
-                        inet_ntop(AF_INET, &in4->sin_addr, host, sizeof(host));
-                snprintf(c->name, sizeof(c->name), "conn tcp:%s:%u", host,
-                         sa.ss_family == AF_INET ? ntohs(in4->sin_port) : 0);
+        conn_name(c, l, &sa);
+        access_admit(c, &sa);
+        if (c->refuse && !access_refuse_slot(m)) {
+                log_warning("%s: refused, closing at once (too many refusals pending): %s",
+                            c->name, c->refuse_why);
+                m->stats.refused++;
+                conn_free(c);
+                return;
         }
-        m->stats.connections_total++;
-        m->stats.connections++;
+        if (!c->refuse) {
+                m->stats.connections_total++;
+                m->stats.connections++;
+        }
         pthread_mutex_lock(&m->conns_lock);
         r = pthread_create(&c->thread, NULL, conn_thread, c);
         if (r == 0) {
@@ -307,11 +384,16 @@ static void conn_accept(struct manager *m, struct listener *l)
         pthread_mutex_unlock(&m->conns_lock);
         if (r != 0) {
                 log_error_errno(-r, "%s: no thread, closing", c->name);
-                m->stats.connections--;
+                if (c->refuse)
+                        m->refusing--;
+                else
+                        m->stats.connections--;
+                access_release(c);
                 conn_free(c);
                 return;
         }
-        log_info("%s: connected", c->name);
+        if (!c->refuse)
+                log_info("%s: connected", c->name);
 }
 
 int manager_run(struct manager *m)
@@ -377,5 +459,6 @@ void manager_free(struct manager *m)
         safe_close(m->signal_fd);
         pthread_rwlock_destroy(&m->lock);
         pthread_mutex_destroy(&m->conns_lock);
+        access_free(m);
         free(m);
 }

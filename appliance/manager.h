@@ -6,8 +6,10 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <xmem/wire.h>
 
+#include "auth.h"
 #include "chunk.h"
 #include "error.h"
 #include "journal.h"
@@ -16,6 +18,17 @@
 #include "uri.h"
 
 #define MANAGER_MAX_LISTEN 16
+#define MANAGER_MAX_UIDS 32
+#define MANAGER_MAX_PEERS 16
+
+/* Who may do what, and how much (access.c, docs/appliance.md "Authentication"). */
+struct manager_limits {
+        unsigned max_connections;        /* open at once, in all */
+        unsigned max_client_connections; /* per uid (unix) or peer address (tcp) */
+        uint64_t max_client_regions;     /* regions and snapshots a client made, alive */
+        uint64_t max_io;                 /* data bytes of one request, announced in HELLO */
+        uint64_t max_buffers;            /* request/reply buffers of all connections */
+};
 
 struct manager_config {
         struct xmem_uri listen[MANAGER_MAX_LISTEN];
@@ -23,6 +36,21 @@ struct manager_config {
         uint64_t pool_size;
         uint64_t chunk_size;
         const char *pool_file; /* NULL: anonymous memfd */
+        uid_t allow_uid[MANAGER_MAX_UIDS]; /* unix clients (SO_PEERCRED) */
+        size_t nallow_uid;
+        struct xmem_uri peers[MANAGER_MAX_PEERS]; /* COPY destinations */
+        size_t npeers;
+        const struct xmem_secret *secret; /* tcp clients must prove it; NULL: none */
+        struct manager_limits limits;
+};
+
+/* One client: a uid on unix sockets, a peer address on tcp. Counted while it
+ * has connections or regions. */
+struct client {
+        struct client *next;
+        char id[64]; /* "uid 1000", "10.0.0.5" */
+        unsigned conns;
+        uint64_t regions;
 };
 
 struct listener {
@@ -34,7 +62,13 @@ struct conn {
         struct manager *m;
         int fd;
         bool is_unix;
-        char name[80];
+        char name[128];
+        struct client *client; /* NULL while refused */
+        int refuse;            /* -errno: answer the first request with it, then close */
+        char refuse_why[96];
+        bool authed;           /* may send requests other than AUTH */
+        bool challenged;       /* AUTH step 1 done: NONCE is ours */
+        uint8_t nonce[XMEM_AUTH_NONCE_SIZE];
         pthread_t thread;
         atomic_bool done;
         struct conn *next;
@@ -45,6 +79,7 @@ struct conn {
 struct manager_stats {
         atomic_uint_fast64_t bytes_read, bytes_written, ops, connections_total;
         atomic_uint_fast64_t connections; /* open now */
+        atomic_uint_fast64_t refused;     /* connections and requests turned away */
 };
 
 struct manager {
@@ -60,6 +95,17 @@ struct manager {
         int reap_fd;                  /* eventfd: a connection thread ended */
         int signal_fd;
         struct manager_stats stats;
+        /* access.c */
+        uid_t allow_uid[MANAGER_MAX_UIDS];
+        size_t nallow_uid;
+        struct xmem_uri peers[MANAGER_MAX_PEERS];
+        size_t npeers;
+        struct xmem_secret secret;
+        struct manager_limits limits;
+        pthread_mutex_t clients_lock; /* innermost: taken under LOCK or CONNS_LOCK */
+        struct client *clients;
+        atomic_uint refusing;          /* threads answering a refused connection */
+        atomic_uint_fast64_t buffered; /* bytes of connection buffers */
 };
 
 int manager_new(const struct manager_config *cfg, struct manager **ret, struct xmem_error *err);
@@ -72,7 +118,7 @@ void manager_free(struct manager *m);
 /* For handlers: send a reply (header + payload, optionally with one fd). */
 int conn_reply(struct conn *c, struct xmem_wire_hdr *rep, const void *payload, uint32_t len,
                int fd);
-/* Reply buffer of at least LEN bytes, or NULL. */
+/* Reply buffer of at least LEN bytes, or NULL (also past --max-buffers). */
 uint8_t *conn_out(struct conn *c, size_t len);
 
 /* Handle one decoded request and send its reply. Returns 0 to go on, or
@@ -97,8 +143,37 @@ int entries_add(struct entries *e, uint64_t idx, chunk_id c);
 /* After a metadata change under the write lock: punch freed chunks. */
 void manager_reclaim_locked(struct manager *m);
 
+/* access.c: the uid check, authentication, peers and bounds. */
+/* At accept: identify the client behind C (SO_PEERCRED, peer address SA) and
+ * admit it, or set C->refuse. Under no lock; counts C's client. */
+void access_admit(struct conn *c, const struct sockaddr_storage *sa);
+/* A refused connection gets a thread to answer it if fewer than 16 do. */
+bool access_refuse_slot(struct manager *m);
+/* After a request: give big buffers back when --max-buffers runs short. */
+void access_trim(struct conn *c);
+/* C ends: drop it from its client's count. */
+void access_release(struct conn *c);
+/* A refused connection's thread: answer its first request with C->refuse. */
+void access_refuse(struct conn *c);
+/* Before a request's payload is read: 0 go on; 1 refused and answered (the
+ * caller drains the payload and goes on); -errno refused, close. */
+int access_check_frame(struct conn *c, const struct xmem_wire_hdr *h);
+/* The AUTH op (handlers.c dispatches it). */
+int access_auth(struct conn *c, const struct xmem_wire_hdr *h, const uint8_t *payload,
+                struct xmem_wire_hdr *rep);
+/* Under the write lock: may C make another region? Then record R as its. */
+int access_region_quota(struct conn *c);
+void access_region_made(struct conn *c, struct region *r);
+void access_region_gone(struct manager *m, struct region *r);
+/* May COPY go to URI? -EPERM (ERR says why) unless it is a --peer. */
+int access_peer_check(const struct manager *m, const char *uri, struct xmem_error *err);
+/* Charge or release connection buffer bytes against --max-buffers. */
+bool access_buf_charge(struct manager *m, size_t n);
+void access_buf_release(struct manager *m, size_t n);
+void access_free(struct manager *m);
+
 /* copy.c */
-int handle_copy(struct manager *m, const struct xmem_wire_hdr *h, const struct xmem_wire_copy *dst,
+int handle_copy(struct conn *c, const struct xmem_wire_hdr *h, const struct xmem_wire_copy *dst,
                 uint64_t *ret_copied);
 
 /* shm.c */

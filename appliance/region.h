@@ -16,6 +16,7 @@ struct region {
         bool snapshot;   /* read-only */
         uint64_t parent; /* snapshots: the region they were taken of; else 0 */
         struct chunk_map map;
+        void *owner; /* the appliance's client that made it (quota), NULL if unknown */
         struct region *hash_next;
 };
 

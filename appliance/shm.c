@@ -8,7 +8,8 @@
 #include "manager.h"
 #include "wire.h"
 
-#define SHM_MAX_EXTENTS (XMEM_WIRE_MAX_PAYLOAD / XMEM_WIRE_EXTENT_SIZE)
+/* one reply's extents: bounded by --max-io like every other reply */
+#define SHM_MAX_EXTENTS(m) ((m)->limits.max_io / XMEM_WIRE_EXTENT_SIZE)
 
 /* Coalesce [off, off+len) of R into extents: runs of pool-contiguous chunks, or of holes. */
 static int shm_extents(struct manager *m, const struct region *r, uint64_t off, uint64_t len,
@@ -29,7 +30,7 @@ static int shm_extents(struct manager *m, const struct region *r, uint64_t off, 
                       last->pool_offset + last->length == pool_off))) {
                         last->length += piece;
                 } else {
-                        if (n == SHM_MAX_EXTENTS)
+                        if (n == SHM_MAX_EXTENTS(m))
                                 return -E2BIG;
                         ext[n++] = (struct xmem_wire_extent){ pos, pool_off, piece };
                 }
@@ -70,7 +71,7 @@ int op_shm_map(struct conn *c, const struct xmem_wire_hdr *h, struct xmem_wire_h
                 rc = -EINVAL;
         else {
                 uint64_t chunks = h->length / m->regions.chunk_size + 2;
-                ext = malloc(MIN(chunks, (uint64_t)SHM_MAX_EXTENTS) * sizeof(*ext));
+                ext = malloc(MIN(chunks, (uint64_t)SHM_MAX_EXTENTS(m)) * sizeof(*ext));
                 rc = ext ? 0 : -ENOMEM;
         }
         if (rc == 0) {

@@ -12,7 +12,7 @@ static const char *const op_names[] = {
         [XMEM_OP_SNAPSHOT] = "snapshot", [XMEM_OP_CLONE] = "clone",
         [XMEM_OP_REVERT] = "revert",     [XMEM_OP_COPY] = "copy",
         [XMEM_OP_STATS] = "stats",       [XMEM_OP_SHM_ATTACH] = "shm-attach",
-        [XMEM_OP_SHM_MAP] = "shm-map",
+        [XMEM_OP_SHM_MAP] = "shm-map",   [XMEM_OP_AUTH] = "auth",
 };
 
 const char *wire_op_name(uint16_t op)
@@ -92,6 +92,15 @@ static int check_request(const struct xmem_wire_hdr *h, struct xmem_error *err)
                 if (h->length == 0 || h->offset > XMEM_WIRE_MAX_REGION_SIZE ||
                     h->length > XMEM_WIRE_MAX_REGION_SIZE - h->offset)
                         return xmem_error_set(err, -ERANGE, "copy: bad offset/length");
+                return 0;
+        case XMEM_OP_AUTH:
+                if (h->arg != XMEM_AUTH_CHALLENGE && h->arg != XMEM_AUTH_PROVE)
+                        return xmem_error_set(err, -EBADMSG, "auth: unknown step %llu",
+                                              (unsigned long long)h->arg);
+                if (h->payload_len !=
+                    (h->arg == XMEM_AUTH_PROVE ? XMEM_AUTH_NONCE_SIZE + XMEM_AUTH_MAC_SIZE : 0))
+                        return xmem_error_set(err, -EBADMSG, "auth: payload_len %u wrong for step %llu",
+                                              h->payload_len, (unsigned long long)h->arg);
                 return 0;
         case XMEM_OP_ALLOC:
         case XMEM_OP_RESIZE:

@@ -23,6 +23,8 @@ static void help(void)
                "                              made (default: the socket's directory/containers)\n"
                "  --appliance URI             an appliance (tcp://HOST:PORT, unix://, shm://);\n"
                "                              repeat to stripe over several\n"
+               "  --appliance-secret-file PATH  the secret of the tcp appliances (their\n"
+               "                              --secret-file; mode 0600 or 0400)\n"
                "  --embedded-appliance SIZE   also run an appliance with a SIZE pool as a child\n"
                "                              (the default, 1G, when no --appliance is given)\n"
                "  --chunk-size SIZE           stripe of external memory over appliances, a power\n"
@@ -50,6 +52,7 @@ static int parse_argv(int argc, char **argv, struct manager_config *cfg)
                 { "container-dir", required_argument, NULL, 'D' },
                 { "appliance", required_argument, NULL, 'a' },
                 { "embedded-appliance", required_argument, NULL, 'e' },
+                { "appliance-secret-file", required_argument, NULL, 'S' },
                 { "chunk-size", required_argument, NULL, 'c' },
                 { "fill-workers", required_argument, NULL, 'w' },
                 { "poll-us", required_argument, NULL, 'p' },
@@ -70,6 +73,9 @@ static int parse_argv(int argc, char **argv, struct manager_config *cfg)
                                 return bad_arg("--socket", optarg,
                                                "must be an absolute path under 108 bytes");
                         cfg->socket_path = optarg;
+                        break;
+                case 'S':
+                        cfg->secret_file = optarg;
                         break;
                 case 'D':
                         if (optarg[0] != '/')

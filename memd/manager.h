@@ -21,6 +21,7 @@ struct manager_config {
         uint32_t chunk_size; /* the stripe of external memory over appliances */
         unsigned fill_workers; /* per container; 0 = the pager's default */
         unsigned poll_us;      /* fault readers busy-poll this long (0: sleep) */
+        const char *secret_file; /* tcp appliances' secret (--appliance-secret-file) */
         const char *cgroup_root; /* CGROUP_FS_ROOT unless a test says otherwise */
         const char *container_dir; /* containers' socket dirs; NULL: SOCKET's dir/containers */
         struct manager_bounds {

@@ -40,12 +40,23 @@ enum xmem_wire_op {
                                  * the pool's fd attached to the reply (SCM_RIGHTS) */
         XMEM_OP_SHM_MAP = 15,   /* region, key, offset, length, arg = XMEM_MAP_* flags ->
                                  * payload: struct xmem_wire_extent[] covering the range */
+        XMEM_OP_AUTH = 16,      /* tcp with a secret, before anything else (docs/appliance.md):
+                                 * arg = XMEM_AUTH_CHALLENGE -> payload: server nonce;
+                                 * arg = XMEM_AUTH_PROVE, payload: client nonce, client mac
+                                 * -> payload: server mac */
         XMEM_OP_MAX_,
         XMEM_OP_REPLY = 0x8000,
 };
 
 /* XMEM_OP_SHM_MAP flags */
 #define XMEM_MAP_WRITE 0x1u /* break copy-on-write and allocate chunks before replying */
+
+/* XMEM_OP_AUTH steps (arg) and sizes. mac = HMAC-SHA256(secret, label |
+ * server nonce | client nonce), label "xmem-auth-v1 client" or "... server". */
+#define XMEM_AUTH_CHALLENGE 1
+#define XMEM_AUTH_PROVE 2
+#define XMEM_AUTH_NONCE_SIZE 32
+#define XMEM_AUTH_MAC_SIZE 32
 
 /* struct xmem_wire_hello.features */
 #define XMEM_FEAT_SHM 0x1u         /* SHM_ATTACH/SHM_MAP served on this connection */

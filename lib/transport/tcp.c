@@ -2,14 +2,10 @@
  * send lock and one receiver thread that matches tagged replies to pending
  * requests, so any number of requests are in flight (pipelined). */
 #include <errno.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 
 #include "fdio.h"
 #include "transport-internal.h"
@@ -48,6 +44,7 @@ struct tcp_conn {
 struct tcp_transport {
         struct xmem_transport base;
         struct xmem_uri uri;
+        struct xmem_secret secret; /* len 0: no authentication */
         unsigned timeout_ms;
         atomic_uint rr;
         atomic_bool closing;
@@ -202,55 +199,8 @@ static void *conn_receiver(void *arg)
         return NULL;
 }
 
-static int sock_connect(const struct tcp_transport *t, int *ret_fd)
-{
-        struct timeval tv = { .tv_sec = t->timeout_ms / 1000,
-                              .tv_usec = (t->timeout_ms % 1000) * 1000 };
-        _cleanup_close_ int fd = -1;
-        int one = 1, r;
-
-        if (t->uri.scheme == XMEM_URI_UNIX) {
-                struct sockaddr_un sa = { .sun_family = AF_UNIX };
-                snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", t->uri.path);
-                fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-                if (fd < 0)
-                        return -errno;
-                setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-                if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-                        return -errno;
-        } else {
-                struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *ai = NULL;
-                char port[8];
-                snprintf(port, sizeof(port), "%u", t->uri.port);
-                r = getaddrinfo(t->uri.host, port, &hints, &ai);
-                if (r != 0)
-                        return -EHOSTUNREACH;
-                r = -ECONNREFUSED;
-                for (struct addrinfo *a = ai; a; a = a->ai_next) {
-                        fd = socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-                        if (fd < 0)
-                                continue;
-                        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-                        if (connect(fd, a->ai_addr, a->ai_addrlen) == 0) {
-                                r = 0;
-                                break;
-                        }
-                        r = errno == EINPROGRESS || errno == EAGAIN ? -ETIMEDOUT : -errno;
-                        fd = safe_close(fd);
-                }
-                freeaddrinfo(ai);
-                if (r < 0)
-                        return r;
-                setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        }
-        /* a stalled peer mid-frame surfaces as EAGAIN, turned into -ETIMEDOUT */
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-        *ret_fd = TAKE_FD(fd);
-        return 0;
-}
-
 /* Called with send_lock held: (re)connect C if its receiver is gone. */
-static int conn_ensure(struct tcp_conn *c)
+static int conn_ensure(struct tcp_conn *c, struct xmem_error *err)
 {
         bool dead;
         int r, fd = -1;
@@ -267,7 +217,7 @@ static int conn_ensure(struct tcp_conn *c)
                 c->has_thread = false;
         }
         c->fd = safe_close(c->fd);
-        r = sock_connect(c->t, &fd);
+        r = tcp_sock_connect(&c->t->uri, c->t->timeout_ms, &c->t->secret, &fd, err);
         if (r < 0)
                 return r;
         c->fd = fd;
@@ -293,7 +243,7 @@ static int conn_send(struct tcp_conn *c, struct tcp_req *q, struct xmem_wire_hdr
         int r;
 
         pthread_mutex_lock(&c->send_lock);
-        r = conn_ensure(c);
+        r = conn_ensure(c, NULL);
         if (r < 0) {
                 pthread_mutex_unlock(&c->send_lock);
                 return r;
@@ -522,6 +472,7 @@ static void tcp_close(struct xmem_transport *base)
                 pthread_mutex_destroy(&c->lock);
         }
         transport_base_fini(base);
+        xmem_secret_wipe(&t->secret);
         free(t);
 }
 
@@ -548,6 +499,14 @@ static int tcp_open(const char *uri, const struct xmem_transport_opts *opts,
         t->uri = u;
         t->timeout_ms = opts && opts->timeout_ms ? opts->timeout_ms : 10000;
         t->nconn = n;
+        if (opts && opts->secret)
+                t->secret = *opts->secret;
+        else if (opts && opts->secret_file &&
+                 (r = xmem_secret_load(opts->secret_file, &t->secret, err)) < 0) {
+                transport_base_fini(&t->base);
+                free(t);
+                return err ? xmem_error_prefix(err, "%s: secret", uri) : r;
+        }
         for (unsigned i = 0; i < n; i++) {
                 struct tcp_conn *c = &t->conns[i];
                 c->t = t;
@@ -558,11 +517,11 @@ static int tcp_open(const char *uri, const struct xmem_transport_opts *opts,
         }
         for (unsigned i = 0; i < n; i++) {
                 pthread_mutex_lock(&t->conns[i].send_lock);
-                r = conn_ensure(&t->conns[i]);
+                r = conn_ensure(&t->conns[i], err);
                 pthread_mutex_unlock(&t->conns[i].send_lock);
                 if (r < 0) {
                         tcp_close(&t->base);
-                        return xmem_error_set(err, r, "%s: connect: %s", uri, strerror(-r));
+                        return err ? xmem_error_prefix(err, "%s", uri) : r;
                 }
         }
         r = transport_hello(&t->base, err);

@@ -71,3 +71,8 @@ void transport_cond_init_monotonic(pthread_cond_t *c);
 
 /* Fill a request header (magic, version, op, region and key from R if non-NULL). */
 void transport_req_init(struct xmem_wire_hdr *h, uint16_t op, const struct xmem_region_ref *r);
+
+/* tcp-connect.c: connect to U (tcp:// or unix://) with TIMEOUT_MS on send and
+ * receive; for tcp:// with a secret S (len > 0) authenticate before returning. */
+int tcp_sock_connect(const struct xmem_uri *u, unsigned timeout_ms, const struct xmem_secret *s,
+                     int *ret_fd, struct xmem_error *err);

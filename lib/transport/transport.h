@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <xmem/wire.h>
 
+#include "auth.h"
 #include "error.h"
 
 struct xmem_region_ref {
@@ -26,6 +27,14 @@ struct xmem_region_ref {
 struct xmem_transport_opts {
         unsigned connections; /* tcp: parallel connections, 0 = default (4) */
         unsigned timeout_ms;  /* connect and per-request timeout, 0 = default (10000) */
+        /* tcp:// to an appliance started with --secret-file: every connection
+         * proves the secret and checks the appliance's proof (docs/transports.md).
+         * Either a file, read at open with the appliance's rules (mode 0600 or
+         * 0400, 16..4095 bytes), or a secret already loaded with
+         * xmem_secret_load (copied; SECRET wins). Both NULL: no authentication.
+         * Not used for unix:// and shm://, where the appliance checks the uid. */
+        const char *secret_file;
+        const struct xmem_secret *secret;
 };
 
 struct xmem_transport; /* opaque */

@@ -98,6 +98,15 @@ static bool unix_ready(const char *path)
         return ok;
 }
 
+void harness_plan(struct harness_proc *p)
+{
+        if (!p->port)
+                p->port = free_port();
+        snprintf(p->tcp_uri, sizeof(p->tcp_uri), "tcp://127.0.0.1:%u", p->port);
+        snprintf(p->unix_uri, sizeof(p->unix_uri), "unix://%s/appliance.sock", p->dir);
+        snprintf(p->shm_uri, sizeof(p->shm_uri), "shm://%s/appliance.sock", p->dir);
+}
+
 void harness_appliance_start(struct harness_proc *p, const char *const *extra_args)
 {
         struct stat st;
@@ -109,14 +118,10 @@ void harness_appliance_start(struct harness_proc *p, const char *const *extra_ar
         pid_t parent;
 
         cr_assert_not_null(bin, "XMEM_APPLIANCE is not set (run through meson test)");
-        if (!p->port)
-                p->port = free_port();
+        harness_plan(p);
         snprintf(sock, sizeof(sock), "%s/appliance.sock", p->dir);
         snprintf(listen_tcp, sizeof(listen_tcp), "tcp://127.0.0.1:%u", p->port);
         snprintf(listen_unix, sizeof(listen_unix), "unix://%s", sock);
-        snprintf(p->tcp_uri, sizeof(p->tcp_uri), "%s", listen_tcp);
-        snprintf(p->unix_uri, sizeof(p->unix_uri), "%s", listen_unix);
-        snprintf(p->shm_uri, sizeof(p->shm_uri), "shm://%s", sock);
         snprintf(p->log_path, sizeof(p->log_path), "%s/appliance.log", p->dir);
 
         argv[argc++] = bin;

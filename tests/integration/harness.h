@@ -21,6 +21,10 @@ struct harness_proc {
 /* A fresh temp dir for P (mkdtemp under /tmp). */
 void harness_init(struct harness_proc *p);
 
+/* Pick P's free loopback port (unless set) and fill its URIs, without
+ * starting anything: a test can name P (--peer) before it runs. */
+void harness_plan(struct harness_proc *p);
+
 /* Start xmem-appliance listening on a free loopback port and a unix socket in
  * P->dir, with EXTRA_ARGS (NULL-terminated, may be NULL) appended; waits until
  * both accept connections. Reuses P->port if already set (restart). Aborts

@@ -39,10 +39,16 @@ static void teardown(void)
 
 TestSuite(appliance_privilege, .init = setup, .fini = teardown, .timeout = 120);
 
+/* APP copies to OTHER through each of its addresses (exercise_remote_copy):
+ * they are APP's --peers. */
 static void start(struct harness_proc *p, const char *extra)
 {
+        static char by_name[64];
         const char *args[] = { "--pool-size", "64M", "--chunk-size", "16K", "--pool-file",
-                               pool_path, extra, NULL };
+                               pool_path, "--peer", other.tcp_uri, "--peer", other.unix_uri,
+                               "--peer", by_name, extra, NULL };
+        harness_plan(&other);
+        snprintf(by_name, sizeof(by_name), "tcp://localhost:%u", other.port);
         if (p != &app) /* the second appliance: anonymous pool */
                 args[4] = extra, args[5] = NULL;
         harness_appliance_start(p, args);

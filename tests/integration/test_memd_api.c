@@ -505,3 +505,63 @@ Test(memd_api, process_paged_within_budget, .init = setup_tcp, .fini = teardown,
         }
         cr_expect(memd_alive());
 }
+
+static char secret_path[192];
+
+static void setup_secret(void)
+{
+        int fd;
+
+        cr_assert(harness_is_root(), "memd tests need root");
+        harness_init(&app);
+        snprintf(secret_path, sizeof(secret_path), "%s/secret", app.dir);
+        fd = open(secret_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        cr_assert(fd >= 0 && write(fd, "a deployment secret of 32 bytes!", 32) == 32);
+        close(fd);
+        harness_appliance_start(&app, (const char *const[]){ "--secret-file", secret_path, NULL });
+        memd_start((const char *const[]){ "--appliance", app.tcp_uri, "--appliance-secret-file",
+                                          secret_path, NULL });
+        make_cgroup();
+}
+
+/* A tcp appliance with --secret-file serves a memd that has the secret, and
+ * a memd without it does not start (one line saying why). */
+Test(memd_api, tcp_appliance_with_a_secret, .init = setup_secret, .fini = teardown,
+     .timeout = 60)
+{
+        char sock[200], log[200], text[4096] = "";
+        json_object *r = attach("64M", "256M", NULL);
+        int status = -1, fd;
+        pid_t pid;
+
+        cr_assert(ok(r), "attach through an authenticated appliance: %s", errmsg(r));
+        json_object_put(r);
+        snprintf(sock, sizeof(sock), "%s/other.sock", md.dir);
+        snprintf(log, sizeof(log), "%s/other.log", md.dir);
+        pid = fork();
+        cr_assert(pid >= 0);
+        if (pid == 0) {
+                fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+                dup2(fd, 2);
+                execl(getenv("XMEM_MEMD"), "memd", "--socket", sock, "--appliance", app.tcp_uri,
+                      "--log-level", "err", (char *)NULL);
+                _exit(127);
+        }
+        for (int i = 0; i < 200 && waitpid(pid, &status, WNOHANG) == 0; i++)
+                usleep(50000);
+        if (status == -1) {
+                kill(pid, SIGKILL);
+                waitpid(pid, &status, 0);
+                cr_assert_fail("a memd without the secret kept running");
+        }
+        fd = open(log, O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+                ssize_t n = read(fd, text, sizeof(text) - 1);
+                text[n > 0 ? n : 0] = 0;
+                close(fd);
+        }
+        cr_expect(WIFEXITED(status) && WEXITSTATUS(status) != 0, "status %#x", status);
+        cr_expect(strstr(text, app.tcp_uri) != NULL, "the error does not name the appliance: %s",
+                  text);
+        cr_log_info("memd without the secret: %s", text);
+}
