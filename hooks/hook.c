@@ -19,6 +19,8 @@
 #include "paths.h"
 
 #define PROG "xmem-hook"
+/* the runtime waits on the hook: a stuck memd must not hang container creation */
+#define HOOK_MEMD_TIMEOUT_S 10
 
 struct hook_opts {
         const char *socket;
@@ -161,7 +163,7 @@ static int create_runtime(const struct hook_opts *o, const struct oci_state *s,
         r = container_cgroup(s->pid, &cgroup, err);
         if (r < 0)
                 return r;
-        r = memd_connect(o->socket, &fd, err);
+        r = memd_connect(o->socket, HOOK_MEMD_TIMEOUT_S, &fd, err);
         if (r < 0)
                 return r;
         r = attach(fd, s, cgroup, x, err);
@@ -191,7 +193,7 @@ static int run(const struct hook_opts *opts, struct xmem_error *err)
                 return r;
         o.stage = o.stage ?: strcmp(s->status, "stopped") == 0 ? "poststop" : "createRuntime";
         if (strcmp(o.stage, "poststop") == 0) {
-                r = memd_connect(o.socket, &fd, err);
+                r = memd_connect(o.socket, HOOK_MEMD_TIMEOUT_S, &fd, err);
                 if (r == 0)
                         r = detach(fd, s->id, err);
                 return r < 0 ? xmem_error_prefix(err, "detach container %s", s->id) : 0;

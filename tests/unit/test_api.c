@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "errno-name.h"
 
 Test(api, id_charset)
 {
@@ -109,5 +110,5 @@ Test(api, request_envelope)
         cr_expect_str_eq(err.msg, "request: xmem: missing");
         cr_expect(api_method_unprivileged(API_SHIM_HELLO));
         cr_expect(!api_method_unprivileged(API_ATTACH));
-        cr_expect_str_eq(api_errno_name(-ENOENT), "ENOENT");
+        cr_expect_str_eq(errno_name(-ENOENT), "ENOENT", "replies name errnos through lib/errno-name");
 }
