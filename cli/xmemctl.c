@@ -7,13 +7,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
-#include "api.h"
 #include "json-util.h"
 #include "macro.h"
+#include "memd-client.h"
 #include "parse.h"
 
 static const char *arg_socket = "/run/xmem/memd.sock";
@@ -27,30 +25,21 @@ static int fail(const char *fmt, const char *a, const char *b)
         return EXIT_FAILURE;
 }
 
-/* Send REQ, return the parsed reply's result (or print the error). */
-static int call(json_object *req, json_object **ret_reply)
+/* Send METHOD with PARAMS (consumed) and return memd's whole reply (or print
+ * what went wrong). */
+static int call(const char *method, json_object *params, json_object **ret_reply)
 {
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
-        static char buf[API_MAX_MESSAGE + 1];
-        _cleanup_close_ int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+        _cleanup_close_ int fd = -1;
         struct xmem_error err = {};
-        int fds[API_MAX_FDS];
-        size_t n_fds = 0;
-        ssize_t n;
+        int r;
 
-        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", arg_socket);
-        if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-                return fail("memd at %s: %s", arg_socket, strerror(errno));
-        if (api_send(fd, req, NULL, 0) < 0)
-                return fail("memd at %s: sending: %s", arg_socket, strerror(errno));
-        n = api_recv(fd, buf, fds, &n_fds);
-        for (size_t i = 0; i < n_fds; i++)
-                close(fds[i]);
-        if (n <= 0)
-                return fail("memd at %s: %s", arg_socket,
-                            n == 0 ? "closed the connection" : strerror((int)-n));
-        if (json_parse(buf, (size_t)n, ret_reply, &err) < 0)
-                return fail("memd at %s: bad reply: %s", arg_socket, xmem_error_str(&err));
+        r = memd_connect(arg_socket, 0, &fd, &err);
+        if (r < 0) {
+                json_object_put(params);
+                return fail("memd at %s: %s", arg_socket, strerror(-r));
+        }
+        if (memd_request(fd, method, params, ret_reply, &err) < 0)
+                return fail("memd at %s: %s", arg_socket, xmem_error_str(&err));
         return 0;
 }
 
@@ -181,7 +170,7 @@ static void usage(void)
 
 int main(int argc, char **argv)
 {
-        _cleanup_json_ json_object *req = json_object_new_object(), *reply = NULL;
+        _cleanup_json_ json_object *reply = NULL;
         json_object *params = json_object_new_object(), *v, *e;
         int i = 1;
 
@@ -204,10 +193,7 @@ int main(int argc, char **argv)
                 return fail("%s%s: bad command line (see --help)", i < argc ? argv[i] : "no command",
                             "");
         }
-        json_object_object_add(req, "xmem", json_object_new_int(API_VERSION));
-        json_object_object_add(req, "method", json_object_new_string(argv[i]));
-        json_object_object_add(req, "params", params);
-        if (call(req, &reply) != 0)
+        if (call(argv[i], params, &reply) != 0)
                 return EXIT_FAILURE;
         if (arg_json)
                 printf("%s\n", json_object_to_json_string_ext(reply, JSON_C_TO_STRING_PLAIN));

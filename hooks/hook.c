@@ -18,8 +18,22 @@
 #include "memd-client.h"
 #include "oci.h"
 #include "paths.h"
+#include "privilege.h"
 
 #define PROG "xmem-hook"
+/* the runtime waits on the hook: a stuck memd must not hang container creation */
+#define HOOK_MEMD_TIMEOUT_S 10
+
+/* What exposing the shim takes; the hook holds these permitted, effective
+ * only around that step (docs/security.md). Everything else is dropped at
+ * start, and the memd steps run with no effective capability. */
+static const cap_value_t expose_caps[] = {
+        CAP_SYS_ADMIN,    /* setns(CLONE_NEWNS) and the mounts */
+        CAP_SYS_CHROOT,   /* setns(CLONE_NEWNS) */
+        CAP_SYS_PTRACE,   /* open /proc/PID/ns/mnt of the runtime's init, which
+                           * still holds capabilities the hook does not */
+        CAP_DAC_OVERRIDE, /* directories and files in a rootfs owned by another uid */
+};
 
 struct hook_opts {
         const char *socket;
@@ -149,12 +163,18 @@ static int expose(const struct hook_opts *o, const struct oci_state *s,
                   const struct oci_config *c, const char *socket_dir, struct xmem_error *err)
 {
         _cleanup_free_ char *rootfs = NULL;
+        int r;
 
         if (oci_config_rootfs(c, s->bundle, &rootfs) < 0)
                 return xmem_error_set(err, -ENOMEM, "out of memory");
-        return container_expose(s->pid, rootfs,
-                                oci_config_has_mount(c, XMEM_CONTAINER_SHIM) ? NULL : o->shim,
-                                socket_dir, err);
+        r = privilege_caps_effective(expose_caps, ELEMENTSOF(expose_caps), true, err);
+        if (r < 0)
+                return r;
+        r = container_expose(s->pid, rootfs,
+                             oci_config_has_mount(c, XMEM_CONTAINER_SHIM) ? NULL : o->shim,
+                             socket_dir, err);
+        (void)privilege_caps_effective(expose_caps, ELEMENTSOF(expose_caps), false, NULL);
+        return r;
 }
 
 static int create_runtime(const struct hook_opts *o, const struct oci_state *s,
@@ -171,7 +191,7 @@ static int create_runtime(const struct hook_opts *o, const struct oci_state *s,
         r = container_cgroup(s->pid, &cgroup, err);
         if (r < 0)
                 return r;
-        r = memd_connect(o->socket, &fd, err);
+        r = memd_connect(o->socket, HOOK_MEMD_TIMEOUT_S, &fd, err);
         if (r < 0)
                 return r;
         r = attach(fd, s, cgroup, x, &socket_dir, err);
@@ -201,7 +221,10 @@ static int run(const struct hook_opts *opts, struct xmem_error *err)
                 return r;
         o.stage = o.stage ?: strcmp(s->status, "stopped") == 0 ? "poststop" : "createRuntime";
         if (strcmp(o.stage, "poststop") == 0) {
-                r = memd_connect(o.socket, &fd, err);
+                r = privilege_drop_caps(NULL, 0, err); /* detaching takes none */
+                if (r < 0)
+                        return xmem_error_prefix(err, "dropping capabilities");
+                r = memd_connect(o.socket, HOOK_MEMD_TIMEOUT_S, &fd, err);
                 if (r == 0)
                         r = detach(fd, s->id, err);
                 return r < 0 ? xmem_error_prefix(err, "detach container %s", s->id) : 0;
@@ -227,7 +250,14 @@ int main(int argc, char **argv)
                 return r > 0 ? EXIT_SUCCESS : EXIT_FAILURE;
         o.socket = o.socket ?: xmem_host_socket();
         o.shim = o.shim ?: xmem_host_shim();
-        r = run(&o, &err);
+        /* keep only what exposing needs, none of it effective until then */
+        r = privilege_drop_caps(expose_caps, ELEMENTSOF(expose_caps), &err);
+        if (r >= 0)
+                r = privilege_caps_effective(expose_caps, ELEMENTSOF(expose_caps), false, &err);
+        if (r < 0)
+                xmem_error_prefix(&err, "dropping capabilities");
+        else
+                r = run(&o, &err);
         if (r < 0) {
                 fprintf(stderr, PROG ": %s\n", xmem_error_str(&err));
                 return EXIT_FAILURE;

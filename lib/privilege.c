@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "privilege.h"
@@ -143,10 +144,30 @@ static int caps_cut_bounding(const cap_value_t *keep, size_t n, struct xmem_erro
         return 0;
 }
 
+/* Threads of this process (/proc/self/status), 0 when /proc cannot tell. */
+static unsigned thread_count(void)
+{
+        _cleanup_fclose_ FILE *f = fopen("/proc/self/status", "re");
+        char line[128];
+        unsigned n = 0;
+
+        while (f && fgets(line, sizeof(line), f))
+                if (sscanf(line, "Threads: %u", &n) == 1)
+                        break;
+        return n;
+}
+
 int privilege_drop_caps(const cap_value_t *keep, size_t n, struct xmem_error *err)
 {
-        _cleanup_cap_ cap_t c = NULL;
+        _cleanup_cap_ cap_t c = NULL, held = NULL;
+        unsigned threads = thread_count();
         int r;
+
+        if (threads > 1)
+                return xmem_error_set(err, -EBUSY,
+                                      "%u threads exist: capabilities are per thread, drop them "
+                                      "before starting any",
+                                      threads);
 
         if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
                 return xmem_error_set(err, negative_errno(), "PR_SET_NO_NEW_PRIVS: %m");
@@ -157,14 +178,37 @@ int privilege_drop_caps(const cap_value_t *keep, size_t n, struct xmem_error *er
                 return r;
         if (cap_reset_ambient() < 0 && errno != EINVAL)
                 return xmem_error_set(err, negative_errno(), "clear ambient capabilities: %m");
+        held = cap_get_proc();
         c = cap_init(); /* every flag clear */
-        if (!c)
-                return xmem_error_set(err, negative_errno(), "cap_init: %m");
-        if (n > 0 && (cap_set_flag(c, CAP_EFFECTIVE, (int)n, keep, CAP_SET) < 0 ||
-                      cap_set_flag(c, CAP_PERMITTED, (int)n, keep, CAP_SET) < 0))
-                return xmem_error_set(err, negative_errno(), "cap_set_flag: %m");
+        if (!held || !c)
+                return xmem_error_set(err, negative_errno(), "cap_get_proc: %m");
+        for (size_t i = 0; i < n; i++) {
+                cap_flag_value_t v = CAP_CLEAR;
+                /* a capability not held is not gained (an unprivileged caller) */
+                if (cap_get_flag(held, keep[i], CAP_PERMITTED, &v) < 0 || v != CAP_SET)
+                        continue;
+                if (cap_set_flag(c, CAP_EFFECTIVE, 1, &keep[i], CAP_SET) < 0 ||
+                    cap_set_flag(c, CAP_PERMITTED, 1, &keep[i], CAP_SET) < 0)
+                        return xmem_error_set(err, negative_errno(), "cap_set_flag: %m");
+        }
         if (cap_set_proc(c) < 0)
                 return xmem_error_set(err, negative_errno(), "set capabilities: %m");
+        return 0;
+}
+
+int privilege_caps_effective(const cap_value_t *caps, size_t n, bool raise, struct xmem_error *err)
+{
+        _cleanup_cap_ cap_t c = cap_get_proc();
+
+        if (!c)
+                return xmem_error_set(err, negative_errno(), "cap_get_proc: %m");
+        if (n == 0)
+                return 0;
+        if (cap_set_flag(c, CAP_EFFECTIVE, (int)n, caps, raise ? CAP_SET : CAP_CLEAR) < 0)
+                return xmem_error_set(err, negative_errno(), "cap_set_flag: %m");
+        if (cap_set_proc(c) < 0)
+                return xmem_error_set(err, negative_errno(), "%s effective capabilities: %m",
+                                      raise ? "raise" : "lower");
         return 0;
 }
 
@@ -212,6 +256,30 @@ int privilege_lookup_user(const char *name, uid_t *ret_uid, gid_t *ret_gid,
         return 0;
 }
 
+int privilege_raise_nofile(unsigned long hard_min, unsigned long *ret_limit, struct xmem_error *err)
+{
+        struct rlimit rl;
+
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+                return xmem_error_set(err, negative_errno(), "getrlimit(RLIMIT_NOFILE): %m");
+        if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < hard_min) {
+                struct rlimit raised = {.rlim_cur = hard_min, .rlim_max = hard_min};
+                /* EPERM: no CAP_SYS_RESOURCE, or above fs.nr_open; keep the hard limit */
+                if (setrlimit(RLIMIT_NOFILE, &raised) == 0)
+                        rl = raised;
+        }
+        if (rl.rlim_cur != rl.rlim_max) {
+                rl.rlim_cur = rl.rlim_max;
+                if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+                        return xmem_error_set(err, negative_errno(),
+                                              "raise RLIMIT_NOFILE to %llu: %m",
+                                              (unsigned long long)rl.rlim_max);
+        }
+        if (ret_limit)
+                *ret_limit = (unsigned long)rl.rlim_cur;
+        return 0;
+}
+
 static uint32_t violation_action(enum privilege_violation v)
 {
         switch (v) {
@@ -228,6 +296,13 @@ static uint32_t violation_action(enum privilege_violation v)
 int privilege_seccomp_install(const int *allowed, size_t n, enum privilege_violation on_violation,
                               struct xmem_error *err)
 {
+        return privilege_seccomp_install_ioctls(allowed, n, NULL, 0, on_violation, err);
+}
+
+int privilege_seccomp_install_ioctls(const int *allowed, size_t n, const unsigned long *ioctls,
+                                     size_t n_ioctls, enum privilege_violation on_violation,
+                                     struct xmem_error *err)
+{
         _cleanup_(seccomp_releasep) scmp_filter_ctx ctx = NULL;
         uint32_t action = violation_action(on_violation);
         int r;
@@ -241,6 +316,8 @@ int privilege_seccomp_install(const int *allowed, size_t n, enum privilege_viola
                 r = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_TSYNC, 1);
         if (r >= 0)
                 r = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 1);
+        if (r >= 0 && on_violation == PRIVILEGE_VIOLATION_ERRNO)
+                r = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_LOG, 1);
         if (r < 0)
                 return xmem_error_set(err, r, "seccomp_attr_set: %s", strerror(-r));
         for (size_t i = 0; i < n; i++) {
@@ -255,6 +332,14 @@ int privilege_seccomp_install(const int *allowed, size_t n, enum privilege_viola
                         free(name);
                         return r;
                 }
+        }
+        for (size_t i = 0; i < n_ioctls; i++) {
+                r = seccomp_rule_add(
+                    ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1,
+                    SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffULL, (scmp_datum_t)(uint32_t)ioctls[i]));
+                if (r < 0 && r != -EEXIST)
+                        return xmem_error_set(err, r, "seccomp: allow ioctl 0x%lx: %s", ioctls[i],
+                                              strerror(-r));
         }
         r = seccomp_load(ctx);
         if (r < 0)

@@ -11,6 +11,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "api.h"
+#include "errno-name.h"
 #include "fdio.h"
 #include "json-util.h"
 #include "macro.h"
@@ -265,28 +266,11 @@ json_object *api_reply_ok(json_object *result)
         return o;
 }
 
-const char *api_errno_name(int code)
-{
-        const char *n = strerrorname_np(code < 0 ? -code : code);
-
-        return n ? n : "EIO";
-}
-
-int api_errno_from_name(const char *name)
-{
-        for (int e = 1; e < 134; e++) {
-                const char *n = strerrorname_np(e);
-                if (n && strcmp(n, name) == 0)
-                        return e;
-        }
-        return 0;
-}
-
 json_object *api_reply_error(int code, const char *msg)
 {
         json_object *o = json_object_new_object(), *e = json_object_new_object();
 
-        json_object_object_add(e, "errno", json_object_new_string(api_errno_name(code)));
+        json_object_object_add(e, "errno", json_object_new_string(errno_name(code)));
         json_object_object_add(e, "message", json_object_new_string(msg));
         json_object_object_add(o, "xmem", json_object_new_int(API_VERSION));
         json_object_object_add(o, "ok", json_object_new_boolean(false));

@@ -131,10 +131,6 @@ void api_request_done(struct api_request *r);
 json_object *api_reply_ok(json_object *result);
 /* {"xmem":1,"ok":false,"error":{"errno":"EINVAL","message":MSG}}; CODE is -errno. */
 json_object *api_reply_error(int code, const char *msg);
-/* "EINVAL" for -EINVAL / EINVAL. */
-const char *api_errno_name(int code);
-/* Back from a name ("EINVAL" -> EINVAL); 0 when unknown. */
-int api_errno_from_name(const char *name);
 
 /* Receive one datagram: up to API_MAX_MESSAGE bytes into BUF (which must hold
  * API_MAX_MESSAGE + 1), descriptors into FDS (up to API_MAX_FDS, O_CLOEXEC).

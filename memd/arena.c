@@ -1,5 +1,6 @@
 /* arena.c: creating and freeing external arenas (memfd + chunk state). */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -36,8 +37,11 @@ int arena_new(uint64_t size, uint32_t chunk_size, struct store *store, bool fres
         }
         for (uint64_t i = 0; i < a->n_chunks; i++)
                 a->stored[i] = !fresh;
-        a->memfd = memfd_create("xmem-arena", MFD_CLOEXEC);
-        if (a->memfd < 0 || ftruncate(a->memfd, (off_t)size) < 0) {
+        /* sealed at its size: the process it is handed to can neither grow
+         * it past the external quota nor shrink it under memd's pages */
+        a->memfd = memfd_create("xmem-arena", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+        if (a->memfd < 0 || ftruncate(a->memfd, (off_t)size) < 0 ||
+            fcntl(a->memfd, F_ADD_SEALS, F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL) < 0) {
                 int r = -errno;
                 arena_free(a);
                 return r;

@@ -8,6 +8,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "error.h"
+#include "harden.h"
 #include "log.h"
 #include "manager.h"
 #include "parse.h"
@@ -16,26 +17,30 @@
 
 static void help(void)
 {
-        printf("memd [OPTIONS]\n\n"
-               "The per-host xmem daemon: external memory for containers.\n\n"
-               "  --socket PATH               the admin API socket, mode 0600 (default %s)\n"
-               "  --container-dir DIR         where each container's own socket directory is\n"
-               "                              made (default: the socket's directory/containers)\n"
-               "  --appliance URI             an appliance (tcp://HOST:PORT, unix://, shm://);\n"
-               "                              repeat to stripe over several\n"
-               "  --appliance-secret-file PATH  the secret of the tcp appliances (their\n"
-               "                              --secret-file; mode 0600 or 0400)\n"
-               "  --embedded-appliance SIZE   also run an appliance with a SIZE pool as a child\n"
-               "                              (the default, 1G, when no --appliance is given)\n"
-               "  --chunk-size SIZE           stripe of external memory over appliances, a power\n"
-               "                              of two 4K..2M (default 64K); pages move in units\n"
-               "                              that follow the access (4K random, up to 2M streams)\n"
-               "  --fill-workers N            fill threads per container (default 2)\n"
-               "  --poll-us N                 fault readers busy-poll N µs after a fault\n"
-               "                              (default 50 with 2 or more CPUs, else 0)\n"
-               "  --log-level LEVEL           err, warning, notice, info, debug\n"
-               "  --help, --version\n",
-               MANAGER_DEFAULT_SOCKET);
+        printf(
+            "memd [OPTIONS]\n\n"
+            "The per-host xmem daemon: external memory for containers.\n\n"
+            "  --socket PATH               the admin API socket, mode 0600 (default %s)\n"
+            "  --container-dir DIR         where each container's own socket directory is\n"
+            "                              made (default: the socket's directory/containers)\n"
+            "  --appliance URI             an appliance (tcp://HOST:PORT, unix://, shm://);\n"
+            "                              repeat to stripe over several\n"
+            "  --appliance-secret-file PATH  the secret of the tcp appliances (their\n"
+            "                              --secret-file; mode 0600 or 0400)\n"
+            "  --embedded-appliance SIZE   also run an appliance with a SIZE pool as a child\n"
+            "                              (the default, 1G, when no --appliance is given)\n"
+            "  --chunk-size SIZE           stripe of external memory over appliances, a power\n"
+            "                              of two 4K..2M (default 64K); pages move in units\n"
+            "                              that follow the access (4K random, up to 2M streams)\n"
+            "  --fill-workers N            fill threads per container (default 2)\n"
+            "  --poll-us N                 fault readers busy-poll N µs after a fault\n"
+            "                              (default 50 with 2 or more CPUs, else 0)\n"
+            "  --log-level LEVEL           err, warning, notice, info, debug\n"
+            "  --no-seccomp                no syscall allow-list (debugging)\n"
+            "  --help, --version\n"
+            "Environment: XMEM_SECCOMP=errno (default; log in sanitizer builds) | kill | log:\n"
+            "what a syscall outside the allow-list does (docs/security.md).\n",
+            MANAGER_DEFAULT_SOCKET);
 }
 
 static int bad_arg(const char *what, const char *value, const char *why)
@@ -44,22 +49,40 @@ static int bad_arg(const char *what, const char *value, const char *why)
         return -EINVAL;
 }
 
+/* The sanitizers' runtimes make syscalls memd never makes (see the
+ * appliance): sanitized builds log violations. Release builds refuse the
+ * call with EPERM and log it (docs/decisions.md: why not kill). */
+#ifndef __has_feature
+#define __has_feature(x) 0
+#endif
+#if defined(__SANITIZE_ADDRESS__) || __has_feature(address_sanitizer)
+#define DEFAULT_VIOLATION PRIVILEGE_VIOLATION_LOG
+#else
+#define DEFAULT_VIOLATION PRIVILEGE_VIOLATION_ERRNO
+#endif
+
+struct hardening {
+        bool seccomp;                       /* --no-seccomp clears it */
+        enum privilege_violation violation; /* XMEM_SECCOMP */
+};
+
 /* 1: exit 0 now (--help/--version); 0: run; -EINVAL: bad arguments (reported). */
-static int parse_argv(int argc, char **argv, struct manager_config *cfg)
+static int parse_argv(int argc, char **argv, struct manager_config *cfg, struct hardening *h)
 {
         static const struct option opts[] = {
-                { "socket", required_argument, NULL, 's' },
-                { "container-dir", required_argument, NULL, 'D' },
-                { "appliance", required_argument, NULL, 'a' },
-                { "embedded-appliance", required_argument, NULL, 'e' },
-                { "appliance-secret-file", required_argument, NULL, 'S' },
-                { "chunk-size", required_argument, NULL, 'c' },
-                { "fill-workers", required_argument, NULL, 'w' },
-                { "poll-us", required_argument, NULL, 'p' },
-                { "log-level", required_argument, NULL, 'L' },
-                { "help", no_argument, NULL, 'h' },
-                { "version", no_argument, NULL, 'V' },
-                {},
+            {"socket", required_argument, NULL, 's'},
+            {"container-dir", required_argument, NULL, 'D'},
+            {"appliance-secret-file", required_argument, NULL, 'K'},
+            {"appliance", required_argument, NULL, 'a'},
+            {"embedded-appliance", required_argument, NULL, 'e'},
+            {"chunk-size", required_argument, NULL, 'c'},
+            {"fill-workers", required_argument, NULL, 'w'},
+            {"poll-us", required_argument, NULL, 'p'},
+            {"log-level", required_argument, NULL, 'L'},
+            {"no-seccomp", no_argument, NULL, 'S'},
+            {"help", no_argument, NULL, 'h'},
+            {"version", no_argument, NULL, 'V'},
+            {},
         };
         struct xmem_error err = {};
         struct xmem_uri uri;
@@ -74,14 +97,14 @@ static int parse_argv(int argc, char **argv, struct manager_config *cfg)
                                                "must be an absolute path under 108 bytes");
                         cfg->socket_path = optarg;
                         break;
-                case 'S':
-                        cfg->secret_file = optarg;
-                        break;
                 case 'D':
                         if (optarg[0] != '/')
                                 return bad_arg("--container-dir", optarg,
                                                "must be an absolute path");
                         cfg->container_dir = optarg;
+                        break;
+                case 'K':
+                        cfg->secret_file = optarg;
                         break;
                 case 'a':
                         if (cfg->n_appliances >= MANAGER_MAX_APPLIANCES - 1)
@@ -121,6 +144,9 @@ static int parse_argv(int argc, char **argv, struct manager_config *cfg)
                                 return bad_arg("--log-level", optarg, "unknown level");
                         log_set_max_level(lvl);
                         break;
+                case 'S':
+                        h->seccomp = false;
+                        break;
                 case 'h':
                         help();
                         return 1;
@@ -133,6 +159,10 @@ static int parse_argv(int argc, char **argv, struct manager_config *cfg)
         }
         if (optind < argc)
                 return bad_arg("argument", argv[optind], "unexpected (see --help)");
+        if (getenv("XMEM_SECCOMP") &&
+            privilege_violation_from_string(getenv("XMEM_SECCOMP"), &h->violation) < 0)
+                return bad_arg("XMEM_SECCOMP", getenv("XMEM_SECCOMP"),
+                               "must be errno, kill or log");
         return 0;
 }
 
@@ -146,23 +176,33 @@ int main(int argc, char **argv)
                  * random-access throughput for the same memd CPU per GiB */
                 .poll_us = sysconf(_SC_NPROCESSORS_ONLN) >= 2 ? 50 : 0,
         };
+        struct hardening h = {.seccomp = true, .violation = DEFAULT_VIOLATION};
         struct xmem_error err = {};
         struct manager *m = NULL;
+        unsigned long nofile = 0;
         int r;
 
         log_setup("memd", LOG_TARGET_AUTO, LOG_INFO);
-        r = parse_argv(argc, argv, &cfg);
+        r = parse_argv(argc, argv, &cfg, &h);
         if (r != 0)
                 return r > 0 ? EXIT_SUCCESS : EXIT_FAILURE;
         r = manager_new(&cfg, &m, &err);
+        /* capabilities before manager_start: it starts the transports'
+         * receiver threads, and a thread keeps the capabilities it had */
+        if (r >= 0 && (r = memd_harden_caps(&nofile, &err)) < 0)
+                xmem_error_prefix(&err, "dropping capabilities");
         if (r >= 0)
                 r = manager_start(m, &err);
+        if (r >= 0 && h.seccomp && (r = memd_harden_seccomp(h.violation, &err)) < 0)
+                xmem_error_prefix(&err, "installing the seccomp filter");
         if (r < 0) {
                 log_error_errno(r, "%s", xmem_error_str(&err));
                 (void)sd_notifyf(0, "STATUS=failed: %s\nERRNO=%d", xmem_error_str(&err), -r);
                 manager_free(m);
                 return EXIT_FAILURE;
         }
+        log_info("privileges: only CAP_DAC_OVERRIDE, no-new-privs, seccomp %s, %lu open files",
+                 h.seccomp ? privilege_violation_to_string(h.violation) : "off", nofile);
         (void)sd_notify(0, "READY=1\nSTATUS=serving");
         r = manager_run(m);
         (void)sd_notify(0, "STOPPING=1");

@@ -97,6 +97,37 @@ static void expect_refused(const char *method, const char *params, const char *e
         close(s);
 }
 
+/* Its own arena: shim.hello's first descriptor must be sealed at its size. */
+static void attack_arena(void)
+{
+        const char *hello = "{\"xmem\":1,\"method\":\"shim.hello\",\"params\":{\"version\":2}}";
+        char buf[4096], cbuf[CMSG_SPACE(4 * sizeof(int))];
+        struct iovec iov = { .iov_base = buf, .iov_len = sizeof(buf) - 1 };
+        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+                             .msg_controllen = sizeof(cbuf) };
+        int s = connect_path(OWN_SOCKET, SOCK_SEQPACKET), fds[4] = { -1, -1, -1, -1 };
+        struct cmsghdr *c;
+        struct stat st;
+
+        if (s < 0 || send(s, hello, strlen(hello), MSG_NOSIGNAL) < 0 || recvmsg(s, &mh, 0) <= 0) {
+                breach("shim.hello on its own socket failed%s%s", "", "");
+                return;
+        }
+        c = CMSG_FIRSTHDR(&mh);
+        if (c && c->cmsg_type == SCM_RIGHTS)
+                memcpy(fds, CMSG_DATA(c), c->cmsg_len - CMSG_LEN(0));
+        if (fds[0] < 0 || fstat(fds[0], &st) < 0)
+                breach("shim.hello gave no arena%s%s", "", "");
+        else if (ftruncate(fds[0], st.st_size * 2) == 0 || ftruncate(fds[0], 4096) == 0)
+                breach("the arena memfd can be resized past its quota%s%s", "", "");
+        else
+                printf("refused: resizing the arena (%lld bytes)\n", (long long)st.st_size);
+        for (int i = 0; i < 4; i++)
+                if (fds[i] >= 0)
+                        close(fds[i]);
+        close(s);
+}
+
 static int attack_methods(const char *victim)
 {
         char p[512], buf[4096];
@@ -138,6 +169,7 @@ static int attack_methods(const char *victim)
                 }
                 close(s);
         }
+        attack_arena();
         /* what it may do: its own stats */
         s = connect_path(OWN_SOCKET, SOCK_SEQPACKET);
         if (s < 0 || call(s, "{\"xmem\":1,\"method\":\"stats\",\"params\":{}}", -1, buf,

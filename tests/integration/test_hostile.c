@@ -353,7 +353,11 @@ Test(hostile, reused_pid_cannot_act_for_another_container, .init = setup, .fini 
                 /* X, in A, connects; Y inherits the connection; X exits */
                 join_cgroup(cg_a);
                 int s = connect_unix(sock_a);
-                if (s < 0)
+                char r0[4096];
+                const char *st0 = "{\"xmem\":1,\"method\":\"stats\",\"params\":{}}";
+                /* memd has taken X as the peer of the connection (a round trip) */
+                if (s < 0 || send(s, st0, strlen(st0), 0) < 0 || recv(s, r0, sizeof(r0), 0) <= 0 ||
+                    !strstr(r0, "\"ok\":true"))
                         _exit(121);
                 pid_t yy = fork();
                 if (yy == 0) {

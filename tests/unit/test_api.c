@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "errno-name.h"
 
 Test(api, id_charset)
 {
@@ -113,5 +114,5 @@ Test(api, request_envelope)
         cr_expect_eq(api_method_find("attach")->callers, API_CALLER_ADMIN);
         cr_expect_eq(api_method_find("shim.register")->n_fds, 1);
         cr_expect_null(api_method_find("Attach"));
-        cr_expect_str_eq(api_errno_name(-ENOENT), "ENOENT");
+        cr_expect_str_eq(errno_name(-ENOENT), "ENOENT", "replies name errnos through lib/errno-name");
 }

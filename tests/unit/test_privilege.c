@@ -9,7 +9,10 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sched.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -405,4 +408,143 @@ Test(privilege, server_table_loads_and_refuses_exec)
 {
         SKIP_IF_SANITIZED();
         assert_exit_ok(in_child(server_table_errno), "server table");
+}
+
+static void *idle_thread(void *arg)
+{
+        pause();
+        return arg;
+}
+
+static int drop_with_a_thread(void)
+{
+        struct xmem_error err = {};
+        pthread_t t;
+
+        if (pthread_create(&t, NULL, idle_thread, NULL) != 0)
+                return 1;
+        /* the thread would keep every capability: refused, nothing changed */
+        if (privilege_drop_caps(NULL, 0, &err) != -EBUSY || !strstr(err.msg, "2 threads"))
+                return 2;
+        if (status_caps("CapEff") == 0 || prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) != 0)
+                return 3;
+        return 0;
+}
+
+Test(privilege, drop_caps_refuses_with_threads_alive)
+{
+        need_root();
+        assert_exit_ok(in_child(drop_with_a_thread), "drop with a second thread");
+}
+
+/* The hook's shape: keep a few permitted, effective only around one step. */
+static int effective_per_step(void)
+{
+        const cap_value_t keep[] = {CAP_SYS_ADMIN, CAP_SYS_CHROOT};
+        const unsigned long long bits = (1ULL << CAP_SYS_ADMIN) | (1ULL << CAP_SYS_CHROOT);
+        const cap_value_t other = CAP_NET_ADMIN;
+        struct xmem_error err = {};
+
+        if (privilege_drop_caps(keep, 2, &err) < 0 ||
+            privilege_caps_effective(keep, 2, false, &err) < 0)
+                return 1;
+        if (status_caps("CapEff") != 0 || status_caps("CapPrm") != bits ||
+            status_caps("CapBnd") != bits)
+                return 2;
+        if (unshare(CLONE_NEWNS) == 0 || errno != EPERM)
+                return 3; /* not effective: refused */
+        if (privilege_caps_effective(keep, 2, true, &err) < 0 || status_caps("CapEff") != bits)
+                return 4;
+        if (unshare(CLONE_NEWNS) != 0)
+                return 5; /* effective: allowed */
+        if (privilege_caps_effective(&other, 1, true, &err) != -EPERM)
+                return 6; /* what was dropped cannot be raised */
+        return 0;
+}
+
+Test(privilege, caps_effective_only_for_a_step)
+{
+        need_root();
+        assert_exit_ok(in_child(effective_per_step), "effective per step");
+}
+
+static int keep_not_held(void)
+{
+        const cap_value_t keep[] = {CAP_SYS_ADMIN};
+        struct xmem_error err = {};
+
+        if (geteuid() == 0 && privilege_switch_user(65534, 65534, &err) < 0)
+                return 1;
+        if (privilege_drop_caps(NULL, 0, &err) < 0)
+                return 2;
+        /* asking to keep what is not held is no error, and gains nothing */
+        if (privilege_drop_caps(keep, 1, &err) < 0)
+                return 3;
+        if (status_caps("CapEff") != 0 || status_caps("CapPrm") != 0)
+                return 4;
+        return 0;
+}
+
+Test(privilege, keep_what_is_not_held_gains_nothing)
+{
+        if (geteuid() == 0)
+                need_root();
+        assert_exit_ok(in_child(keep_not_held), "keep what is not held");
+}
+
+static int nofile(void)
+{
+        struct xmem_error err = {};
+        struct rlimit before, after;
+        unsigned long limit = 0;
+
+        if (getrlimit(RLIMIT_NOFILE, &before) < 0 || before.rlim_max < 64)
+                return 1;
+        before.rlim_cur = 64;
+        if (setrlimit(RLIMIT_NOFILE, &before) < 0)
+                return 2;
+        /* a minimum below the hard limit: only the soft limit moves up */
+        if (privilege_raise_nofile(32, &limit, &err) < 0)
+                return 3;
+        if (getrlimit(RLIMIT_NOFILE, &after) < 0 || after.rlim_cur != before.rlim_max ||
+            after.rlim_max != before.rlim_max || limit != after.rlim_cur)
+                return 4;
+        /* without CAP_SYS_RESOURCE a higher minimum leaves the hard limit */
+        if (privilege_drop_caps(NULL, 0, &err) < 0 ||
+            privilege_raise_nofile(after.rlim_max + 1, &limit, &err) < 0 || limit != after.rlim_max)
+                return 5;
+        return 0;
+}
+
+Test(privilege, raise_nofile)
+{
+        assert_exit_ok(in_child(nofile), "raise RLIMIT_NOFILE");
+}
+
+/* ioctl allowed with listed requests only; the request is compared on 32 bits. */
+static int ioctl_filter(void)
+{
+        const int small[] = {SCMP_SYS(exit_group), SCMP_SYS(close), SCMP_SYS(pipe2)};
+        const unsigned long allowed[] = {FIONREAD};
+        struct xmem_error err = {};
+        int fds[2], n = -1;
+
+        if (pipe2(fds, 0) < 0)
+                return 1;
+        if (privilege_seccomp_install_ioctls(small, 3, allowed, 1, PRIVILEGE_VIOLATION_ERRNO,
+                                             &err) < 0)
+                return 2;
+        if (ioctl(fds[0], FIONREAD, &n) != 0 || n != 0)
+                return 3;
+        if (syscall(SYS_ioctl, fds[0], 0xffffffff00000000UL | FIONREAD, &n) != 0)
+                return 4; /* the kernel reads 32 bits: so does the filter */
+        if (ioctl(fds[0], FIONBIO, &n) != -1 || errno != EPERM)
+                return 5;
+        return 0;
+}
+
+Test(privilege, seccomp_ioctl_by_request)
+{
+        SKIP_IF_SANITIZED();
+        assert_exit_ok(in_child(ioctl_filter), "ioctl filter");
 }
