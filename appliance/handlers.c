@@ -1,12 +1,11 @@
 /* handlers.c: one function per wire op. Data moves under the read lock when
  * every chunk touched is already exclusive; allocation, copy-on-write and all
  * metadata changes happen under the write lock and are journaled before the reply. */
-#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
+#include "auth.h"
 #include "fdio.h"
 #include "json-util.h"
 #include "log.h"
@@ -98,15 +97,7 @@ int region_prepare_locked(struct manager *m, struct region *r, uint64_t off, uin
 
 static void new_key(uint8_t key[XMEM_KEY_SIZE])
 {
-        size_t done = 0;
-
-        while (done < XMEM_KEY_SIZE) {
-                ssize_t n = getrandom(key + done, XMEM_KEY_SIZE - done, 0);
-                if (n > 0)
-                        done += (size_t)n;
-                else
-                        assert(errno == EINTR);
-        }
+        auth_random(key, XMEM_KEY_SIZE);
 }
 
 static int do_read(struct manager *m, const struct xmem_wire_hdr *h, const struct xmem_wire_seg *segs,
@@ -346,6 +337,7 @@ static int stats_appliance(struct manager *m, json_object *o)
                 { "connections", m->stats.connections },
                 { "connections_total", m->stats.connections_total },
                 { "refused", m->stats.refused },
+                { "buffered_bytes", atomic_load(&m->buffered) },
         };
         for (size_t i = 0; i < ELEMENTSOF(f); i++)
                 if (add_u64(o, f[i].name, f[i].v) < 0)

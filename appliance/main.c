@@ -286,17 +286,9 @@ static int auth_self_test(const struct xmem_secret *secret, struct xmem_error *e
         return 0;
 }
 
-/* The sanitizers' runtimes make syscalls no server makes (sigaltstack at thread
- * start, ptrace to stop the world for the exit-time leak check): sanitized
- * builds log violations instead of dying. Release builds kill. */
-#ifndef __has_feature
-#define __has_feature(x) 0
-#endif
-#if defined(__SANITIZE_ADDRESS__) || __has_feature(address_sanitizer)
-#define DEFAULT_VIOLATION PRIVILEGE_VIOLATION_LOG
-#else
-#define DEFAULT_VIOLATION PRIVILEGE_VIOLATION_KILL
-#endif
+/* Sanitized builds log violations instead of dying; release builds kill. */
+#define DEFAULT_VIOLATION                                                                          \
+        (PRIVILEGE_SANITIZED ? PRIVILEGE_VIOLATION_LOG : PRIVILEGE_VIOLATION_KILL)
 
 int main(int argc, char **argv)
 {

@@ -10,6 +10,18 @@
 
 #include "error.h"
 
+/* Built with AddressSanitizer? Its runtime makes syscalls no server makes
+ * (sigaltstack at thread start, ptrace to stop the world for the exit-time
+ * leak check): the servers log violations there instead of acting on them. */
+#ifndef __has_feature
+#define __has_feature(x) 0
+#endif
+#if defined(__SANITIZE_ADDRESS__) || __has_feature(address_sanitizer)
+#define PRIVILEGE_SANITIZED 1
+#else
+#define PRIVILEGE_SANITIZED 0
+#endif
+
 /* What the kernel does when a syscall outside the allow-list is made. */
 enum privilege_violation {
         PRIVILEGE_VIOLATION_KILL,  /* SCMP_ACT_KILL_PROCESS: production (audit-logged) */

@@ -49,17 +49,10 @@ static int bad_arg(const char *what, const char *value, const char *why)
         return -EINVAL;
 }
 
-/* The sanitizers' runtimes make syscalls memd never makes (see the
- * appliance): sanitized builds log violations. Release builds refuse the
- * call with EPERM and log it (docs/decisions.md: why not kill). */
-#ifndef __has_feature
-#define __has_feature(x) 0
-#endif
-#if defined(__SANITIZE_ADDRESS__) || __has_feature(address_sanitizer)
-#define DEFAULT_VIOLATION PRIVILEGE_VIOLATION_LOG
-#else
-#define DEFAULT_VIOLATION PRIVILEGE_VIOLATION_ERRNO
-#endif
+/* Sanitized builds log violations; release builds refuse the call with
+ * EPERM and log it (docs/decisions.md: why not kill). */
+#define DEFAULT_VIOLATION                                                                          \
+        (PRIVILEGE_SANITIZED ? PRIVILEGE_VIOLATION_LOG : PRIVILEGE_VIOLATION_ERRNO)
 
 struct hardening {
         bool seccomp;                       /* --no-seccomp clears it */

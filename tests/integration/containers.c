@@ -315,3 +315,25 @@ bool ctr_cgroup_exists(const struct ctr_env *e, const char *name)
         snprintf(p, sizeof(p), "/sys/fs/cgroup%s/%s", e->cgroup_parent, name);
         return access("/sys/fs/cgroup/cgroup.controllers", F_OK) == 0 && stat(p, &st) == 0;
 }
+
+pid_t ctr_run_async(const struct ctr_env *e, const char *bundle, const char *name,
+                    const char *expect)
+{
+        pid_t p = fork();
+
+        cr_assert(p >= 0);
+        if (p == 0) {
+                struct cmd_result r;
+                char path[300];
+                FILE *f;
+
+                ctr_runc_run(e, NULL, bundle, name, 240, &r);
+                snprintf(path, sizeof(path), "%s/%s.out", e->dir, name);
+                if ((f = fopen(path, "w"))) {
+                        fprintf(f, "%s%s", r.out, r.err);
+                        fclose(f);
+                }
+                _exit(ctr_exited(&r, 0) && strstr(r.out, expect) ? 0 : 1);
+        }
+        return p;
+}

@@ -49,6 +49,11 @@ void ctr_bundle(const struct ctr_env *e, const char *name, const char *const *ar
 void ctr_runc_run(const struct ctr_env *e, const char *via, const char *bundle, const char *name,
                   int timeout_s, struct cmd_result *ret);
 
+/* ctr_runc_run in a child (which makes no Criterion call): its stdout and
+ * stderr in E->dir/NAME.out; the child exits 0 when the container exited 0
+ * and said EXPECT. Returns the child's pid. */
+pid_t ctr_run_async(const struct ctr_env *e, const char *bundle, const char *name,
+                    const char *expect);
 /* memd's list: the number of containers attached (-1 when memd is down). */
 int ctr_memd_count(const struct ctr_env *e);
 /* memd's stats of container ID: FIELD (a number) or -1 (unknown, memd down). */

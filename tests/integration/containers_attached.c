@@ -262,22 +262,7 @@ Test(containers, podman_512m_through_64m_local, .init = setup_memd, .fini = tear
 /* runc run NAME in a child; its output goes to DIR/NAME.out. */
 static pid_t run_async(const char *bundle, const char *name)
 {
-        pid_t p = fork();
-
-        if (p == 0) {
-                struct cmd_result r;
-                char path[300];
-                FILE *f;
-
-                ctr_runc_run(&env, NULL, bundle, name, 240, &r);
-                snprintf(path, sizeof(path), "%s/%s.out", env.dir, name);
-                if ((f = fopen(path, "w"))) {
-                        fprintf(f, "%s", r.out);
-                        fclose(f);
-                }
-                _exit(ctr_exited(&r, 0) && strstr(r.out, "fill-ok") ? 0 : 1);
-        }
-        return p;
+        return ctr_run_async(&env, bundle, name, "fill-ok");
 }
 
 static void expect_async_ok(pid_t pid, const char *name, uint64_t limit)

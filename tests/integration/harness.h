@@ -42,6 +42,15 @@ void harness_cleanup(struct harness_proc *p);
 /* Connect a raw TCP socket to P (for malformed-frame tests). */
 int harness_connect_tcp(const struct harness_proc *p);
 
+/* The value of FIELD in a /proc status file PATH, trimmed ("" if absent). */
+void harness_status_field(const char *path, const char *field, char *out, size_t len);
+/* Seccomp audit records (type 1326) of PID in the kernel log. */
+int harness_audit_records(pid_t pid);
+/* Does a syscall refused under a seccomp filter in MODE (an enum
+ * privilege_violation: errno or log) reach dmesg here? Not with auditd
+ * running. A probe child finds out. */
+bool harness_violation_reaches_dmesg(int mode);
+
 /* True if running as root (tests that need it skip otherwise). */
 bool harness_is_root(void);
 /* Skip the test unless running as root with /dev/userfaultfd present. */

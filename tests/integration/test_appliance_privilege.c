@@ -57,22 +57,10 @@ static void start(struct harness_proc *p, const char *extra)
 /* The value of FIELD in /proc/PID/status, or "" if absent. */
 static void status_field(pid_t pid, const char *field, char *out, size_t len)
 {
-        char path[64], line[256];
-        size_t n = strlen(field);
-        FILE *f;
+        char path[64];
 
         snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-        f = fopen(path, "re");
-        cr_assert_not_null(f, "%s: %s", path, strerror(errno));
-        out[0] = 0;
-        while (fgets(line, sizeof(line), f))
-                if (strncmp(line, field, n) == 0 && line[n] == ':') {
-                        snprintf(out, len, "%s", line + n + 1 + strspn(line + n + 1, " \t"));
-                        out[strcspn(out, "\n")] = 0;
-                        for (size_t e = strlen(out); e > 0 && out[e - 1] == ' '; e--)
-                                out[e - 1] = 0;
-                }
-        fclose(f);
+        harness_status_field(path, field, out, len);
 }
 
 static void assert_field(pid_t pid, const char *field, const char *want)
@@ -236,54 +224,13 @@ Test(appliance_privilege, serving_without_privileges)
         cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "other: status 0x%x", status);
 }
 
-/* Lines of the kernel log with seccomp audit records (type 1326) of PID. */
-static int audit_records(pid_t pid)
-{
-        char line[1024], needle[32];
-        int n = 0;
-        FILE *f = popen("dmesg 2>/dev/null", "r");
-
-        cr_assert_not_null(f);
-        snprintf(needle, sizeof(needle), " pid=%d ", (int)pid);
-        while (fgets(line, sizeof(line), f))
-                if (strstr(line, "type=1326") && strstr(line, needle))
-                        n++;
-        pclose(f);
-        return n;
-}
-
-/* Does a logged violation reach dmesg here? (Not with auditd running.) */
-static bool audit_reaches_dmesg(void)
-{
-        const int small[] = { SCMP_SYS(exit_group), SCMP_SYS(getpid) };
-        struct xmem_error err = {};
-        int status;
-        pid_t pid = fork();
-
-        cr_assert_geq(pid, 0);
-        if (pid == 0) {
-                if (privilege_seccomp_install(small, 2, PRIVILEGE_VIOLATION_LOG, &err) < 0)
-                        _exit(1);
-                (void)syscall(SYS_getppid);
-                _exit(0);
-        }
-        cr_assert_eq(waitpid(pid, &status, 0), pid);
-        cr_assert_eq(status, 0);
-        for (int i = 0; i < 50; i++) {
-                if (audit_records(pid) > 0)
-                        return true;
-                usleep(20000);
-        }
-        return false;
-}
-
 Test(appliance_privilege, log_mode_logs_no_violation)
 {
         pid_t pids[3];
 
         if (getenv("XMEM_SANITIZED") && strcmp(getenv("XMEM_SANITIZED"), "none") != 0)
                 cr_skip_test("sanitizer build: its runtime makes syscalls outside the allow-list");
-        if (!audit_reaches_dmesg())
+        if (!harness_violation_reaches_dmesg(PRIVILEGE_VIOLATION_LOG))
                 cr_skip_test("seccomp audit records do not reach dmesg here (auditd?)");
         setenv("XMEM_SECCOMP", "log", 1);
         start(&app, NULL);
@@ -296,7 +243,7 @@ Test(appliance_privilege, log_mode_logs_no_violation)
         cr_assert_eq(WEXITSTATUS(harness_stop(&app)), 0);
         cr_assert_eq(WEXITSTATUS(harness_stop(&other)), 0);
         for (size_t i = 0; i < ELEMENTSOF(pids); i++)
-                cr_assert_eq(audit_records(pids[i]), 0,
+                cr_assert_eq(harness_audit_records(pids[i]), 0,
                              "appliance %d made syscalls outside the allow-list: "
                              "dmesg | grep 'type=1326.*pid=%d'",
                              (int)pids[i], (int)pids[i]);

@@ -62,21 +62,7 @@ static pid_t victim_start(const char *hold)
         ctr_bundle(&env, "victim",
                    (const char *const[]){ "/bin/container_fill", "192", hold, "verify", NULL },
                    xmem_64m, env.sock, bundle, sizeof(bundle));
-        p = fork();
-        cr_assert(p >= 0);
-        if (p == 0) {
-                struct cmd_result r;
-                char path[300];
-                FILE *f;
-
-                ctr_runc_run(&env, NULL, bundle, "victim", 240, &r);
-                snprintf(path, sizeof(path), "%s/victim.out", env.dir);
-                if ((f = fopen(path, "w"))) {
-                        fprintf(f, "%s%s", r.out, r.err);
-                        fclose(f);
-                }
-                _exit(ctr_exited(&r, 0) && strstr(r.out, "fill-ok again") ? 0 : 1);
-        }
+        p = ctr_run_async(&env, bundle, "victim", "fill-ok again");
         /* attached and paging before the attacks start */
         for (int i = 0; i < 200 && ctr_memd_stat(&env, "victim", "written_back_bytes") <= 0; i++)
                 usleep(50000);
@@ -209,21 +195,7 @@ Test(hostile, flood_leaves_memd_responsive, .init = setup, .fini = teardown, .ti
         char bundle[256];
         attack_bundle("hostile-flood", 0, (const char *const[]){ "flood", "8", NULL }, bundle,
                       sizeof(bundle));
-        attacker = fork();
-        cr_assert(attacker >= 0);
-        if (attacker == 0) { /* no Criterion calls in a child */
-                struct cmd_result r;
-                char path[300];
-                FILE *f;
-
-                ctr_runc_run(&env, NULL, bundle, "hostile-flood", 120, &r);
-                snprintf(path, sizeof(path), "%s/flood.out", env.dir);
-                if ((f = fopen(path, "w"))) {
-                        fprintf(f, "%s%s", r.out, r.err);
-                        fclose(f);
-                }
-                _exit(strstr(r.out, "HOSTILE-DONE 0\n") && ctr_exited(&r, 0) ? 0 : 1);
-        }
+        attacker = ctr_run_async(&env, bundle, "hostile-flood", "HOSTILE-DONE 0\n");
         /* the admin is answered within a second all along */
         while (waitpid(attacker, &st, WNOHANG) == 0) {
                 t = now_s();
@@ -235,7 +207,7 @@ Test(hostile, flood_leaves_memd_responsive, .init = setup, .fini = teardown, .ti
         }
         rss1 = memd_rss_kib();
         char path[300], out[16384] = "";
-        snprintf(path, sizeof(path), "%s/flood.out", env.dir);
+        snprintf(path, sizeof(path), "%s/hostile-flood.out", env.dir);
         ctr_read_file(path, out, sizeof(out));
         cr_log_info("flood: %d admin lists, the slowest %.3f s; memd RSS %ld -> %ld KiB; %s",
                     n_lists, worst, rss0, rss1, out);

@@ -5,6 +5,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -564,4 +565,63 @@ Test(memd_api, tcp_appliance_with_a_secret, .init = setup_secret, .fini = teardo
         cr_expect(strstr(text, app.tcp_uri) != NULL, "the error does not name the appliance: %s",
                   text);
         cr_log_info("memd without the secret: %s", text);
+}
+
+static double cpu_s(pid_t pid)
+{
+        char path[64], buf[1024], *p;
+        unsigned long ut = 0, st = 0;
+        FILE *f;
+
+        snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+        f = fopen(path, "r");
+        cr_assert_not_null(f);
+        cr_assert_not_null(fgets(buf, sizeof(buf), f));
+        fclose(f);
+        p = strrchr(buf, ')');
+        cr_assert(p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut,
+                              &st) == 2);
+        return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* Out of descriptors, memd stops accepting for a moment instead of spinning
+ * on a readable socket, and serves again once descriptors come back. */
+Test(memd_api, out_of_descriptors_does_not_spin, .init = setup_embedded, .fini = teardown,
+     .timeout = 60)
+{
+        struct rlimit low, old;
+        int fds[120], n = 0;
+        double cpu;
+        json_object *r;
+
+        /* the soft limit only: raising a hard limit back needs CAP_SYS_RESOURCE */
+        cr_assert_eq(prlimit(md.pid, RLIMIT_NOFILE, NULL, &old), 0);
+        low = (struct rlimit){ 64, old.rlim_max };
+        cr_assert_eq(prlimit(md.pid, RLIMIT_NOFILE, &low, NULL), 0, "prlimit: %s",
+                     strerror(errno));
+        for (; n < 120; n++)
+                if ((fds[n] = connect_to(md.sock)) < 0)
+                        break;
+        usleep(300000);
+        cpu = cpu_s(md.pid);
+        sleep(1);
+        cpu = cpu_s(md.pid) - cpu;
+        cr_log_info("%d connections at 64 descriptors: memd used %.2f s of CPU in 1 s", n, cpu);
+        cr_expect_lt(cpu, 0.3, "memd spun at EMFILE: %.2f s of CPU in 1 s", cpu);
+        char log[65536] = "";
+        int lfd = open(md.log, O_RDONLY | O_CLOEXEC);
+        cr_assert_geq(lfd, 0);
+        ssize_t ln = read(lfd, log, sizeof(log) - 1);
+        log[ln > 0 ? ln : 0] = 0;
+        close(lfd);
+        cr_expect(strstr(log, "Too many open files: not accepting for 100 ms"),
+                  "memd never ran out of descriptors (the test proves nothing): %s", md.log);
+        for (int i = 0; i < n; i++)
+                close(fds[i]);
+        cr_assert_eq(prlimit(md.pid, RLIMIT_NOFILE, &old, NULL), 0);
+        usleep(300000);
+        r = call("{\"xmem\":1,\"method\":\"list\",\"params\":{}}");
+        cr_expect(ok(r), "memd does not answer after EMFILE: %s", errmsg(r));
+        json_object_put(r);
+        cr_expect(memd_alive());
 }

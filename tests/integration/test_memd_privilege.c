@@ -63,23 +63,6 @@ static void start_memd(const char *extra)
                            (const char *const[]){"--appliance", t.app.tcp_uri, extra, NULL});
 }
 
-/* The value of FIELD in the status file PATH ("" if absent). */
-static void status_field(const char *path, const char *field, char *out, size_t len)
-{
-        size_t n = strlen(field);
-        char line[256];
-        FILE *f = fopen(path, "re");
-
-        cr_assert_not_null(f, "%s: %s", path, strerror(errno));
-        out[0] = 0;
-        while (fgets(line, sizeof(line), f))
-                if (strncmp(line, field, n) == 0 && line[n] == ':') {
-                        snprintf(out, len, "%s", line + n + 1 + strspn(line + n + 1, " \t"));
-                        out[strcspn(out, "\n")] = 0;
-                }
-        fclose(f);
-}
-
 /* Every thread of memd shows WANT_SECCOMP and only CAP_DAC_OVERRIDE (bit 1).
  * Returns the number of threads. */
 static int assert_threads_unprivileged(const char *want_seccomp)
@@ -104,58 +87,17 @@ static int assert_threads_unprivileged(const char *want_seccomp)
                         continue;
                 snprintf(path, sizeof(path), "%s/%s/status", dir, de->d_name);
                 for (size_t i = 0; i < sizeof(caps) / sizeof(caps[0]); i++) {
-                        status_field(path, caps[i].field, v, sizeof(v));
+                        harness_status_field(path, caps[i].field, v, sizeof(v));
                         cr_expect_str_eq(v, caps[i].want, "memd thread %s: %s %s, want %s",
                                          de->d_name, caps[i].field, v, caps[i].want);
                 }
-                status_field(path, "Seccomp", v, sizeof(v));
+                harness_status_field(path, "Seccomp", v, sizeof(v));
                 cr_expect_str_eq(v, want_seccomp, "memd thread %s: Seccomp %s, want %s", de->d_name,
                                  v, want_seccomp);
                 n++;
         }
         closedir(d);
         return n;
-}
-
-/* Seccomp audit records (type 1326) of PID in the kernel log. */
-static int audit_records(pid_t pid)
-{
-        char line[1024], needle[32];
-        FILE *f = popen("dmesg 2>/dev/null", "r");
-        int n = 0;
-
-        cr_assert_not_null(f, "dmesg: %s", strerror(errno));
-        snprintf(needle, sizeof(needle), " pid=%d ", (int)pid);
-        while (fgets(line, sizeof(line), f))
-                if (strstr(line, "type=1326") && strstr(line, needle))
-                        n++;
-        pclose(f);
-        return n;
-}
-
-/* Does a call refused in errno mode (memd's default) reach dmesg here? Not
- * with auditd running, or without SECCOMP_FILTER_FLAG_LOG. */
-static bool errno_violation_reaches_dmesg(void)
-{
-        const int small[] = {SCMP_SYS(exit_group), SCMP_SYS(getpid)};
-        struct xmem_error err = {};
-        int status;
-        pid_t pid = fork();
-
-        cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
-        if (pid == 0) {
-                if (privilege_seccomp_install(small, 2, PRIVILEGE_VIOLATION_ERRNO, &err) < 0)
-                        _exit(1);
-                _exit(syscall(SYS_getppid) == -1 && errno == EPERM ? 0 : 2);
-        }
-        cr_assert_eq(waitpid(pid, &status, 0), pid);
-        cr_assert_eq(status, 0, "the errno-mode probe ended with status %#x", status);
-        for (int i = 0; i < 50; i++) {
-                if (audit_records(pid) > 0)
-                        return true;
-                usleep(20000);
-        }
-        return false;
 }
 
 /* memd's job under its privileges: attach, a shim process pages 96 MiB
@@ -210,8 +152,8 @@ Test(memd_privilege, serving_memd_keeps_only_what_it_needs)
         do_the_job();
         after = assert_threads_unprivileged("2");
         cr_log_info("memd threads: %d serving, %d after a container paged", before, after);
-        if (errno_violation_reaches_dmesg())
-                cr_expect_eq(audit_records(t.md.pid), 0,
+        if (harness_violation_reaches_dmesg(PRIVILEGE_VIOLATION_ERRNO))
+                cr_expect_eq(harness_audit_records(t.md.pid), 0,
                              "the filter refused memd a syscall: dmesg | grep 'type=1326.*pid=%d'",
                              (int)t.md.pid);
         else
@@ -224,7 +166,7 @@ Test(memd_privilege, errno_mode_refusals_are_logged)
 {
         if (!harness_is_root())
                 cr_skip_test("needs root (dmesg)");
-        if (!errno_violation_reaches_dmesg())
+        if (!harness_violation_reaches_dmesg(PRIVILEGE_VIOLATION_ERRNO))
                 cr_skip_test("seccomp audit records do not reach dmesg here (auditd?): the "
                              "serving test's no-refusal check proves nothing");
 }
