@@ -100,7 +100,8 @@ static void print_result(const char *verb, json_object *res)
                 if (json_object_object_get_ex(res, "processes", &arr))
                         printf("processes      %zu\n", json_object_array_length(arr));
         } else if (strcmp(verb, "attach") == 0) {
-                printf("attached %s\n", get_str(res, "id"));
+                printf("attached %s, its processes' socket %s\n", get_str(res, "id"),
+                       get_str(res, "socket"));
         } else if (strcmp(verb, "detach") == 0) {
                 printf("detached %s\n", get_str(res, "id"));
         }

@@ -214,7 +214,12 @@ Test(hostile, flood_leaves_memd_responsive, .init = setup, .fini = teardown, .ti
         cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the flood got through: %s", out);
         cr_expect(strstr(out, "flood:") != NULL, "the flood did not run: %s", out);
         cr_expect_lt(worst, 1.0, "an admin list took %.3f s during the flood", worst);
-        cr_expect_lt(rss1 - rss0, 64 * 1024, "memd grew from %ld to %ld KiB", rss0, rss1);
+        /* AddressSanitizer's quarantine keeps what memd freed (256 MiB) */
+        const char *san = getenv("XMEM_SANITIZED");
+        long bound = san && strcmp(san, "none") != 0 ? 320 * 1024 : 64 * 1024;
+        fprintf(stderr, "flood: memd RSS %ld -> %ld KiB (bound +%ld KiB), slowest admin list "
+                        "%.3f s of %d\n", rss0, rss1, bound, worst, n_lists);
+        cr_expect_lt(rss1 - rss0, bound, "memd grew from %ld to %ld KiB", rss0, rss1);
         victim_expect_ok(victim);
 }
 
