@@ -1,5 +1,6 @@
-/* api.c: memd's request envelope, per-method dispatch tables, validation and
- * replies (docs/api.md). No memd state here: the manager runs the methods. */
+/* api.c: memd's request envelope, the methods' typed fields and checks,
+ * replies, datagram I/O and the listening sockets (docs/api.md). No memd
+ * state here: the method table and its handlers are memd/methods.c. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stddef.h>
@@ -23,11 +24,6 @@ const struct api_method *api_method_find(const char *name)
                 if (strcmp(api_methods[i].name, name) == 0)
                         return &api_methods[i];
         return NULL;
-}
-
-const char *api_method_name(const struct api_method *m)
-{
-        return m ? m->name : "request";
 }
 
 bool api_id_valid(const char *id)

@@ -108,8 +108,6 @@ const char *api_policy_format(const struct api_policy *p, char *buf, size_t len)
 /* Check attach parameters beyond their JSON types and fill defaults (policy,
  * local_alloc_limit). ERR: "params.FIELD: why". */
 int api_attach_validate(struct api_attach *a, struct xmem_error *err);
-/* The method's name for messages ("request" when not known). */
-const char *api_method_name(const struct api_method *m);
 
 /* The methods' typed fields and their checks beyond JSON types (for
  * api_methods[], memd/methods.c). */

@@ -32,7 +32,8 @@ struct container *call_container(struct api_call *call, const char *id, struct x
 
         if (c) {
                 if (id && strcmp(id, c->id) != 0)
-                        xmem_error_set(err, -EPERM, "params.id: permission denied: this socket "
+                        xmem_error_set(err, -EPERM,
+                                       "params.id: permission denied: this socket "
                                        "acts on its own container only");
                 return id && strcmp(id, c->id) != 0 ? NULL : c;
         }
@@ -48,7 +49,7 @@ struct container *call_container(struct api_call *call, const char *id, struct x
 
 bool conn_peer_gone(const struct conn *cn)
 {
-        struct pollfd pfd = { .fd = cn->pidfd, .events = POLLIN };
+        struct pollfd pfd = {.fd = cn->pidfd, .events = POLLIN};
 
         return cn->pidfd < 0 || poll(&pfd, 1, 0) != 0;
 }
@@ -137,8 +138,7 @@ static int on_accept_retry(sd_event_source *s, uint64_t usec, void *userdata)
  * connections stay queued) instead of spinning on a readable socket. */
 static void accept_pause(struct manager *m, int r)
 {
-        log_warning_errno(r, "accept: %m: not accepting for %llu ms",
-                          ACCEPT_RETRY_USEC / 1000);
+        log_warning_errno(r, "accept: %m: not accepting for %llu ms", ACCEPT_RETRY_USEC / 1000);
         (void)sd_event_source_set_enabled(m->listen_src, SD_EVENT_OFF);
         for (struct container *c = m->containers; c; c = c->next)
                 (void)sd_event_source_set_enabled(c->sock_src, SD_EVENT_OFF);
@@ -292,10 +292,11 @@ static int run_request(struct conn *cn, struct api_request *req, struct api_call
         int r;
 
         if (!(meth->callers & caller))
-                return xmem_error_set(err, -EPERM, "permission denied: %s", cn->container
-                                      ? "a container's socket serves only its own shim and "
-                                        "stats"
-                                      : "a shim calls it on its container's own socket");
+                return xmem_error_set(err, -EPERM, "permission denied: %s",
+                                      cn->container
+                                          ? "a container's socket serves only its own shim and "
+                                            "stats"
+                                          : "a shim calls it on its container's own socket");
         if (call->n_fds != meth->n_fds)
                 return xmem_error_set(err, -EINVAL, "expected %zu file descriptor(s), got %zu",
                                       meth->n_fds, call->n_fds);
@@ -312,15 +313,15 @@ int conn_dispatch(struct manager *m, struct conn *cn, const char *buf, ssize_t n
 {
         struct xmem_error err = {};
         struct api_request req;
-        struct api_call call = { .m = m, .conn = cn, .fds = fds, .n_fds = n_fds,
-                                 .close_after = -1 };
+        struct api_call call = {.m = m, .conn = cn, .fds = fds, .n_fds = n_fds, .close_after = -1};
         bool parsed = false;
         int r;
 
         if (n < 0) {
                 r = (int)n;
-                xmem_error_set(&err, r, n == -EMSGSIZE ? "request: message larger than %d bytes"
-                                                       : "request: too many file descriptors",
+                xmem_error_set(&err, r,
+                               n == -EMSGSIZE ? "request: message larger than %d bytes"
+                                              : "request: too many file descriptors",
                                API_MAX_MESSAGE);
         } else {
                 r = api_request_parse(buf, (size_t)n, &req, &err);

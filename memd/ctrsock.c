@@ -25,15 +25,15 @@ static int check_dir(int dirfd, const char *path, struct xmem_error *err)
         if (fstat(dirfd, &st) < 0)
                 return xmem_error_set(err, negative_errno(), "%s: %m", path);
         if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 022))
-                return xmem_error_set(err, -EPERM, "%s: must be a directory owned by uid %u "
-                                      "that only it may write (mode %03o, owner %u)", path,
-                                      (unsigned)geteuid(), (unsigned)(st.st_mode & 0777),
+                return xmem_error_set(err, -EPERM,
+                                      "%s: must be a directory owned by uid %u "
+                                      "that only it may write (mode %03o, owner %u)",
+                                      path, (unsigned)geteuid(), (unsigned)(st.st_mode & 0777),
                                       (unsigned)st.st_uid);
         return 0;
 }
 
-static int open_dir(int atfd, const char *name, const char *shown, int *ret,
-                    struct xmem_error *err)
+static int open_dir(int atfd, const char *name, const char *shown, int *ret, struct xmem_error *err)
 {
         int fd, r;
 
@@ -59,8 +59,7 @@ int ctrsock_open_root(struct manager *m, struct xmem_error *err)
                 m->containers_dir = NULL;
         if (!m->containers_dir)
                 return xmem_error_set(err, -ENOMEM, "out of memory");
-        return open_dir(AT_FDCWD, m->containers_dir, m->containers_dir, &m->containers_dirfd,
-                        err);
+        return open_dir(AT_FDCWD, m->containers_dir, m->containers_dir, &m->containers_dirfd, err);
 }
 
 int ctrsock_path(const struct manager *m, const struct container *c, char *buf, size_t len)

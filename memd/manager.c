@@ -91,7 +91,7 @@ static int start_appliances(struct manager *m, struct xmem_error *err)
                         return r;
                 m->cfg.appliances[n++] = m->embedded->uri;
         }
-        struct xmem_transport_opts opts = { .secret_file = m->cfg.secret_file };
+        struct xmem_transport_opts opts = {.secret_file = m->cfg.secret_file};
         for (size_t i = 0; i < n; i++) {
                 r = xmem_transport_open(m->cfg.appliances[i], &opts, &m->transports[i], err);
                 if (r < 0)

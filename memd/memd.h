@@ -50,7 +50,7 @@ struct manager {
         struct embedded *embedded;
         enum cgroup_version cg_version;
         char *cg_mount;
-        char *run_dir;      /* the admin socket's directory */
+        char *run_dir;        /* the admin socket's directory */
         char *containers_dir; /* RUN_DIR/containers, or cfg.container_dir */
         int containers_dirfd;
         struct container *containers;

@@ -70,14 +70,13 @@ static void hello_result(json_object *o, const struct container *c, const struct
         json_object_object_add(o, "attached", json_object_new_boolean(true));
         json_object_object_add(o, "container", json_object_new_string(c->id));
         json_object_object_add(o, "arena_size", json_object_new_int64((int64_t)p->arena->size));
-        json_object_object_add(o, "policy",
-                               json_object_new_string(api_policy_format(&c->policy, pol,
-                                                                        sizeof(pol))));
+        json_object_object_add(
+            o, "policy", json_object_new_string(api_policy_format(&c->policy, pol, sizeof(pol))));
         json_object_object_add(o, "local_alloc_limit",
                                json_object_new_int64((int64_t)c->local_alloc_limit));
-        json_object_object_add(o, "ratio", json_object_new_int(
-                                       c->policy.kind == API_POLICY_RATIO ? (int)c->policy.ratio
-                                                                          : 0));
+        json_object_object_add(
+            o, "ratio",
+            json_object_new_int(c->policy.kind == API_POLICY_RATIO ? (int)c->policy.ratio : 0));
         json_object_object_add(o, "chunk_size", json_object_new_int64(c->chunk_size));
         if (version >= 2) { /* the accounting page: docs/api.md "shim.hello" */
                 json_object_object_add(o, "external_quota",
@@ -97,16 +96,19 @@ int method_hello(struct api_call *call, union api_params *params, struct xmem_er
         uint64_t size = c->external;
         int r;
 
-        if ((p = container_find_process(c, cn->pid))) /* exec, or a pid reused: the old arena is gone */
+        if ((p = container_find_process(
+                 c, cn->pid))) /* exec, or a pid reused: the old arena is gone */
                 container_remove_process(c, p);
         if (c->n_processes >= call->m->cfg.bounds.processes)
-                return xmem_error_set(err, -EUSERS, "container %s: %zu processes use external "
-                                      "memory, the most memd serves per container", c->id,
-                                      c->n_processes);
+                return xmem_error_set(err, -EUSERS,
+                                      "container %s: %zu processes use external "
+                                      "memory, the most memd serves per container",
+                                      c->id, c->n_processes);
         if (h->fork_token) {
                 from = token_take(call->m, h->fork_token, c, &size);
                 if (!from)
-                        return xmem_error_set(err, -ENOENT, "params.fork_token: unknown or "
+                        return xmem_error_set(err, -ENOENT,
+                                              "params.fork_token: unknown or "
                                               "expired token");
         }
         pidfd = fcntl(cn->pidfd, F_DUPFD_CLOEXEC, 3);
@@ -197,9 +199,10 @@ int method_fork(struct api_call *call, union api_params *params, struct xmem_err
         if (r < 0)
                 return r;
         if (c->n_fork_tokens >= call->m->cfg.bounds.fork_tokens)
-                return xmem_error_set(err, -EAGAIN, "container %s: %zu fork tokens outstanding, "
-                                      "the most memd keeps per container", c->id,
-                                      c->n_fork_tokens);
+                return xmem_error_set(err, -EAGAIN,
+                                      "container %s: %zu fork tokens outstanding, "
+                                      "the most memd keeps per container",
+                                      c->id, c->n_fork_tokens);
         if (getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd))
                 return xmem_error_set(err, -EIO, "getrandom failed");
         t = calloc(1, sizeof(*t));

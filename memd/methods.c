@@ -21,14 +21,13 @@ static int method_stats(struct api_call *call, union api_params *p, struct xmem_
 #define CONTAINER API_CALLER_CONTAINER
 
 const struct api_method api_methods[] = {
-        { "attach", api_attach_fields, api_check_attach, ADMIN, 0, method_attach },
-        { "detach", api_detach_fields, api_check_id, ADMIN, 0, method_detach },
-        { "list", api_no_fields, NULL, ADMIN, 0, method_list },
-        { "stats", api_stats_fields, api_check_id, ADMIN | CONTAINER, 0, method_stats },
-        { "shim.hello", api_hello_fields, api_check_hello, CONTAINER, 0, method_hello },
-        { "shim.register", api_register_fields, api_check_register, CONTAINER, 1,
-          method_register },
-        { "shim.fork", api_no_fields, NULL, CONTAINER, 0, method_fork },
+    {"attach", api_attach_fields, api_check_attach, ADMIN, 0, method_attach},
+    {"detach", api_detach_fields, api_check_id, ADMIN, 0, method_detach},
+    {"list", api_no_fields, NULL, ADMIN, 0, method_list},
+    {"stats", api_stats_fields, api_check_id, ADMIN | CONTAINER, 0, method_stats},
+    {"shim.hello", api_hello_fields, api_check_hello, CONTAINER, 0, method_hello},
+    {"shim.register", api_register_fields, api_check_register, CONTAINER, 1, method_register},
+    {"shim.fork", api_no_fields, NULL, CONTAINER, 0, method_fork},
 };
 const size_t api_methods_n = ELEMENTSOF(api_methods);
 
@@ -53,8 +52,10 @@ static int method_attach(struct api_call *call, union api_params *p, struct xmem
 
         if (c) {
                 if (!container_same(c, a))
-                        return xmem_error_set(err, -EEXIST, "container %s is attached with other "
-                                              "parameters (detach it first)", a->id);
+                        return xmem_error_set(err, -EEXIST,
+                                              "container %s is attached with other "
+                                              "parameters (detach it first)",
+                                              a->id);
                 call->result = attach_result(m, c);
                 return 0;
         }
@@ -62,8 +63,10 @@ static int method_attach(struct api_call *call, union api_params *p, struct xmem
                 return xmem_error_set(err, -ENODEV, "memd has no appliance to give memory from");
         for (c = m->containers; c; c = c->next)
                 if (strcmp(c->cgroup_dir, a->cgroup) == 0)
-                        return xmem_error_set(err, -EEXIST, "params.cgroup: %s belongs to "
-                                              "container %s", a->cgroup, c->id);
+                        return xmem_error_set(err, -EEXIST,
+                                              "params.cgroup: %s belongs to "
+                                              "container %s",
+                                              a->cgroup, c->id);
         if (a->appliance) {
                 size_t i;
                 for (i = 0; i < m->n_transports; i++)
@@ -71,13 +74,14 @@ static int method_attach(struct api_call *call, union api_params *p, struct xmem
                             strcmp(a->appliance, xmem_transport_uri(m->transports[i])) == 0)
                                 break;
                 if (i == m->n_transports)
-                        return xmem_error_set(err, -ENOENT, "params.appliance: %s is not one of "
-                                              "memd's appliances", a->appliance);
+                        return xmem_error_set(err, -ENOENT,
+                                              "params.appliance: %s is not one of "
+                                              "memd's appliances",
+                                              a->appliance);
                 ts = &m->transports[i];
                 n = 1;
         }
-        struct pager_opts po = { .workers = (int)m->cfg.fill_workers,
-                                 .poll_us = m->cfg.poll_us };
+        struct pager_opts po = {.workers = (int)m->cfg.fill_workers, .poll_us = m->cfg.poll_us};
         r = container_new(a, m->cg_version, m->cg_mount, ts, n, m->cfg.chunk_size, &po, &c, err);
         if (r < 0)
                 return r;
@@ -98,7 +102,7 @@ static int method_attach(struct api_call *call, union api_params *p, struct xmem
 
 static bool process_exited(const struct process *p)
 {
-        struct pollfd pfd = { .fd = p->pidfd, .events = POLLIN };
+        struct pollfd pfd = {.fd = p->pidfd, .events = POLLIN};
 
         return poll(&pfd, 1, 0) > 0;
 }
@@ -118,7 +122,8 @@ static int method_detach(struct api_call *call, union api_params *p, struct xmem
                         live++;
         }
         if (live && !p->id.force)
-                return xmem_error_set(err, -EBUSY, "container %s has %zu live process(es) using "
+                return xmem_error_set(err, -EBUSY,
+                                      "container %s has %zu live process(es) using "
                                       "external memory: stop them first, or pass force",
                                       c->id, live);
         call->result = json_object_new_object();

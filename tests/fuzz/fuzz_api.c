@@ -42,9 +42,11 @@ static void init(void)
         static char root[] = "/tmp/xmem-fuzz-api-XXXXXX";
         char web[600], sock[600];
         struct xmem_error err = {};
-        struct api_attach a = { .id = "web", .local_limit = 64 << 20, .external = 1 << 30,
-                                .local_alloc_limit = 32 << 20 };
-        struct manager_config cfg = { .cgroup_root = root, .chunk_size = 65536 };
+        struct api_attach a = {.id = "web",
+                               .local_limit = 64 << 20,
+                               .external = 1 << 30,
+                               .local_alloc_limit = 32 << 20};
+        struct manager_config cfg = {.cgroup_root = root, .chunk_size = 65536};
 
         log_set_max_level(LOG_CRIT);
         if (!mkdtemp(root))
@@ -74,9 +76,12 @@ static void init(void)
         for (int i = 0; i < 2; i++)
                 if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, peer[i]) < 0)
                         abort();
-        admin = (struct conn){ .m = m, .fd = peer[0][0], .pidfd = -1 };
-        inside = (struct conn){ .m = m, .fd = peer[1][0], .container = ctr, .pid = getpid(),
-                                .pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0) };
+        admin = (struct conn){.m = m, .fd = peer[0][0], .pidfd = -1};
+        inside = (struct conn){.m = m,
+                               .fd = peer[1][0],
+                               .container = ctr,
+                               .pid = getpid(),
+                               .pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0)};
 }
 
 /* Up to 4 descriptors of kinds memd may be sent: a pipe, a memfd, an eventfd. */

@@ -8,7 +8,7 @@
  *   hostile_prog sockets PATH...   (host paths that must stay out of reach)
  *   hostile_prog flood SECONDS
  *
- * (run as uid 0 or another uid: the test sets the bundle's process.user) 
+ * (run as uid 0 or another uid: the test sets the bundle's process.user)
  */
 #include <dirent.h>
 #include <errno.h>
@@ -37,8 +37,8 @@ static void breach(const char *fmt, const char *a, const char *b)
 
 static int connect_path(const char *path, int type)
 {
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
-        struct timeval tv = { .tv_sec = 5 };
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        struct timeval tv = {.tv_sec = 5};
         int fd = socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
 
         if (fd < 0)
@@ -56,9 +56,9 @@ static int connect_path(const char *path, int type)
 /* Send MSG (with FD unless < 0); the reply in BUF. */
 static ssize_t call(int s, const char *msg, int fd, char *buf, size_t len)
 {
-        char cbuf[CMSG_SPACE(sizeof(int))] = { 0 };
-        struct iovec iov = { .iov_base = (void *)msg, .iov_len = strlen(msg) };
-        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+        char cbuf[CMSG_SPACE(sizeof(int))] = {0};
+        struct iovec iov = {.iov_base = (void *)msg, .iov_len = strlen(msg)};
+        struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
         ssize_t n;
 
         if (fd >= 0) {
@@ -72,7 +72,8 @@ static ssize_t call(int s, const char *msg, int fd, char *buf, size_t len)
         }
         if (sendmsg(s, &mh, MSG_NOSIGNAL) < 0)
                 return -errno;
-        n = recv(s, buf, len - 1, 0); /* descriptors in a reply are closed by the kernel (no cmsg buffer) */
+        n = recv(s, buf, len - 1,
+                 0); /* descriptors in a reply are closed by the kernel (no cmsg buffer) */
         buf[n > 0 ? n : 0] = 0;
         return n;
 }
@@ -102,10 +103,10 @@ static void attack_arena(void)
 {
         const char *hello = "{\"xmem\":1,\"method\":\"shim.hello\",\"params\":{\"version\":2}}";
         char buf[4096], cbuf[CMSG_SPACE(4 * sizeof(int))];
-        struct iovec iov = { .iov_base = buf, .iov_len = sizeof(buf) - 1 };
-        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
-                             .msg_controllen = sizeof(cbuf) };
-        int s = connect_path(OWN_SOCKET, SOCK_SEQPACKET), fds[4] = { -1, -1, -1, -1 };
+        struct iovec iov = {.iov_base = buf, .iov_len = sizeof(buf) - 1};
+        struct msghdr mh = {
+            .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
+        int s = connect_path(OWN_SOCKET, SOCK_SEQPACKET), fds[4] = {-1, -1, -1, -1};
         struct cmsghdr *c;
         struct stat st;
 
@@ -134,14 +135,16 @@ static int attack_methods(const char *victim)
         int s;
 
         /* the admin methods, on A's own and on B */
-        const char *ids[] = { victim, "nonexistent", "..", "a" };
+        const char *ids[] = {victim, "nonexistent", "..", "a"};
         for (size_t i = 0; i < sizeof(ids) / sizeof(*ids); i++) {
                 /* a malformed id is refused before anything else */
                 const char *e = strcmp(ids[i], "..") ? "EPERM" : "EINVAL";
                 snprintf(p, sizeof(p), "{\"id\":\"%s\",\"force\":true}", ids[i]);
                 expect_refused("detach", p, e);
-                snprintf(p, sizeof(p), "{\"id\":\"%s\",\"cgroup\":\"/sys/fs/cgroup/memory/x\","
-                                       "\"local_limit\":\"64M\",\"external\":\"1G\"}", ids[i]);
+                snprintf(p, sizeof(p),
+                         "{\"id\":\"%s\",\"cgroup\":\"/sys/fs/cgroup/memory/x\","
+                         "\"local_limit\":\"64M\",\"external\":\"1G\"}",
+                         ids[i]);
                 expect_refused("attach", p, e);
         }
         expect_refused("list", "{}", "EPERM");
@@ -149,7 +152,8 @@ static int attack_methods(const char *victim)
         expect_refused("stats", p, "EPERM");
         expect_refused("stats", "{\"id\":\"nonexistent\"}", "EPERM");
         /* forged and malformed tokens, calls out of order, a fake uffd */
-        expect_refused("shim.hello", "{\"version\":2,\"fork_token\":\"0123456789abcdef0123456789abcdef\"}",
+        expect_refused("shim.hello",
+                       "{\"version\":2,\"fork_token\":\"0123456789abcdef0123456789abcdef\"}",
                        "ENOENT");
         expect_refused("shim.hello", "{\"version\":2,\"fork_token\":\"../../x\"}", "EINVAL");
         expect_refused("shim.fork", "{}", "ENOENT");
@@ -160,8 +164,10 @@ static int attack_methods(const char *victim)
                 if (pipe(pipefd) == 0) {
                         call(s, "{\"xmem\":1,\"method\":\"shim.hello\",\"params\":{\"version\":2}}",
                              -1, buf, sizeof(buf));
-                        call(s, "{\"xmem\":1,\"method\":\"shim.register\",\"params\":{\"base\":4096,"
-                                "\"size\":4096}}", pipefd[0], buf, sizeof(buf));
+                        call(s,
+                             "{\"xmem\":1,\"method\":\"shim.register\",\"params\":{\"base\":4096,"
+                             "\"size\":4096}}",
+                             pipefd[0], buf, sizeof(buf));
                         if (!strstr(buf, "not a userfaultfd"))
                                 breach("a pipe passed as a userfaultfd: %s%s", buf, "");
                         else
@@ -172,8 +178,9 @@ static int attack_methods(const char *victim)
         attack_arena();
         /* what it may do: its own stats */
         s = connect_path(OWN_SOCKET, SOCK_SEQPACKET);
-        if (s < 0 || call(s, "{\"xmem\":1,\"method\":\"stats\",\"params\":{}}", -1, buf,
-                          sizeof(buf)) <= 0 || !strstr(buf, "\"ok\":true"))
+        if (s < 0 ||
+            call(s, "{\"xmem\":1,\"method\":\"stats\",\"params\":{}}", -1, buf, sizeof(buf)) <= 0 ||
+            !strstr(buf, "\"ok\":true"))
                 breach("its own stats were refused: %s%s", s < 0 ? "no socket" : buf, "");
         if (s >= 0)
                 close(s);
@@ -199,7 +206,8 @@ static void walk(const char *dir, int depth)
                 if (S_ISDIR(st.st_mode))
                         walk(path, depth + 1);
                 else if (S_ISSOCK(st.st_mode) && strcmp(path, OWN_SOCKET) != 0) {
-                        int s1 = connect_path(path, SOCK_STREAM), s2 = connect_path(path, SOCK_SEQPACKET);
+                        int s1 = connect_path(path, SOCK_STREAM),
+                            s2 = connect_path(path, SOCK_SEQPACKET);
                         if (s1 >= 0 || s2 >= 0)
                                 breach("a socket that is not its own answers: %s%s", path, "");
                         else
@@ -264,7 +272,7 @@ static int flood(double seconds)
                 if (conns[n] < 0)
                         break;
                 /* a refused connection gets one reply and is closed */
-                struct timeval tv = { .tv_usec = 20000 };
+                struct timeval tv = {.tv_usec = 20000};
                 setsockopt(conns[n], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
                 if (recv(conns[n], buf, sizeof(buf) - 1, MSG_PEEK) > 0) {
                         refused_conns++;
@@ -295,8 +303,8 @@ static int flood(double seconds)
                         break;
                 case 3:
                         /* fork tokens pile up until refused */
-                        if (call(conns[0], "{\"xmem\":1,\"method\":\"shim.fork\",\"params\":{}}", -1,
-                                 buf, sizeof(buf)) > 0) {
+                        if (call(conns[0], "{\"xmem\":1,\"method\":\"shim.fork\",\"params\":{}}",
+                                 -1, buf, sizeof(buf)) > 0) {
                                 if (strstr(buf, "\"token\""))
                                         tokens++;
                                 else if (strstr(buf, "EAGAIN"))
@@ -304,7 +312,8 @@ static int flood(double seconds)
                         }
                         break;
                 default:
-                        send(s, "{\"xmem\":1,\"method\":\"list\"}", 27, MSG_NOSIGNAL | MSG_DONTWAIT);
+                        send(s, "{\"xmem\":1,\"method\":\"list\"}", 27,
+                             MSG_NOSIGNAL | MSG_DONTWAIT);
                 }
                 /* read what came back so far without waiting */
                 while (recv(s, buf, sizeof(buf), MSG_DONTWAIT) > 0)
@@ -333,7 +342,8 @@ int main(int argc, char **argv)
         else if (argc > i + 1 && strcmp(argv[i], "flood") == 0)
                 flood(atof(argv[i + 1]));
         else {
-                fprintf(stderr, "usage: hostile_prog methods ID | sockets PATH... | flood SECONDS\n");
+                fprintf(stderr,
+                        "usage: hostile_prog methods ID | sockets PATH... | flood SECONDS\n");
                 return 2;
         }
         printf("HOSTILE-DONE %d\n", breaches);

@@ -34,8 +34,8 @@ static void setup(void)
         if (!harness_is_root() || access("/sys/fs/cgroup/memory/cgroup.procs", F_OK) != 0)
                 return;
         ctr_env_init(&env);
-        ctr_run((const char *const[]){ need_env("XMEM_MKROOTFS"), env.rootfs,
-                                       need_env("XMEM_HOSTILE_PROG"), NULL },
+        ctr_run((const char *const[]){need_env("XMEM_MKROOTFS"), env.rootfs,
+                                      need_env("XMEM_HOSTILE_PROG"), NULL},
                 NULL, 60, &r);
         cr_assert(ctr_exited(&r, 0), "mkrootfs: %s", r.err);
         ctr_memd_start(&env);
@@ -60,7 +60,7 @@ static pid_t victim_start(const char *hold)
         pid_t p;
 
         ctr_bundle(&env, "victim",
-                   (const char *const[]){ "/bin/container_fill", "192", hold, "verify", NULL },
+                   (const char *const[]){"/bin/container_fill", "192", hold, "verify", NULL},
                    xmem_64m, env.sock, bundle, sizeof(bundle));
         p = ctr_run_async(&env, bundle, "victim", "fill-ok again");
         /* attached and paging before the attacks start */
@@ -104,7 +104,7 @@ static void bundle_set_user(const char *bundle, int uid)
 static void attack_bundle(const char *name, int uid, const char *const *args, char *bundle,
                           size_t len)
 {
-        const char *argv[16] = { "/bin/hostile_prog" };
+        const char *argv[16] = {"/bin/hostile_prog"};
 
         for (int i = 0; args[i] && i < 14; i++)
                 argv[i + 1] = args[i];
@@ -134,11 +134,11 @@ Test(hostile, every_method_from_inside, .init = setup, .fini = teardown, .timeou
 
         need_root_runc();
         victim = victim_start("8");
-        attack("hostile-root", 0, (const char *const[]){ "methods", "victim", NULL }, &r);
+        attack("hostile-root", 0, (const char *const[]){"methods", "victim", NULL}, &r);
         expect_no_breach("uid 0 in the container", &r);
         cr_expect(strstr(r.out, "refused: detach {\"id\":\"victim\",\"force\":true} -> EPERM"),
                   "the attack did not run: %s", r.out);
-        attack("hostile-user", 65534, (const char *const[]){ "methods", "victim", NULL }, &r);
+        attack("hostile-user", 65534, (const char *const[]){"methods", "victim", NULL}, &r);
         expect_no_breach("uid 65534 in the container", &r);
         cr_expect_gt(ctr_memd_stat(&env, "victim", "resident_bytes"), 0,
                      "the victim is no longer attached");
@@ -155,7 +155,7 @@ Test(hostile, no_other_socket_reachable, .init = setup, .fini = teardown, .timeo
         victim = victim_start("4");
         snprintf(other, sizeof(other), "%s/memd/containers/victim/memd.sock", env.dir);
         snprintf(app, sizeof(app), "%s/appliance.sock", env.app.dir);
-        const char *const paths[] = { "sockets", env.sock, other, app, NULL };
+        const char *const paths[] = {"sockets", env.sock, other, app, NULL};
         attack("hostile-walk", 0, paths, &r);
         expect_no_breach("the socket walk as uid 0", &r);
         cr_expect(strstr(r.out, "unreachable: ") != NULL, "the walk did not run: %s", r.out);
@@ -193,7 +193,7 @@ Test(hostile, flood_leaves_memd_responsive, .init = setup, .fini = teardown, .ti
         victim = victim_start("12");
         rss0 = memd_rss_kib();
         char bundle[256];
-        attack_bundle("hostile-flood", 0, (const char *const[]){ "flood", "8", NULL }, bundle,
+        attack_bundle("hostile-flood", 0, (const char *const[]){"flood", "8", NULL}, bundle,
                       sizeof(bundle));
         attacker = ctr_run_async(&env, bundle, "hostile-flood", "HOSTILE-DONE 0\n");
         /* the admin is answered within a second all along */
@@ -217,8 +217,10 @@ Test(hostile, flood_leaves_memd_responsive, .init = setup, .fini = teardown, .ti
         /* AddressSanitizer's quarantine keeps what memd freed (256 MiB) */
         const char *san = getenv("XMEM_SANITIZED");
         long bound = san && strcmp(san, "none") != 0 ? 320 * 1024 : 64 * 1024;
-        fprintf(stderr, "flood: memd RSS %ld -> %ld KiB (bound +%ld KiB), slowest admin list "
-                        "%.3f s of %d\n", rss0, rss1, bound, worst, n_lists);
+        fprintf(stderr,
+                "flood: memd RSS %ld -> %ld KiB (bound +%ld KiB), slowest admin list "
+                "%.3f s of %d\n",
+                rss0, rss1, bound, worst, n_lists);
         cr_expect_lt(rss1 - rss0, bound, "memd grew from %ld to %ld KiB", rss0, rss1);
         victim_expect_ok(victim);
 }
@@ -252,7 +254,8 @@ static void attach_cgroup(const char *name, char *cg, size_t len)
         cr_assert(mkdir(cg, 0755) == 0 || errno == EEXIST, "mkdir %s: %s", cg, strerror(errno));
         snprintf(req, sizeof(req),
                  "{\"xmem\":1,\"method\":\"attach\",\"params\":{\"id\":\"%s\",\"cgroup\":\"%s\","
-                 "\"local_limit\":\"64M\",\"external\":\"256M\"}}", name, cg);
+                 "\"local_limit\":\"64M\",\"external\":\"256M\"}}",
+                 name, cg);
         r = memd_call(&env, req);
         cr_assert(r && json_object_get_boolean(json_object_object_get(r, "ok")), "attach %s: %s",
                   name, r ? json_object_to_json_string(r) : "no reply");
@@ -274,7 +277,7 @@ static void join_cgroup(const char *cg)
 
 static int connect_unix(const char *path)
 {
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
         int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
 
         snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
@@ -367,7 +370,7 @@ Test(hostile, reused_pid_cannot_act_for_another_container, .init = setup, .fini 
         buf[n > 0 ? n : 0] = 0;
         cr_log_info("Y's hello through X's connection, with pid %d now B's: %s", (int)x, buf);
         cr_expect(strstr(buf, "\"ok\":false") && strstr(buf, "ESRCH") &&
-                          strstr(buf, "the calling process is gone"),
+                      strstr(buf, "the calling process is gone"),
                   "a connection whose process is gone was served: %s", buf);
         /* nothing of either container changed: no arena was made */
         cr_expect(!strstr(memd_stats_text("reuse-a", buf, sizeof(buf)), "\"pid\""),

@@ -172,6 +172,10 @@ static void report(struct paged *p, const char *what)
  * store and the books must balance. */
 static void evict_all(struct paged *p)
 {
+        /* fills the child's last reads started (tcp: in the transport's
+         * receiver) land first: a busy machine may still be installing them */
+        for (int i = 0; i < 300 && atomic_load(&p->res->inflight); i++)
+                usleep(10000);
         int64_t n = residency_evict_to(p->res, 0);
 
         cr_assert_geq(n, 0, "evict everything: %s", strerror((int)-n));
