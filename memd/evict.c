@@ -282,6 +282,7 @@ static size_t evict_batch_arena(struct residency *r, struct arena *a)
 int64_t residency_evict_to(struct residency *r, uint64_t target)
 {
         int64_t evicted = 0;
+        unsigned empty = 0;
 
         pthread_mutex_lock(&r->evict_lock);
         while (atomic_load(&r->resident) > target) {
@@ -294,7 +295,10 @@ int64_t residency_evict_to(struct residency *r, uint64_t target)
                         got += n;
                         evicted += (int64_t)n * a->chunk_size;
                 }
-                if (got == 0) {
+                /* a round that picked nothing still took chances from the
+                 * hot pages (PAGES_HOT): only give up once they are spent */
+                empty = got ? 0 : empty + 1;
+                if (empty > PAGES_HOT) {
                         pthread_mutex_unlock(&r->evict_lock);
                         return evicted > 0 ? evicted : -EAGAIN;
                 }

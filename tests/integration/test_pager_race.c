@@ -179,7 +179,11 @@ static void evict_all(struct paged *p)
         int64_t n = residency_evict_to(p->res, 0);
 
         cr_assert_geq(n, 0, "evict everything: %s", strerror((int)-n));
-        cr_assert_eq(atomic_load(&p->res->resident), 0, "resident bytes left after eviction");
+        cr_assert_eq(atomic_load(&p->res->resident), 0,
+                     "resident bytes left after eviction: %llu (evicted %lld, chunks %llu, "
+                     "in flight %llu)",
+                     U(atomic_load(&p->res->resident)), (long long)n,
+                     U(p->arena->resident_chunks), U(atomic_load(&p->res->inflight)));
         cr_assert_eq(atomic_load(&p->res->inflight), 0, "fills still in flight");
         cr_assert_eq(p->arena->resident_chunks, 0);
         for (uint64_t c = 0; c < p->arena->n_chunks; c++)
