@@ -416,10 +416,31 @@ bool harness_cg_create(struct harness_cg *cg, const char *name)
         return true;
 }
 
+void harness_cg_kill_all(const char *path)
+{
+        char procs[256];
+
+        snprintf(procs, sizeof(procs), "%s/cgroup.procs", path);
+        for (int i = 0; i < 500; i++) {
+                FILE *f = fopen(procs, "re");
+                int pid, n = 0;
+                while (f && fscanf(f, "%d", &pid) == 1) {
+                        kill(pid, SIGKILL);
+                        n++;
+                }
+                if (f)
+                        fclose(f);
+                if (!f || n == 0)
+                        return;
+                usleep(10000);
+        }
+}
+
 void harness_cg_remove(struct harness_cg *cg)
 {
         if (!cg->version)
                 return;
+        harness_cg_kill_all(cg->path);
         for (int i = 0; i < 500 && rmdir(cg->path) < 0 && errno == EBUSY; i++)
                 usleep(10000); /* a killed process leaves its cgroup a little later */
         if (access(cg->path, F_OK) == 0)

@@ -107,6 +107,10 @@ void harness_cg_remove(struct harness_cg *cg);
 /* Enter CG (write our pid to cgroup.procs): for a child after fork, so only
  * async-signal-safe calls. Returns 0 or -errno. */
 int harness_cg_enter(const struct harness_cg *cg);
+/* SIGKILL every process left in the cgroup directory PATH (a test that
+ * failed half way leaves what it started there) and wait for them to leave
+ * it, up to 5 s. */
+void harness_cg_kill_all(const char *path);
 /* OOM kills in CG: v1 memory.oom_control oom_kill, v2 memory.events oom_kill. */
 uint64_t harness_cg_oom_kills(const struct harness_cg *cg);
 

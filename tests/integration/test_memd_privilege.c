@@ -162,13 +162,13 @@ Test(memd_privilege, serving_memd_keeps_only_what_it_needs)
         after = assert_threads_unprivileged("2");
         cr_log_info("memd threads: %d serving, %d after a container paged", before, after);
         if (sanitized())
-                cr_log_warn("sanitizer build: its runtime's syscalls are logged, not checked");
+                cr_log_info("sanitizer build: its runtime's syscalls are logged, not checked");
         else if (harness_violation_reaches_dmesg(PRIVILEGE_VIOLATION_ERRNO))
                 cr_expect_eq(harness_audit_records(t.md.pid), 0,
                              "the filter refused memd a syscall: dmesg | grep 'type=1326.*pid=%d'",
                              (int)t.md.pid);
         else
-                cr_log_warn("seccomp audit records do not reach dmesg: refusals not checked");
+                cr_log_info("seccomp audit records do not reach dmesg: refusals not checked");
         st = harness_memd_stop(&t.md);
         cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "memd stopped with status %#x", st);
 }

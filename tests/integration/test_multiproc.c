@@ -124,8 +124,10 @@ static void teardown(void)
         harness_memd_stop(&e.md);
         if (e.app.pid > 0)
                 harness_cleanup(&e.app);
-        if (e.cg[0])
+        if (e.cg[0]) {
+                harness_cg_kill_all(e.cg); /* what a failed test left running */
                 rmdir(e.cg);
+        }
         memset(&e, 0, sizeof(e));
 }
 
