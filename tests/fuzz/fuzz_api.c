@@ -6,6 +6,7 @@
  * method table, a real container (on a fake cgroup v2 tree in a temp dir) and
  * no appliance, so nothing reaches a real cgroup or appliance. */
 #include <fcntl.h>
+#include <ftw.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,9 +38,23 @@ static void put(const char *dir, const char *name, const char *text)
                 abort();
 }
 
+static char root[] = "/tmp/xmem-fuzz-api-XXXXXX";
+
+static int remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+        (void)remove(path);
+        return 0;
+}
+
+/* The fake cgroup tree goes with the process (the manager and container
+ * stay: they are what every input runs against). */
+static void remove_root(void)
+{
+        (void)nftw(root, remove_one, 8, FTW_DEPTH | FTW_PHYS);
+}
+
 static void init(void)
 {
-        static char root[] = "/tmp/xmem-fuzz-api-XXXXXX";
         char web[600], sock[600];
         struct xmem_error err = {};
         struct api_attach a = {.id = "web",
@@ -51,6 +66,7 @@ static void init(void)
         log_set_max_level(LOG_CRIT);
         if (!mkdtemp(root))
                 abort();
+        atexit(remove_root);
         put(root, "cgroup.controllers", "memory\n");
         put(root, "cgroup.subtree_control", "memory\n");
         snprintf(web, sizeof(web), "%s/web", root);

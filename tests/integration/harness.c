@@ -215,6 +215,7 @@ void harness_cleanup(struct harness_proc *p)
                 snprintf(cmd, sizeof(cmd), "rm -rf '%s'", p->dir);
                 if (system(cmd) != 0)
                         fprintf(stderr, "harness: could not remove %s\n", p->dir);
+                p->dir[0] = 0; /* idempotent */
         }
 }
 
