@@ -6,13 +6,11 @@
  * not read until it is back under it). */
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -30,13 +28,14 @@ struct container *call_container(struct api_call *call, const char *id, struct x
 {
         struct container *c = call->conn->container;
 
-        if (c) {
-                if (id && strcmp(id, c->id) != 0)
-                        xmem_error_set(err, -EPERM,
-                                       "params.id: permission denied: this socket "
-                                       "acts on its own container only");
-                return id && strcmp(id, c->id) != 0 ? NULL : c;
+        if (c && id && strcmp(id, c->id) != 0) {
+                xmem_error_set(err, -EPERM,
+                               "params.id: permission denied: this socket acts on "
+                               "its own container only");
+                return NULL;
         }
+        if (c)
+                return c;
         if (!id) {
                 xmem_error_set(err, -EINVAL, "params.id: required on the admin socket");
                 return NULL;
@@ -49,9 +48,7 @@ struct container *call_container(struct api_call *call, const char *id, struct x
 
 bool conn_peer_gone(const struct conn *cn)
 {
-        struct pollfd pfd = {.fd = cn->pidfd, .events = POLLIN};
-
-        return cn->pidfd < 0 || poll(&pfd, 1, 0) != 0;
+        return pidfd_exited(cn->pidfd);
 }
 
 static void conn_free(struct manager *m, struct conn *cn)
@@ -237,14 +234,6 @@ int conn_listen_container(struct manager *m, struct container *c, struct xmem_er
         return 0;
 }
 
-static uint64_t now_usec(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
-
 static void set_container_conns(struct manager *m, struct container *c, int enabled)
 {
         for (struct conn *cn = m->conns; cn; cn = cn->next)
@@ -265,7 +254,7 @@ static int on_unthrottle(sd_event_source *s, uint64_t usec, void *userdata)
 static bool rate_take(struct manager *m, struct container *c)
 {
         const struct manager_bounds *b = &m->cfg.bounds;
-        uint64_t now = now_usec(), wait;
+        uint64_t now = manager_now_usec(m), wait;
 
         c->rate_tokens += (double)(now - c->rate_at_usec) * b->rate / 1e6;
         if (c->rate_tokens > b->burst || c->rate_at_usec == 0)

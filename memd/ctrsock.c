@@ -72,14 +72,12 @@ int ctrsock_open(struct manager *m, struct container *c, struct xmem_error *err)
         char shown[4096];
         int r;
 
+        c->manager = m; /* its socket's callbacks find memd through it */
         ctrsock_path(m, c, shown, sizeof(shown));
         r = open_dir(m->containers_dirfd, c->id, shown, &c->sock_dirfd, err);
         if (r >= 0)
                 r = api_listen_at(c->sock_dirfd, CTRSOCK_NAME, shown, &c->sock_fd, err);
-        if (r >= 0)
-                r = conn_listen_container(m, c, err);
-        c->manager = m;
-        return r;
+        return r < 0 ? r : conn_listen_container(m, c, err);
 }
 
 void ctrsock_close(struct manager *m, struct container *c)

@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "embedded.h"
@@ -103,12 +102,12 @@ static int start_appliances(struct manager *m, struct xmem_error *err)
         return 0;
 }
 
-static uint64_t now_s(void)
+uint64_t manager_now_usec(struct manager *m)
 {
-        struct timespec ts;
+        uint64_t usec = 0;
 
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec;
+        (void)sd_event_now(m->event, CLOCK_MONOTONIC, &usec);
+        return usec;
 }
 
 static int on_check(sd_event_source *s, uint64_t usec, void *userdata)
@@ -123,7 +122,8 @@ static int on_check(sd_event_source *s, uint64_t usec, void *userdata)
                         manager_remove_container(m, c);
                 }
         }
-        fork_tokens_expire(m, now_s());
+        usec = manager_now_usec(m);
+        fork_tokens_free(m, NULL, usec > FORK_TOKEN_TTL_USEC ? usec - FORK_TOKEN_TTL_USEC : 0);
         (void)sd_event_source_set_time_relative(s, CHECK_INTERVAL_USEC);
         return sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
 }
@@ -189,7 +189,7 @@ struct container *manager_find_container(struct manager *m, const char *id)
 
 void manager_remove_container(struct manager *m, struct container *c)
 {
-        fork_tokens_drop(m, c);
+        fork_tokens_free(m, c, UINT64_MAX);
         conn_close_all(m, c);
         ctrsock_close(m, c);
         for (struct container **cp = &m->containers; *cp; cp = &(*cp)->next)

@@ -4,6 +4,7 @@
  * method table and the admin methods), methods-shim.c (the shim methods). */
 #pragma once
 
+#include <poll.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -30,11 +31,13 @@ struct conn {
         struct conn *next;
 };
 
+#define FORK_TOKEN_TTL_USEC (30 * 1000000ULL) /* a token unused this long expires */
+
 struct fork_token {
         char token[API_TOKEN_LEN + 1];
         struct container *container;
         struct store *store;
-        uint64_t created_s;
+        uint64_t created_usec; /* manager_now_usec */
         uint64_t size;
         struct fork_token *next;
 };
@@ -77,6 +80,8 @@ struct api_call {
 struct container *call_container(struct api_call *call, const char *id, struct xmem_error *err);
 
 /* manager.c */
+/* The event loop's monotonic clock, in µs (one reading per iteration). */
+uint64_t manager_now_usec(struct manager *m);
 struct container *manager_find_container(struct manager *m, const char *id);
 void manager_remove_container(struct manager *m, struct container *c);
 /* Watch P's pidfd: it leaves when the process exits. */
@@ -93,6 +98,13 @@ void conn_close_all(struct manager *m, struct container *c);
  * CN->fd. Returns the method's result (0 or -errno). */
 int conn_dispatch(struct manager *m, struct conn *cn, const char *buf, ssize_t n, int *fds,
                   size_t n_fds);
+/* Has the process behind PIDFD exited (or can it not be told: -1)? */
+static inline bool pidfd_exited(int pidfd)
+{
+        struct pollfd pfd = {.fd = pidfd, .events = POLLIN};
+
+        return pidfd < 0 || poll(&pfd, 1, 0) != 0;
+}
 /* Has the process behind CN exited (its pid may be reused)? */
 bool conn_peer_gone(const struct conn *cn);
 
@@ -105,8 +117,9 @@ int ctrsock_path(const struct manager *m, const struct container *c, char *buf, 
 void ctrsock_close(struct manager *m, struct container *c);
 
 /* methods-shim.c */
-void fork_tokens_expire(struct manager *m, uint64_t now_s);
-void fork_tokens_drop(struct manager *m, struct container *c);
+/* Free the fork tokens of C (NULL: of every container) made before
+ * BEFORE_USEC (UINT64_MAX: all of them). */
+void fork_tokens_free(struct manager *m, const struct container *c, uint64_t before_usec);
 int method_hello(struct api_call *call, union api_params *p, struct xmem_error *err);
 int method_register(struct api_call *call, union api_params *p, struct xmem_error *err);
 int method_fork(struct api_call *call, union api_params *p, struct xmem_error *err);

@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "arena.h"
@@ -16,8 +15,6 @@
 #include "memd.h"
 #include "store.h"
 #include "uffd.h"
-
-#define FORK_TOKEN_TTL_S 30
 
 static void token_free(struct manager *m, struct fork_token **tp)
 {
@@ -29,19 +26,10 @@ static void token_free(struct manager *m, struct fork_token **tp)
         free(t);
 }
 
-void fork_tokens_expire(struct manager *m, uint64_t now_s)
+void fork_tokens_free(struct manager *m, const struct container *c, uint64_t before_usec)
 {
         for (struct fork_token **tp = &m->tokens; *tp;)
-                if (now_s - (*tp)->created_s > FORK_TOKEN_TTL_S)
-                        token_free(m, tp);
-                else
-                        tp = &(*tp)->next;
-}
-
-void fork_tokens_drop(struct manager *m, struct container *c)
-{
-        for (struct fork_token **tp = &m->tokens; *tp;)
-                if ((*tp)->container == c)
+                if ((!c || (*tp)->container == c) && (*tp)->created_usec < before_usec)
                         token_free(m, tp);
                 else
                         tp = &(*tp)->next;
@@ -192,7 +180,6 @@ int method_fork(struct api_call *call, union api_params *params, struct xmem_err
         struct container *c = call->conn->container;
         struct fork_token *t;
         struct process *p = NULL;
-        struct timespec now;
         uint8_t rnd[API_TOKEN_LEN / 2];
         int r = caller_process(call, &p, err);
 
@@ -215,8 +202,7 @@ int method_fork(struct api_call *call, union api_params *params, struct xmem_err
         }
         for (size_t i = 0; i < sizeof(rnd); i++)
                 snprintf(t->token + 2 * i, 3, "%02x", rnd[i]);
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        t->created_s = (uint64_t)now.tv_sec;
+        t->created_usec = manager_now_usec(call->m);
         t->container = c;
         t->size = p->arena->size;
         t->next = call->m->tokens;

@@ -2,7 +2,6 @@
  * call, descriptors, handler) and the admin methods: attach, detach, list,
  * stats. */
 #include <errno.h>
-#include <poll.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -100,13 +99,6 @@ static int method_attach(struct api_call *call, union api_params *p, struct xmem
         return 0;
 }
 
-static bool process_exited(const struct process *p)
-{
-        struct pollfd pfd = {.fd = p->pidfd, .events = POLLIN};
-
-        return poll(&pfd, 1, 0) > 0;
-}
-
 static int method_detach(struct api_call *call, union api_params *p, struct xmem_error *err)
 {
         struct container *c = call_container(call, p->id.id, err);
@@ -116,7 +108,7 @@ static int method_detach(struct api_call *call, union api_params *p, struct xmem
                 return err->code;
         for (struct process *pr = c->processes, *next; pr; pr = next) {
                 next = pr->next;
-                if (process_exited(pr))
+                if (pidfd_exited(pr->pidfd))
                         container_remove_process(c, pr);
                 else if (pr->registered)
                         live++;
