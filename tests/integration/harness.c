@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "transport/transport.h"
 
 /* In a child after fork: die with the test (a test killed by its timeout
  * runs no .fini). PARENT: the test's pid, taken before the fork. */
@@ -66,6 +67,39 @@ int harness_connect_tcp(const struct harness_proc *p)
                 return r;
         }
         return fd;
+}
+
+int harness_connect_unix(const char *path)
+{
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+        if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+                int r = -errno;
+                if (fd >= 0)
+                        close(fd);
+                return r;
+        }
+        return fd;
+}
+
+void harness_good_client(const char *uri, const struct xmem_transport_opts *opts)
+{
+        struct xmem_transport *t = NULL;
+        struct xmem_error err = {};
+        struct xmem_region_ref r;
+        uint8_t in[8192], out[8192];
+
+        cr_assert_eq(xmem_transport_open(uri, opts, &t, &err), 0, "%s: %s", uri,
+                     xmem_error_str(&err));
+        harness_pattern(in, sizeof(in), 3, 0);
+        cr_assert_eq(xmem_region_alloc(t, 1 << 20, &r, NULL), 0);
+        cr_assert_eq(xmem_write(t, &r, 4096, in, sizeof(in)), 0);
+        cr_assert_eq(xmem_read(t, &r, 4096, out, sizeof(out)), 0);
+        cr_assert_arr_eq(in, out, sizeof(in));
+        cr_assert_eq(xmem_region_free(t, &r), 0);
+        xmem_transport_close(t);
 }
 
 /* Does the log file at PATH contain NEEDLE after byte FROM? */

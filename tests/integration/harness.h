@@ -41,6 +41,21 @@ void harness_cleanup(struct harness_proc *p);
 
 /* Connect a raw TCP socket to P (for malformed-frame tests). */
 int harness_connect_tcp(const struct harness_proc *p);
+/* Connect a SOCK_SEQPACKET unix socket to PATH (memd's sockets): the fd, or
+ * -errno. */
+int harness_connect_unix(const char *path);
+
+struct xmem_transport_opts;
+/* A good client of the appliance at URI: alloc, write, read back, free,
+ * each asserted (a refused client would fail here). */
+void harness_good_client(const char *uri, const struct xmem_transport_opts *opts);
+
+/* Criterion runs no .fini after a skip: run TEARDOWN, then skip. */
+#define harness_skip(teardown, ...)                                                                \
+        do {                                                                                       \
+                teardown();                                                                        \
+                cr_skip_test(__VA_ARGS__);                                                         \
+        } while (0)
 
 /* The value of FIELD in a /proc status file PATH, trimmed ("" if absent). */
 void harness_status_field(const char *path, const char *field, char *out, size_t len);

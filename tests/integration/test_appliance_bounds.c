@@ -59,20 +59,8 @@ static int hello(int *ret_fd)
 static void good_client(void)
 {
         struct xmem_transport_opts opts = {.connections = 1};
-        struct xmem_transport *t = NULL;
-        struct xmem_error err = {};
-        struct xmem_region_ref r;
-        uint8_t in[4096], out[4096];
 
-        cr_assert_eq(xmem_transport_open(app.unix_uri, &opts, &t, &err), 0, "%s",
-                     xmem_error_str(&err));
-        harness_pattern(in, sizeof(in), 1, 0);
-        cr_assert_eq(xmem_region_alloc(t, 1 << 16, &r, NULL), 0);
-        cr_assert_eq(xmem_write(t, &r, 0, in, sizeof(in)), 0);
-        cr_assert_eq(xmem_read(t, &r, 0, out, sizeof(out)), 0);
-        cr_assert_arr_eq(in, out, sizeof(in));
-        cr_assert_eq(xmem_region_free(t, &r), 0);
-        xmem_transport_close(t);
+        harness_good_client(app.unix_uri, &opts);
 }
 
 /* HELLO on a new connection until it is served (the appliance has seen an

@@ -39,13 +39,6 @@ static void teardown(void)
 
 TestSuite(appliance_privilege, .init = setup, .fini = teardown, .timeout = 120);
 
-/* Criterion does not run .fini after a skip: remove what setup made first. */
-#define skip(...)                                                                                  \
-        do {                                                                                       \
-                teardown();                                                                        \
-                cr_skip_test(__VA_ARGS__);                                                         \
-        } while (0)
-
 /* APP copies to OTHER through each of its addresses (exercise_remote_copy):
  * they are APP's --peers. */
 static void start(struct harness_proc *p, const char *extra)
@@ -236,9 +229,10 @@ Test(appliance_privilege, log_mode_logs_no_violation)
         pid_t pids[3];
 
         if (getenv("XMEM_SANITIZED") && strcmp(getenv("XMEM_SANITIZED"), "none") != 0)
-                skip("sanitizer build: its runtime makes syscalls outside the allow-list");
+                harness_skip(teardown,
+                             "sanitizer build: its runtime makes syscalls outside the allow-list");
         if (!harness_violation_reaches_dmesg(PRIVILEGE_VIOLATION_LOG))
-                skip("seccomp audit records do not reach dmesg here (auditd?)");
+                harness_skip(teardown, "seccomp audit records do not reach dmesg here (auditd?)");
         setenv("XMEM_SECCOMP", "log", 1);
         start(&app, NULL);
         start(&other, NULL);
@@ -272,7 +266,7 @@ Test(appliance_privilege, user_switch)
         int status;
 
         if (!harness_is_root())
-                skip("needs root");
+                harness_skip(teardown, "needs root");
         harness_appliance_start(&app, args);
         assert_field(app.pid, "Uid", "65534\t65534\t65534\t65534");
         assert_field(app.pid, "Gid", "65534\t65534\t65534\t65534");

@@ -281,15 +281,6 @@ static void join_cgroup(const char *cg)
         close(fd);
 }
 
-static int connect_unix(const char *path)
-{
-        struct sockaddr_un sa = {.sun_family = AF_UNIX};
-        int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-
-        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-        return connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 ? fd : -1;
-}
-
 /* The next fork gets PID (ns_last_pid), or -1. The child runs FN. */
 static pid_t fork_as(pid_t pid, void (*fn)(const char *), const char *arg)
 {
@@ -352,7 +343,7 @@ Test(hostile, reused_pid_cannot_act_for_another_container, .init = setup, .fini 
         if (x == 0) {
                 /* X, in A, connects; Y inherits the connection; X exits */
                 join_cgroup(cg_a);
-                int s = connect_unix(sock_a);
+                int s = harness_connect_unix(sock_a);
                 char r0[4096];
                 const char *st0 = "{\"xmem\":1,\"method\":\"stats\",\"params\":{}}";
                 /* memd has taken X as the peer of the connection (a round trip) */
@@ -382,8 +373,8 @@ Test(hostile, reused_pid_cannot_act_for_another_container, .init = setup, .fini 
         z = fork_as(x, sit_in, cg_b);
         if (z < 0) {
                 reuse_cleanup(y, z, cg_a, cg_b);
-                teardown(); /* Criterion does not run .fini after a skip */
-                cr_skip_test("could not get pid %d again for the reuse (ns_last_pid)", (int)x);
+                harness_skip(teardown, "could not get pid %d again for the reuse (ns_last_pid)",
+                             (int)x);
         }
         usleep(100000); /* Z is in B's cgroup */
         cr_assert_eq(write(go[1], "g", 1), 1);

@@ -51,26 +51,10 @@ static void memd_stop(void)
         }
 }
 
-/* A connection to PATH, -errno when refused. */
-static int connect_to(const char *path)
-{
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
-        int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-
-        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-        if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-                int r = -errno;
-                if (fd >= 0)
-                        close(fd);
-                return r;
-        }
-        return fd;
-}
-
 /* The admin socket. */
 static int memd_connect(void)
 {
-        int fd = connect_to(md.sock);
+        int fd = harness_connect_unix(md.sock);
 
         cr_assert(fd >= 0, "connect %s: %s", md.sock, strerror(-fd));
         return fd;
@@ -364,13 +348,13 @@ Test(memd_api, non_root_refused, .init = setup_embedded, .fini = teardown, .time
                 if (setgid(65534) || setuid(65534))
                         _exit(10);
                 /* the admin socket is root's (0600) */
-                int fd = connect_to(md.sock);
+                int fd = harness_connect_unix(md.sock);
                 if (fd != -EACCES)
                         _exit(11);
                 /* web-1's socket: any uid may connect, but a process not in
                  * web-1's cgroup is turned away at once */
                 char ctr[160], buf[512];
-                fd = connect_to(harness_memd_ctr_socket(&md, "web-1", ctr, sizeof(ctr)));
+                fd = harness_connect_unix(harness_memd_ctr_socket(&md, "web-1", ctr, sizeof(ctr)));
                 if (fd < 0)
                         _exit(12);
                 ssize_t n = recv(fd, buf, sizeof(buf) - 1, 0);
@@ -407,7 +391,7 @@ static uint8_t *serve_me(uint64_t *ret_size)
 {
         const char *hello = "{\"xmem\":1,\"method\":\"shim.hello\",\"params\":{\"version\":1}}";
         char ctr[160];
-        int fd = connect_to(harness_memd_ctr_socket(&md, "web-1", ctr, sizeof(ctr))), fds[4], uffd;
+        int fd = harness_connect_unix(harness_memd_ctr_socket(&md, "web-1", ctr, sizeof(ctr))), fds[4], uffd;
         size_t n = 4;
         json_object *r = call_raw(fd, hello, strlen(hello), NULL, 0, fds, &n);
         char reg[160];

@@ -39,19 +39,6 @@ static int list(struct xmem_error *err)
         return r < 0 ? r : memd_call(fd, "list", NULL, NULL, err);
 }
 
-static int connect_admin(void)
-{
-        struct sockaddr_un sa = {.sun_family = AF_UNIX};
-        int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-
-        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", md.sock);
-        if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
-                return fd;
-        if (fd >= 0)
-                close(fd);
-        return -1;
-}
-
 static double cpu_s(pid_t pid)
 {
         char path[64], buf[1024], *p;
@@ -89,7 +76,7 @@ Test(memd_limits, out_of_descriptors_does_not_spin)
         low = (struct rlimit){64, old.rlim_max};
         cr_assert_eq(prlimit(md.pid, RLIMIT_NOFILE, &low, NULL), 0, "prlimit: %s", strerror(errno));
         for (; n < 120; n++)
-                if ((fds[n] = connect_admin()) < 0)
+                if ((fds[n] = harness_connect_unix(md.sock)) < 0)
                         break;
         usleep(300000);
         cpu = cpu_s(md.pid);

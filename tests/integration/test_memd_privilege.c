@@ -44,23 +44,16 @@ static void teardown(void)
 
 TestSuite(memd_privilege, .init = setup, .fini = teardown, .timeout = 180);
 
-/* Criterion does not run .fini after a skip: stop what setup started first. */
-#define skip(...)                                                                                  \
-        do {                                                                                       \
-                teardown();                                                                        \
-                cr_skip_test(__VA_ARGS__);                                                         \
-        } while (0)
-
 static void need_root_cgroup(void)
 {
         char name[64];
 
         if (!harness_is_root())
-                skip("needs root");
+                harness_skip(teardown, "needs root");
         harness_require_uffd();
         snprintf(name, sizeof(name), "xmem-test-memd-priv-%d", (int)getpid());
         if (!harness_cg_create(&t.cg, name))
-                skip("needs a memory cgroup controller");
+                harness_skip(teardown, "needs a memory cgroup controller");
 }
 
 /* memd over tcp: the transport's receiver threads exist before it serves. */
@@ -183,10 +176,10 @@ Test(memd_privilege, serving_memd_keeps_only_what_it_needs)
 Test(memd_privilege, errno_mode_refusals_are_logged)
 {
         if (!harness_is_root())
-                skip("needs root (dmesg)");
+                harness_skip(teardown, "needs root (dmesg)");
         if (!harness_violation_reaches_dmesg(PRIVILEGE_VIOLATION_ERRNO))
-                skip("seccomp audit records do not reach dmesg here (auditd?): the "
-                             "serving test's no-refusal check proves nothing");
+                harness_skip(teardown, "seccomp audit records do not reach dmesg here (auditd?): "
+                                       "the serving test's no-refusal check proves nothing");
 }
 
 Test(memd_privilege, kill_mode_serves_too)
@@ -195,7 +188,8 @@ Test(memd_privilege, kill_mode_serves_too)
 
         need_root_cgroup();
         if (sanitized())
-                skip("sanitizer build: its runtime's own syscalls would kill memd");
+                harness_skip(teardown,
+                             "sanitizer build: its runtime's own syscalls would kill memd");
         setenv("XMEM_SECCOMP", "kill", 1);
         start_memd(NULL);
         assert_threads_unprivileged("2");
