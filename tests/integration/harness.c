@@ -37,17 +37,33 @@ void harness_init(struct harness_proc *p)
         cr_assert_not_null(mkdtemp(p->dir), "mkdtemp: %s", strerror(errno));
 }
 
+/* A free loopback port, never one this process handed out lately: a port
+ * planned (harness_plan) but not yet bound is free to the kernel too, and
+ * it would hand it out again. */
 static uint16_t free_port(void)
 {
-        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-        socklen_t len = sizeof(sa);
-        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        static uint16_t given[16];
+        static unsigned n_given;
+        uint16_t port;
+        bool again;
 
-        cr_assert(fd >= 0);
-        cr_assert(bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
-        cr_assert(getsockname(fd, (struct sockaddr *)&sa, &len) == 0);
-        close(fd);
-        return ntohs(sa.sin_port);
+        do {
+                struct sockaddr_in sa = { .sin_family = AF_INET,
+                                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+                socklen_t len = sizeof(sa);
+                int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+                cr_assert(fd >= 0);
+                cr_assert(bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
+                cr_assert(getsockname(fd, (struct sockaddr *)&sa, &len) == 0);
+                close(fd);
+                port = ntohs(sa.sin_port);
+                again = false;
+                for (unsigned i = 0; i < n_given && i < 16; i++)
+                        again |= given[i] == port;
+        } while (again);
+        given[n_given++ % 16] = port;
+        return port;
 }
 
 int harness_connect_tcp(const struct harness_proc *p)
