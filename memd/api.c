@@ -150,6 +150,12 @@ const struct json_field api_register_fields[] = {
         {},
 };
 
+const struct json_field api_discard_fields[] = {
+        F("offset", U64, true, struct api_discard, offset),
+        F("length", U64, true, struct api_discard, length),
+        {},
+};
+
 int api_check_attach(union api_params *p, struct xmem_error *err)
 {
         return api_attach_validate(&p->attach, err);
@@ -183,6 +189,15 @@ int api_check_register(union api_params *p, struct xmem_error *err)
                 return xmem_error_set(err, -EINVAL,
                                       "params.%s: must be a non-zero multiple of the page size",
                                       p->reg.base % 4096 ? "base" : "size");
+        return 0;
+}
+
+int api_check_discard(union api_params *p, struct xmem_error *err)
+{
+        if (p->discard.offset % 4096 || p->discard.length == 0 || p->discard.length % 4096)
+                return xmem_error_set(err, -EINVAL,
+                                      "params.%s: must be a non-zero multiple of the page size",
+                                      p->discard.offset % 4096 ? "offset" : "length");
         return 0;
 }
 

@@ -86,7 +86,13 @@ struct api_register {
         uint64_t size;
 };
 
+struct api_discard {
+        uint64_t offset;
+        uint64_t length;
+};
+
 union api_params {
+        struct api_discard discard;
         struct api_attach attach;
         struct api_id id;
         struct api_hello hello;
@@ -112,11 +118,13 @@ int api_attach_validate(struct api_attach *a, struct xmem_error *err);
 /* The methods' typed fields and their checks beyond JSON types (for
  * api_methods[], memd/methods.c). */
 extern const struct json_field api_attach_fields[], api_detach_fields[], api_stats_fields[],
-        api_no_fields[], api_hello_fields[], api_register_fields[];
+        api_no_fields[], api_hello_fields[], api_register_fields[],
+        api_discard_fields[];
 int api_check_attach(union api_params *p, struct xmem_error *err);
 int api_check_id(union api_params *p, struct xmem_error *err); /* a valid id, if any */
 int api_check_hello(union api_params *p, struct xmem_error *err);
 int api_check_register(union api_params *p, struct xmem_error *err);
+int api_check_discard(union api_params *p, struct xmem_error *err);
 
 /* Parse and validate one datagram. On failure ERR holds the complete reply
  * message ("attach: params.id: ...", "request: invalid JSON: ...") and *RET is

@@ -21,6 +21,7 @@ int arena_new(uint64_t size, uint32_t chunk_size, struct store *store, bool fres
                 return -ENOMEM;
         a->uffd = -1;
         a->memfd = -1;
+        a->pidfd = -1;
         a->size = size;
         a->chunk_size = chunk_size;
         a->n_chunks = size / chunk_size;
@@ -31,7 +32,8 @@ int arena_new(uint64_t size, uint32_t chunk_size, struct store *store, bool fres
         a->referenced = calloc(a->n_chunks, 1);
         a->evicted_at = calloc(a->n_chunks, sizeof(*a->evicted_at));
         a->stored = malloc(a->n_chunks);
-        if (!a->state || !a->referenced || !a->evicted_at || !a->stored) {
+        a->charge = calloc(a->n_chunks, 1);
+        if (!a->state || !a->referenced || !a->evicted_at || !a->stored || !a->charge) {
                 arena_free(a);
                 return -ENOMEM;
         }
@@ -61,6 +63,9 @@ void arena_free(struct arena *a)
 {
         if (!a)
                 return;
+        for (uint64_t c = 0; a->quota && a->charge && c < a->n_chunks; c++)
+                if (a->charge[c] == PAGE_CHARGED || a->charge[c] == PAGE_CHARGING)
+                        atomic_fetch_sub(&a->quota->used, 1);
         safe_close(a->uffd);
         safe_close(a->memfd);
         pthread_mutex_destroy(&a->lock);
@@ -68,5 +73,6 @@ void arena_free(struct arena *a)
         free(a->referenced);
         free(a->evicted_at);
         free(a->stored);
+        free(a->charge);
         free(a);
 }

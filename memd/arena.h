@@ -25,6 +25,22 @@ enum chunk_state {
 
 struct store;
 
+/* What a page counts against the container's external quota (docs/memd.md
+ * "The external quota"): pages.h moves it with the page states. */
+enum page_charge {
+        PAGE_UNCHARGED = 0, /* holds no data of this arena's own */
+        PAGE_CHARGED,       /* written here: counted against the quota */
+        PAGE_CHARGING,      /* counted for a writable fill still in flight */
+        PAGE_INHERITED,     /* a fork clone's copy of the parent's page: not counted */
+};
+
+/* A container's external quota in pages, shared by its arenas. */
+struct arena_quota {
+        _Atomic uint64_t used;
+        uint64_t limit;
+        _Atomic uint64_t refused; /* writes refused over the quota */
+};
+
 struct arena {
         int memfd;
         int uffd;           /* the faulting process's userfaultfd (-1 until attached) */
@@ -41,6 +57,10 @@ struct arena {
         uint32_t evict_clock; /* chunks evicted so far (wraps) */
         uint8_t *stored;     /* the store holds data for the chunk (else it reads as zeros) */
         uint64_t resident_chunks;
+        uint8_t *charge;     /* enum page_charge per chunk */
+        struct arena_quota *quota; /* NULL: unlimited */
+        int pidfd;           /* the process signalled over the quota (borrowed; -1: none) */
+        bool quota_signalled; /* logged once (pager reader only) */
 
         struct stream_table streams; /* fill units from the access pattern (reader only) */
         uint64_t clock_hand; /* eviction only, under lock */

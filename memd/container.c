@@ -11,6 +11,7 @@
 #include "arena.h"
 #include "container.h"
 #include "macro.h"
+#include "pages.h"
 #include "pager.h"
 #include "residency.h"
 #include "store.h"
@@ -175,6 +176,7 @@ int container_new(const struct api_attach *a, enum cgroup_version version, const
         c->acct_fd = c->sock_dirfd = c->sock_fd = -1;
         c->local_limit = a->local_limit;
         c->external = ALIGN_UP(a->external, (uint64_t)stripe * n_transports);
+        c->quota.limit = c->external / ARENA_PAGE_SIZE;
         c->local_alloc_limit = a->local_alloc_limit;
         c->headroom = container_headroom(a->local_limit);
         c->policy = a->policy;
@@ -241,7 +243,8 @@ bool container_owns_path(const struct container *c, const char *path)
 }
 
 int container_add_process(struct container *c, pid_t pid, int pidfd, struct store *from_store,
-                          uint64_t size, struct process **ret, struct xmem_error *err)
+                          const uint8_t *written, uint64_t size, struct process **ret,
+                          struct xmem_error *err)
 {
         _cleanup_free_ struct process *p = calloc(1, sizeof(*p));
         struct store *store = from_store;
@@ -265,6 +268,13 @@ int container_add_process(struct container *c, pid_t pid, int pidfd, struct stor
                 store_free(store);
                 return xmem_error_set(err, r, "arena memfd: %s", strerror(-r));
         }
+        /* the container's external quota counts its arenas' written pages
+         * (pages.h); a fork clone's copies of the parent's are not counted */
+        p->arena->quota = &c->quota;
+        p->arena->pidfd = pidfd;
+        for (uint64_t i = 0; written && i < p->arena->n_chunks; i++)
+                if (written[i / 8] & (1u << (i % 8)))
+                        p->arena->charge[i] = PAGE_INHERITED;
         p->store = store;
         p->pid = pid;
         p->pidfd = pidfd;
@@ -343,6 +353,7 @@ void container_remove_process(struct container *c, struct process *p)
 
 struct fork_clone {
         struct store *clone;
+        uint8_t *written; /* a bit per page the parent holds data of its own in */
         struct xmem_error *err;
 };
 
@@ -350,6 +361,14 @@ static int fork_clone_store(struct arena *a, void *data)
 {
         struct fork_clone *f = data;
 
+        f->written = calloc((a->n_chunks + 7) / 8, 1);
+        if (!f->written)
+                return xmem_error_set(f->err, -ENOMEM, "out of memory");
+        pthread_mutex_lock(&a->lock);
+        for (uint64_t c = 0; c < a->n_chunks; c++)
+                if (a->charge[c] != PAGE_UNCHARGED)
+                        f->written[c / 8] |= (uint8_t)(1u << (c % 8));
+        pthread_mutex_unlock(&a->lock);
         return store_clone(a->store, &f->clone, f->err);
 }
 
@@ -357,23 +376,40 @@ static int fork_clone_store(struct arena *a, void *data)
  * and its store is cloned (a metadata copy on the appliance) before any
  * write of P reaches its store again. */
 int container_fork_store(struct container *c, struct process *p, struct store **ret,
-                         struct xmem_error *err)
+                         uint8_t **ret_written, struct xmem_error *err)
 {
         struct fork_clone f = { .err = err };
         int r;
 
         if (!p->registered) /* nothing resident: the store is the whole truth */
-                r = store_clone(p->store, &f.clone, err);
+                r = fork_clone_store(p->arena, &f);
         else
                 r = residency_flush_arena(c->residency, p->arena, fork_clone_store, &f);
         if (r < 0) {
                 store_free(f.clone);
+                free(f.written);
                 if (!err->msg[0])
                         xmem_error_set(err, r, "flushing the arena: %s", strerror(-r));
                 return r;
         }
         *ret = f.clone;
+        *ret_written = f.written;
         return 0;
+}
+
+uint64_t container_discard(struct process *p, uint64_t offset, uint64_t len)
+{
+        struct arena *a = p->arena;
+        uint64_t n = 0;
+
+        pthread_mutex_lock(&a->lock);
+        for (uint64_t c = offset / a->chunk_size; c < (offset + len) / a->chunk_size; c++) {
+                bool charged = a->charge[c] == PAGE_CHARGED;
+                pages_discarded(a, c);
+                n += charged && a->charge[c] == PAGE_UNCHARGED;
+        }
+        pthread_mutex_unlock(&a->lock);
+        return n;
 }
 
 static json_object *u64(uint64_t v)
@@ -455,6 +491,10 @@ json_object *container_stats_json(const struct container *c)
                                                    __ATOMIC_RELAXED)));
         json_object_object_add(o, "refused_allocations",
                                u64(__atomic_load_n(&c->acct->h.refused, __ATOMIC_RELAXED)));
+        /* memd's own count: the pages its arenas have written (pages.h) */
+        json_object_object_add(o, "external_written_bytes",
+                               u64(atomic_load(&c->quota.used) * ARENA_PAGE_SIZE));
+        json_object_object_add(o, "quota_refused_writes", u64(atomic_load(&c->quota.refused)));
         json_object_object_add(lat, "count", u64(lat_hist_count(&k->fault_latency)));
         json_object_object_add(lat, "p50", u64(lat_hist_quantile(&k->fault_latency, 0.5) / 1000));
         json_object_object_add(lat, "p99", u64(lat_hist_quantile(&k->fault_latency, 0.99) / 1000));

@@ -11,10 +11,10 @@
 #include <xmem/acct.h>
 
 #include "api.h"
+#include "arena.h"
 #include "cgroup.h"
 #include "error.h"
 
-struct arena;
 struct store;
 struct pager;
 struct residency;
@@ -40,6 +40,7 @@ struct container {
         char *cgroup_path; /* the same relative to the memory hierarchy ("/xmem/web-1") */
         struct cgroup *cg;
         uint64_t local_limit, external, local_alloc_limit, headroom;
+        struct arena_quota quota; /* external, in pages: what its arenas have written */
         struct api_policy policy;
         char *appliance;   /* NULL: striped over all of memd's appliances */
         struct xmem_transport **transports; /* borrowed from the manager */
@@ -89,18 +90,25 @@ bool container_same(const struct container *c, const struct api_attach *a);
 bool container_owns_path(const struct container *c, const char *path);
 
 /* A new process (PIDFD taken over): an arena of SIZE on fresh region(s), or,
- * with FROM_STORE (taken over), on a clone made at a fork. */
+ * with FROM_STORE (taken over), on a clone made at a fork, where WRITTEN (a
+ * bit per page) says which pages the parent had written (not charged to the
+ * child until it writes them itself). */
 int container_add_process(struct container *c, pid_t pid, int pidfd, struct store *from_store,
-                          uint64_t size, struct process **ret, struct xmem_error *err);
+                          const uint8_t *written, uint64_t size, struct process **ret,
+                          struct xmem_error *err);
 struct process *container_find_process(struct container *c, pid_t pid);
 /* Serve P's faults: its uffd (taken over) and where it mapped the arena. */
 int container_register(struct container *c, struct process *p, int uffd, uint64_t base,
                        uint64_t size, struct xmem_error *err);
 void container_remove_process(struct container *c, struct process *p);
 
-/* Fork support: write back P's dirty pages and clone its store. */
+/* Fork support: write back P's dirty pages and clone its store; *RET_WRITTEN
+ * (malloc'd) is the bitmap container_add_process takes for the child. */
 int container_fork_store(struct container *c, struct process *p, struct store **ret,
-                         struct xmem_error *err);
+                         uint8_t **ret_written, struct xmem_error *err);
+/* Process P gave [OFFSET, OFFSET+LEN) of its arena back (shim.discard); the
+ * number of pages uncharged. */
+uint64_t container_discard(struct process *p, uint64_t offset, uint64_t len);
 
 /* The attach result / list entry, and the stats object. */
 json_object *container_to_json(const struct container *c);

@@ -17,9 +17,12 @@ const cap_value_t memd_kept_caps[] = {
      * and its runtime directory need no capability at all. Not kept:
      * CAP_SYS_ADMIN (uffds come from /dev/userfaultfd and the shims),
      * CAP_SYS_PTRACE (no pagemap or process_vm_* on other processes),
-     * CAP_KILL (memd signals only its own child, the embedded
-     * appliance), CAP_SYS_RESOURCE (the fd limit is raised before). */
+     * CAP_SYS_RESOURCE (the fd limit is raised before). */
     CAP_DAC_OVERRIDE,
+    /* SIGBUS to a container process whose write goes over the external
+     * quota (memd/pager.c), whatever uid it runs as: always by its pidfd,
+     * so never a process that reused its pid */
+    CAP_KILL,
 };
 const size_t memd_kept_caps_n = ELEMENTSOF(memd_kept_caps);
 
@@ -40,6 +43,8 @@ const int memd_syscalls[] = {
     /* stopping the embedded appliance at exit: SIGTERM, SIGKILL after
      * 5 s, reap. Its own child: no CAP_KILL needed */
     SCMP_SYS(kill),
+    /* SIGBUS over the external quota */
+    SCMP_SYS(pidfd_send_signal),
     SCMP_SYS(wait4),
     SCMP_SYS(waitid),
     /* API sockets and the peer's identity (SO_PEERCRED); (*) one socket

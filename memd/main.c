@@ -194,7 +194,7 @@ int main(int argc, char **argv)
                 manager_free(m);
                 return EXIT_FAILURE;
         }
-        log_info("privileges: only CAP_DAC_OVERRIDE, no-new-privs, seccomp %s, %lu open files",
+        log_info("privileges: only CAP_DAC_OVERRIDE and CAP_KILL, no-new-privs, seccomp %s, %lu open files",
                  h.seccomp ? privilege_violation_to_string(h.violation) : "off", nofile);
         (void)sd_notify(0, "READY=1\nSTATUS=serving");
         r = manager_run(m);

@@ -37,6 +37,7 @@ struct fork_token {
         char token[API_TOKEN_LEN + 1];
         struct container *container;
         struct store *store;
+        uint8_t *written;      /* the parent's written pages (container_fork_store) */
         uint64_t created_usec; /* manager_now_usec */
         uint64_t size;
         struct fork_token *next;
@@ -123,3 +124,4 @@ void fork_tokens_free(struct manager *m, const struct container *c, uint64_t bef
 int method_hello(struct api_call *call, union api_params *p, struct xmem_error *err);
 int method_register(struct api_call *call, union api_params *p, struct xmem_error *err);
 int method_fork(struct api_call *call, union api_params *p, struct xmem_error *err);
+int method_discard(struct api_call *call, union api_params *p, struct xmem_error *err);

@@ -1,7 +1,7 @@
 /* methods-shim.c: the shim's methods, on a container's own socket and for
  * the calling process alone (docs/api.md): shim.hello (an arena, or a fork
- * clone's by token), shim.register (its userfaultfd) and shim.fork (a token
- * for the child). Bounded per container: processes and outstanding tokens. */
+ * clone's by token), shim.register (its userfaultfd), shim.fork (a token
+ * for the child) and shim.discard (pages its allocator gave back). Bounded per container: processes and outstanding tokens. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -23,6 +23,7 @@ static void token_free(struct manager *m, struct fork_token **tp)
         *tp = t->next;
         t->container->n_fork_tokens--;
         store_free(t->store);
+        free(t->written);
         free(t);
 }
 
@@ -37,12 +38,13 @@ void fork_tokens_free(struct manager *m, const struct container *c, uint64_t bef
 
 /* The clone a token of C stands for (taken over), NULL when unknown. */
 static struct store *token_take(struct manager *m, const char *token, struct container *c,
-                                uint64_t *ret_size)
+                                uint64_t *ret_size, uint8_t **ret_written)
 {
         for (struct fork_token **tp = &m->tokens; *tp; tp = &(*tp)->next)
                 if ((*tp)->container == c && strcmp((*tp)->token, token) == 0) {
                         struct store *s = (*tp)->store;
                         *ret_size = (*tp)->size;
+                        *ret_written = TAKE_PTR((*tp)->written);
                         (*tp)->store = NULL;
                         token_free(m, tp);
                         return s;
@@ -79,6 +81,7 @@ int method_hello(struct api_call *call, union api_params *params, struct xmem_er
         struct conn *cn = call->conn;
         struct container *c = cn->container;
         _cleanup_close_ int pidfd = -1, devfd = -1;
+        _cleanup_free_ uint8_t *written = NULL;
         struct store *from = NULL;
         struct process *p;
         uint64_t size = c->external;
@@ -93,7 +96,7 @@ int method_hello(struct api_call *call, union api_params *params, struct xmem_er
                                       "memory, the most memd serves per container",
                                       c->id, c->n_processes);
         if (h->fork_token) {
-                from = token_take(call->m, h->fork_token, c, &size);
+                from = token_take(call->m, h->fork_token, c, &size, &written);
                 if (!from)
                         return xmem_error_set(err, -ENOENT,
                                               "params.fork_token: unknown or "
@@ -107,7 +110,7 @@ int method_hello(struct api_call *call, union api_params *params, struct xmem_er
                                       pidfd < 0 ? "pidfd: %m" : "/dev/userfaultfd: %s",
                                       strerror(-devfd));
         }
-        r = container_add_process(c, cn->pid, TAKE_FD(pidfd), from, size, &p, err);
+        r = container_add_process(c, cn->pid, TAKE_FD(pidfd), from, written, size, &p, err);
         if (r < 0)
                 return r;
         r = manager_watch_process(call->m, p);
@@ -195,7 +198,7 @@ int method_fork(struct api_call *call, union api_params *params, struct xmem_err
         t = calloc(1, sizeof(*t));
         if (!t)
                 return xmem_error_set(err, -ENOMEM, "out of memory");
-        r = container_fork_store(c, p, &t->store, err);
+        r = container_fork_store(c, p, &t->store, &t->written, err);
         if (r < 0) {
                 free(t);
                 return r;
@@ -210,5 +213,25 @@ int method_fork(struct api_call *call, union api_params *params, struct xmem_err
         c->n_fork_tokens++;
         call->result = json_object_new_object();
         json_object_object_add(call->result, "token", json_object_new_string(t->token));
+        return 0;
+}
+
+int method_discard(struct api_call *call, union api_params *params, struct xmem_error *err)
+{
+        struct api_discard *d = &params->discard;
+        struct process *p = NULL;
+        int r = caller_process(call, &p, err);
+
+        if (r < 0)
+                return r;
+        if (d->offset > p->arena->size || d->length > p->arena->size - d->offset)
+                return xmem_error_set(err, -EINVAL,
+                                      "params.length: [offset, offset+length) must lie in the "
+                                      "arena of %llu bytes",
+                                      (unsigned long long)p->arena->size);
+        call->result = json_object_new_object();
+        json_object_object_add(
+            call->result, "uncharged",
+            json_object_new_int64((int64_t)container_discard(p, d->offset, d->length)));
         return 0;
 }

@@ -27,6 +27,7 @@ const struct api_method api_methods[] = {
     {"shim.hello", api_hello_fields, api_check_hello, CONTAINER, 0, method_hello},
     {"shim.register", api_register_fields, api_check_register, CONTAINER, 1, method_register},
     {"shim.fork", api_no_fields, NULL, CONTAINER, 0, method_fork},
+    {"shim.discard", api_discard_fields, api_check_discard, CONTAINER, 0, method_discard},
 };
 const size_t api_methods_n = ELEMENTSOF(api_methods);
 

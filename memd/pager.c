@@ -9,12 +9,15 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "fill.h"
+#include "log.h"
 #include "macro.h"
 #include "pager.h"
 #include "pages.h"
@@ -68,6 +71,45 @@ static void claim(struct arena *a, uint64_t from, uint64_t to, uint64_t at, stru
         j->stored = stored;
 }
 
+/* Charge J's pages for a writable fill (pages.h). Over the quota J shrinks to
+ * the faulting page AT alone; false when even that does not fit (J is given
+ * back). Arena lock held; nobody waits on J's pages yet. */
+static bool charge_run(struct arena *a, struct fill_job *j, uint64_t at)
+{
+        uint64_t c;
+
+        for (c = j->first; c < j->first + j->n; c++)
+                if (!pages_charge(a, c, PAGE_CHARGING))
+                        break;
+        if (c == j->first + j->n)
+                return true;
+        for (c = j->first; c < j->first + j->n; c++)
+                if (c != at)
+                        pages_given_back(a, c);
+        j->first = at;
+        j->n = 1;
+        j->stored = a->stored[at];
+        if (pages_charge(a, at, PAGE_CHARGING))
+                return true;
+        pages_given_back(a, at);
+        return false;
+}
+
+/* A write over the container's external quota: the process gets SIGBUS
+ * (its faulting thread waits meanwhile; the default action ends the
+ * process). Logged once per arena. */
+static void over_quota(struct arena *a, uint64_t addr)
+{
+        atomic_fetch_add(&a->quota->refused, 1);
+        if (a->pidfd >= 0)
+                (void)syscall(SYS_pidfd_send_signal, a->pidfd, SIGBUS, NULL, 0);
+        if (!a->quota_signalled)
+                log_warning("a write at 0x%llx would go over the container's external quota "
+                         "(%llu pages): SIGBUS to the process",
+                         (unsigned long long)addr, (unsigned long long)a->quota->limit);
+        a->quota_signalled = true;
+}
+
 static bool prefetch_room(struct residency *r, uint64_t len)
 {
         return atomic_load(&r->resident) + atomic_load(&r->inflight) + len <=
@@ -94,6 +136,14 @@ static bool prefetch_range(struct pager *p, struct fill_slot *s, uint64_t from, 
                         return false;
                 }
                 claim(a, c, MIN(to, a->n_chunks), c, &j);
+                /* a prefetch over the quota is installed read-only: its
+                 * writes come as faults and are charged one by one */
+                for (uint64_t k = j.first; writable && k < j.first + j.n; k++)
+                        if (!pages_charge(a, k, PAGE_CHARGING))
+                                j.writable = false;
+                for (uint64_t k = j.first; !j.writable && k < j.first + j.n; k++)
+                        if (a->charge[k] == PAGE_CHARGING)
+                                pages_uncharge(a, k);
                 pthread_mutex_unlock(&a->lock);
                 atomic_fetch_add(&s->r->inflight, fill_job_bytes(&j));
                 fill_pool_dispatch(p->fill, &j);
@@ -225,7 +275,7 @@ static void serve_missing(struct pager *p, struct fill_slot *s, uint64_t addr, b
         struct stream_opts so = {.max_unit = MAX(p->opts.max_chunk / a->chunk_size, 1u),
                                  .window = p->opts.window};
         struct stream_plan pl = {0};
-        bool filling = false;
+        bool filling = false, refused = false;
 
         atomic_fetch_add(&s->r->counters.missing_faults, 1);
         pthread_mutex_lock(&a->lock);
@@ -235,7 +285,8 @@ static void serve_missing(struct pager *p, struct fill_slot *s, uint64_t addr, b
                  * says nothing about where the access goes next */
                 stream_plan(&a->streams, &so, page, a->n_chunks, &pl);
                 claim(a, pl.start, pl.start + pl.count, page, &j);
-                filling = true;
+                filling = !write || charge_run(a, &j, page);
+                refused = !filling;
                 break;
         case CHUNK_PRESENT:
         case CHUNK_DIRTY:
@@ -252,6 +303,10 @@ static void serve_missing(struct pager *p, struct fill_slot *s, uint64_t addr, b
                 break;
         }
         pthread_mutex_unlock(&a->lock);
+        if (refused) {
+                over_quota(a, addr);
+                return;
+        }
         if (filling) {
                 atomic_fetch_add(&s->r->inflight, fill_job_bytes(&j));
                 fill_demand(p, &j, inline_left);
@@ -265,26 +320,30 @@ static void serve_wp(struct fill_slot *s, uint64_t addr)
 {
         struct arena *a = s->a;
         uint64_t chunk = arena_chunk_of(a, addr), start = arena_chunk_addr(a, chunk);
+        int w;
 
         atomic_fetch_add(&s->r->counters.wp_faults, 1);
         pthread_mutex_lock(&a->lock);
-        if (pages_written(a, chunk)) {
+        w = pages_written(a, chunk);
+        if (w > 0) {
                 /* Un-protect under the lock: an evictor that picks the page
                  * after this sees DIRTY and protects it again first. Only this
                  * page, or with the next one where objects cross page
                  * boundaries and the next is clean too (the write goes on). */
                 uint64_t n = stream_pairs(&a->streams) && chunk + 1 < a->n_chunks &&
                                      a->state[chunk + 1] == CHUNK_PRESENT &&
-                                     pages_written(a, chunk + 1)
+                                     pages_written(a, chunk + 1) > 0
                                  ? 2
                                  : 1;
                 (void)uffd_writeprotect(a->uffd, start, n * a->chunk_size, false, false);
-        } else if (a->state[chunk] == CHUNK_FREE)
+        } else if (w == 0 && a->state[chunk] == CHUNK_FREE)
                 /* Evicted since: the writer refaults MISSING. */
                 (void)uffd_wake(a->uffd, start, a->chunk_size);
         /* FILLING/EVICTING: the owner wakes it; a write after an eviction
          * refaults MISSING and refetches. */
         pthread_mutex_unlock(&a->lock);
+        if (w < 0)
+                over_quota(a, addr);
 }
 
 /* De-duplicate a batch: one entry per (chunk, kind); write flags merged. */

@@ -13,13 +13,62 @@
  *
  * FILLING belongs to its fill, EVICTING to its evictor (or the fork
  * snapshot): only that owner moves the page on, and wakes it afterwards.
+ *
+ * Beside the state, each page's charge against the container's external
+ * quota (enum page_charge): a page is charged when it is first written
+ * (a write fault on a resident page, or a writable fill: CHARGING until it is
+ * installed) and uncharged when the process gives it back (shim.discard) or
+ * its arena is freed. A fork clone's pages the parent had written are
+ * INHERITED: shared with the parent until written, as the shim counts them.
  * (residency_clock_pick in evict.c makes the "held" step on raw state arrays:
  * it is pure, for its unit tests.) */
 #pragma once
 
 #include <assert.h>
+#include <errno.h>
 
 #include "arena.h"
+
+/* ---- the external quota ---- */
+
+static inline bool quota_take(struct arena_quota *q, uint64_t n)
+{
+        uint64_t used = atomic_load(&q->used);
+
+        do
+                if (used + n > q->limit)
+                        return false;
+        while (!atomic_compare_exchange_weak(&q->used, &used, used + n));
+        return true;
+}
+
+static inline void quota_put(struct arena_quota *q, uint64_t n)
+{
+        atomic_fetch_sub(&q->used, n);
+}
+
+/* Charge page C for a write (TO: CHARGED, or CHARGING for a fill in flight)
+ * unless it holds data of its own already. False: over the quota. */
+static inline bool pages_charge(struct arena *a, uint64_t c, uint8_t to)
+{
+        if (a->charge[c] != PAGE_UNCHARGED)
+                return true;
+        if (a->quota && !quota_take(a->quota, 1))
+                return false;
+        a->charge[c] = to;
+        return true;
+}
+
+static inline void pages_uncharge(struct arena *a, uint64_t c)
+{
+        if (a->charge[c] == PAGE_CHARGED || a->charge[c] == PAGE_CHARGING) {
+                if (a->quota)
+                        quota_put(a->quota, 1);
+        }
+        a->charge[c] = PAGE_UNCHARGED;
+}
+
+/* ---- states ---- */
 
 static inline void pages_claim(struct arena *a, uint64_t c)
 {
@@ -48,6 +97,8 @@ static inline void pages_installed(struct arena *a, uint64_t c, bool writable, b
 {
         assert(a->state[c] == CHUNK_FILLING);
         a->state[c] = writable ? CHUNK_DIRTY : CHUNK_PRESENT;
+        if (a->charge[c] == PAGE_CHARGING)
+                a->charge[c] = PAGE_CHARGED;
         a->referenced[c] = pages_chances(a, c, demand);
         a->resident_chunks++;
 }
@@ -56,17 +107,22 @@ static inline void pages_given_back(struct arena *a, uint64_t c)
 {
         assert(a->state[c] == CHUNK_FILLING);
         a->state[c] = CHUNK_FREE;
+        if (a->charge[c] == PAGE_CHARGING)
+                pages_uncharge(a, c);
 }
 
-/* A write to a resident page: true when the caller must un-protect it. */
-static inline bool pages_written(struct arena *a, uint64_t c)
+/* A write to a resident page: 1 when the caller must un-protect it, 0 when
+ * it is not resident, -EDQUOT when the write would go over the quota. */
+static inline int pages_written(struct arena *a, uint64_t c)
 {
         if (a->state[c] != CHUNK_PRESENT && a->state[c] != CHUNK_DIRTY)
-                return false;
+                return 0;
+        if (!pages_charge(a, c, PAGE_CHARGED))
+                return -EDQUOT;
         a->state[c] = CHUNK_DIRTY;
         if (!a->referenced[c])
                 a->referenced[c] = 1;
-        return true;
+        return 1;
 }
 
 /* Hold a resident page (a victim, or for a fork snapshot): its faults wait. */
@@ -98,4 +154,28 @@ static inline void pages_kept(struct arena *a, uint64_t c, bool dirty, bool wrot
         a->state[c] = dirty && !wrote_back ? CHUNK_DIRTY : CHUNK_PRESENT;
         if (dirty && wrote_back)
                 a->stored[c] = 1;
+}
+
+/* The process gave page C back (shim.discard): it punched the page from its
+ * memfd, so a resident page is a hole now (it refaults as zeros: no write-back
+ * is owed) and the store's copy is no longer needed. Pages in a fill or an
+ * eviction keep their state: their owner finishes, and a later write charges
+ * them again. */
+static inline void pages_discarded(struct arena *a, uint64_t c)
+{
+        switch (a->state[c]) {
+        case CHUNK_FREE:
+                a->stored[c] = 0;
+                break;
+        case CHUNK_DIRTY:
+                a->state[c] = CHUNK_PRESENT;
+                a->stored[c] = 0;
+                break;
+        case CHUNK_PRESENT:
+                a->stored[c] = 0;
+                break;
+        default:
+                return;
+        }
+        pages_uncharge(a, c);
 }

@@ -220,10 +220,15 @@ int shim_arena_discard(void *addr, size_t len)
 
         /* on the memfd rather than MADV_REMOVE: works whatever the mapping's
          * protection is now */
-        return fallocate(shim_state.memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off,
-                         (off_t)len) < 0
-                       ? -errno
-                       : 0;
+        if (fallocate(shim_state.memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off,
+                      (off_t)len) < 0)
+                return -errno;
+        /* memd counts the pages this process wrote against the container's
+         * quota until it hears they were given back (docs/memd.md) */
+        pthread_mutex_lock(&sock_lock);
+        (void)shim_proto_discard(shim_state.sock, (uint64_t)off, len);
+        pthread_mutex_unlock(&sock_lock);
+        return 0;
 }
 
 void shim_arena_release(void *addr, size_t len)

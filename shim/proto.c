@@ -1,5 +1,5 @@
 /* proto.c: the shim's side of memd's socket API (docs/api.md: shim.hello,
- * shim.register, shim.fork). Requests are written with snprintf and replies
+ * shim.register, shim.fork, shim.discard). Requests are written with snprintf and replies
  * read with jscan: no json-c, no malloc (this runs inside atfork handlers). */
 #include <errno.h>
 #include <stdio.h>
@@ -224,5 +224,23 @@ int shim_proto_fork(int sock, char *ret_token, size_t token_len)
         if (r < 0 || !token_valid(token) || strlen(token) >= token_len)
                 return -EBADMSG;
         strcpy(ret_token, token);
+        return 0;
+}
+
+int shim_proto_discard(int sock, uint64_t offset, uint64_t len)
+{
+        char req[192], buf[PROTO_REPLY_MAX];
+        int fds[1];
+        size_t n_fds = 1;
+        ssize_t n;
+
+        snprintf(req, sizeof(req),
+                 "{\"xmem\":1,\"method\":\"shim.discard\",\"params\":{\"offset\":%llu,"
+                 "\"length\":%llu}}",
+                 (unsigned long long)offset, (unsigned long long)len);
+        n = proto_call(sock, req, -1, buf, fds, &n_fds);
+        if (n < 0)
+                return (int)n;
+        close_fds(fds, n_fds);
         return 0;
 }

@@ -91,6 +91,8 @@ int shim_proto_connect(const char *path, int *ret_sock);
 int shim_proto_hello(int sock, const char *token, struct shim_arena_info *ret);
 int shim_proto_register(int sock, uint64_t base, uint64_t size, int uffd);
 int shim_proto_fork(int sock, char *ret_token, size_t token_len);
+/* shim.discard: [OFFSET, OFFSET+LEN) of the arena holds nothing any more. */
+int shim_proto_discard(int sock, uint64_t offset, uint64_t len);
 
 /* arena.c: mapping, userfaultfd, registration, fork. */
 int shim_arena_attach(int sock, const char *token);

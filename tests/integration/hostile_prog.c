@@ -7,6 +7,11 @@
  *   hostile_prog methods VICTIM_ID
  *   hostile_prog sockets PATH...   (host paths that must stay out of reach)
  *   hostile_prog flood SECONDS
+ *   hostile_prog quota MIB [SOCKET]
+ *       bypasses the shim: its own shim.hello and shim.register, then writes
+ *       MIB MiB of its arena, prints "wrote MIB", waits for a line on stdin,
+ *       verifies and prints "quota-ok" (memd's quota check ends it with
+ *       SIGBUS first when the container's quota is used up)
  *
  * (run as uid 0 or another uid: the test sets the bundle's process.user)
  */
@@ -16,6 +21,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/userfaultfd.h>
+#include <stdint.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -329,6 +338,79 @@ static int flood(double seconds)
         return breaches;
 }
 
+/* shim.hello's reply descriptors (memfd, /dev/userfaultfd, accounting page). */
+static int hello_fds(int s, int fds[3])
+{
+        const char *hello = "{\"xmem\":1,\"method\":\"shim.hello\",\"params\":{\"version\":2}}";
+        char buf[4096], cbuf[CMSG_SPACE(3 * sizeof(int))];
+        struct iovec iov = {.iov_base = buf, .iov_len = sizeof(buf) - 1};
+        struct msghdr mh = {
+            .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
+        struct cmsghdr *c;
+
+        if (send(s, hello, strlen(hello), MSG_NOSIGNAL) < 0 || recvmsg(s, &mh, 0) <= 0)
+                return -1;
+        c = CMSG_FIRSTHDR(&mh);
+        if (!c || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(3 * sizeof(int)))
+                return -1;
+        memcpy(fds, CMSG_DATA(c), 3 * sizeof(int));
+        return 0;
+}
+
+/* What a shim does at attach, without the shim's accounting. */
+static uint64_t *raw_arena(const char *path, size_t *ret_size)
+{
+        struct uffdio_api api = {.api = UFFD_API,
+                                 .features = UFFD_FEATURE_MISSING_SHMEM |
+                                             UFFD_FEATURE_WP_HUGETLBFS_SHMEM};
+        struct uffdio_register reg = {.mode = UFFDIO_REGISTER_MODE_MISSING |
+                                              UFFDIO_REGISTER_MODE_WP};
+        char msg[256], buf[4096];
+        int s = connect_path(path, SOCK_SEQPACKET), fds[3], uffd;
+        struct stat st;
+        void *p;
+
+        if (s < 0 || hello_fds(s, fds) < 0 || fstat(fds[0], &st) < 0)
+                return NULL;
+        uffd = ioctl(fds[1], USERFAULTFD_IOC_NEW, O_CLOEXEC);
+        p = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fds[0], 0);
+        if (uffd < 0 || p == MAP_FAILED || ioctl(uffd, UFFDIO_API, &api) < 0)
+                return NULL;
+        reg.range.start = (uint64_t)p;
+        reg.range.len = (uint64_t)st.st_size;
+        if (ioctl(uffd, UFFDIO_REGISTER, &reg) < 0)
+                return NULL;
+        snprintf(msg, sizeof(msg),
+                 "{\"xmem\":1,\"method\":\"shim.register\",\"params\":{\"base\":%llu,"
+                 "\"size\":%llu}}",
+                 (unsigned long long)(uintptr_t)p, (unsigned long long)st.st_size);
+        if (call(s, msg, uffd, buf, sizeof(buf)) <= 0 || !strstr(buf, "\"ok\":true"))
+                return NULL;
+        *ret_size = (size_t)st.st_size; /* the connection stays open: memd serves while it lives */
+        return p;
+}
+
+static int quota(size_t mib, const char *path)
+{
+        size_t size = 0, words = mib << 17;
+        uint64_t *p = raw_arena(path, &size), bad = 0;
+        char line[16];
+
+        if (!p || mib << 20 > size) {
+                printf("no arena of %zu MiB\n", mib);
+                return 1;
+        }
+        for (size_t i = 0; i < words; i++)
+                p[i] = i * 0x9e3779b97f4a7c15ULL + (uint64_t)getpid();
+        printf("wrote %zu\n", mib);
+        if (!fgets(line, sizeof(line), stdin))
+                return 1;
+        for (size_t i = 0; i < words; i++)
+                bad += p[i] != i * 0x9e3779b97f4a7c15ULL + (uint64_t)getpid();
+        printf(bad ? "quota-bad %llu\n" : "quota-ok\n", (unsigned long long)bad);
+        return bad != 0;
+}
+
 int main(int argc, char **argv)
 {
         int i = 1;
@@ -341,9 +423,11 @@ int main(int argc, char **argv)
                 attack_sockets(argv + i + 1, argc - i - 1);
         else if (argc > i + 1 && strcmp(argv[i], "flood") == 0)
                 flood(atof(argv[i + 1]));
+        else if (argc > i + 1 && strcmp(argv[i], "quota") == 0)
+                return quota((size_t)atoi(argv[i + 1]), argc > i + 2 ? argv[i + 2] : OWN_SOCKET);
         else {
-                fprintf(stderr,
-                        "usage: hostile_prog methods ID | sockets PATH... | flood SECONDS\n");
+                fprintf(stderr, "usage: hostile_prog methods ID | sockets PATH... | flood SECONDS "
+                                "| quota MIB [SOCKET]\n");
                 return 2;
         }
         printf("HOSTILE-DONE %d\n", breaches);

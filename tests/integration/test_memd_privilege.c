@@ -1,4 +1,4 @@
-/* test_memd_privilege.c: a serving memd keeps only CAP_DAC_OVERRIDE, has
+/* test_memd_privilege.c: a serving memd keeps only CAP_DAC_OVERRIDE and CAP_KILL, has
  * no-new-privs and its seccomp filter on every thread (/proc/PID/task/N/status),
  * and still does its job under it: attach a cgroup, page a shim process
  * through it, detach, stop cleanly; the filter refuses nothing on the way (no
@@ -63,15 +63,15 @@ static void start_memd(const char *extra)
                            (const char *const[]){"--appliance", t.app.tcp_uri, extra, NULL});
 }
 
-/* Every thread of memd shows WANT_SECCOMP and only CAP_DAC_OVERRIDE (bit 1).
+/* Every thread of memd shows WANT_SECCOMP and only CAP_DAC_OVERRIDE and CAP_KILL (bits 1, 5).
  * Returns the number of threads. */
 static int assert_threads_unprivileged(const char *want_seccomp)
 {
         static const struct {
                 const char *field, *want;
         } caps[] = {
-            {"CapInh", "0000000000000000"}, {"CapPrm", "0000000000000002"},
-            {"CapEff", "0000000000000002"}, {"CapBnd", "0000000000000002"},
+            {"CapInh", "0000000000000000"}, {"CapPrm", "0000000000000022"},
+            {"CapEff", "0000000000000022"}, {"CapBnd", "0000000000000022"},
             {"CapAmb", "0000000000000000"}, {"NoNewPrivs", "1"},
         };
         char dir[64], path[128], v[64];

@@ -182,6 +182,8 @@ static void expect_counters_drained(void)
         }
         cr_expect_eq(harness_json_u64(s, "local_bytes"), 0, "local bytes left: %s", s);
         cr_expect_eq(harness_json_u64(s, "external_bytes"), 0, "external bytes left: %s", s);
+        cr_expect_eq(harness_json_u64(s, "external_written_bytes"), 0, "written pages left: %s",
+                     s);
 }
 
 /* Four processes (forked by one) each write and verify 128 MiB at once in a
@@ -289,4 +291,44 @@ Test(multiproc, killed_process_charges_leave, .init = setup, .fini = teardown, .
         sscanf(line, "got %ld errno %ld", &got, &err);
         cr_expect_eq(got, 200, "after the kill: %s", line);
         cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%#x: %s", st, out);
+}
+
+/* Two processes that bypass the shim (their own shim.hello and shim.register,
+ * no accounting page) each write 40 MiB under a 64M quota: memd's own count
+ * of written pages stops the second with SIGBUS when the container's quota is
+ * used up; the first keeps its data, and what they wrote leaves the count
+ * when they exit. */
+Test(multiproc, memd_enforces_the_quota_without_the_shim, .init = setup, .fini = teardown,
+     .timeout = 300)
+{
+        static char s[16384];
+        char sock[160], la[256], lb[256], oa[256], ob[256];
+        struct proc a, b;
+        int st_a, st_b;
+
+        need_root_v1();
+        attach("64M");
+        harness_memd_ctr_socket(&e.md, "mp", sock, sizeof(sock));
+        spawn(&a, (const char *const[]){ need_env("XMEM_HOSTILE_PROG"), "quota", "40", sock, NULL },
+              false, e.cg);
+        read_line(&a, la, sizeof(la)); /* "uid 0" */
+        read_line(&a, la, sizeof(la));
+        cr_assert_str_eq(la, "wrote 40", "A: %s (memd log %s)", la, e.md.log);
+        spawn(&b, (const char *const[]){ need_env("XMEM_HOSTILE_PROG"), "quota", "40", sock, NULL },
+              false, e.cg);
+        read_line(&b, lb, sizeof(lb));
+        read_line(&b, lb, sizeof(lb));
+        st_b = finish(&b, ob, sizeof(ob));
+        stats(s, sizeof(s));
+        st_a = finish(&a, oa, sizeof(oa));
+        cr_log_info("quota 64M without the shim: A '%s' '%s', B '%s' status %#x; memd: %s", la,
+                    oa, lb, st_b, s);
+        cr_expect(WIFSIGNALED(st_b) && WTERMSIG(st_b) == SIGBUS,
+                  "B ends with SIGBUS: status %#x, '%s'", st_b, lb);
+        cr_expect_leq(harness_json_u64(s, "external_written_bytes"), 64 * MIB, "%s", s);
+        cr_expect_geq(harness_json_u64(s, "external_written_bytes"), 40 * MIB, "%s", s);
+        cr_expect_geq(harness_json_u64(s, "quota_refused_writes"), 1, "%s", s);
+        cr_expect(WIFEXITED(st_a) && WEXITSTATUS(st_a) == 0 && strstr(oa, "quota-ok"),
+                  "A %#x: %s", st_a, oa);
+        expect_counters_drained();
 }

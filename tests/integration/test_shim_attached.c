@@ -1,6 +1,6 @@
 /* test_shim_attached.c: libxmem-shim.so attached for real, in a real child
  * process, to a small memd stand-in served by this test (the socket API of
- * docs/api.md: shim.hello / shim.register / shim.fork, a real memfd and a
+ * docs/api.md: shim.hello / register / fork / discard, a real memfd and a
  * real userfaultfd whose faults a thread here fills with zero pages). */
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -179,6 +179,19 @@ static void *conn_main(void *arg)
                         char res[64];
                         snprintf(res, sizeof(res), "{\"token\":\"t%d\"}", t);
                         reply(sock, res, NULL, 0);
+                } else if (strcmp(method, "shim.discard") == 0) {
+                        /* pages the allocator gave back: within the caller's arena */
+                        json_object *o, *l;
+                        cr_assert(my_arena >= 0);
+                        cr_assert(json_object_object_get_ex(params, "offset", &o) &&
+                                  json_object_object_get_ex(params, "length", &l));
+                        uint64_t off = (uint64_t)json_object_get_int64(o),
+                                 len = (uint64_t)json_object_get_int64(l);
+                        cr_assert(off % 4096 == 0 && len % 4096 == 0 && len > 0 &&
+                                      off + len <= ARENA_SIZE,
+                                  "shim.discard of [%llu, +%llu)", (unsigned long long)off,
+                                  (unsigned long long)len);
+                        reply(sock, "{\"uncharged\":0}", NULL, 0);
                 } else {
                         cr_assert_fail("unexpected method %s", method);
                 }

@@ -1,6 +1,6 @@
 /* test_residency.c: the residency manager's pure parts: victim choice
  * (enhanced CLOCK, clean before dirty), the budget formula, the latency
- * histogram. No kernel involved. */
+ * histogram, the pages' charges against the quota. No kernel involved. */
 #include <criterion/criterion.h>
 #include <string.h>
 
@@ -171,4 +171,75 @@ Test(residency, hot_pages_survive_several_sweeps)
                 calls++;
         cr_assert_eq(out[0], 0);
         cr_assert_eq(calls, 1, "two sweeps per pick: %d picks came back empty", calls);
+}
+
+/* The charge against the external quota (pages.h) on a stack arena of 4. */
+#define ARENA4(q)                                                                                 \
+        uint8_t st[4] = {0}, ref[4] = {0}, stored[4] = {0}, charge[4] = {0};                     \
+        uint32_t at[4] = {0};                                                                     \
+        struct arena a = {.state = st, .referenced = ref, .stored = stored, .charge = charge,    \
+                          .evicted_at = at, .n_chunks = 4, .quota = (q)}
+
+Test(residency, writes_are_charged_up_to_the_quota)
+{
+        struct arena_quota q = {.limit = 2};
+        ARENA4(&q);
+
+        for (uint64_t c = 0; c < 3; c++) {
+                pages_claim(&a, c);
+                pages_installed(&a, c, false, true);
+        }
+        cr_assert_eq(atomic_load(&q.used), 0, "reads cost nothing");
+        cr_assert_eq(pages_written(&a, 0), 1);
+        cr_assert_eq(pages_written(&a, 0), 1, "a second write is not charged again");
+        cr_assert_eq(pages_written(&a, 1), 1);
+        cr_assert_eq(atomic_load(&q.used), 2);
+        cr_assert_eq(pages_written(&a, 2), -EDQUOT, "over the quota");
+        cr_assert_eq(st[2], P, "a refused write leaves the page clean");
+        cr_assert_eq(pages_written(&a, 3), 0, "not resident");
+        pages_discarded(&a, 0);
+        cr_assert_eq(atomic_load(&q.used), 1, "given back");
+        cr_assert_eq(st[0], P, "a discarded dirty page owes no write-back");
+        cr_assert_eq(pages_written(&a, 2), 1, "room again");
+}
+
+Test(residency, a_failed_fill_returns_its_charge)
+{
+        struct arena_quota q = {.limit = 4};
+        ARENA4(&q);
+
+        pages_claim(&a, 0);
+        pages_claim(&a, 1);
+        cr_assert(pages_charge(&a, 0, PAGE_CHARGING) && pages_charge(&a, 1, PAGE_CHARGING));
+        pages_installed(&a, 0, true, true);
+        pages_given_back(&a, 1);
+        cr_assert_eq(charge[0], PAGE_CHARGED);
+        cr_assert_eq(charge[1], PAGE_UNCHARGED);
+        cr_assert_eq(atomic_load(&q.used), 1);
+        /* evicted with a write-back: still its own data, still charged */
+        pages_hold(&a, 0);
+        pages_evicted(&a, 0, true);
+        cr_assert_eq(atomic_load(&q.used), 1);
+        pages_discarded(&a, 0);
+        cr_assert(!stored[0], "a discarded page is not fetched again");
+        cr_assert_eq(atomic_load(&q.used), 0);
+}
+
+Test(residency, a_fork_clone_counts_its_own_writes_only)
+{
+        struct arena_quota q = {.limit = 1};
+        ARENA4(&q);
+
+        charge[0] = charge[1] = PAGE_INHERITED; /* the parent had written them */
+        for (uint64_t c = 0; c < 3; c++) {
+                pages_claim(&a, c);
+                pages_installed(&a, c, false, true);
+        }
+        cr_assert_eq(pages_written(&a, 0), 1);
+        cr_assert_eq(pages_written(&a, 1), 1);
+        cr_assert_eq(atomic_load(&q.used), 0, "copies of the parent's pages");
+        cr_assert_eq(pages_written(&a, 2), 1);
+        cr_assert_eq(atomic_load(&q.used), 1, "a page of its own");
+        pages_discarded(&a, 1);
+        cr_assert_eq(atomic_load(&q.used), 1, "an inherited page was never counted");
 }
