@@ -183,22 +183,25 @@ int api_check_hello(union api_params *p, struct xmem_error *err)
         return 0;
 }
 
-int api_check_register(union api_params *p, struct xmem_error *err)
+/* A page-aligned START and a non-zero page-multiple LEN. */
+static int check_pages(uint64_t start, const char *start_name, uint64_t len, const char *len_name,
+                       struct xmem_error *err)
 {
-        if (p->reg.base % 4096 || p->reg.size == 0 || p->reg.size % 4096)
+        if (start % 4096 || len == 0 || len % 4096)
                 return xmem_error_set(err, -EINVAL,
                                       "params.%s: must be a non-zero multiple of the page size",
-                                      p->reg.base % 4096 ? "base" : "size");
+                                      start % 4096 ? start_name : len_name);
         return 0;
+}
+
+int api_check_register(union api_params *p, struct xmem_error *err)
+{
+        return check_pages(p->reg.base, "base", p->reg.size, "size", err);
 }
 
 int api_check_discard(union api_params *p, struct xmem_error *err)
 {
-        if (p->discard.offset % 4096 || p->discard.length == 0 || p->discard.length % 4096)
-                return xmem_error_set(err, -EINVAL,
-                                      "params.%s: must be a non-zero multiple of the page size",
-                                      p->discard.offset % 4096 ? "offset" : "length");
-        return 0;
+        return check_pages(p->discard.offset, "offset", p->discard.length, "length", err);
 }
 
 struct envelope {

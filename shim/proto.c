@@ -189,7 +189,10 @@ int shim_proto_hello(int sock, const char *token, struct shim_arena_info *ret)
         return 0;
 }
 
-int shim_proto_register(int sock, uint64_t base, uint64_t size, int uffd)
+/* METHOD with two page-range parameters (and SEND_FD unless < 0); a reply
+ * with no descriptors. */
+static int range_call(int sock, const char *method, const char *k1, uint64_t v1, const char *k2,
+                      uint64_t v2, int send_fd)
 {
         char req[192], buf[PROTO_REPLY_MAX];
         int fds[1];
@@ -197,14 +200,18 @@ int shim_proto_register(int sock, uint64_t base, uint64_t size, int uffd)
         ssize_t n;
 
         snprintf(req, sizeof(req),
-                 "{\"xmem\":1,\"method\":\"shim.register\",\"params\":{\"base\":%llu,"
-                 "\"size\":%llu}}",
-                 (unsigned long long)base, (unsigned long long)size);
-        n = proto_call(sock, req, uffd, buf, fds, &n_fds);
+                 "{\"xmem\":1,\"method\":\"%s\",\"params\":{\"%s\":%llu,\"%s\":%llu}}",
+                 method, k1, (unsigned long long)v1, k2, (unsigned long long)v2);
+        n = proto_call(sock, req, send_fd, buf, fds, &n_fds);
         if (n < 0)
                 return (int)n;
         close_fds(fds, n_fds);
         return n_fds ? -EBADMSG : 0;
+}
+
+int shim_proto_register(int sock, uint64_t base, uint64_t size, int uffd)
+{
+        return range_call(sock, "shim.register", "base", base, "size", size, uffd);
 }
 
 int shim_proto_fork(int sock, char *ret_token, size_t token_len)
@@ -229,18 +236,5 @@ int shim_proto_fork(int sock, char *ret_token, size_t token_len)
 
 int shim_proto_discard(int sock, uint64_t offset, uint64_t len)
 {
-        char req[192], buf[PROTO_REPLY_MAX];
-        int fds[1];
-        size_t n_fds = 1;
-        ssize_t n;
-
-        snprintf(req, sizeof(req),
-                 "{\"xmem\":1,\"method\":\"shim.discard\",\"params\":{\"offset\":%llu,"
-                 "\"length\":%llu}}",
-                 (unsigned long long)offset, (unsigned long long)len);
-        n = proto_call(sock, req, -1, buf, fds, &n_fds);
-        if (n < 0)
-                return (int)n;
-        close_fds(fds, n_fds);
-        return 0;
+        return range_call(sock, "shim.discard", "offset", offset, "length", len, -1);
 }
