@@ -121,7 +121,12 @@ static int give_up(struct fill_pool *fp, struct fill_job *j, uint64_t since)
         struct arena *a = j->s.a;
         struct residency *res = j->s.r;
         uint64_t len = fill_job_bytes(j), addr = arena_chunk_addr(a, j->first);
-        int r = uffd_poison(a->uffd, addr + j->done, len - j->done);
+        int r;
+
+        /* an evicted page keeps a write-protect marker (it was protected
+         * before the punch), and the kernel poisons only empty entries */
+        (void)uffd_writeprotect(a->uffd, addr + j->done, len - j->done, false, true);
+        r = uffd_poison(a->uffd, addr + j->done, len - j->done);
 
         if (r == 0 || r == -ESRCH)
                 log_error("arena at 0x%llx: store unreachable for %llu ms: SIGBUS to the threads "

@@ -17,8 +17,8 @@ const cap_value_t memd_kept_caps[] = {
      * and its runtime directory need no capability at all. Not kept:
      * CAP_SYS_ADMIN (uffds come from /dev/userfaultfd and the shims),
      * CAP_SYS_PTRACE (no pagemap or process_vm_* on other processes),
-     * CAP_KILL (memd signals only its own child, the embedded
-     * appliance), CAP_SYS_RESOURCE (the fd limit is raised before). */
+     * CAP_KILL (memd signals no other process; --stop-embedded runs
+     * as a command of its own), CAP_SYS_RESOURCE (the fd limit is raised before). */
     CAP_DAC_OVERRIDE,
 };
 const size_t memd_kept_caps_n = ELEMENTSOF(memd_kept_caps);
@@ -37,8 +37,8 @@ const int memd_syscalls[] = {
     SCMP_SYS(timerfd_settime),
     SCMP_SYS(timerfd_gettime),
     SCMP_SYS(signalfd4),
-    /* stopping the embedded appliance at exit: SIGTERM, SIGKILL after
-     * 5 s, reap. Its own child: no CAP_KILL needed */
+    /* (*) reaping an embedded appliance that died while memd ran (it
+     * outlives memd otherwise: memd --stop-embedded stops it) */
     SCMP_SYS(kill),
     SCMP_SYS(wait4),
     SCMP_SYS(waitid),
@@ -87,6 +87,8 @@ const unsigned long memd_ioctls[] = {
     UFFDIO_COPY,
     UFFDIO_WRITEPROTECT,
     UFFDIO_WAKE,
+    /* a fault whose appliance is gone for good: SIGBUS, not a zero page */
+    UFFDIO_POISON,
 };
 const size_t memd_ioctls_n = ELEMENTSOF(memd_ioctls);
 
