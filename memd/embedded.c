@@ -126,8 +126,8 @@ static int write_pidfile(const char *pidfile, pid_t pid)
 static void child_exec(const struct embedded *e, uint64_t pool_size, uint32_t chunk_size)
 {
         char listen[200], pool[32], chunk[32];
-        const char *argv[] = {e->binary,     "--listen", listen,  "--pool-size", pool,
-                              "--chunk-size", chunk,     "--pool-file", e->pool, NULL};
+        const char *argv[] = {e->binary,      "--listen", listen,        "--pool-size", pool,
+                              "--chunk-size", chunk,      "--pool-file", e->pool,       NULL};
         sigset_t all;
 
         /* its own session: neither memd's exit nor a signal to memd's
@@ -170,8 +170,8 @@ static int wait_ready(struct embedded *e, struct xmem_error *err)
                               e->socket);
 }
 
-static int spawn(struct embedded *e, const char *state_dir, uint64_t pool_size,
-                 uint32_t chunk_size, struct xmem_error *err)
+static int spawn(struct embedded *e, const char *state_dir, uint64_t pool_size, uint32_t chunk_size,
+                 struct xmem_error *err)
 {
         int r;
 
@@ -219,8 +219,8 @@ static struct embedded *embedded_new(const char *dir, const char *state_dir)
         return e;
 }
 
-int embedded_start(const char *dir, const char *state_dir, uint64_t pool_size,
-                   uint32_t chunk_size, struct embedded **ret, struct xmem_error *err)
+int embedded_start(const char *dir, const char *state_dir, uint64_t pool_size, uint32_t chunk_size,
+                   struct embedded **ret, struct xmem_error *err)
 {
         struct embedded *e = embedded_new(dir, state_dir);
         pid_t pid;
@@ -299,8 +299,9 @@ int embedded_stop_running(const char *dir, struct xmem_error *err)
         if (pid <= 0) {
                 r = 1;
         } else if ((pidfd = pidfd_of(pid)) < 0) {
-                r = pidfd == -ESRCH ? 1 : xmem_error_set(err, pidfd, "pidfd_open %d: %s",
-                                                          (int)pid, strerror(-pidfd));
+                r = pidfd == -ESRCH ? 1
+                                    : xmem_error_set(err, pidfd, "pidfd_open %d: %s", (int)pid,
+                                                     strerror(-pidfd));
         } else {
                 (void)kill(pid, SIGCONT); /* a stopped process never sees SIGTERM */
                 (void)kill(pid, SIGTERM);

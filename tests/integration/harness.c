@@ -356,25 +356,13 @@ void harness_memd_start(struct harness_memd *m, const char *dir_template,
 
 void harness_memd_stop_embedded(const struct harness_memd *m)
 {
-        const char *argv[] = { getenv("XMEM_MEMD"), "--socket", m->sock, "--stop-embedded",
-                               NULL };
-        int st = -1;
-        pid_t pid = fork();
+        char *argv[] = { getenv("XMEM_MEMD"), "--socket", (char *)m->sock, "--stop-embedded",
+                         NULL };
+        char out[512];
+        int st = harness_run_output(argv, m->sock, NULL, out, sizeof(out));
 
-        if (pid == 0) {
-                int fd = open(m->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-                if (fd >= 0) {
-                        dup2(fd, 1);
-                        dup2(fd, 2);
-                }
-                execv(argv[0], (char *const *)argv);
-                _exit(127);
-        }
-        if (pid > 0)
-                waitpid(pid, &st, 0);
         if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-                fprintf(stderr, "harness: memd --stop-embedded failed (status %#x), see %s\n",
-                        st, m->log);
+                fprintf(stderr, "harness: memd --stop-embedded failed (status %#x): %s\n", st, out);
 }
 
 int harness_memd_stop(struct harness_memd *m)

@@ -80,8 +80,8 @@ static void appliance_start(int i)
                 memcpy(dir, e.app[i].dir, sizeof(dir));
                 snprintf(e.pool[i], sizeof(e.pool[i]), "%s/pool", dir);
         }
-        harness_appliance_start(&e.app[i], (const char *const[]){"--pool-size", "1G",
-                                                                  "--pool-file", e.pool[i], NULL});
+        harness_appliance_start(
+            &e.app[i], (const char *const[]){"--pool-size", "1G", "--pool-file", e.pool[i], NULL});
 }
 
 static void attach(int i, int app)
@@ -217,8 +217,7 @@ Test(appliance_restart, gone_for_good_sigbus_others_unaffected, .init = setup, .
         run_prog(1, (const char *const[]){"verify", WORK_MIB, "2", NULL});
         sleep(1);
         for (int i = 0; i < 5; i++, usleep(200000))
-                cr_expect(list_fast(&ms), "xmemctl list took %ld ms with an appliance stopped",
-                          ms);
+                cr_expect(list_fast(&ms), "xmemctl list took %ld ms with an appliance stopped", ms);
 
         /* ... and never comes back */
         harness_kill(&e.app[0]);
