@@ -164,6 +164,21 @@ int uffd_wake(int uffd, uint64_t start, uint64_t len)
         return ioctl(uffd, UFFDIO_WAKE, &range) < 0 ? -errno : 0;
 }
 
+int uffd_poison(int uffd, uint64_t start, uint64_t len)
+{
+        struct uffdio_poison p = { .range = { .start = start, .len = len } };
+
+        for (;;) { /* -EAGAIN: the mapping changed meanwhile, part is done */
+                if (ioctl(uffd, UFFDIO_POISON, &p) == 0)
+                        return 0;
+                if (errno != EAGAIN || p.updated <= 0)
+                        return -errno;
+                p.range.start += (uint64_t)p.updated;
+                p.range.len -= (uint64_t)p.updated;
+                p.updated = 0;
+        }
+}
+
 int uffd_read_msgs(int uffd, struct uffd_msg *msgs, size_t max)
 {
         for (;;) {

@@ -58,6 +58,10 @@ int uffd_writeprotect(int uffd, uint64_t start, uint64_t len, bool wp, bool dont
 
 /* Wake threads waiting on faults in [START, START+LEN); they retry the access. */
 int uffd_wake(int uffd, uint64_t start, uint64_t len);
+/* Install poison markers over the missing pages of [START, START+LEN) and
+ * wake their waiters: every access there gets SIGBUS (BUS_MCEERR_AR) instead
+ * of a fault. Needs UFFD_FEATURE_POISON on UFFD (Linux 6.6), else -EINVAL. */
+int uffd_poison(int uffd, uint64_t start, uint64_t len);
 
 /* Read up to MAX fault messages without blocking (UFFD opened O_NONBLOCK).
  * Returns the count, 0 when none is pending, -errno. */

@@ -1,8 +1,11 @@
-/* embedded.h: the embedded appliance: an xmem-appliance child process that
- * memd starts on a private unix socket in its runtime directory, reaches over
- * the shm transport, and stops with itself (docs/memd.md). */
+/* embedded.h: the embedded appliance: an xmem-appliance process that memd
+ * starts on a private unix socket in its runtime directory, with its pool in
+ * a file in memd's state directory, and reaches over the shm transport. It
+ * outlives memd: a restarted memd finds it again by its pid file, or starts
+ * it again on the same pool file (docs/memd.md "The embedded appliance"). */
 #pragma once
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -12,8 +15,11 @@
 
 struct embedded {
         pid_t pid;
-        int pidfd;      /* readable when the child exits */
-        char *socket;   /* its unix socket */
+        int pidfd;      /* readable when the appliance exits */
+        bool child;     /* started by this memd (reaped by it) */
+        char *socket;   /* DIR/embedded.sock */
+        char *pidfile;  /* DIR/embedded.pid */
+        char *pool;     /* STATE_DIR/embedded-pool (its journal: .meta beside it) */
         char uri[160];  /* shm://SOCKET */
         char *binary;
 };
@@ -22,10 +28,16 @@ struct embedded {
  * executable, else ../appliance/ beside it (a build tree), else PATH. */
 char *embedded_find_binary(void);
 
-/* Start the child with a pool of POOL_SIZE bytes and CHUNK_SIZE chunks,
- * listening on RUNTIME_DIR/embedded-appliance.PID.sock; waits (up to 10 s)
+/* The appliance listening on DIR/embedded.sock: the one already running (its
+ * pid file in DIR, its command line naming that socket), else a new one with
+ * a POOL_SIZE pool in STATE_DIR/embedded-pool (created 0700 if missing) and
+ * CHUNK_SIZE chunks, in its own session, started and waited for (up to 10 s)
  * until it accepts connections. */
-int embedded_start(const char *runtime_dir, uint64_t pool_size, uint32_t chunk_size,
-                   struct embedded **ret, struct xmem_error *err);
-/* SIGTERM, wait up to 5 s, then SIGKILL; removes the socket. NULL is fine. */
-void embedded_stop(struct embedded *e);
+int embedded_start(const char *dir, const char *state_dir, uint64_t pool_size,
+                   uint32_t chunk_size, struct embedded **ret, struct xmem_error *err);
+/* Let go of it: it keeps running (memd's exit, SIGTERM included). NULL is fine. */
+void embedded_release(struct embedded *e);
+/* Stop the appliance running on DIR/embedded.sock (memd --stop-embedded):
+ * SIGTERM, SIGKILL after 10 s; removes its socket and pid file. 0 when it
+ * stopped, 1 when none was running, -errno (ERR says why). */
+int embedded_stop_running(const char *dir, struct xmem_error *err);

@@ -3,10 +3,12 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include "fill.h"
+#include "log.h"
 #include "macro.h"
 #include "pages.h"
 #include "store.h"
@@ -31,7 +33,14 @@ struct fill_pool {
         struct fill_worker *workers;
         size_t n_workers;
         void *zero; /* max_bytes of zeros (read-only anonymous mapping) */
+        uint64_t give_up_ns; /* a demand fill's store unreachable this long: SIGBUS */
+        atomic_bool unreachable; /* an outage is going on (logged once) */
 };
+
+/* Retries of a demand fill whose store fails: 10 ms, doubling up to 200 ms
+ * (short enough that pager_remove's wait for the fill stays short). */
+#define FILL_BACKOFF_MIN_MS 10U
+#define FILL_BACKOFF_MAX_MS 200U
 
 static bool fill_stopping(struct fill_pool *fp)
 {
@@ -47,6 +56,7 @@ struct copy_ctx {
         struct fill_job *j;
         const void *zero;
         uint64_t addr; /* where the direct access starts */
+        int err;       /* the UFFDIO_COPY's error, not the store's */
 };
 
 /* One piece of a direct fill: UFFDIO_COPY straight from the store's memory
@@ -59,33 +69,96 @@ static int copy_piece(void *ctx, uint64_t at, void *mem, uint64_t len)
                           true, &d, NULL);
 
         c->j->done += d;
+        if (r < 0)
+                c->err = r;
         return r;
 }
 
-/* Get the run's data into BUF over the wire, once per job. A demand fill
- * waits for an unreachable appliance (retry every 10 ms); a prefetch gives
- * up. */
-static int fetch(struct fill_pool *fp, struct fill_job *j, void *buf)
+/* Get the run's data into BUF over the wire, once per job. */
+static int fetch(struct fill_job *j, void *buf)
 {
         struct arena *a = j->s.a;
-        uint64_t len = fill_job_bytes(j);
+        int r = store_fetch(a->store, j->first * a->chunk_size, buf, fill_job_bytes(j));
 
-        while (!j->fetched) {
-                int r = store_fetch(a->store, j->first * a->chunk_size, buf, len);
-                if (r >= 0) {
-                        j->fetched = true;
-                        break;
-                }
-                atomic_fetch_add(&j->s.r->counters.store_errors, 1);
-                if (j->prefetch || fill_stopping(fp) || arena_gone(a))
-                        return -EIO;
-                usleep(10000);
+        if (r >= 0)
+                j->fetched = true;
+        return r;
+}
+
+/* The store failed J (an appliance restarting, or gone). A demand fill
+ * waits and retries: 0 after the backoff (*BACKOFF_MS, doubled), -ETIMEDOUT
+ * once it has failed for the pool's bound since *SINCE (set at the first
+ * failure). A prefetch, a stopping pool or a removed arena give up: -EIO. */
+static int store_failed(struct fill_pool *fp, struct fill_job *j, int err, uint64_t *since,
+                        unsigned *backoff_ms)
+{
+        uint64_t now = fill_now_ns(), left;
+
+        atomic_fetch_add(&j->s.r->counters.store_errors, 1);
+        if (j->prefetch || fill_stopping(fp) || arena_gone(j->s.a))
+                return -EIO;
+        if (!*since) {
+                *since = now;
+                if (!atomic_exchange(&fp->unreachable, true))
+                        log_warning("arena at 0x%llx: store failed (%s): faults wait, retried "
+                                    "for up to %llu ms",
+                                    (unsigned long long)j->s.a->base, strerror(-err),
+                                    (unsigned long long)(fp->give_up_ns / 1000000));
         }
+        if (now - *since >= fp->give_up_ns)
+                return -ETIMEDOUT;
+        left = (fp->give_up_ns - (now - *since)) / 1000;
+        usleep((useconds_t)MIN((uint64_t)*backoff_ms * 1000, left));
+        *backoff_ms = MIN(*backoff_ms * 2, FILL_BACKOFF_MAX_MS);
         return 0;
 }
 
-/* One attempt to install the rest of J (from J->done on). */
-static int install(struct fill_pool *fp, struct fill_job *j, void *buf, bool may_fetch)
+/* The end of a fill whose store stayed unreachable past the bound: what was
+ * installed stays, the rest is poisoned (every thread that touches it gets
+ * SIGBUS, never a zero page) and goes FREE; the reason is logged. */
+static int give_up(struct fill_pool *fp, struct fill_job *j, uint64_t since)
+{
+        struct arena *a = j->s.a;
+        struct residency *res = j->s.r;
+        uint64_t len = fill_job_bytes(j), addr = arena_chunk_addr(a, j->first);
+        int r;
+
+        /* an evicted page keeps a write-protect marker (it was protected
+         * before the punch), and the kernel poisons only empty entries */
+        (void)uffd_writeprotect(a->uffd, addr + j->done, len - j->done, false, true);
+        r = uffd_poison(a->uffd, addr + j->done, len - j->done);
+
+        if (r == 0 || r == -ESRCH)
+                log_error("arena at 0x%llx: store unreachable for %llu ms: SIGBUS to the threads "
+                          "that access [0x%llx, 0x%llx)",
+                          (unsigned long long)a->base,
+                          (unsigned long long)((fill_now_ns() - since) / 1000000),
+                          (unsigned long long)(addr + j->done), (unsigned long long)(addr + len));
+        else /* no UFFD_FEATURE_POISON (Linux < 6.6): they fault again and wait again */
+                log_error("arena at 0x%llx: store unreachable for %llu ms; cannot poison "
+                          "[0x%llx, 0x%llx): %s: the faults wait on",
+                          (unsigned long long)a->base,
+                          (unsigned long long)((fill_now_ns() - since) / 1000000),
+                          (unsigned long long)(addr + j->done), (unsigned long long)(addr + len),
+                          strerror(-r));
+        pthread_mutex_lock(&a->lock);
+        for (uint64_t c = j->first; c < j->first + j->n; c++)
+                if ((c - j->first) * a->chunk_size < j->done)
+                        pages_installed(a, c, j->writable, true);
+                else
+                        pages_given_back(a, c);
+        pthread_mutex_unlock(&a->lock);
+        (void)uffd_wake(a->uffd, addr, len);
+        atomic_fetch_add(&res->resident, j->done);
+        atomic_fetch_sub(&res->inflight, len);
+        atomic_store(&fp->unreachable, false); /* the next outage is logged again */
+        return -EIO;
+}
+
+/* One attempt to install the rest of J (from J->done on). *RET_STORE_ERR:
+ * the store failed (not the copy into the arena). */
+static int install(struct fill_pool *fp, struct fill_job *j, void *buf, bool may_fetch,
+                   bool *ret_store_err)
 {
         struct arena *a = j->s.a;
         uint64_t len = fill_job_bytes(j), addr = arena_chunk_addr(a, j->first);
@@ -94,16 +167,20 @@ static int install(struct fill_pool *fp, struct fill_job *j, void *buf, bool may
         int r;
 
         if (j->stored && !j->fetched) {
-                struct copy_ctx c = {j, fp->zero, addr + j->done};
+                struct copy_ctx c = {j, fp->zero, addr + j->done, 0};
                 r = store_direct(a->store, j->first * a->chunk_size + j->done, len - j->done, false,
                                  copy_piece, &c);
-                if (r != -EOPNOTSUPP)
+                if (r != -EOPNOTSUPP) {
+                        *ret_store_err = r < 0 && c.err == 0;
                         return r;
+                }
                 if (!may_fetch)
                         return -EAGAIN;
-                r = fetch(fp, j, buf);
-                if (r < 0)
+                r = fetch(j, buf);
+                if (r < 0) {
+                        *ret_store_err = true;
                         return r;
+                }
         }
         if (j->fetched)
                 src = buf;
@@ -151,13 +228,31 @@ static int finish(struct fill_job *j, int r)
 int fill_run(struct fill_pool *fp, struct fill_job *j, void *buf, bool may_evict)
 {
         struct residency *res = j->s.r;
-        uint64_t len = fill_job_bytes(j);
+        uint64_t len = fill_job_bytes(j), since = 0;
+        unsigned backoff_ms = FILL_BACKOFF_MIN_MS;
         int r = 0;
 
         if (may_evict && !j->prefetch)
                 (void)residency_make_room(res, len - j->done); /* only at the hard limit */
         while (j->done < len) {
-                r = install(fp, j, buf, may_evict);
+                bool store_err = false;
+
+                r = install(fp, j, buf, may_evict, &store_err);
+                if (store_err) {
+                        if (!may_evict)
+                                return -EAGAIN; /* the reader never waits: a worker retries */
+                        r = store_failed(fp, j, r, &since, &backoff_ms);
+                        if (r == -ETIMEDOUT)
+                                return give_up(fp, j, since);
+                        if (r == 0)
+                                continue;
+                        break;
+                }
+                if (since && atomic_exchange(&fp->unreachable, false))
+                        log_info("arena at 0x%llx: store answers again after %llu ms",
+                                 (unsigned long long)j->s.a->base,
+                                 (unsigned long long)((fill_now_ns() - since) / 1000000));
+                since = 0;
                 if (r != -ENOMEM)
                         break;
                 /* At the cgroup limit: evict now and retry; never give the fault up
@@ -310,6 +405,11 @@ void fill_pool_forget_arena(struct fill_pool *fp, struct arena *a)
 
 /* ---- life cycle ---- */
 
+void fill_pool_set_give_up(struct fill_pool *fp, unsigned ms)
+{
+        fp->give_up_ns = (uint64_t)(ms ?: FILL_GIVE_UP_DEFAULT_MS) * 1000000ULL;
+}
+
 int fill_pool_new(uint32_t max_bytes, size_t n_workers, struct fill_pool **ret)
 {
         struct fill_pool *fp = calloc(1, sizeof(*fp));
@@ -318,6 +418,7 @@ int fill_pool_new(uint32_t max_bytes, size_t n_workers, struct fill_pool **ret)
         if (!fp)
                 return -ENOMEM;
         fp->max_bytes = max_bytes;
+        fill_pool_set_give_up(fp, 0);
         pthread_mutex_init(&fp->qlock, NULL);
         pthread_cond_init(&fp->qcond, NULL);
         pthread_cond_init(&fp->qdone, NULL);

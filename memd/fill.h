@@ -4,7 +4,7 @@
  * mapped here (shm: straight from the appliance's pool), from a buffer the
  * store filled (tcp: pipelined requests), or from zeros for pages never
  * stored. At the cgroup limit (-ENOMEM) it evicts and retries; a demand fill
- * is never given up while its process lives. The fault reader (pager.c) does
+ * is given up only when its store stays unreachable past a bound (SIGBUS). The fault reader (pager.c) does
  * cheap fills itself and hands the rest to the workers. */
 #pragma once
 
@@ -49,6 +49,13 @@ static inline uint64_t fill_job_bytes(const struct fill_job *j)
 /* N_WORKERS threads, each with a MAX_BYTES buffer (the largest fill). */
 int fill_pool_new(uint32_t max_bytes, size_t n_workers, struct fill_pool **ret);
 void fill_pool_free(struct fill_pool *fp);
+
+/* A demand fill whose store fails for MS (0: FILL_GIVE_UP_DEFAULT_MS) gives
+ * up: the pages not installed are poisoned, so the threads that fault on
+ * them get SIGBUS (never a zero page), and the reason is logged. Until then
+ * it retries with a backoff (10 ms doubling to 200 ms). */
+#define FILL_GIVE_UP_DEFAULT_MS 30000U
+void fill_pool_set_give_up(struct fill_pool *fp, unsigned ms);
 
 /* Start the workers; on failure none runs and -errno is returned. */
 int fill_pool_start(struct fill_pool *fp);

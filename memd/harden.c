@@ -40,8 +40,8 @@ const int memd_syscalls[] = {
     SCMP_SYS(timerfd_settime),
     SCMP_SYS(timerfd_gettime),
     SCMP_SYS(signalfd4),
-    /* stopping the embedded appliance at exit: SIGTERM, SIGKILL after
-     * 5 s, reap. Its own child: no CAP_KILL needed */
+    /* (*) reaping an embedded appliance that died while memd ran (it
+     * outlives memd otherwise: memd --stop-embedded stops it) */
     SCMP_SYS(kill),
     /* SIGBUS over the external quota */
     SCMP_SYS(pidfd_send_signal),
@@ -92,6 +92,8 @@ const unsigned long memd_ioctls[] = {
     UFFDIO_COPY,
     UFFDIO_WRITEPROTECT,
     UFFDIO_WAKE,
+    /* a fault whose appliance is gone for good: SIGBUS, not a zero page */
+    UFFDIO_POISON,
 };
 const size_t memd_ioctls_n = ELEMENTSOF(memd_ioctls);
 

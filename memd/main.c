@@ -7,9 +7,11 @@
 #include <unistd.h>
 #include <systemd/sd-daemon.h>
 
+#include "embedded.h"
 #include "error.h"
 #include "harden.h"
 #include "log.h"
+#include "macro.h"
 #include "manager.h"
 #include "parse.h"
 #include "uri.h"
@@ -27,8 +29,15 @@ static void help(void)
             "                              repeat to stripe over several\n"
             "  --appliance-secret-file PATH  the secret of the tcp appliances (their\n"
             "                              --secret-file; mode 0600 or 0400)\n"
-            "  --embedded-appliance SIZE   also run an appliance with a SIZE pool as a child\n"
-            "                              (the default, 1G, when no --appliance is given)\n"
+            "  --embedded-appliance SIZE   also run an appliance with a SIZE pool, which\n"
+            "                              outlives memd (its pool file is in --state-dir)\n"
+            "                              (1G is the default when no --appliance is given)\n"
+            "  --state-dir DIR             memd's state; the embedded appliance's pool file\n"
+            "                              (default %s)\n"
+            "  --appliance-timeout TIME    a fault whose appliance stays unreachable this\n"
+            "                              long gets SIGBUS (default 30s)\n"
+            "  --stop-embedded             stop the embedded appliance of --socket's memd\n"
+            "                              (it outlives memd) and exit\n"
             "  --chunk-size SIZE           stripe of external memory over appliances, a power\n"
             "                              of two 4K..2M (default 64K); pages move in units\n"
             "                              that follow the access (4K random, up to 2M streams)\n"
@@ -40,7 +49,7 @@ static void help(void)
             "  --help, --version\n"
             "Environment: XMEM_SECCOMP=errno (default; log in sanitizer builds) | kill | log:\n"
             "what a syscall outside the allow-list does (docs/security.md).\n",
-            MANAGER_DEFAULT_SOCKET);
+            MANAGER_DEFAULT_SOCKET, MANAGER_DEFAULT_STATE_DIR);
 }
 
 static int bad_arg(const char *what, const char *value, const char *why)
@@ -56,6 +65,7 @@ static int bad_arg(const char *what, const char *value, const char *why)
 
 struct hardening {
         bool seccomp;                       /* --no-seccomp clears it */
+        bool stop_embedded;                 /* --stop-embedded: do that and exit */
         enum privilege_violation violation; /* XMEM_SECCOMP */
 };
 
@@ -69,6 +79,9 @@ static int parse_argv(int argc, char **argv, struct manager_config *cfg, struct 
             {"appliance", required_argument, NULL, 'a'},
             {"embedded-appliance", required_argument, NULL, 'e'},
             {"chunk-size", required_argument, NULL, 'c'},
+            {"state-dir", required_argument, NULL, 'T'},
+            {"appliance-timeout", required_argument, NULL, 'A'},
+            {"stop-embedded", no_argument, NULL, 'X'},
             {"fill-workers", required_argument, NULL, 'w'},
             {"poll-us", required_argument, NULL, 'p'},
             {"log-level", required_argument, NULL, 'L'},
@@ -119,6 +132,21 @@ static int parse_argv(int argc, char **argv, struct manager_config *cfg, struct 
                                                "must be a power of two from 4K to 2M");
                         cfg->chunk_size = (uint32_t)v;
                         break;
+                case 'T':
+                        if (optarg[0] != '/')
+                                return bad_arg("--state-dir", optarg, "must be an absolute path");
+                        cfg->state_dir = optarg;
+                        break;
+                case 'A':
+                        if (parse_duration(optarg, &v) < 0 || v < 1000000ULL ||
+                            v > 86400ULL * 1000000000ULL)
+                                return bad_arg("--appliance-timeout", optarg,
+                                               "must be a duration from 1ms to 24h");
+                        cfg->appliance_timeout_ms = (unsigned)(v / 1000000ULL);
+                        break;
+                case 'X':
+                        h->stop_embedded = true;
+                        break;
                 case 'w':
                         if (parse_u64(optarg, &v) < 0 || v < 1 || v > 64)
                                 return bad_arg("--fill-workers", optarg,
@@ -159,6 +187,29 @@ static int parse_argv(int argc, char **argv, struct manager_config *cfg, struct 
         return 0;
 }
 
+/* --stop-embedded: the embedded appliance lives in SOCKET's directory/appliance. */
+static int stop_embedded(const char *socket_path)
+{
+        _cleanup_free_ char *dir = strdup(socket_path);
+        struct xmem_error err = {};
+        char *slash = dir ? strrchr(dir, '/') : NULL;
+        int r;
+
+        if (!slash)
+                return EXIT_FAILURE;
+        *slash = 0;
+        if (asprintf(&slash, "%s/appliance", *dir ? dir : "") < 0)
+                return EXIT_FAILURE;
+        r = embedded_stop_running(slash, &err);
+        if (r < 0)
+                fprintf(stderr, "memd: --stop-embedded: %s\n", xmem_error_str(&err));
+        else
+                printf("memd: embedded appliance in %s: %s\n", slash,
+                       r == 0 ? "stopped" : "none running");
+        free(slash);
+        return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
 int main(int argc, char **argv)
 {
         struct manager_config cfg = {
@@ -179,6 +230,8 @@ int main(int argc, char **argv)
         r = parse_argv(argc, argv, &cfg, &h);
         if (r != 0)
                 return r > 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+        if (h.stop_embedded)
+                return stop_embedded(cfg.socket_path);
         r = manager_new(&cfg, &m, &err);
         /* capabilities before manager_start: it starts the transports'
          * receiver threads, and a thread keeps the capabilities it had */

@@ -52,8 +52,10 @@ static int on_embedded_exit(sd_event_source *s, int fd, uint32_t revents, void *
 {
         struct manager *m = userdata;
 
-        log_error("embedded appliance exited: the external memory it held is lost; memd stops "
-                  "(faults wait, none reads zeros)");
+        /* memd cannot start it again itself once hardened (no exec): it
+         * stops, and its restart starts the appliance on the same pool file */
+        log_error("embedded appliance exited: memd stops so that its restart starts it again "
+                  "on its pool file (faults wait, none reads zeros)");
         return sd_event_exit(m->event, -ECHILD);
 }
 
@@ -70,7 +72,8 @@ static int start_embedded(struct manager *m, struct xmem_error *err)
                 return xmem_error_set(err, negative_errno(), "mkdir %s: %m", dir);
         if (chmod(dir, 0700) < 0)
                 return xmem_error_set(err, negative_errno(), "chmod %s: %m", dir);
-        r = embedded_start(dir, m->cfg.embedded_size ?: EMBEDDED_DEFAULT_SIZE, m->cfg.chunk_size,
+        r = embedded_start(dir, m->cfg.state_dir ?: MANAGER_DEFAULT_STATE_DIR,
+                           m->cfg.embedded_size ?: EMBEDDED_DEFAULT_SIZE, m->cfg.chunk_size,
                            &m->embedded, err);
         if (r < 0)
                 return r;
@@ -239,7 +242,7 @@ void manager_free(struct manager *m)
         for (size_t i = 0; i < m->n_transports; i++)
                 xmem_transport_close(m->transports[i]);
         sd_event_source_disable_unref(m->embedded_src);
-        embedded_stop(m->embedded);
+        embedded_release(m->embedded); /* it outlives memd: docs/memd.md */
         sd_event_source_disable_unref(m->listen_src);
         sd_event_source_disable_unref(m->accept_retry_src);
         sd_event_source_disable_unref(m->timer_src);

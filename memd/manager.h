@@ -12,6 +12,8 @@
 
 #define MANAGER_MAX_APPLIANCES 16
 #define MANAGER_DEFAULT_SOCKET "/run/xmem/memd.sock"
+#define MANAGER_DEFAULT_STATE_DIR "/var/lib/xmem"
+#define MANAGER_DEFAULT_APPLIANCE_TIMEOUT_MS 30000
 
 struct manager_config {
         const char *socket_path;
@@ -24,6 +26,8 @@ struct manager_config {
         const char *secret_file; /* tcp appliances' secret (--appliance-secret-file) */
         const char *cgroup_root; /* CGROUP_FS_ROOT unless a test says otherwise */
         const char *container_dir; /* containers' socket dirs; NULL: SOCKET's dir/containers */
+        const char *state_dir;     /* --state-dir; NULL: MANAGER_DEFAULT_STATE_DIR */
+        unsigned appliance_timeout_ms; /* a fill gives up (SIGBUS) after this; 0: default */
         struct manager_bounds {
                 unsigned conns;               /* connections in all */
                 unsigned conns_per_container;

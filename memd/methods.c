@@ -81,7 +81,9 @@ static int method_attach(struct api_call *call, union api_params *p, struct xmem
                 ts = &m->transports[i];
                 n = 1;
         }
-        struct pager_opts po = {.workers = (int)m->cfg.fill_workers, .poll_us = m->cfg.poll_us};
+        struct pager_opts po = {.workers = (int)m->cfg.fill_workers,
+                                .poll_us = m->cfg.poll_us,
+                                .give_up_ms = m->cfg.appliance_timeout_ms};
         r = container_new(a, m->cg_version, m->cg_mount, ts, n, m->cfg.chunk_size, &po, &c, err);
         if (r < 0)
                 return r;

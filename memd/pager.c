@@ -494,6 +494,8 @@ int pager_new(const struct pager_opts *opts, struct pager **ret)
         pthread_cond_init(&p->cond, NULL);
         p->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         r = fill_pool_new(p->opts.max_chunk, (size_t)p->opts.workers, &p->fill);
+        if (r >= 0)
+                fill_pool_set_give_up(p->fill, p->opts.give_up_ms);
         if (p->efd < 0 || r < 0) {
                 pager_free(p);
                 return -ENOMEM;

@@ -25,6 +25,7 @@ struct pager_opts {
         uint32_t max_chunk; /* largest fill in bytes; 0 = default (2 MiB) */
         int workers;        /* fill workers: 0 = default (2); -1 = the fewest (1) */
         unsigned poll_us;   /* busy-poll this long after a fault; 0 = sleep in poll() */
+        unsigned give_up_ms; /* a fault's store unreachable this long: SIGBUS (0 = 30 s) */
 };
 
 struct pager;

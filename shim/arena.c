@@ -18,12 +18,9 @@
 
 static pthread_mutex_t sock_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static int uffd_create(int devfd, int *ret_uffd)
+static int uffd_create_with(int devfd, uint64_t features, int *ret_uffd)
 {
-        struct uffdio_api api = {
-                .api = UFFD_API,
-                .features = UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_WP_HUGETLBFS_SHMEM,
-        };
+        struct uffdio_api api = { .api = UFFD_API, .features = features };
         int uffd = ioctl(devfd, USERFAULTFD_IOC_NEW, O_CLOEXEC);
 
         if (uffd < 0)
@@ -35,6 +32,16 @@ static int uffd_create(int devfd, int *ret_uffd)
         }
         *ret_uffd = uffd;
         return 0;
+}
+
+/* With UFFD_FEATURE_POISON where the kernel has it (6.6): memd can then make
+ * a fault whose appliance is gone for good get SIGBUS (docs/pager.md). */
+static int uffd_create(int devfd, int *ret_uffd)
+{
+        const uint64_t need = UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_WP_HUGETLBFS_SHMEM;
+        int r = uffd_create_with(devfd, need | UFFD_FEATURE_POISON, ret_uffd);
+
+        return r == -EINVAL ? uffd_create_with(devfd, need, ret_uffd) : r;
 }
 
 /* Map MEMFD: at FIXED_BASE (a forked child: the parent's address) or at a

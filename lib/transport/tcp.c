@@ -39,7 +39,15 @@ struct tcp_conn {
         bool dead;       /* no receiver running: the next send reconnects */
         bool has_thread; /* a receiver was started and is not joined yet */
         pthread_t thread;
+        /* under send_lock: after a failed connect, the next one waits (10 ms
+         * doubling up to 500 ms), so a restarting appliance is not flooded */
+        uint64_t retry_at_ns;
+        unsigned backoff_ms;
+        int connect_err;
 };
+
+#define TCP_BACKOFF_MIN_MS 10u
+#define TCP_BACKOFF_MAX_MS 500u
 
 struct tcp_transport {
         struct xmem_transport base;
@@ -217,9 +225,19 @@ static int conn_ensure(struct tcp_conn *c, struct xmem_error *err)
                 c->has_thread = false;
         }
         c->fd = safe_close(c->fd);
+        if (c->retry_at_ns && transport_now_ns() < c->retry_at_ns)
+                return xmem_error_set(err, c->connect_err, "connect: %s (retrying later)",
+                                      strerror(-c->connect_err));
         r = tcp_sock_connect(&c->t->uri, c->t->timeout_ms, &c->t->secret, &fd, err);
-        if (r < 0)
+        if (r < 0) {
+                c->backoff_ms = c->backoff_ms ? MIN(2 * c->backoff_ms, TCP_BACKOFF_MAX_MS)
+                                              : TCP_BACKOFF_MIN_MS;
+                c->retry_at_ns = transport_now_ns() + c->backoff_ms * 1000000ull;
+                c->connect_err = r;
                 return r;
+        }
+        c->backoff_ms = 0;
+        c->retry_at_ns = 0;
         c->fd = fd;
         c->dead = false; /* no receiver yet: nobody else touches it */
         r = -pthread_create(&c->thread, NULL, conn_receiver, c);

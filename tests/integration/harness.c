@@ -313,21 +313,33 @@ void harness_memd_start(struct harness_memd *m, const char *dir_template,
         char notify[128];
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
         const char *argv[32] = { bin, "--socket", m->sock, "--log-level", "debug" };
+        char state[128];
+        bool has_state = false;
         int argc = 5, nfd;
         pid_t parent;
 
         cr_assert_not_null(bin, "XMEM_MEMD is not set (run through meson test)");
-        snprintf(m->dir, sizeof(m->dir), "%s", dir_template);
-        cr_assert_not_null(mkdtemp(m->dir));
+        if (dir_template) { /* else a restart in M->dir */
+                snprintf(m->dir, sizeof(m->dir), "%s", dir_template);
+                cr_assert_not_null(mkdtemp(m->dir));
+        }
         chmod(m->dir, 0755); /* a non-root caller must reach the socket */
         snprintf(m->sock, sizeof(m->sock), "%s/memd.sock", m->dir);
         snprintf(m->log, sizeof(m->log), "%s/memd.log", m->dir);
         snprintf(notify, sizeof(notify), "%s/notify", m->dir);
+        (void)unlink(notify); /* a restart: the last memd's is still there */
         snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", notify);
         nfd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
         cr_assert(bind(nfd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
-        for (; args && *args && argc < 31; args++)
+        for (; args && *args && argc < 29; args++) {
+                has_state |= strcmp(*args, "--state-dir") == 0;
                 argv[argc++] = *args;
+        }
+        if (!has_state) { /* never the host's /var/lib/xmem */
+                snprintf(state, sizeof(state), "%s/state", m->dir);
+                argv[argc++] = "--state-dir";
+                argv[argc++] = state;
+        }
         parent = getpid();
         m->pid = fork();
         cr_assert(m->pid >= 0);
@@ -340,6 +352,17 @@ void harness_memd_start(struct harness_memd *m, const char *dir_template,
                 _exit(127);
         }
         memd_wait_ready(m, nfd);
+}
+
+void harness_memd_stop_embedded(const struct harness_memd *m)
+{
+        char *argv[] = { getenv("XMEM_MEMD"), "--socket", (char *)m->sock, "--stop-embedded",
+                         NULL };
+        char out[512];
+        int st = harness_run_output(argv, m->sock, NULL, out, sizeof(out));
+
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+                fprintf(stderr, "harness: memd --stop-embedded failed (status %#x): %s\n", st, out);
 }
 
 int harness_memd_stop(struct harness_memd *m)
@@ -359,6 +382,8 @@ int harness_memd_stop(struct harness_memd *m)
                 }
                 m->pid = -1;
         }
+        if (m->dir[0])
+                harness_memd_stop_embedded(m);
         if (m->dir[0] && !getenv("XMEM_KEEP_TMP")) {
                 char cmd[128];
                 snprintf(cmd, sizeof(cmd), "rm -rf '%s'", m->dir);

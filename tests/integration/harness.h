@@ -81,7 +81,9 @@ struct harness_memd {
 };
 /* Start memd --socket SOCK --log-level debug ARGS (NULL-terminated, may be
  * NULL) and wait up to 10 s for READY=1 on our NOTIFY_SOCKET. DIR_TEMPLATE:
- * mkdtemp's template for M->dir. Aborts the test on failure. */
+ * mkdtemp's template for M->dir, or NULL to start again in M->dir (a
+ * restart). --state-dir DIR/state unless ARGS name one. Aborts the test on
+ * failure. */
 void harness_memd_start(struct harness_memd *m, const char *dir_template,
                         const char *const *args);
 
@@ -89,9 +91,12 @@ void harness_memd_start(struct harness_memd *m, const char *dir_template,
  * only one a shim may use. Returns BUF. */
 const char *harness_memd_ctr_socket(const struct harness_memd *m, const char *id, char *buf,
                                     size_t len);
-/* SIGTERM memd and wait; remove M->dir unless XMEM_KEEP_TMP is set. Returns
- * the wait status (-1 if it was not running). */
+/* SIGTERM memd and wait; stop its embedded appliance (it outlives memd);
+ * remove M->dir unless XMEM_KEEP_TMP is set. Returns the wait status (-1 if
+ * it was not running). */
 int harness_memd_stop(struct harness_memd *m);
+/* memd --socket M->sock --stop-embedded (its output into M->log). */
+void harness_memd_stop_embedded(const struct harness_memd *m);
 
 /* Run ARGV (execvp) with XMEM_SOCKET=SOCKET and LD_PRELOAD=PRELOAD (NULL:
  * unset), its stdout into OUT (NUL-terminated). Returns the wait status. */

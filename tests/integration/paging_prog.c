@@ -14,7 +14,13 @@
  *       memory by raw syscall(SYS_mmap) (the shim never sees it), touched
  *       page by page, STEP_US µs of sleep after each MiB; print "grown", wait.
  *       Check the external data and the own memory, print "verified", wait;
- *       "grow-ok". */
+ *       "grow-ok".
+ *   paging_prog sigbus MIB
+ *       MIB 1 MiB blocks from malloc: write, print "written", wait for a
+ *       line on stdin, then check every word. A SIGBUS (an appliance gone
+ *       for good) prints "sigbus code N" and exits 5; "read-ok" (exit 0)
+ *       when every word came back, "MISMATCH" (exit 2) on a wrong one. */
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -146,6 +152,31 @@ static int grow_run(uint64_t ext_mib, uint64_t own_mib, unsigned step_us)
         return 0;
 }
 
+static void on_sigbus(int sig, siginfo_t *si, void *uc)
+{
+        char line[64];
+        int n = snprintf(line, sizeof(line), "sigbus code %d\n", si->si_code);
+
+        (void)sig;
+        (void)uc;
+        (void)!write(1, line, (size_t)n);
+        _exit(5);
+}
+
+static int sigbus_run(uint64_t mib)
+{
+        struct sigaction sa = {.sa_sigaction = on_sigbus, .sa_flags = SA_SIGINFO};
+        uint64_t **blocks = alloc_blocks(mib);
+
+        sigaction(SIGBUS, &sa, NULL);
+        all_blocks(blocks, mib, -1, 0);
+        say("written");
+        wait_go();
+        all_blocks(blocks, mib, 0, -1);
+        say(bad_words ? "MISMATCH" : "read-ok");
+        return bad_words ? 2 : 0;
+}
+
 int main(int argc, char **argv)
 {
         int r;
@@ -155,9 +186,12 @@ int main(int argc, char **argv)
         else if (argc == 5 && strcmp(argv[1], "grow") == 0 && atoi(argv[2]) > 0)
                 r = grow_run(strtoull(argv[2], NULL, 10), strtoull(argv[3], NULL, 10),
                              (unsigned)atoi(argv[4]));
+        else if (argc == 3 && strcmp(argv[1], "sigbus") == 0 && atoi(argv[2]) > 0)
+                r = sigbus_run(strtoull(argv[2], NULL, 10));
         else {
                 fprintf(stderr, "usage: paging_prog verify MIB PASSES | "
-                                "paging_prog grow EXT_MIB OWN_MIB STEP_US\n");
+                                "paging_prog grow EXT_MIB OWN_MIB STEP_US | "
+                                "paging_prog sigbus MIB\n");
                 return 64;
         }
         fflush(stdout);

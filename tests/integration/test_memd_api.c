@@ -178,6 +178,7 @@ static void teardown(void)
                 rmdir(cg_dir);
         if (md.dir[0]) {
                 char cmd[128];
+                harness_memd_stop_embedded(&md); /* it outlives memd */
                 snprintf(cmd, sizeof(cmd), "rm -rf '%s'", md.dir);
                 (void)!system(cmd);
         }

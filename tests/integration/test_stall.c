@@ -53,7 +53,9 @@ static void setup(void)
                 harness_appliance_setup(&e.app[i], "1G");
         harness_memd_start(&e.md, "/tmp/xmem-test-stall.XXXXXX",
                            (const char *const[]){"--appliance", e.app[0].tcp_uri, "--appliance",
-                                                 e.app[1].tcp_uri, NULL});
+                                                 e.app[1].tcp_uri,
+                                                 /* A waits, it never gives up (SIGBUS) */
+                                                 "--appliance-timeout", "600s", NULL});
 }
 
 static void teardown(void)

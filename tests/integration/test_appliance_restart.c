@@ -1,0 +1,319 @@
+/* test_appliance_restart.c: memd and its containers across an appliance's
+ * death (issue 9, "Nothing lost"). A tcp appliance on a pool file killed
+ * with SIGKILL while a container pages and restarted on the same file: the
+ * container stalls, then finishes with every word verified. An appliance
+ * gone for good: the process faulting on it gets SIGBUS within memd's
+ * --appliance-timeout (never a zero page), a second container on another
+ * appliance finishes verified, and memd's control plane answers within a
+ * second while the first appliance is stopped. The embedded appliance
+ * outlives memd: a restarted memd finds it again. Root, /dev/userfaultfd, a
+ * memory cgroup controller (v1 or v2). */
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+#define WORK_MIB "128" /* each container's working set: 4 x its local limit */
+
+static struct {
+        struct harness_proc app[2];
+        struct harness_memd md;
+        struct harness_cg cg[2];
+        struct harness_child prog[2];
+        char pool[2][128]; /* app[i]'s pool file */
+        bool stopped;      /* app[0] is SIGSTOPped */
+} e;
+
+static const char *const ids[2] = {"ar-a", "ar-b"};
+
+static void setup(void)
+{
+        char name[64];
+
+        memset(&e, 0, sizeof(e));
+        for (int i = 0; i < 2; i++)
+                e.prog[i].pid = e.app[i].pid = -1;
+        if (!harness_is_root() || access("/dev/userfaultfd", F_OK) != 0)
+                return; /* the test skips */
+        for (int i = 0; i < 2; i++) {
+                snprintf(name, sizeof(name), "ar-test-%d-%c", (int)getpid(), 'a' + i);
+                if (!harness_cg_create(&e.cg[i], name))
+                        return; /* no memory controller: the test skips */
+        }
+}
+
+static void teardown(void)
+{
+        for (int i = 0; i < 2; i++)
+                harness_child_kill(&e.prog[i]);
+        if (e.stopped && e.app[0].pid > 0)
+                kill(e.app[0].pid, SIGCONT); /* a stopped process ignores SIGTERM */
+        if (e.md.pid > 0 || e.md.dir[0])
+                harness_memd_stop(&e.md);
+        for (int i = 0; i < 2; i++) {
+                if (e.app[i].dir[0])
+                        harness_cleanup(&e.app[i]);
+                harness_cg_remove(&e.cg[i]);
+        }
+}
+
+static void need_everything(void)
+{
+        harness_require_uffd();
+        if (!e.cg[0].version || !e.cg[1].version)
+                harness_skip(teardown, "needs a memory cgroup controller (v1 or v2)");
+}
+
+/* Appliance I on a pool file in its temp dir (a restart reuses both). */
+static void appliance_start(int i)
+{
+        if (!e.app[i].dir[0]) {
+                char dir[sizeof(e.app[i].dir)];
+                harness_init(&e.app[i]);
+                memcpy(dir, e.app[i].dir, sizeof(dir));
+                snprintf(e.pool[i], sizeof(e.pool[i]), "%s/pool", dir);
+        }
+        harness_appliance_start(
+            &e.app[i], (const char *const[]){"--pool-size", "1G", "--pool-file", e.pool[i], NULL});
+}
+
+static void attach(int i, int app)
+{
+        char out[1024];
+
+        cr_assert(harness_ctl(&e.md, out, sizeof(out),
+                              (const char *const[]){"attach", ids[i], "--cgroup", e.cg[i].path,
+                                                    "--local-limit", "32M", "--external", "512M",
+                                                    "--appliance", e.app[app].tcp_uri, NULL}),
+                  "attach %s: %s (see %s)", ids[i], out, e.md.log);
+}
+
+static void run_prog(int i, const char *const *args)
+{
+        const char *prog = getenv("XMEM_PAGING_PROG"), *shim = getenv("XMEM_SHIM");
+        const char *argv[8] = {prog};
+        char pre[300], sockenv[200], ctr[160];
+        int n = 1;
+
+        cr_assert(prog && shim, "XMEM_PAGING_PROG and XMEM_SHIM must be set (meson test)");
+        for (; *args && n < 7; args++)
+                argv[n++] = *args;
+        snprintf(pre, sizeof(pre), "LD_PRELOAD=%s", shim);
+        snprintf(sockenv, sizeof(sockenv), "XMEM_SOCKET=%s",
+                 harness_memd_ctr_socket(&e.md, ids[i], ctr, sizeof(ctr)));
+        harness_child_spawn(&e.prog[i], argv, (const char *const[]){pre, sockenv, NULL}, &e.cg[i],
+                            false);
+}
+
+static long now_ms(void)
+{
+        struct timespec t;
+
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        return t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* Read program I's lines until one starts with WANT or TIMEOUT_MS pass;
+ * LAST: the last line seen. True when WANT came. */
+static bool follow(int i, const char *want, int timeout_ms, char *last, size_t len)
+{
+        long deadline = now_ms() + timeout_ms;
+        char line[256];
+
+        last[0] = 0;
+        while (harness_child_line(&e.prog[i], line, sizeof(line), (int)(deadline - now_ms())) ==
+               1) {
+                snprintf(last, len, "%s", line);
+                if (strncmp(line, want, strlen(want)) == 0)
+                        return true;
+        }
+        return false;
+}
+
+/* Does memd's log hold WHAT? */
+static bool memd_logged(const char *what)
+{
+        char cmd[300];
+
+        snprintf(cmd, sizeof(cmd), "grep -q '%s' '%s'", what, e.md.log);
+        return system(cmd) == 0;
+}
+
+Test(appliance_restart, sigkill_and_restart_on_pool_file, .init = setup, .fini = teardown,
+     .timeout = 420)
+{
+        char last[256];
+        int st;
+
+        need_everything();
+        appliance_start(0);
+        harness_memd_start(&e.md, "/tmp/ar-restart.XXXXXX",
+                           (const char *const[]){"--appliance", e.app[0].tcp_uri,
+                                                 "--appliance-timeout", "300s", NULL});
+        attach(0, 0);
+        run_prog(0, (const char *const[]){"verify", WORK_MIB, "6", NULL});
+        cr_assert(follow(0, "pass 1", 120000, last, sizeof(last)),
+                  "no first pass within 120 s (last line '%s', see %s)", last, e.md.log);
+
+        /* the appliance dies mid-run: pages in flight, dirty pages waiting */
+        harness_kill(&e.app[0]);
+        cr_expect(!follow(0, "paging-ok", 2000, last, sizeof(last)) &&
+                      harness_child_alive(&e.prog[0]),
+                  "the workload finished or died without its appliance (last line '%s')", last);
+        appliance_start(0); /* same port, same pool file */
+
+        cr_assert(follow(0, "paging-ok", 300000, last, sizeof(last)),
+                  "the workload did not finish after the restart (last line '%s', see %s)", last,
+                  e.md.log);
+        st = harness_child_wait(&e.prog[0], 10000);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "paging_prog status %#x", st);
+        cr_expect(memd_logged("store failed"), "memd did not log the outage (see %s)", e.md.log);
+        cr_expect(memd_logged("store answers again"), "memd did not log the recovery (see %s)",
+                  e.md.log);
+}
+
+/* xmemctl list, timed: true when it answered within a second. */
+static bool list_fast(long *ret_ms)
+{
+        char out[4096];
+        long t0 = now_ms();
+        bool ok = harness_ctl(&e.md, out, sizeof(out), (const char *const[]){"list", NULL});
+
+        *ret_ms = now_ms() - t0;
+        return ok && *ret_ms < 1000;
+}
+
+Test(appliance_restart, gone_for_good_sigbus_others_unaffected, .init = setup, .fini = teardown,
+     .timeout = 420)
+{
+        char last[256];
+        long ms;
+        int st;
+
+        need_everything();
+        appliance_start(0);
+        appliance_start(1);
+        harness_memd_start(&e.md, "/tmp/ar-gone.XXXXXX",
+                           (const char *const[]){"--appliance", e.app[0].tcp_uri, "--appliance",
+                                                 e.app[1].tcp_uri, "--appliance-timeout", "3s",
+                                                 NULL});
+        attach(0, 0);
+        attach(1, 1);
+        run_prog(0, (const char *const[]){"sigbus", WORK_MIB, NULL});
+        cr_assert(follow(0, "written", 120000, last, sizeof(last)),
+                  "A did not write within 120 s (last line '%s', see %s)", last, e.md.log);
+
+        /* A's appliance stops answering while A reads its data back */
+        cr_assert_eq(kill(e.app[0].pid, SIGSTOP), 0);
+        e.stopped = true;
+        harness_child_say(&e.prog[0], "go");
+        run_prog(1, (const char *const[]){"verify", WORK_MIB, "2", NULL});
+        sleep(1);
+        for (int i = 0; i < 5; i++, usleep(200000))
+                cr_expect(list_fast(&ms), "xmemctl list took %ld ms with an appliance stopped", ms);
+
+        /* ... and never comes back */
+        harness_kill(&e.app[0]);
+        e.stopped = false;
+        cr_assert(follow(0, "sigbus", 60000, last, sizeof(last)),
+                  "A got no SIGBUS within 60 s of its appliance's death (last line '%s', see %s)",
+                  last, e.md.log);
+        st = harness_child_wait(&e.prog[0], 10000);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 5, "A's status %#x, want exit 5", st);
+        cr_expect(memd_logged("SIGBUS"), "memd did not log why (see %s)", e.md.log);
+
+        cr_assert(follow(1, "paging-ok", 180000, last, sizeof(last)),
+                  "B did not finish (last line '%s', see %s)", last, e.md.log);
+        st = harness_child_wait(&e.prog[1], 10000);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "B's status %#x", st);
+        cr_expect(list_fast(&ms), "xmemctl list took %ld ms after the appliance died", ms);
+}
+
+/* The pid in the embedded appliance's pid file under memd's directory. */
+static pid_t embedded_pid(void)
+{
+        char path[192];
+        long pid = -1;
+        FILE *f;
+
+        snprintf(path, sizeof(path), "%s/appliance/embedded.pid", e.md.dir);
+        f = fopen(path, "r");
+        if (f) {
+                if (fscanf(f, "%ld", &pid) != 1)
+                        pid = -1;
+                fclose(f);
+        }
+        return (pid_t)pid;
+}
+
+/* Running, not a zombie (an orphan waits for whoever adopted it to reap it). */
+static bool alive(pid_t pid)
+{
+        char path[64], buf[256], *paren;
+        FILE *f;
+        bool ok = false;
+
+        snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+        f = fopen(path, "r");
+        if (f) {
+                ok = fgets(buf, sizeof(buf), f) && (paren = strrchr(buf, ')')) && paren[1] == ' ' &&
+                     paren[2] != 'Z' && paren[2] != 'X';
+                fclose(f);
+        }
+        return ok;
+}
+
+static void sigkill_memd(void)
+{
+        kill(e.md.pid, SIGKILL);
+        waitpid(e.md.pid, NULL, 0);
+        e.md.pid = -1;
+}
+
+Test(appliance_restart, embedded_outlives_memd, .init = setup, .fini = teardown, .timeout = 120)
+{
+        const char *const args[] = {"--embedded-appliance", "64M", NULL};
+        char pool[192];
+        struct stat st;
+        pid_t pid;
+
+        if (!harness_is_root())
+                harness_skip(teardown, "needs root");
+        harness_memd_start(&e.md, "/tmp/ar-embedded.XXXXXX", args);
+        pid = embedded_pid();
+        cr_assert_gt(pid, 1, "no pid file for the embedded appliance (see %s)", e.md.log);
+        snprintf(pool, sizeof(pool), "%s/state/embedded-pool", e.md.dir);
+        cr_assert_eq(stat(pool, &st), 0, "no pool file %s", pool);
+
+        /* SIGTERM and SIGKILL of memd leave it running; a new memd takes it */
+        kill(e.md.pid, SIGTERM);
+        waitpid(e.md.pid, NULL, 0);
+        e.md.pid = -1;
+        cr_assert(alive(pid), "memd's SIGTERM stopped the embedded appliance");
+        harness_memd_start(&e.md, NULL, args);
+        cr_assert_eq(embedded_pid(), pid, "a restarted memd started another appliance");
+        sigkill_memd();
+        cr_assert(alive(pid), "memd's death killed the embedded appliance");
+
+        /* dead appliance: the next memd starts one on the same pool file */
+        kill(pid, SIGKILL);
+        for (int i = 0; i < 100 && alive(pid); i++)
+                usleep(10000);
+        harness_memd_start(&e.md, NULL, args);
+        cr_assert(embedded_pid() > 1 && embedded_pid() != pid && alive(embedded_pid()),
+                  "no new embedded appliance after the old one died (see %s)", e.md.log);
+
+        /* --stop-embedded stops it, and says so */
+        pid = embedded_pid();
+        harness_memd_stop(&e.md); /* SIGTERM, then --stop-embedded */
+        for (int i = 0; i < 100 && alive(pid); i++)
+                usleep(10000);
+        cr_assert(!alive(pid), "--stop-embedded left the appliance running");
+}
