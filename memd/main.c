@@ -23,6 +23,8 @@ static void help(void)
             "  --socket PATH               the admin API socket, mode 0600 (default %s)\n"
             "  --container-dir DIR         where each container's own socket directory is\n"
             "                              made (default: the socket's directory/containers)\n"
+            "  --state-dir DIR             memd's state, re-adopted after a restart\n"
+            "                              (default /var/lib/xmem; one memd per directory)\n"
             "  --appliance URI             an appliance (tcp://HOST:PORT, unix://, shm://);\n"
             "                              repeat to stripe over several\n"
             "  --appliance-secret-file PATH  the secret of the tcp appliances (their\n"
@@ -65,6 +67,7 @@ static int parse_argv(int argc, char **argv, struct manager_config *cfg, struct 
         static const struct option opts[] = {
             {"socket", required_argument, NULL, 's'},
             {"container-dir", required_argument, NULL, 'D'},
+            {"state-dir", required_argument, NULL, 'T'},
             {"appliance-secret-file", required_argument, NULL, 'K'},
             {"appliance", required_argument, NULL, 'a'},
             {"embedded-appliance", required_argument, NULL, 'e'},
@@ -95,6 +98,11 @@ static int parse_argv(int argc, char **argv, struct manager_config *cfg, struct 
                                 return bad_arg("--container-dir", optarg,
                                                "must be an absolute path");
                         cfg->container_dir = optarg;
+                        break;
+                case 'T':
+                        if (optarg[0] != '/')
+                                return bad_arg("--state-dir", optarg, "must be an absolute path");
+                        cfg->state_dir = optarg;
                         break;
                 case 'K':
                         cfg->secret_file = optarg;

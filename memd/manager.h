@@ -24,6 +24,7 @@ struct manager_config {
         const char *secret_file; /* tcp appliances' secret (--appliance-secret-file) */
         const char *cgroup_root; /* CGROUP_FS_ROOT unless a test says otherwise */
         const char *container_dir; /* containers' socket dirs; NULL: SOCKET's dir/containers */
+        const char *state_dir; /* memd's state (memd/state.h); NULL: /var/lib/xmem */
         struct manager_bounds {
                 unsigned conns;               /* connections in all */
                 unsigned conns_per_container;

@@ -306,23 +306,21 @@ const char *harness_memd_ctr_socket(const struct harness_memd *m, const char *id
         return buf;
 }
 
-void harness_memd_start(struct harness_memd *m, const char *dir_template,
-                        const char *const *args)
+/* Start memd in M->dir (made already) with its state in DIR/state. */
+static void memd_exec(struct harness_memd *m, const char *const *args)
 {
         const char *bin = getenv("XMEM_MEMD");
-        char notify[128];
+        char notify[128], state[128];
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
-        const char *argv[32] = { bin, "--socket", m->sock, "--log-level", "debug" };
-        int argc = 5, nfd;
+        const char *argv[32] = { bin, "--socket", m->sock, "--log-level", "debug",
+                                 "--state-dir", state };
+        int argc = 7, nfd;
         pid_t parent;
 
         cr_assert_not_null(bin, "XMEM_MEMD is not set (run through meson test)");
-        snprintf(m->dir, sizeof(m->dir), "%s", dir_template);
-        cr_assert_not_null(mkdtemp(m->dir));
-        chmod(m->dir, 0755); /* a non-root caller must reach the socket */
-        snprintf(m->sock, sizeof(m->sock), "%s/memd.sock", m->dir);
-        snprintf(m->log, sizeof(m->log), "%s/memd.log", m->dir);
+        snprintf(state, sizeof(state), "%s/state", m->dir);
         snprintf(notify, sizeof(notify), "%s/notify", m->dir);
+        (void)unlink(notify);
         snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", notify);
         nfd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
         cr_assert(bind(nfd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
@@ -340,6 +338,53 @@ void harness_memd_start(struct harness_memd *m, const char *dir_template,
                 _exit(127);
         }
         memd_wait_ready(m, nfd);
+}
+
+void harness_memd_start(struct harness_memd *m, const char *dir_template,
+                        const char *const *args)
+{
+        snprintf(m->dir, sizeof(m->dir), "%s", dir_template);
+        cr_assert_not_null(mkdtemp(m->dir));
+        chmod(m->dir, 0755); /* a non-root caller must reach the socket */
+        snprintf(m->sock, sizeof(m->sock), "%s/memd.sock", m->dir);
+        snprintf(m->log, sizeof(m->log), "%s/memd.log", m->dir);
+        memd_exec(m, args);
+}
+
+void harness_memd_restart(struct harness_memd *m, const char *const *args)
+{
+        cr_assert(m->dir[0] && m->pid <= 0, "harness_memd_restart: memd still running");
+        memd_exec(m, args);
+}
+
+int harness_memd_kill(struct harness_memd *m)
+{
+        int status = -1;
+
+        if (m->pid > 0) {
+                kill(m->pid, SIGKILL);
+                waitpid(m->pid, &status, 0);
+                m->pid = -1;
+        }
+        return status;
+}
+
+int harness_memd_term(struct harness_memd *m)
+{
+        int status = -1;
+        pid_t got = 0;
+
+        if (m->pid <= 0)
+                return -1;
+        kill(m->pid, SIGTERM);
+        for (int i = 0; i < 3000 && (got = waitpid(m->pid, &status, WNOHANG)) == 0; i++)
+                usleep(10000);
+        if (got == 0) {
+                kill(m->pid, SIGKILL);
+                waitpid(m->pid, &status, 0);
+        }
+        m->pid = -1;
+        return status;
 }
 
 int harness_memd_stop(struct harness_memd *m)

@@ -79,11 +79,19 @@ struct harness_memd {
         char sock[128]; /* DIR/memd.sock */
         char log[128];  /* DIR/memd.log: its stderr */
 };
-/* Start memd --socket SOCK --log-level debug ARGS (NULL-terminated, may be
+/* Start memd --socket SOCK --log-level debug --state-dir DIR/state ARGS (NULL-terminated, may be
  * NULL) and wait up to 10 s for READY=1 on our NOTIFY_SOCKET. DIR_TEMPLATE:
  * mkdtemp's template for M->dir. Aborts the test on failure. */
 void harness_memd_start(struct harness_memd *m, const char *dir_template,
                         const char *const *args);
+
+/* Start memd again in M->dir (same sockets and state directory, DIR/state)
+ * after harness_memd_kill or harness_memd_term. */
+void harness_memd_restart(struct harness_memd *m, const char *const *args);
+/* SIGKILL memd and reap it (its directory stays); the wait status. */
+int harness_memd_kill(struct harness_memd *m);
+/* SIGTERM memd and reap it within 30 s (else SIGKILL); its directory stays. */
+int harness_memd_term(struct harness_memd *m);
 
 /* The socket memd made for container ID (DIR/containers/ID/memd.sock): the
  * only one a shim may use. Returns BUF. */
