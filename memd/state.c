@@ -37,7 +37,7 @@ static const struct json_field top_fields[] = {
     {"policy", JSON_FIELD_STRING, true, offsetof(struct state_top, policy)},
     {"appliance", JSON_FIELD_STRING, false, offsetof(struct state_top, appliance)},
     {"chunk_size", JSON_FIELD_U64, true, offsetof(struct state_top, chunk_size)},
-    {"processes", JSON_FIELD_OBJECT, true, offsetof(struct state_top, processes)},
+    {"processes", JSON_FIELD_ARRAY, true, offsetof(struct state_top, processes)},
     {},
 };
 
@@ -52,7 +52,7 @@ static const struct json_field proc_fields[] = {
     {"arena_size", JSON_FIELD_U64, true, offsetof(struct state_proc_in, arena_size)},
     {"memfd_ino", JSON_FIELD_U64, true, offsetof(struct state_proc_in, memfd_ino)},
     {"acct_slot", JSON_FIELD_U64, true, offsetof(struct state_proc_in, acct_slot)},
-    {"regions", JSON_FIELD_OBJECT, true, offsetof(struct state_proc_in, regions)},
+    {"regions", JSON_FIELD_ARRAY, true, offsetof(struct state_proc_in, regions)},
     {},
 };
 

@@ -226,3 +226,31 @@ int shim_proto_fork(int sock, char *ret_token, size_t token_len)
         strcpy(ret_token, token);
         return 0;
 }
+
+int shim_proto_resume(int sock, uint64_t base, uint64_t size, int memfd, int uffd)
+{
+        char req[192], buf[PROTO_REPLY_MAX];
+        int send[2] = { memfd, uffd }, fds[1];
+        size_t n_fds = 1;
+        ssize_t n;
+        bool ok;
+        int r;
+
+        snprintf(req, sizeof(req),
+                 "{\"xmem\":1,\"method\":\"shim.resume\",\"params\":{\"base\":%llu,"
+                 "\"size\":%llu}}",
+                 (unsigned long long)base, (unsigned long long)size);
+        r = send_with_fds(sock, req, strlen(req), send, 2);
+        if (r < 0)
+                return r;
+        n = recv_with_fds(sock, buf, PROTO_REPLY_MAX, fds, &n_fds);
+        if (n < 0)
+                return (int)n;
+        close_fds(fds, n_fds);
+        if (n == 0 || n >= PROTO_REPLY_MAX)
+                return n == 0 ? -ECONNRESET : -EMSGSIZE;
+        r = jscan_get_bool((char *)buf, (size_t)n, NULL, "ok", &ok);
+        if (r < 0)
+                return -EBADMSG;
+        return ok && n_fds == 0 ? 0 : -EREMOTEIO;
+}
