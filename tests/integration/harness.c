@@ -357,29 +357,18 @@ void harness_memd_restart(struct harness_memd *m, const char *const *args)
         memd_exec(m, args);
 }
 
-int harness_memd_kill(struct harness_memd *m)
-{
-        int status = -1;
-
-        if (m->pid > 0) {
-                kill(m->pid, SIGKILL);
-                waitpid(m->pid, &status, 0);
-                m->pid = -1;
-        }
-        return status;
-}
-
-int harness_memd_term(struct harness_memd *m)
+int harness_memd_signal(struct harness_memd *m, int sig)
 {
         int status = -1;
         pid_t got = 0;
 
         if (m->pid <= 0)
                 return -1;
-        kill(m->pid, SIGTERM);
+        kill(m->pid, sig);
         for (int i = 0; i < 3000 && (got = waitpid(m->pid, &status, WNOHANG)) == 0; i++)
                 usleep(10000);
-        if (got == 0) {
+        if (got == 0) { /* hung for 30 s */
+                fprintf(stderr, "harness: memd ignored signal %d for 30 s, killing it\n", sig);
                 kill(m->pid, SIGKILL);
                 waitpid(m->pid, &status, 0);
         }
@@ -389,21 +378,8 @@ int harness_memd_term(struct harness_memd *m)
 
 int harness_memd_stop(struct harness_memd *m)
 {
-        int status = -1;
+        int status = harness_memd_signal(m, SIGTERM);
 
-        if (m->pid > 0) {
-                pid_t got = 0;
-
-                kill(m->pid, SIGTERM);
-                for (int i = 0; i < 3000 && (got = waitpid(m->pid, &status, WNOHANG)) == 0; i++)
-                        usleep(10000);
-                if (got == 0) { /* hung for 30 s */
-                        fprintf(stderr, "harness: memd ignored SIGTERM for 30 s, killing it\n");
-                        kill(m->pid, SIGKILL);
-                        waitpid(m->pid, &status, 0);
-                }
-                m->pid = -1;
-        }
         if (m->dir[0] && !getenv("XMEM_KEEP_TMP")) {
                 char cmd[128];
                 snprintf(cmd, sizeof(cmd), "rm -rf '%s'", m->dir);

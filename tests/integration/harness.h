@@ -86,12 +86,11 @@ void harness_memd_start(struct harness_memd *m, const char *dir_template,
                         const char *const *args);
 
 /* Start memd again in M->dir (same sockets and state directory, DIR/state)
- * after harness_memd_kill or harness_memd_term. */
+ * after harness_memd_signal. */
 void harness_memd_restart(struct harness_memd *m, const char *const *args);
-/* SIGKILL memd and reap it (its directory stays); the wait status. */
-int harness_memd_kill(struct harness_memd *m);
-/* SIGTERM memd and reap it within 30 s (else SIGKILL); its directory stays. */
-int harness_memd_term(struct harness_memd *m);
+/* Send SIG to memd and reap it (SIGKILL after 30 s); its directory stays.
+ * Returns the wait status (-1 if it was not running). */
+int harness_memd_signal(struct harness_memd *m, int sig);
 
 /* The socket memd made for container ID (DIR/containers/ID/memd.sock): the
  * only one a shim may use. Returns BUF. */

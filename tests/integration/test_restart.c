@@ -107,8 +107,8 @@ static bool log_has(const char *what)
         return system(cmd) == 0;
 }
 
-/* The workload runs across a memd stop (STOP: kill or term) and restart. */
-static void across_restart(int (*stop)(struct harness_memd *))
+/* The workload runs across a memd stop (signal SIG) and restart. */
+static void across_restart(int sig)
 {
         char stats[8192];
         int st;
@@ -118,7 +118,7 @@ static void across_restart(int (*stop)(struct harness_memd *))
         /* 160 MiB through a 64 MiB limit: every pass pages it all out and in */
         start_prog(&e.prog, "sd-r", "160", "12");
         expect_line(&e.prog, "pass 2 ok", 120000);
-        stop(&e.md);
+        harness_memd_signal(&e.md, sig);
         /* memd away: the process waits on its faults, it is not killed */
         usleep(500000);
         cr_assert(harness_child_alive(&e.prog), "the workload died with memd");
@@ -138,14 +138,14 @@ static void across_restart(int (*stop)(struct harness_memd *))
 
 Test(restart, memd_sigkill_mid_paging, .init = setup, .fini = teardown, .timeout = 360)
 {
-        across_restart(harness_memd_kill);
+        across_restart(SIGKILL);
 }
 
 /* A clean stop writes back, frees nothing: the regions are still there for
  * the next memd (else re-opening them fails and the process is not resumed). */
 Test(restart, memd_sigterm_keeps_regions, .init = setup, .fini = teardown, .timeout = 360)
 {
-        across_restart(harness_memd_term);
+        across_restart(SIGTERM);
         cr_expect(log_has("signal 15: stopping"), "see %s", e.md.log);
         cr_expect(!log_has("its regions are left"), "see %s", e.md.log);
 }
@@ -158,7 +158,7 @@ Test(restart, corrupt_state_file_moved_aside, .init = setup, .fini = teardown, .
 
         need_setup();
         attach("sd-good", e.cg.path);
-        harness_memd_term(&e.md);
+        harness_memd_signal(&e.md, SIGTERM);
         snprintf(path, sizeof(path), "%s/state/containers/sd-bad.json", e.md.dir);
         snprintf(aside, sizeof(aside), "%s.bad", path);
         fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
