@@ -68,6 +68,12 @@ static int dispatch_one(json_object *v, const struct json_field *f, const char *
                                               f->name);
                 *(json_object **)(out + f->offset) = v;
                 return 0;
+        case JSON_FIELD_ARRAY:
+                if (!json_object_is_type(v, json_type_array))
+                        return xmem_error_set(err, -EINVAL, "%s%s%s: must be an array", where, dot,
+                                              f->name);
+                *(json_object **)(out + f->offset) = v;
+                return 0;
         case JSON_FIELD_SIZE:
                 if (json_object_is_type(v, json_type_string)) {
                         uint64_t sz;

@@ -27,6 +27,7 @@ enum json_field_type {
         JSON_FIELD_SIZE,    /* uint64_t from an integer or a size string ("64M") */
         JSON_FIELD_BOOL,    /* bool */
         JSON_FIELD_OBJECT,  /* json_object * (borrowed) */
+        JSON_FIELD_ARRAY,   /* json_object * of an array (borrowed) */
 };
 
 struct json_field {

@@ -8,8 +8,9 @@
 #include "arena.h"
 #include "macro.h"
 
-int arena_new(uint64_t size, uint32_t chunk_size, struct store *store, bool fresh,
-              struct arena **ret)
+/* The arena's state, all pages FREE, no memfd yet. */
+static int arena_alloc(uint64_t size, uint32_t chunk_size, struct store *store, bool fresh,
+                       struct arena **ret)
 {
         struct arena *a;
 
@@ -39,12 +40,59 @@ int arena_new(uint64_t size, uint32_t chunk_size, struct store *store, bool fres
         }
         for (uint64_t i = 0; i < a->n_chunks; i++)
                 a->stored[i] = !fresh;
+        *ret = a;
+        return 0;
+}
+
+int arena_new(uint64_t size, uint32_t chunk_size, struct store *store, bool fresh,
+              struct arena **ret)
+{
+        struct arena *a;
+        int r = arena_alloc(size, chunk_size, store, fresh, &a);
+
+        if (r < 0)
+                return r;
+        size = a->size;
         /* sealed at its size: the process it is handed to can neither grow
          * it past the external quota nor shrink it under memd's pages */
         a->memfd = memfd_create("xmem-arena", MFD_CLOEXEC | MFD_ALLOW_SEALING);
         if (a->memfd < 0 || ftruncate(a->memfd, (off_t)size) < 0 ||
             fcntl(a->memfd, F_ADD_SEALS, F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL) < 0) {
-                int r = -errno;
+                r = -errno;
+                arena_free(a);
+                return r;
+        }
+        *ret = a;
+        return 0;
+}
+
+int arena_adopt(int memfd, uint64_t size, uint32_t chunk_size, struct store *store,
+                struct arena **ret)
+{
+        struct arena *a;
+        off_t at = 0, end;
+        int r = arena_alloc(size, chunk_size, store, false, &a);
+
+        if (r < 0)
+                return r;
+        a->memfd = memfd;
+        /* The pages in the memfd are whatever the process wrote since the
+         * last write-back: dirty, to be written back before they go. */
+        while ((at = lseek(memfd, at, SEEK_DATA)) >= 0 && (uint64_t)at < a->size) {
+                end = lseek(memfd, at, SEEK_HOLE);
+                if (end < 0 || (uint64_t)end > a->size)
+                        end = (off_t)a->size;
+                for (uint64_t c = (uint64_t)at / chunk_size;
+                     c < a->n_chunks && c * chunk_size < (uint64_t)end; c++) {
+                        a->state[c] = CHUNK_DIRTY;
+                        a->referenced[c] = 1;
+                        a->resident_chunks++;
+                }
+                at = end;
+        }
+        if (at < 0 && errno != ENXIO) { /* ENXIO: no data beyond */
+                r = -errno;
+                a->memfd = -1;
                 arena_free(a);
                 return r;
         }

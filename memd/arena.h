@@ -75,6 +75,12 @@ struct arena {
 int arena_new(uint64_t size, uint32_t chunk_size, struct store *store, bool fresh,
               struct arena **ret);
 void arena_free(struct arena *a);
+/* The arena of a process that kept its MEMFD (taken over) across a memd
+ * restart: every page with data in the memfd is resident and DIRTY (it may
+ * hold writes never written back), every other page is read from STORE
+ * (never-written ones come back as zeros). */
+int arena_adopt(int memfd, uint64_t size, uint32_t chunk_size, struct store *store,
+                struct arena **ret);
 
 /* Attach the faulting process's userfaultfd (taken over: closed by arena_free)
  * and the address where that process mapped the memfd. */

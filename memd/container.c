@@ -10,10 +10,12 @@
 
 #include "arena.h"
 #include "container.h"
+#include "log.h"
 #include "macro.h"
 #include "pages.h"
 #include "pager.h"
 #include "residency.h"
+#include "state.h"
 #include "store.h"
 #include "transport/transport.h"
 
@@ -280,11 +282,41 @@ int container_add_process(struct container *c, pid_t pid, int pidfd, struct stor
         p->pidfd = pidfd;
         p->forked = from_store != NULL;
         p->container = c;
+        r = container_process_record(p, err);
+        if (r < 0) {
+                safe_close(pidfd);
+                arena_free(p->arena);
+                store_free(store);
+                return r;
+        }
         acct_take_slot(c, p);
         p->next = c->processes;
         c->processes = p;
         c->n_processes++;
+        /* on disk before the process gets its arena: a restarted memd finds it */
+        if (c->saved && (r = state_save(c->manager, c, err)) < 0) {
+                container_remove_process(c, p);
+                p = NULL; /* freed there */
+                return r;
+        }
         *ret = TAKE_PTR(p);
+        return 0;
+}
+
+int container_process_record(struct process *p, struct xmem_error *err)
+{
+        struct stat st;
+        int r;
+
+        r = state_proc_start_time(p->pid, &p->start_time);
+        if (r < 0)
+                return xmem_error_set(err, r, "process %d: start time: %s", (int)p->pid,
+                                      strerror(-r));
+        if (p->arena) {
+                if (fstat(p->arena->memfd, &st) < 0)
+                        return xmem_error_set(err, negative_errno(), "arena memfd: %m");
+                p->memfd_ino = st.st_ino;
+        }
         return 0;
 }
 
@@ -332,12 +364,21 @@ int container_register(struct container *c, struct process *p, int uffd, uint64_
 
 void container_remove_process(struct container *c, struct process *p)
 {
+        struct xmem_error err = {};
+
         for (struct process **pp = &c->processes; *pp; pp = &(*pp)->next)
                 if (*pp == p) {
                         *pp = p->next;
                         c->n_processes--;
                         break;
                 }
+        /* off the disk before its regions go; if that fails they stay on the
+         * appliance (leaked rather than a later memd finding them gone) */
+        if (c->saved && state_save(c->manager, c, &err) < 0) {
+                log_error("container %s: process %d: %s: its regions are left on the appliance",
+                          c->id, (int)p->pid, xmem_error_str(&err));
+                store_xmem_keep(p->store);
+        }
         if (p->registered) {
                 pager_remove(c->pager, p->arena);
                 residency_remove_arena(c->residency, p->arena);
@@ -349,6 +390,20 @@ void container_remove_process(struct container *c, struct process *p)
         /* it exited or exec'd: whatever it charged is gone with it */
         acct_release_slot(c, p);
         free(p);
+}
+
+void container_keep(struct container *c)
+{
+        c->saved = false; /* the file stays as it is for the next memd */
+        for (struct process *p = c->processes; p; p = p->next) {
+                if (p->registered) {
+                        int r = residency_flush_arena(c->residency, p->arena, NULL, NULL);
+                        if (r < 0) /* still resident in the process's memfd: not lost */
+                                log_error("container %s: process %d: writing back: %s", c->id,
+                                          (int)p->pid, strerror(-r));
+                }
+                store_xmem_keep(p->store);
+        }
 }
 
 struct fork_clone {
@@ -442,10 +497,13 @@ static json_object *process_json(const struct container *c, const struct process
         json_object *o = json_object_new_object();
 
         json_object_object_add(o, "pid", json_object_new_int(p->pid));
-        json_object_object_add(o, "arena_size", u64(p->arena->size));
-        json_object_object_add(o, "base", u64(p->arena->base));
+        json_object_object_add(o, "arena_size", u64(p->store->size));
+        json_object_object_add(o, "base", u64(p->arena ? p->arena->base : 0));
+        if (p->pending)
+                json_object_object_add(o, "pending", json_object_new_boolean(true));
         json_object_object_add(o, "registered", json_object_new_boolean(p->registered));
-        json_object_object_add(o, "resident_bytes", u64(arena_resident_bytes(p->arena)));
+        json_object_object_add(o, "resident_bytes",
+                               u64(p->arena ? arena_resident_bytes(p->arena) : 0));
         json_object_object_add(o, "acct_slot", json_object_new_int((int)p->acct_slot));
         json_object_object_add(o, "local_bytes",
                                u64(__atomic_load_n(&s->local_bytes, __ATOMIC_RELAXED)));

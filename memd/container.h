@@ -30,6 +30,13 @@ struct process {
         bool registered;       /* its faults are served (shim.register done) */
         bool forked;           /* served from a fork clone */
         uint32_t acct_slot;    /* its slot in the accounting page (0: the shared overflow slot) */
+        /* The state directory's record (memd/state.h): the start time tells a
+         * reused pid apart, the memfd's inode the arena shim.resume must send.
+         * PENDING: re-adopted from the state directory by a restarted memd,
+         * no arena yet: its shim has not said shim.resume (memd/adopt.c). */
+        uint64_t start_time;
+        uint64_t memfd_ino;
+        bool pending;
         struct container *container;
         struct process *next;
 };
@@ -65,6 +72,9 @@ struct container {
         double rate_tokens;
         uint64_t rate_at_usec;
         struct manager *manager;
+        /* Its state file exists: every change of its processes rewrites it
+         * (memd/state.c) before memd acts on the change. */
+        bool saved;
         struct container *next;
 };
 
@@ -97,10 +107,16 @@ int container_add_process(struct container *c, pid_t pid, int pidfd, struct stor
                           const uint8_t *written, uint64_t size, struct process **ret,
                           struct xmem_error *err);
 struct process *container_find_process(struct container *c, pid_t pid);
+/* P's start time and its arena memfd's inode, for the state file. */
+int container_process_record(struct process *p, struct xmem_error *err);
 /* Serve P's faults: its uffd (taken over) and where it mapped the arena. */
 int container_register(struct container *c, struct process *p, int uffd, uint64_t base,
                        uint64_t size, struct xmem_error *err);
 void container_remove_process(struct container *c, struct process *p);
+/* A clean stop (SIGTERM): write back every dirty page of C's arenas and leave
+ * its regions and state file for the next memd (container_free then frees
+ * nothing on the appliances). */
+void container_keep(struct container *c);
 
 /* Fork support: write back P's dirty pages and clone its store; *RET_WRITTEN
  * (malloc'd) is the bitmap container_add_process takes for the child. */

@@ -88,7 +88,10 @@ void ctrsock_close(struct manager *m, struct container *c)
         if (c->sock_fd >= 0)
                 (void)unlinkat(c->sock_dirfd, CTRSOCK_NAME, 0);
         c->sock_fd = safe_close(c->sock_fd);
-        if (c->sock_dirfd >= 0 && unlinkat(m->containers_dirfd, c->id, AT_REMOVEDIR) < 0 &&
+        /* memd stopping: the directory stays (bind-mounted into the
+         * container: the next memd's socket appears there) */
+        if (c->sock_dirfd >= 0 && !m->keep &&
+            unlinkat(m->containers_dirfd, c->id, AT_REMOVEDIR) < 0 &&
             errno != ENOENT)
                 log_debug("container %s: rmdir %s/%s: %m", c->id, m->containers_dir, c->id);
         c->sock_dirfd = safe_close(c->sock_dirfd);

@@ -32,8 +32,9 @@ static void help(void)
             "  --embedded-appliance SIZE   also run an appliance with a SIZE pool, which\n"
             "                              outlives memd (its pool file is in --state-dir)\n"
             "                              (1G is the default when no --appliance is given)\n"
-            "  --state-dir DIR             memd's state; the embedded appliance's pool file\n"
-            "                              (default %s)\n"
+            "  --state-dir DIR             memd's state, re-adopted after a restart, and the\n"
+            "                              embedded appliance's pool file (default %s;\n"
+            "                              one memd per directory)\n"
             "  --appliance-timeout TIME    a fault whose appliance stays unreachable this\n"
             "                              long gets SIGBUS (default 30s)\n"
             "  --stop-embedded             stop the embedded appliance of --socket's memd\n"
@@ -109,6 +110,11 @@ static int parse_argv(int argc, char **argv, struct manager_config *cfg, struct 
                                                "must be an absolute path");
                         cfg->container_dir = optarg;
                         break;
+                case 'T':
+                        if (optarg[0] != '/')
+                                return bad_arg("--state-dir", optarg, "must be an absolute path");
+                        cfg->state_dir = optarg;
+                        break;
                 case 'K':
                         cfg->secret_file = optarg;
                         break;
@@ -131,11 +137,6 @@ static int parse_argv(int argc, char **argv, struct manager_config *cfg, struct 
                                 return bad_arg("--chunk-size", optarg,
                                                "must be a power of two from 4K to 2M");
                         cfg->chunk_size = (uint32_t)v;
-                        break;
-                case 'T':
-                        if (optarg[0] != '/')
-                                return bad_arg("--state-dir", optarg, "must be an absolute path");
-                        cfg->state_dir = optarg;
                         break;
                 case 'A':
                         if (parse_duration(optarg, &v) < 0 || v < 1000000ULL ||

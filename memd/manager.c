@@ -12,6 +12,7 @@
 #include "embedded.h"
 #include "log.h"
 #include "memd.h"
+#include "state.h"
 #include "store.h"
 #include "transport/transport.h"
 
@@ -26,7 +27,7 @@ int manager_new(const struct manager_config *cfg, struct manager **ret, struct x
         if (!m)
                 return xmem_error_set(err, -ENOMEM, "out of memory");
         m->cfg = *cfg;
-        m->listen_fd = m->containers_dirfd = -1;
+        m->listen_fd = m->containers_dirfd = m->state_dirfd = m->state_lockfd = -1;
         if (!m->cfg.cgroup_root)
                 m->cfg.cgroup_root = CGROUP_FS_ROOT;
         if (!m->cfg.bounds.conns)
@@ -174,6 +175,12 @@ int manager_start(struct manager *m, struct xmem_error *err)
                 r = conn_listen_admin(m, err);
         if (r >= 0)
                 r = ctrsock_open_root(m, err);
+        /* the containers the last memd left: attached again before the
+         * admin socket answers anything (a retried attach finds them) */
+        if (r >= 0)
+                r = state_open(m, err);
+        if (r >= 0)
+                r = adopt_all(m, err);
         if (r < 0)
                 return r;
         log_info("listening on %s, containers' sockets in %s, cgroup v%d at %s, chunk %u",
@@ -192,6 +199,16 @@ struct container *manager_find_container(struct manager *m, const char *id)
 
 void manager_remove_container(struct manager *m, struct container *c)
 {
+        /* detached (or its cgroup gone): off the disk before its regions go */
+        if (c->saved) {
+                int r = state_remove(m, c);
+                if (r < 0) {
+                        log_error("container %s: removing its state file: %s: its regions are "
+                                  "left on the appliance", c->id, strerror(-r));
+                        container_keep(c);
+                }
+                c->saved = false;
+        }
         fork_tokens_free(m, c, UINT64_MAX);
         conn_close_all(m, c);
         ctrsock_close(m, c);
@@ -236,6 +253,12 @@ void manager_free(struct manager *m)
 {
         if (!m)
                 return;
+        /* memd stops (SIGTERM, an upgrade, a fatal error): live containers
+         * keep their regions, state files and socket directories for the
+         * next memd; only detach and a vanished cgroup free them */
+        m->keep = true;
+        for (struct container *c = m->containers; c; c = c->next)
+                container_keep(c);
         while (m->containers)
                 manager_remove_container(m, m->containers);
         conn_close_all(m, NULL);
@@ -250,6 +273,7 @@ void manager_free(struct manager *m)
                 (void)unlink(m->cfg.socket_path);
         safe_close(m->listen_fd);
         safe_close(m->containers_dirfd);
+        state_close(m);
         sd_event_unref(m->event);
         free(m->containers_dir);
         free(m->run_dir);

@@ -62,6 +62,8 @@ struct manager {
         size_t n_conns;
         struct fork_token *tokens;
         int exit_code;
+        int state_dirfd, state_lockfd; /* memd/state.c */
+        bool keep; /* stopping by signal: live containers' regions stay (container_keep) */
 };
 
 /* What a method handler gets: the caller and the reply it builds. */
@@ -123,5 +125,13 @@ void ctrsock_close(struct manager *m, struct container *c);
 void fork_tokens_free(struct manager *m, const struct container *c, uint64_t before_usec);
 int method_hello(struct api_call *call, union api_params *p, struct xmem_error *err);
 int method_register(struct api_call *call, union api_params *p, struct xmem_error *err);
+/* Is FD a userfaultfd? */
+bool is_userfaultfd(int fd);
 int method_fork(struct api_call *call, union api_params *p, struct xmem_error *err);
 int method_discard(struct api_call *call, union api_params *p, struct xmem_error *err);
+
+/* adopt.c: re-adoption after a restart (docs/memd.md "State directory") */
+/* Read the state directory: every container in it attached again, its live
+ * processes waiting for shim.resume; a bad file moved aside. */
+int adopt_all(struct manager *m, struct xmem_error *err);
+int method_resume(struct api_call *call, union api_params *p, struct xmem_error *err);

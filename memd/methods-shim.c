@@ -146,7 +146,7 @@ static int caller_process(struct api_call *call, struct process **ret, struct xm
 }
 
 /* Is FD a userfaultfd? (fdinfo would do; the anon inode's name says it.) */
-static bool is_userfaultfd(int fd)
+bool is_userfaultfd(int fd)
 {
         char path[64], target[64];
         ssize_t n;

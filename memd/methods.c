@@ -9,6 +9,7 @@
 #include "macro.h"
 #include "memd.h"
 #include "pager.h"
+#include "state.h"
 #include "transport/transport.h"
 
 static int method_attach(struct api_call *call, union api_params *p, struct xmem_error *err);
@@ -28,6 +29,8 @@ const struct api_method api_methods[] = {
     {"shim.register", api_register_fields, api_check_register, CONTAINER, 1, method_register},
     {"shim.fork", api_no_fields, NULL, CONTAINER, 0, method_fork},
     {"shim.discard", api_discard_fields, api_check_discard, CONTAINER, 0, method_discard},
+    /* after a memd restart: the arena memfd and the userfaultfd again (adopt.c) */
+    {"shim.resume", api_register_fields, api_check_register, CONTAINER, 2, method_resume},
 };
 const size_t api_methods_n = ELEMENTSOF(api_methods);
 
@@ -87,8 +90,16 @@ static int method_attach(struct api_call *call, union api_params *p, struct xmem
         r = container_new(a, m->cg_version, m->cg_mount, ts, n, m->cfg.chunk_size, &po, &c, err);
         if (r < 0)
                 return r;
-        r = ctrsock_open(m, c, err);
+        /* on disk before memd answers: a restarted memd re-adopts it */
+        c->manager = m;
+        c->saved = true;
+        r = state_save(m, c, err);
+        if (r >= 0)
+                r = ctrsock_open(m, c, err);
         if (r < 0) {
+                if (c->saved)
+                        (void)state_remove(m, c);
+                c->saved = false;
                 ctrsock_close(m, c);
                 container_free(c);
                 return r;
@@ -113,7 +124,7 @@ static int method_detach(struct api_call *call, union api_params *p, struct xmem
                 next = pr->next;
                 if (pidfd_exited(pr->pidfd))
                         container_remove_process(c, pr);
-                else if (pr->registered)
+                else if (pr->registered || pr->pending)
                         live++;
         }
         if (live && !p->id.force)

@@ -1,5 +1,6 @@
 /* store-xmem.c: a store on appliance regions through lib/transport, striped
  * chunk by chunk over one or more appliances. */
+#include <assert.h>
 #include <errno.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -304,6 +305,60 @@ int store_xmem_new(struct xmem_transport *const *transports, size_t n, uint64_t 
                                               xmem_transport_uri(transports[i]));
                 }
         }
+        *ret = &x->base;
+        return 0;
+}
+
+size_t store_xmem_regions(const struct store *s, struct xmem_transport *const **ret_t,
+                          const struct xmem_region_ref **ret_refs)
+{
+        const struct store_xmem *x = (const struct store_xmem *)s;
+
+        assert(s->ops == &store_xmem_ops);
+        *ret_t = x->t;
+        *ret_refs = x->region;
+        return x->n;
+}
+
+void store_xmem_keep(struct store *s)
+{
+        struct store_xmem *x = (struct store_xmem *)s;
+
+        if (s && s->ops == &store_xmem_ops)
+                x->n_alloc = 0; /* xmem_free leaves the regions on their appliances */
+}
+
+int store_xmem_open(struct xmem_transport *const *transports, size_t n, uint64_t size,
+                    uint32_t stripe, const struct xmem_region_ref *refs, struct store **ret,
+                    struct xmem_error *err)
+{
+        struct store_xmem *x;
+        uint64_t per;
+
+        if (n == 0 || stripe == 0 || size % stripe)
+                return xmem_error_set(err, -EINVAL, "store: bad geometry");
+        x = xmem_alloc(size, n, stripe);
+        if (!x)
+                return xmem_error_set(err, -ENOMEM, "store: out of memory");
+        per = DIV_ROUND_UP(size / stripe, n) * stripe;
+        for (size_t i = 0; i < n; i++) {
+                uint64_t got = 0;
+                int r;
+
+                x->t[i] = transports[i];
+                x->region[i] = refs[i];
+                r = xmem_region_open(transports[i], &refs[i], &got);
+                if (r >= 0 && got < per)
+                        r = -ERANGE;
+                if (r < 0) {
+                        x->n_alloc = 0; /* not ours to free: the state says what they are */
+                        xmem_free(&x->base);
+                        return xmem_error_set(err, r, "store: region %llu on %s: %s",
+                                              (unsigned long long)refs[i].id,
+                                              xmem_transport_uri(transports[i]), strerror(-r));
+                }
+        }
+        x->n_alloc = n;
         *ret = &x->base;
         return 0;
 }

@@ -109,3 +109,16 @@ struct xmem_transport;
  * Transports are borrowed (they must outlive the store). */
 int store_xmem_new(struct xmem_transport *const *transports, size_t n, uint64_t size,
                    uint32_t stripe, struct store **ret, struct xmem_error *err);
+
+struct xmem_region_ref;
+/* A store_xmem_new store's regions: N transports and refs (borrowed). */
+size_t store_xmem_regions(const struct store *s, struct xmem_transport *const **ret_t,
+                          const struct xmem_region_ref **ret_refs);
+/* store_free will leave S's regions on their appliances (a clean stop: a
+ * restarted memd re-adopts them). No-op on other stores. */
+void store_xmem_keep(struct store *s);
+/* A store on existing regions REFS (one per transport, as store_xmem_new
+ * made them), each checked on its appliance (xmem_region_open). */
+int store_xmem_open(struct xmem_transport *const *transports, size_t n, uint64_t size,
+                    uint32_t stripe, const struct xmem_region_ref *refs, struct store **ret,
+                    struct xmem_error *err);

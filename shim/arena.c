@@ -9,6 +9,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "shim.h"
@@ -17,6 +18,25 @@
 #define ARENA_ALIGN (2ULL << 20)
 
 static pthread_mutex_t sock_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t sock_back = PTHREAD_COND_INITIALIZER;
+
+/* A fork waits this long for a memd that died to come back (watch.c). */
+#define FORK_WAIT_MEMD_S 30
+
+void shim_sock_lock(void)
+{
+        pthread_mutex_lock(&sock_lock);
+}
+
+void shim_sock_unlock(void)
+{
+        pthread_mutex_unlock(&sock_lock);
+}
+
+void shim_sock_back(void)
+{
+        pthread_cond_broadcast(&sock_back);
+}
 
 static int uffd_create_with(int devfd, uint64_t features, int *ret_uffd)
 {
@@ -245,15 +265,49 @@ void shim_arena_release(void *addr, size_t len)
 
 /* ---- fork ---- */
 
+/* Wait (sock_lock held) until memd is back or the deadline passes. */
+static bool wait_memd(const struct timespec *deadline, unsigned seen)
+{
+        while ((shim_state.memd_away || shim_state.resumed == seen) &&
+               pthread_cond_timedwait(&sock_back, &sock_lock, deadline) == 0)
+                ;
+        return !shim_state.memd_away && shim_state.resumed != seen;
+}
+
+/* shim.fork, waiting up to FORK_WAIT_MEMD_S for a memd that died to come
+ * back (a restart): the snapshot needs memd. */
+static bool fork_snapshot(void)
+{
+        struct timespec deadline;
+
+        clock_gettime(CLOCK_REALTIME, &deadline);
+        deadline.tv_sec += FORK_WAIT_MEMD_S;
+        for (;;) {
+                unsigned seen = shim_state.resumed;
+                int r;
+
+                if (shim_state.memd_away && !wait_memd(&deadline, seen))
+                        return false;
+                seen = shim_state.resumed;
+                r = shim_proto_fork(shim_state.sock, shim_state.fork_token,
+                                    sizeof(shim_state.fork_token));
+                if (r == 0)
+                        return true;
+                if (r != -ECONNRESET && r != -EPIPE && r != -ENOTCONN)
+                        return false;
+                /* memd died under us: the watcher notices and resumes */
+                if (!wait_memd(&deadline, seen))
+                        return false;
+        }
+}
+
 void shim_arena_atfork_prepare(void)
 {
         if (!atomic_load_explicit(&shim_state.attached, memory_order_acquire))
                 return;
         /* held until the parent or child handler: concurrent forks queue here */
         pthread_mutex_lock(&sock_lock);
-        shim_state.fork_prepared =
-                shim_proto_fork(shim_state.sock, shim_state.fork_token,
-                                sizeof(shim_state.fork_token)) == 0;
+        shim_state.fork_prepared = fork_snapshot();
 }
 
 void shim_arena_atfork_parent(void)
@@ -264,7 +318,6 @@ void shim_arena_atfork_parent(void)
         pthread_mutex_unlock(&sock_lock);
 }
 
-extern const char *shim_socket_path(void);
 
 static void child_fatal(const char *what, int r)
 {
@@ -288,7 +341,9 @@ void shim_arena_atfork_child(void)
         /* this process is single-threaded now: locks held by other threads of
          * the parent are void */
         pthread_mutex_init(&sock_lock, NULL);
+        pthread_cond_init(&sock_back, NULL);
         pthread_mutex_init(&shim_state.lock, NULL);
+        shim_state.memd_away = false;
         atomic_store_explicit(&shim_state.attached, false, memory_order_release);
         /* the parent's accounting page is not mapped here (MADV_DONTFORK):
          * a private one until memd gives this child its own slot */
@@ -311,4 +366,5 @@ void shim_arena_atfork_child(void)
         r = shim_arena_attach(sock, shim_state.fork_token);
         if (r < 0)
                 child_fatal("shim.hello", r);
+        shim_watch_start(); /* the parent's watcher is not here */
 }

@@ -49,17 +49,17 @@ static void close_fds(int *fds, size_t n)
                 close(fds[i]);
 }
 
-/* Send REQ (with SEND_FD unless < 0), receive the reply into BUF and up to
- * *N_FDS descriptors. Returns the reply length or -errno; an "ok":false reply
- * is -EREMOTEIO (its descriptors closed). */
-static ssize_t proto_call(int sock, const char *req, int send_fd, char *buf, int *fds,
-                          size_t *n_fds)
+/* Send REQ (with the N_SEND descriptors SEND), receive the reply into BUF and
+ * up to *N_FDS descriptors. Returns the reply length or -errno; an
+ * "ok":false reply is -EREMOTEIO (its descriptors closed). */
+static ssize_t proto_call(int sock, const char *req, const int *send, size_t n_send, char *buf,
+                          int *fds, size_t *n_fds)
 {
         ssize_t n;
         bool ok;
         int r;
 
-        r = send_with_fds(sock, req, strlen(req), &send_fd, send_fd >= 0 ? 1 : 0);
+        r = send_with_fds(sock, req, strlen(req), send, n_send);
         if (r < 0)
                 return r;
         n = recv_with_fds(sock, buf, PROTO_REPLY_MAX, fds, n_fds);
@@ -142,7 +142,7 @@ static ssize_t hello_call(int sock, const char *token, unsigned version, char *b
                 snprintf(req, sizeof(req),
                          "{\"xmem\":1,\"method\":\"shim.hello\",\"params\":{\"version\":%u}}",
                          version);
-        return proto_call(sock, req, -1, buf, fds, n_fds);
+        return proto_call(sock, req, NULL, 0, buf, fds, n_fds);
 }
 
 int shim_proto_hello(int sock, const char *token, struct shim_arena_info *ret)
@@ -189,10 +189,10 @@ int shim_proto_hello(int sock, const char *token, struct shim_arena_info *ret)
         return 0;
 }
 
-/* METHOD with two page-range parameters (and SEND_FD unless < 0); a reply
- * with no descriptors. */
+/* METHOD with two page-range parameters (and the N_SEND descriptors SEND); a
+ * reply with no descriptors. */
 static int range_call(int sock, const char *method, const char *k1, uint64_t v1, const char *k2,
-                      uint64_t v2, int send_fd)
+                      uint64_t v2, const int *send, size_t n_send)
 {
         char req[192], buf[PROTO_REPLY_MAX];
         int fds[1];
@@ -202,7 +202,7 @@ static int range_call(int sock, const char *method, const char *k1, uint64_t v1,
         snprintf(req, sizeof(req),
                  "{\"xmem\":1,\"method\":\"%s\",\"params\":{\"%s\":%llu,\"%s\":%llu}}",
                  method, k1, (unsigned long long)v1, k2, (unsigned long long)v2);
-        n = proto_call(sock, req, send_fd, buf, fds, &n_fds);
+        n = proto_call(sock, req, send, n_send, buf, fds, &n_fds);
         if (n < 0)
                 return (int)n;
         close_fds(fds, n_fds);
@@ -211,7 +211,7 @@ static int range_call(int sock, const char *method, const char *k1, uint64_t v1,
 
 int shim_proto_register(int sock, uint64_t base, uint64_t size, int uffd)
 {
-        return range_call(sock, "shim.register", "base", base, "size", size, uffd);
+        return range_call(sock, "shim.register", "base", base, "size", size, &uffd, 1);
 }
 
 int shim_proto_fork(int sock, char *ret_token, size_t token_len)
@@ -223,7 +223,7 @@ int shim_proto_fork(int sock, char *ret_token, size_t token_len)
         ssize_t n;
         int r;
 
-        n = proto_call(sock, req, -1, buf, fds, &n_fds);
+        n = proto_call(sock, req, NULL, 0, buf, fds, &n_fds);
         if (n < 0)
                 return (int)n;
         close_fds(fds, n_fds);
@@ -236,5 +236,12 @@ int shim_proto_fork(int sock, char *ret_token, size_t token_len)
 
 int shim_proto_discard(int sock, uint64_t offset, uint64_t len)
 {
-        return range_call(sock, "shim.discard", "offset", offset, "length", len, -1);
+        return range_call(sock, "shim.discard", "offset", offset, "length", len, NULL, 0);
+}
+
+int shim_proto_resume(int sock, uint64_t base, uint64_t size, int memfd, int uffd)
+{
+        int send[2] = { memfd, uffd };
+
+        return range_call(sock, "shim.resume", "base", base, "size", size, send, 2);
 }

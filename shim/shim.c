@@ -29,7 +29,6 @@ static char socket_path[108];
  * separate huge arena, whose default hooks the shim could not replace. */
 const char *malloc_conf = "oversize_threshold:0";
 
-const char *shim_socket_path(void);
 const char *shim_socket_path(void)
 {
         return socket_path;
@@ -123,6 +122,8 @@ static void shim_attach(void)
         (void)shim_hooks_install();
         pthread_atfork(shim_arena_atfork_prepare, shim_arena_atfork_parent,
                        shim_arena_atfork_child);
+        /* a memd restart: the arena is handed to the next one (watch.c) */
+        shim_watch_start();
 }
 
 __attribute__((constructor)) static void shim_init(void)

@@ -56,6 +56,10 @@ struct shim_state {
 
         char fork_token[SHIM_TOKEN_MAX];
         bool fork_prepared;
+        /* memd died and the watcher has not handed the arena over again yet
+         * (watch.c); RESUMED counts the hand-overs. Under the socket lock. */
+        bool memd_away;
+        unsigned resumed;
 };
 
 extern struct shim_state shim_state;
@@ -93,6 +97,18 @@ int shim_proto_register(int sock, uint64_t base, uint64_t size, int uffd);
 int shim_proto_fork(int sock, char *ret_token, size_t token_len);
 /* shim.discard: [OFFSET, OFFSET+LEN) of the arena holds nothing any more. */
 int shim_proto_discard(int sock, uint64_t offset, uint64_t len);
+/* shim.resume after a memd restart: the arena (BASE, SIZE) with MEMFD and
+ * UFFD sent again (both stay ours). */
+int shim_proto_resume(int sock, uint64_t base, uint64_t size, int memfd, int uffd);
+
+/* watch.c: a thread that notices memd's death and resumes with the next one. */
+void shim_watch_start(void);
+/* arena.c: the lock over shim_state.sock (requests on it, its replacement);
+ * shim_sock_back (under it) wakes a fork waiting for memd to come back. */
+void shim_sock_lock(void);
+void shim_sock_unlock(void);
+void shim_sock_back(void);
+const char *shim_socket_path(void);
 
 /* arena.c: mapping, userfaultfd, registration, fork. */
 int shim_arena_attach(int sock, const char *token);

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "transport-internal.h"
+#include "json-util.h"
 #include "wire.h"
 
 /* One control call with no reply payload expected unless RET_PAYLOAD. */
@@ -209,4 +210,31 @@ int xmem_stats(struct xmem_transport *t, const struct xmem_region_ref *r, char *
         s[reply.payload_len] = 0;
         *ret_json = s;
         return 0;
+}
+
+/* A region that exists already (a restarted memd re-adopting it): the
+ * appliance checks its id and key and says its size (the region's STATS). */
+int xmem_region_open(struct xmem_transport *t, const struct xmem_region_ref *r,
+                     uint64_t *ret_size)
+{
+        _cleanup_free_ char *text = NULL;
+        struct xmem_error err = {};
+        json_object *o = NULL, *size;
+        int k;
+
+        if (!t || !r || r->id == 0)
+                return -EINVAL;
+        k = xmem_stats(t, r, &text);
+        if (k < 0)
+                return k;
+        k = json_parse(text, strlen(text), &o, &err);
+        if (k < 0)
+                return -EPROTO;
+        if (!json_object_object_get_ex(o, "size", &size) ||
+            !json_object_is_type(size, json_type_int) || json_object_get_int64(size) <= 0)
+                k = -EPROTO;
+        else if (ret_size)
+                *ret_size = (uint64_t)json_object_get_int64(size);
+        json_object_put(o);
+        return k;
 }

@@ -134,6 +134,10 @@ bool xmem_transport_has_direct(const struct xmem_transport *t);
 int xmem_region_alloc(struct xmem_transport *t, uint64_t size, struct xmem_region_ref *ret,
                       uint64_t *ret_size);
 int xmem_region_free(struct xmem_transport *t, const struct xmem_region_ref *r);
+/* An existing region by id and key (-ENOENT unknown, -EACCES wrong key):
+ * its size. Nothing on the appliance changes. */
+int xmem_region_open(struct xmem_transport *t, const struct xmem_region_ref *r,
+                     uint64_t *ret_size);
 int xmem_region_resize(struct xmem_transport *t, const struct xmem_region_ref *r,
                        uint64_t size, uint64_t *ret_size);
 int xmem_region_snapshot(struct xmem_transport *t, const struct xmem_region_ref *r,

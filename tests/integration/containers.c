@@ -124,8 +124,10 @@ void ctr_memd_start(struct ctr_env *e)
         if (e->memd_pid == 0) {
                 int fd = open(e->memd_log, O_WRONLY | O_CREAT | O_APPEND, 0644);
                 dup2(fd, 2);
+                char state[300];
+                snprintf(state, sizeof(state), "%s/state", dir);
                 execl(need_env("XMEM_MEMD"), "memd", "--socket", e->sock, "--appliance",
-                      e->app.tcp_uri, "--log-level", "debug", NULL);
+                      e->app.tcp_uri, "--log-level", "debug", "--state-dir", state, NULL);
                 _exit(127);
         }
         snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", e->sock);

@@ -306,26 +306,18 @@ const char *harness_memd_ctr_socket(const struct harness_memd *m, const char *id
         return buf;
 }
 
-void harness_memd_start(struct harness_memd *m, const char *dir_template,
-                        const char *const *args)
+/* Start memd in M->dir (made already) with its state in DIR/state. */
+static void memd_exec(struct harness_memd *m, const char *const *args)
 {
         const char *bin = getenv("XMEM_MEMD");
-        char notify[128];
+        char notify[128], state[128];
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
         const char *argv[32] = { bin, "--socket", m->sock, "--log-level", "debug" };
-        char state[128];
         bool has_state = false;
         int argc = 5, nfd;
         pid_t parent;
 
         cr_assert_not_null(bin, "XMEM_MEMD is not set (run through meson test)");
-        if (dir_template) { /* else a restart in M->dir */
-                snprintf(m->dir, sizeof(m->dir), "%s", dir_template);
-                cr_assert_not_null(mkdtemp(m->dir));
-        }
-        chmod(m->dir, 0755); /* a non-root caller must reach the socket */
-        snprintf(m->sock, sizeof(m->sock), "%s/memd.sock", m->dir);
-        snprintf(m->log, sizeof(m->log), "%s/memd.log", m->dir);
         snprintf(notify, sizeof(notify), "%s/notify", m->dir);
         (void)unlink(notify); /* a restart: the last memd's is still there */
         snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", notify);
@@ -365,23 +357,50 @@ void harness_memd_stop_embedded(const struct harness_memd *m)
                 fprintf(stderr, "harness: memd --stop-embedded failed (status %#x): %s\n", st, out);
 }
 
-int harness_memd_stop(struct harness_memd *m)
+void harness_memd_start(struct harness_memd *m, const char *dir_template,
+                        const char *const *args)
+{
+        if (!dir_template) { /* a restart in M->dir */
+                harness_memd_restart(m, args);
+                return;
+        }
+        snprintf(m->dir, sizeof(m->dir), "%s", dir_template);
+        cr_assert_not_null(mkdtemp(m->dir));
+        chmod(m->dir, 0755); /* a non-root caller must reach the socket */
+        snprintf(m->sock, sizeof(m->sock), "%s/memd.sock", m->dir);
+        snprintf(m->log, sizeof(m->log), "%s/memd.log", m->dir);
+        memd_exec(m, args);
+}
+
+void harness_memd_restart(struct harness_memd *m, const char *const *args)
+{
+        cr_assert(m->dir[0] && m->pid <= 0, "harness_memd_restart: memd still running");
+        memd_exec(m, args);
+}
+
+int harness_memd_signal(struct harness_memd *m, int sig)
 {
         int status = -1;
+        pid_t got = 0;
 
-        if (m->pid > 0) {
-                pid_t got = 0;
-
-                kill(m->pid, SIGTERM);
-                for (int i = 0; i < 3000 && (got = waitpid(m->pid, &status, WNOHANG)) == 0; i++)
-                        usleep(10000);
-                if (got == 0) { /* hung for 30 s */
-                        fprintf(stderr, "harness: memd ignored SIGTERM for 30 s, killing it\n");
-                        kill(m->pid, SIGKILL);
-                        waitpid(m->pid, &status, 0);
-                }
-                m->pid = -1;
+        if (m->pid <= 0)
+                return -1;
+        kill(m->pid, sig);
+        for (int i = 0; i < 3000 && (got = waitpid(m->pid, &status, WNOHANG)) == 0; i++)
+                usleep(10000);
+        if (got == 0) { /* hung for 30 s */
+                fprintf(stderr, "harness: memd ignored signal %d for 30 s, killing it\n", sig);
+                kill(m->pid, SIGKILL);
+                waitpid(m->pid, &status, 0);
         }
+        m->pid = -1;
+        return status;
+}
+
+int harness_memd_stop(struct harness_memd *m)
+{
+        int status = harness_memd_signal(m, SIGTERM);
+
         if (m->dir[0])
                 harness_memd_stop_embedded(m);
         if (m->dir[0] && !getenv("XMEM_KEEP_TMP")) {

@@ -79,13 +79,20 @@ struct harness_memd {
         char sock[128]; /* DIR/memd.sock */
         char log[128];  /* DIR/memd.log: its stderr */
 };
-/* Start memd --socket SOCK --log-level debug ARGS (NULL-terminated, may be
+/* Start memd --socket SOCK --log-level debug --state-dir DIR/state ARGS (NULL-terminated, may be
  * NULL) and wait up to 10 s for READY=1 on our NOTIFY_SOCKET. DIR_TEMPLATE:
  * mkdtemp's template for M->dir, or NULL to start again in M->dir (a
  * restart). --state-dir DIR/state unless ARGS name one. Aborts the test on
  * failure. */
 void harness_memd_start(struct harness_memd *m, const char *dir_template,
                         const char *const *args);
+
+/* Start memd again in M->dir (same sockets and state directory, DIR/state)
+ * after harness_memd_signal. */
+void harness_memd_restart(struct harness_memd *m, const char *const *args);
+/* Send SIG to memd and reap it (SIGKILL after 30 s); its directory stays.
+ * Returns the wait status (-1 if it was not running). */
+int harness_memd_signal(struct harness_memd *m, int sig);
 
 /* The socket memd made for container ID (DIR/containers/ID/memd.sock): the
  * only one a shim may use. Returns BUF. */

@@ -126,8 +126,10 @@ Test(memd_limits, tcp_appliance_with_a_secret)
         if (pid == 0) {
                 fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
                 dup2(fd, 2);
+                char state[300];
+                snprintf(state, sizeof(state), "%s/other-state", md.dir);
                 execl(getenv("XMEM_MEMD"), "memd", "--socket", sock, "--appliance", app.tcp_uri,
-                      "--log-level", "err", (char *)NULL);
+                      "--log-level", "err", "--state-dir", state, (char *)NULL);
                 _exit(127);
         }
         for (int i = 0; i < 200 && waitpid(pid, &status, WNOHANG) == 0; i++)

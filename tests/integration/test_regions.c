@@ -189,3 +189,31 @@ static void local_copy(const char *kind)
 
 Test(regions, copy_tcp) { local_copy("tcp"); }
 Test(regions, copy_shm) { local_copy("shm"); }
+
+/* A restarted memd re-opens its regions by id and key on a new connection:
+ * the data is there, a wrong key or an unknown id is refused, a freed region
+ * is gone. */
+static void open_existing(const char *kind)
+{
+        struct xmem_transport *t = open_kind(kind), *again;
+        struct xmem_region_ref r = filled(t, 1 << 20, 77), bad;
+        uint64_t size = 0;
+
+        again = open_kind(kind);
+        cr_assert_eq(xmem_region_open(again, &r, &size), 0);
+        cr_expect_geq(size, 1 << 20);
+        cr_expect(holds(again, &r, 77, 0, 1 << 20));
+        bad = r;
+        bad.key[0] ^= 1;
+        cr_expect_eq(xmem_region_open(again, &bad, &size), -EACCES);
+        bad = r;
+        bad.id += 1000;
+        cr_expect_eq(xmem_region_open(again, &bad, &size), -ENOENT);
+        cr_assert_eq(xmem_region_free(t, &r), 0);
+        cr_expect_eq(xmem_region_open(again, &r, &size), -ENOENT);
+        xmem_transport_close(again);
+        xmem_transport_close(t);
+}
+
+Test(regions, open_existing_tcp) { open_existing("tcp"); }
+Test(regions, open_existing_shm) { open_existing("shm"); }

@@ -1,0 +1,66 @@
+/* state.h: memd's state directory (docs/memd.md "State directory"): one
+ * JSON file per attached container (its attach parameters, its processes'
+ * records and their regions with ids and keys on which appliances), written
+ * before memd acts on it (write, fsync, rename, fsync of the directory), so
+ * that a restarted memd re-adopts every container (adopt.c). */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "api.h"
+#include "error.h"
+#include "manager.h"
+#include "transport/transport.h"
+
+#define STATE_VERSION 1
+#define STATE_MAX_FILE (4U << 20) /* 1024 processes x 15 regions fit easily */
+
+struct state_region {
+        const char *appliance; /* the URI memd reached it by (points into the parsed JSON) */
+        struct xmem_region_ref ref;
+};
+
+/* One process of a container as recorded: pid and start time (so a reused
+ * pid is never taken for it), its arena and the regions behind it. */
+struct state_process {
+        pid_t pid;
+        uint64_t start_time; /* /proc/PID/stat field 22, clock ticks since boot */
+        uint64_t arena_size;
+        uint64_t memfd_ino; /* the arena memfd's inode: the one shim.resume must send */
+        uint32_t acct_slot;
+        size_t n_regions;
+        struct state_region regions[MANAGER_MAX_APPLIANCES];
+};
+
+struct state_container {
+        struct api_attach attach; /* strings point into the parsed JSON */
+        uint32_t chunk_size;
+        size_t n_processes;
+        struct state_process *processes;
+        void *json_; /* the parsed document (owned) */
+};
+
+/* Parse one state file (LEN bytes of BUF): every field checked, ERR names the
+ * first one wrong. Fuzzed (tests/fuzz/fuzz_state.c). */
+int state_parse(const char *buf, size_t len, struct state_container *ret, struct xmem_error *err);
+void state_container_done(struct state_container *s);
+
+struct container;
+struct manager;
+
+/* Open (creating it, 0700) the state directory and its containers/ folder,
+ * and lock it (flock): a second memd on the same directory fails to start. */
+int state_open(struct manager *m, struct xmem_error *err);
+void state_close(struct manager *m);
+/* Write C's file (all of its processes) crash-consistently. */
+int state_save(struct manager *m, const struct container *c, struct xmem_error *err);
+/* Remove C's file (detach); the directory is fsynced. */
+int state_remove(struct manager *m, const struct container *c);
+/* Move the file NAME in containers/ aside to NAME.bad (never deleted), with a
+ * one-line error naming it and WHY. */
+void state_move_aside(struct manager *m, const char *name, const char *why);
+
+/* The start time of PID (field 22 of /proc/PID/stat), -ESRCH when gone. */
+int state_proc_start_time(pid_t pid, uint64_t *ret);

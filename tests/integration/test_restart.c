@@ -1,0 +1,183 @@
+/* test_restart.c: issue 9, "memd restart and crash lose nothing". A real
+ * appliance, a real memd with its state directory, and a process paging a
+ * verifying workload through the real shim in a 64 MiB v1 memory cgroup:
+ * memd is SIGKILLed (or SIGTERMed) mid-run and a new memd is started on the
+ * same state directory; the shim hands its arena over again (shim.resume)
+ * and the workload finishes with every word verified. A corrupt state file
+ * gets one error line, is moved aside, and the other containers are served. */
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+static struct {
+        struct harness_proc app;
+        struct harness_memd md;
+        struct harness_cg cg;
+        struct harness_child prog;
+        const char *memd_args[4];
+} e;
+
+static void setup(void)
+{
+        if (!harness_is_root() ||
+            access("/sys/fs/cgroup/memory/memory.limit_in_bytes", F_OK) != 0 ||
+            access("/dev/userfaultfd", F_OK) != 0 || !getenv("XMEM_SHIM"))
+                return; /* the test skips */
+        char name[64];
+
+        e.prog.pid = -1;
+        harness_appliance_setup(&e.app, "1G");
+        snprintf(name, sizeof(name), "sd-restart-%d", (int)getpid());
+        cr_assert(harness_cg_create(&e.cg, name));
+        e.memd_args[0] = "--appliance";
+        e.memd_args[1] = e.app.tcp_uri;
+        harness_memd_start(&e.md, "/tmp/sd-restart.XXXXXX", e.memd_args);
+}
+
+static void teardown(void)
+{
+        harness_child_kill(&e.prog);
+        if (e.cg.version)
+                harness_cg_kill_all(e.cg.path);
+        if (e.md.dir[0])
+                harness_memd_stop(&e.md);
+        harness_cg_remove(&e.cg);
+        if (e.app.pid > 0 || e.app.dir[0])
+                harness_cleanup(&e.app);
+        memset(&e, 0, sizeof(e));
+}
+
+static void need_setup(void)
+{
+        if (!e.md.dir[0])
+                harness_skip(teardown, "needs root, cgroup v1 memory, /dev/userfaultfd, the shim");
+}
+
+static void attach(const char *id, const char *cg)
+{
+        char out[1024];
+
+        cr_assert(harness_ctl(&e.md, out, sizeof(out),
+                              (const char *const[]){"attach", id, "--cgroup", cg, "--local-limit",
+                                                    "64M", "--external", "1G", NULL}),
+                  "attach %s: %s (see %s)", id, out, e.md.log);
+}
+
+/* paging_prog verify MIB PASSES under the shim on container ID's socket. */
+static void start_prog(struct harness_child *c, const char *id, const char *mib, const char *passes)
+{
+        char pre[300], sockenv[200], ctr[160];
+
+        snprintf(pre, sizeof(pre), "LD_PRELOAD=%s", getenv("XMEM_SHIM"));
+        snprintf(sockenv, sizeof(sockenv), "XMEM_SOCKET=%s",
+                 harness_memd_ctr_socket(&e.md, id, ctr, sizeof(ctr)));
+        harness_child_spawn(
+            c, (const char *const[]){getenv("XMEM_PAGING_PROG"), "verify", mib, passes, NULL},
+            (const char *const[]){pre, sockenv, NULL}, &e.cg, true);
+}
+
+/* Read lines until one starts with WANT (within TIMEOUT_MS in all). */
+static void expect_line(struct harness_child *c, const char *want, int timeout_ms)
+{
+        char line[512];
+
+        for (;;) {
+                int r = harness_child_line(c, line, sizeof(line), timeout_ms);
+                cr_assert_eq(r, 1, "waiting for '%s': %s (last: '%s'; memd log %s)", want,
+                             r == 0 ? "EOF" : "timed out", line, e.md.log);
+                if (strncmp(line, want, strlen(want)) == 0)
+                        return;
+                cr_assert(!strstr(line, "block"), "a wrong word: %s", line);
+        }
+}
+
+static bool log_has(const char *what)
+{
+        char cmd[512];
+
+        snprintf(cmd, sizeof(cmd), "grep -q -- '%s' '%s'", what, e.md.log);
+        return system(cmd) == 0;
+}
+
+/* The workload runs across a memd stop (signal SIG) and restart. */
+static void across_restart(int sig)
+{
+        char stats[8192];
+        int st;
+
+        need_setup();
+        attach("sd-r", e.cg.path);
+        /* 160 MiB through a 64 MiB limit: every pass pages it all out and in */
+        start_prog(&e.prog, "sd-r", "160", "12");
+        expect_line(&e.prog, "pass 2 ok", 120000);
+        harness_memd_signal(&e.md, sig);
+        /* memd away: the process waits on its faults, it is not killed */
+        usleep(500000);
+        cr_assert(harness_child_alive(&e.prog), "the workload died with memd");
+        harness_memd_restart(&e.md, e.memd_args);
+        expect_line(&e.prog, "paging-ok", 180000);
+        st = harness_child_wait(&e.prog, 10000);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %#x (memd log %s)", st, e.md.log);
+        cr_assert(log_has("re-adopted from the state directory"), "see %s", e.md.log);
+        cr_assert(log_has("resumed ("), "the shim did not resume, see %s", e.md.log);
+        cr_assert(harness_ctl(&e.md, stats, sizeof(stats),
+                              (const char *const[]){"--json", "stats", "sd-r", NULL}),
+                  "stats: %s", stats);
+        cr_expect_gt(harness_json_u64(stats, "fetched_bytes"), 0, "the new memd served nothing");
+        cr_expect_eq(harness_json_u64(stats, "store_errors"), 0);
+        cr_expect_eq(harness_cg_oom_kills(&e.cg), 0);
+}
+
+Test(restart, memd_sigkill_mid_paging, .init = setup, .fini = teardown, .timeout = 360)
+{
+        across_restart(SIGKILL);
+}
+
+/* A clean stop writes back, frees nothing: the regions are still there for
+ * the next memd (else re-opening them fails and the process is not resumed). */
+Test(restart, memd_sigterm_keeps_regions, .init = setup, .fini = teardown, .timeout = 360)
+{
+        across_restart(SIGTERM);
+        cr_expect(log_has("signal 15: stopping"), "see %s", e.md.log);
+        cr_expect(!log_has("its regions are left"), "see %s", e.md.log);
+}
+
+Test(restart, corrupt_state_file_moved_aside, .init = setup, .fini = teardown, .timeout = 240)
+{
+        char path[300], aside[300], out[4096];
+        struct stat st;
+        int fd, status;
+
+        need_setup();
+        attach("sd-good", e.cg.path);
+        harness_memd_signal(&e.md, SIGTERM);
+        snprintf(path, sizeof(path), "%s/state/containers/sd-bad.json", e.md.dir);
+        snprintf(aside, sizeof(aside), "%s.bad", path);
+        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        cr_assert(fd >= 0);
+        cr_assert(write(fd, "{\"xmem_state\":1,\"id\":\"sd-bad\",\"cgroup\":", 39) == 39);
+        close(fd);
+        harness_memd_restart(&e.md, e.memd_args);
+        /* one line naming the file and what is wrong, the file moved aside */
+        cr_expect(log_has("state file .*/sd-bad.json: .*; moved aside to sd-bad.json.bad"),
+                  "see %s", e.md.log);
+        cr_expect(stat(path, &st) < 0, "the bad file is still in place");
+        cr_expect(stat(aside, &st) == 0, "the bad file was not moved aside");
+        /* the other container is served */
+        cr_assert(harness_ctl(&e.md, out, sizeof(out), (const char *const[]){"list", NULL}), "%s",
+                  out);
+        cr_expect(strstr(out, "sd-good"), "sd-good was not re-adopted: %s", out);
+        cr_expect(!strstr(out, "sd-bad"), "%s", out);
+        start_prog(&e.prog, "sd-good", "96", "2");
+        expect_line(&e.prog, "paging-ok", 120000);
+        status = harness_child_wait(&e.prog, 10000);
+        cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %#x", status);
+}
