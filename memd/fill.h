@@ -86,3 +86,14 @@ void fill_give_back(struct fill_job *j);
 /* Drop A's queued jobs (their chunks go FREE, waiters refault) and wait until
  * no worker holds a job of A. */
 void fill_pool_forget_arena(struct fill_pool *fp, struct arena *a);
+
+/* claim.c: claim the FREE pages of [FROM, TO) contiguous with AT (AT itself
+ * FREE) as J's FILLING run. Arena lock held. */
+void claim_run(struct arena *a, uint64_t from, uint64_t to, uint64_t at, struct fill_job *j);
+/* Charge J's pages for a writable fill. Over the quota J shrinks to the
+ * faulting page AT; false when even that does not fit (J given back). Arena
+ * lock held; nobody waits on J's pages yet. */
+bool claim_charge(struct arena *a, struct fill_job *j, uint64_t at);
+/* A write at ADDR over the container's external quota: SIGBUS to the
+ * process by its pidfd (logged once per arena). No lock needed. */
+void claim_over_quota(struct arena *a, uint64_t addr);

@@ -9,15 +9,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "fill.h"
-#include "log.h"
 #include "macro.h"
 #include "pager.h"
 #include "pages.h"
@@ -51,65 +48,6 @@ static void fill_hole(struct fill_slot *s, uint64_t addr, bool wp)
         (void)uffd_copy(s->a->uffd, page, zero_page, ARENA_PAGE_SIZE, wp, false, NULL, NULL);
 }
 
-/* Claim the FREE chunks of [FROM, TO) that are contiguous with AT (AT itself
- * must be FREE) as one FILLING run. Arena lock held. */
-static void claim(struct arena *a, uint64_t from, uint64_t to, uint64_t at, struct fill_job *j)
-{
-        uint64_t first = at, end = at + 1;
-        bool stored = false;
-
-        while (first > from && a->state[first - 1] == CHUNK_FREE)
-                first--;
-        while (end < to && a->state[end] == CHUNK_FREE)
-                end++;
-        for (uint64_t c = first; c < end; c++) {
-                pages_claim(a, c);
-                stored |= a->stored[c];
-        }
-        j->first = first;
-        j->n = end - first;
-        j->stored = stored;
-}
-
-/* Charge J's pages for a writable fill (pages.h). Over the quota J shrinks to
- * the faulting page AT alone; false when even that does not fit (J is given
- * back). Arena lock held; nobody waits on J's pages yet. */
-static bool charge_run(struct arena *a, struct fill_job *j, uint64_t at)
-{
-        uint64_t c;
-
-        for (c = j->first; c < j->first + j->n; c++)
-                if (!pages_charge(a, c, PAGE_CHARGING))
-                        break;
-        if (c == j->first + j->n)
-                return true;
-        for (c = j->first; c < j->first + j->n; c++)
-                if (c != at)
-                        pages_given_back(a, c);
-        j->first = at;
-        j->n = 1;
-        j->stored = a->stored[at];
-        if (pages_charge(a, at, PAGE_CHARGING))
-                return true;
-        pages_given_back(a, at);
-        return false;
-}
-
-/* A write over the container's external quota: the process gets SIGBUS
- * (its faulting thread waits meanwhile; the default action ends the
- * process). Logged once per arena. */
-static void over_quota(struct arena *a, uint64_t addr)
-{
-        atomic_fetch_add(&a->quota->refused, 1);
-        if (a->pidfd >= 0)
-                (void)syscall(SYS_pidfd_send_signal, a->pidfd, SIGBUS, NULL, 0);
-        if (!a->quota_signalled)
-                log_warning("a write at 0x%llx would go over the container's external quota "
-                         "(%llu pages): SIGBUS to the process",
-                         (unsigned long long)addr, (unsigned long long)a->quota->limit);
-        a->quota_signalled = true;
-}
-
 static bool prefetch_room(struct residency *r, uint64_t len)
 {
         return atomic_load(&r->resident) + atomic_load(&r->inflight) + len <=
@@ -135,7 +73,7 @@ static bool prefetch_range(struct pager *p, struct fill_slot *s, uint64_t from, 
                         pthread_mutex_unlock(&a->lock);
                         return false;
                 }
-                claim(a, c, MIN(to, a->n_chunks), c, &j);
+                claim_run(a, c, MIN(to, a->n_chunks), c, &j);
                 /* a prefetch over the quota is installed read-only: its
                  * writes come as faults and are charged one by one */
                 for (uint64_t k = j.first; writable && k < j.first + j.n; k++)
@@ -284,8 +222,8 @@ static void serve_missing(struct pager *p, struct fill_slot *s, uint64_t addr, b
                 /* only misses shape the streams: a fault on a page being filled
                  * says nothing about where the access goes next */
                 stream_plan(&a->streams, &so, page, a->n_chunks, &pl);
-                claim(a, pl.start, pl.start + pl.count, page, &j);
-                filling = !write || charge_run(a, &j, page);
+                claim_run(a, pl.start, pl.start + pl.count, page, &j);
+                filling = !write || claim_charge(a, &j, page);
                 refused = !filling;
                 break;
         case CHUNK_PRESENT:
@@ -304,7 +242,7 @@ static void serve_missing(struct pager *p, struct fill_slot *s, uint64_t addr, b
         }
         pthread_mutex_unlock(&a->lock);
         if (refused) {
-                over_quota(a, addr);
+                claim_over_quota(a, addr);
                 return;
         }
         if (filling) {
@@ -343,7 +281,7 @@ static void serve_wp(struct fill_slot *s, uint64_t addr)
          * refaults MISSING and refetches. */
         pthread_mutex_unlock(&a->lock);
         if (w < 0)
-                over_quota(a, addr);
+                claim_over_quota(a, addr);
 }
 
 /* De-duplicate a batch: one entry per (chunk, kind); write flags merged. */

@@ -275,8 +275,11 @@ static int xmem_clone(struct store *s, struct store **ret, struct xmem_error *er
         return 0;
 }
 
-int store_xmem_new(struct xmem_transport *const *transports, size_t n, uint64_t size,
-                   uint32_t stripe, struct store **ret, struct xmem_error *err)
+/* Regions for SIZE bytes over N transports: allocated anew (REFS NULL) or
+ * the existing REFS re-opened (never freed by this store's failure). */
+static int xmem_regions(struct xmem_transport *const *transports, size_t n, uint64_t size,
+                        uint32_t stripe, const struct xmem_region_ref *refs, struct store **ret,
+                        struct xmem_error *err)
 {
         struct store_xmem *x;
         uint64_t per;
@@ -292,21 +295,30 @@ int store_xmem_new(struct xmem_transport *const *transports, size_t n, uint64_t 
                 int r;
 
                 x->t[i] = transports[i];
-                r = xmem_region_alloc(transports[i], per, &x->region[i], &got);
-                if (r >= 0) {
+                if (refs) {
+                        x->region[i] = refs[i];
+                        r = xmem_region_open(transports[i], &refs[i], &got);
+                } else if ((r = xmem_region_alloc(transports[i], per, &x->region[i], &got)) >= 0)
                         x->n_alloc++;
-                        if (got < per)
-                                r = -ENOSPC;
-                }
+                if (r >= 0 && got < per)
+                        r = refs ? -ERANGE : -ENOSPC;
                 if (r < 0) {
                         xmem_free(&x->base);
-                        return xmem_error_set(err, r, "store: region of %llu bytes on %s",
+                        return xmem_error_set(err, r, "store: region %llu (%llu bytes) on %s: %s",
+                                              (unsigned long long)x->region[i].id,
                                               (unsigned long long)per,
-                                              xmem_transport_uri(transports[i]));
+                                              xmem_transport_uri(transports[i]), strerror(-r));
                 }
         }
+        x->n_alloc = n; /* re-opened ones are this store's to free too */
         *ret = &x->base;
         return 0;
+}
+
+int store_xmem_new(struct xmem_transport *const *transports, size_t n, uint64_t size,
+                   uint32_t stripe, struct store **ret, struct xmem_error *err)
+{
+        return xmem_regions(transports, n, size, stripe, NULL, ret, err);
 }
 
 size_t store_xmem_regions(const struct store *s, struct xmem_transport *const **ret_t,
@@ -332,33 +344,5 @@ int store_xmem_open(struct xmem_transport *const *transports, size_t n, uint64_t
                     uint32_t stripe, const struct xmem_region_ref *refs, struct store **ret,
                     struct xmem_error *err)
 {
-        struct store_xmem *x;
-        uint64_t per;
-
-        if (n == 0 || stripe == 0 || size % stripe)
-                return xmem_error_set(err, -EINVAL, "store: bad geometry");
-        x = xmem_alloc(size, n, stripe);
-        if (!x)
-                return xmem_error_set(err, -ENOMEM, "store: out of memory");
-        per = DIV_ROUND_UP(size / stripe, n) * stripe;
-        for (size_t i = 0; i < n; i++) {
-                uint64_t got = 0;
-                int r;
-
-                x->t[i] = transports[i];
-                x->region[i] = refs[i];
-                r = xmem_region_open(transports[i], &refs[i], &got);
-                if (r >= 0 && got < per)
-                        r = -ERANGE;
-                if (r < 0) {
-                        x->n_alloc = 0; /* not ours to free: the state says what they are */
-                        xmem_free(&x->base);
-                        return xmem_error_set(err, r, "store: region %llu on %s: %s",
-                                              (unsigned long long)refs[i].id,
-                                              xmem_transport_uri(transports[i]), strerror(-r));
-                }
-        }
-        x->n_alloc = n;
-        *ret = &x->base;
-        return 0;
+        return xmem_regions(transports, n, size, stripe, refs, ret, err);
 }

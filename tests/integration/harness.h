@@ -98,6 +98,13 @@ int harness_memd_signal(struct harness_memd *m, int sig);
  * only one a shim may use. Returns BUF. */
 const char *harness_memd_ctr_socket(const struct harness_memd *m, const char *id, char *buf,
                                     size_t len);
+/* ARGV with LD_PRELOAD=$XMEM_SHIM and XMEM_SOCKET on memd M's container ID's
+ * socket, in CG (NULL: ours): a program attached through the shim
+ * (harness_child_spawn's STDERR_TOO). */
+struct harness_child;
+struct harness_cg;
+void harness_memd_spawn(const struct harness_memd *m, const char *id, struct harness_child *c,
+                        const char *const *argv, const struct harness_cg *cg, bool stderr_too);
 /* SIGTERM memd and wait; stop its embedded appliance (it outlives memd);
  * remove M->dir unless XMEM_KEEP_TMP is set. Returns the wait status (-1 if
  * it was not running). */
@@ -114,6 +121,10 @@ int harness_run_output(char *const argv[], const char *socket, const char *prelo
  * (memory.stat, memory.oom_control); 0 if KEY is absent. Aborts the test if
  * the file cannot be opened. */
 uint64_t harness_cg_u64(const char *cgroup, const char *file, const char *key);
+
+/* In a child after fork: die with the test (a test killed by its timeout
+ * runs no .fini). PARENT: the test's pid, taken before the fork. */
+void harness_die_with(pid_t parent);
 
 /* Fill BUF with a reproducible pattern derived from SEED and the absolute OFFSET. */
 void harness_pattern(void *buf, size_t len, uint64_t seed, uint64_t offset);
@@ -156,6 +167,13 @@ void harness_child_spawn(struct harness_child *c, const char *const *argv, const
 /* Read one line (without the newline) into BUF within TIMEOUT_MS.
  * Returns 1, 0 at EOF, -ETIME when the time ran out (BUF holds what came). */
 int harness_child_line(struct harness_child *c, char *buf, size_t len, int timeout_ms);
+/* Read the child's lines until one starts with WANT or TIMEOUT_MS pass; LAST:
+ * the last line seen ("" if none). Returns the lines read, -1 if WANT never
+ * came. */
+int harness_child_follow(struct harness_child *c, const char *want, int timeout_ms, char *last,
+                         size_t len);
+/* CLOCK_MONOTONIC in milliseconds. */
+long harness_now_ms(void);
 /* Send LINE and a newline to the child's stdin. */
 void harness_child_say(struct harness_child *c, const char *line);
 /* Is the child still running (not reaped here)? Reaps it when it exited. */

@@ -97,44 +97,13 @@ static void attach(int i, int app)
 
 static void run_prog(int i, const char *const *args)
 {
-        const char *prog = getenv("XMEM_PAGING_PROG"), *shim = getenv("XMEM_SHIM");
-        const char *argv[8] = {prog};
-        char pre[300], sockenv[200], ctr[160];
+        const char *argv[8] = {getenv("XMEM_PAGING_PROG")};
         int n = 1;
 
-        cr_assert(prog && shim, "XMEM_PAGING_PROG and XMEM_SHIM must be set (meson test)");
+        cr_assert_not_null(argv[0], "XMEM_PAGING_PROG is not set (run through meson test)");
         for (; *args && n < 7; args++)
                 argv[n++] = *args;
-        snprintf(pre, sizeof(pre), "LD_PRELOAD=%s", shim);
-        snprintf(sockenv, sizeof(sockenv), "XMEM_SOCKET=%s",
-                 harness_memd_ctr_socket(&e.md, ids[i], ctr, sizeof(ctr)));
-        harness_child_spawn(&e.prog[i], argv, (const char *const[]){pre, sockenv, NULL}, &e.cg[i],
-                            false);
-}
-
-static long now_ms(void)
-{
-        struct timespec t;
-
-        clock_gettime(CLOCK_MONOTONIC, &t);
-        return t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
-/* Read program I's lines until one starts with WANT or TIMEOUT_MS pass;
- * LAST: the last line seen. True when WANT came. */
-static bool follow(int i, const char *want, int timeout_ms, char *last, size_t len)
-{
-        long deadline = now_ms() + timeout_ms;
-        char line[256];
-
-        last[0] = 0;
-        while (harness_child_line(&e.prog[i], line, sizeof(line), (int)(deadline - now_ms())) ==
-               1) {
-                snprintf(last, len, "%s", line);
-                if (strncmp(line, want, strlen(want)) == 0)
-                        return true;
-        }
-        return false;
+        harness_memd_spawn(&e.md, ids[i], &e.prog[i], argv, &e.cg[i], false);
 }
 
 /* Does memd's log hold WHAT? */
@@ -159,17 +128,17 @@ Test(appliance_restart, sigkill_and_restart_on_pool_file, .init = setup, .fini =
                                                  "--appliance-timeout", "300s", NULL});
         attach(0, 0);
         run_prog(0, (const char *const[]){"verify", WORK_MIB, "6", NULL});
-        cr_assert(follow(0, "pass 1", 120000, last, sizeof(last)),
+        cr_assert(harness_child_follow(&e.prog[0], "pass 1", 120000, last, sizeof(last)) > 0,
                   "no first pass within 120 s (last line '%s', see %s)", last, e.md.log);
 
         /* the appliance dies mid-run: pages in flight, dirty pages waiting */
         harness_kill(&e.app[0]);
-        cr_expect(!follow(0, "paging-ok", 2000, last, sizeof(last)) &&
+        cr_expect(harness_child_follow(&e.prog[0], "paging-ok", 2000, last, sizeof(last)) < 0 &&
                       harness_child_alive(&e.prog[0]),
                   "the workload finished or died without its appliance (last line '%s')", last);
         appliance_start(0); /* same port, same pool file */
 
-        cr_assert(follow(0, "paging-ok", 300000, last, sizeof(last)),
+        cr_assert(harness_child_follow(&e.prog[0], "paging-ok", 300000, last, sizeof(last)) > 0,
                   "the workload did not finish after the restart (last line '%s', see %s)", last,
                   e.md.log);
         st = harness_child_wait(&e.prog[0], 10000);
@@ -183,10 +152,10 @@ Test(appliance_restart, sigkill_and_restart_on_pool_file, .init = setup, .fini =
 static bool list_fast(long *ret_ms)
 {
         char out[4096];
-        long t0 = now_ms();
+        long t0 = harness_now_ms();
         bool ok = harness_ctl(&e.md, out, sizeof(out), (const char *const[]){"list", NULL});
 
-        *ret_ms = now_ms() - t0;
+        *ret_ms = harness_now_ms() - t0;
         return ok && *ret_ms < 1000;
 }
 
@@ -207,7 +176,7 @@ Test(appliance_restart, gone_for_good_sigbus_others_unaffected, .init = setup, .
         attach(0, 0);
         attach(1, 1);
         run_prog(0, (const char *const[]){"sigbus", WORK_MIB, NULL});
-        cr_assert(follow(0, "written", 120000, last, sizeof(last)),
+        cr_assert(harness_child_follow(&e.prog[0], "written", 120000, last, sizeof(last)) > 0,
                   "A did not write within 120 s (last line '%s', see %s)", last, e.md.log);
 
         /* A's appliance stops answering while A reads its data back */
@@ -222,14 +191,14 @@ Test(appliance_restart, gone_for_good_sigbus_others_unaffected, .init = setup, .
         /* ... and never comes back */
         harness_kill(&e.app[0]);
         e.stopped = false;
-        cr_assert(follow(0, "sigbus", 60000, last, sizeof(last)),
+        cr_assert(harness_child_follow(&e.prog[0], "sigbus", 60000, last, sizeof(last)) > 0,
                   "A got no SIGBUS within 60 s of its appliance's death (last line '%s', see %s)",
                   last, e.md.log);
         st = harness_child_wait(&e.prog[0], 10000);
         cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 5, "A's status %#x, want exit 5", st);
         cr_expect(memd_logged("SIGBUS"), "memd did not log why (see %s)", e.md.log);
 
-        cr_assert(follow(1, "paging-ok", 180000, last, sizeof(last)),
+        cr_assert(harness_child_follow(&e.prog[1], "paging-ok", 180000, last, sizeof(last)) > 0,
                   "B did not finish (last line '%s', see %s)", last, e.md.log);
         st = harness_child_wait(&e.prog[1], 10000);
         cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "B's status %#x", st);

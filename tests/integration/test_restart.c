@@ -74,14 +74,10 @@ static void attach(const char *id, const char *cg)
 /* paging_prog verify MIB PASSES under the shim on container ID's socket. */
 static void start_prog(struct harness_child *c, const char *id, const char *mib, const char *passes)
 {
-        char pre[300], sockenv[200], ctr[160];
-
-        snprintf(pre, sizeof(pre), "LD_PRELOAD=%s", getenv("XMEM_SHIM"));
-        snprintf(sockenv, sizeof(sockenv), "XMEM_SOCKET=%s",
-                 harness_memd_ctr_socket(&e.md, id, ctr, sizeof(ctr)));
-        harness_child_spawn(
-            c, (const char *const[]){getenv("XMEM_PAGING_PROG"), "verify", mib, passes, NULL},
-            (const char *const[]){pre, sockenv, NULL}, &e.cg, true);
+        harness_memd_spawn(
+            &e.md, id, c,
+            (const char *const[]){getenv("XMEM_PAGING_PROG"), "verify", mib, passes, NULL}, &e.cg,
+            true);
 }
 
 /* Read lines until one starts with WANT (within TIMEOUT_MS in all). */

@@ -113,45 +113,12 @@ static uint64_t stat_of(int i, const char *field, const char *when)
 
 static void run_prog(int i, const char *passes)
 {
-        char pre[300], sockenv[200];
-        const char *prog = getenv("XMEM_PAGING_PROG"), *shim = getenv("XMEM_SHIM");
+        const char *prog = getenv("XMEM_PAGING_PROG");
 
-        cr_assert(prog && shim, "XMEM_PAGING_PROG and XMEM_SHIM must be set (meson test)");
-        snprintf(pre, sizeof(pre), "LD_PRELOAD=%s", shim);
-        char ctr[160];
-        snprintf(sockenv, sizeof(sockenv), "XMEM_SOCKET=%s",
-                 harness_memd_ctr_socket(&e.md, ids[i], ctr, sizeof(ctr)));
-        harness_child_spawn(&e.prog[i],
-                            (const char *const[]){prog, "verify", WORK_MIB, passes, NULL},
-                            (const char *const[]){pre, sockenv, NULL}, &e.cg[i], false);
-}
-
-static long now_ms(void)
-{
-        struct timespec t;
-
-        clock_gettime(CLOCK_MONOTONIC, &t);
-        return t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
-/* Read program I's lines until one starts with WANT or TIMEOUT_MS pass.
- * LAST: the last line seen ("" if none); returns the lines read, or -1 if
- * WANT never came. */
-static int follow(int i, const char *want, int timeout_ms, char *last, size_t len)
-{
-        long deadline = now_ms() + timeout_ms;
-        char line[256];
-        int n = 0, r;
-
-        last[0] = 0;
-        while ((r = harness_child_line(&e.prog[i], line, sizeof(line),
-                                       (int)(deadline - now_ms()))) == 1) {
-                n++;
-                snprintf(last, len, "%s", line);
-                if (strncmp(line, want, strlen(want)) == 0)
-                        return n;
-        }
-        return -1;
+        cr_assert_not_null(prog, "XMEM_PAGING_PROG is not set (run through meson test)");
+        harness_memd_spawn(&e.md, ids[i], &e.prog[i],
+                           (const char *const[]){prog, "verify", WORK_MIB, passes, NULL},
+                           &e.cg[i], false);
 }
 
 /* A's lines that came without waiting: none may say it finished. */
@@ -159,7 +126,7 @@ static void expect_a_unfinished(const char *when)
 {
         char last[256];
 
-        follow(0, "paging-ok", 100, last, sizeof(last));
+        harness_child_follow(&e.prog[0], "paging-ok", 100, last, sizeof(last));
         cr_expect(!strstr(last, "paging-ok") && harness_child_alive(&e.prog[0]),
                   "%s: A finished or died while its appliance was stopped (last line '%s', "
                   "status %#x): its faults were not waiting on appliance 1",
@@ -182,7 +149,7 @@ Test(stall, stopped_appliance_stalls_only_its_own_container, .init = setup, .fin
 
         /* A pages: 128 MiB written through a 32 MiB cgroup */
         run_prog(0, A_PASSES);
-        cr_assert_geq(follow(0, "written", 60000, last, sizeof(last)), 1,
+        cr_assert_geq(harness_child_follow(&e.prog[0], "written", 60000, last, sizeof(last)), 1,
                       "A did not write its 128 MiB within 60 s (last line '%s', see %s)", last,
                       e.md.log);
         cr_assert(stats(0, sa, sizeof(sa), "A paging"));
@@ -202,10 +169,10 @@ Test(stall, stopped_appliance_stalls_only_its_own_container, .init = setup, .fin
         expect_a_unfinished("after the stop");
 
         /* B, on appliance 2, runs its whole workload meanwhile */
-        t0 = now_ms();
+        t0 = harness_now_ms();
         run_prog(1, B_PASSES);
-        lines = follow(1, "paging-ok", B_BOUND_MS, last, sizeof(last));
-        b_ms = now_ms() - t0;
+        lines = harness_child_follow(&e.prog[1], "paging-ok", B_BOUND_MS, last, sizeof(last));
+        b_ms = harness_now_ms() - t0;
         b_stats = stats(1, sb, sizeof(sb), "B ran");
         if (lines < 0 && !last[0])
                 cr_expect_fail("container B made no progress while appliance 1 was stopped: not "
@@ -239,7 +206,7 @@ Test(stall, stopped_appliance_stalls_only_its_own_container, .init = setup, .fin
         /* appliance 1 is back: A finishes, verified */
         cr_assert_eq(kill(e.app[0].pid, SIGCONT), 0);
         e.stopped = false;
-        lines = follow(0, "paging-ok", A_BOUND_MS, last, sizeof(last));
+        lines = harness_child_follow(&e.prog[0], "paging-ok", A_BOUND_MS, last, sizeof(last));
         if (!stats(0, sa, sizeof(sa), "A finished"))
                 snprintf(sa, sizeof(sa), "{\"fetched_bytes\":0}");
         cr_expect_geq(lines, 1,
