@@ -20,9 +20,7 @@
 #include "harness.h"
 #include "transport/transport.h"
 
-/* In a child after fork: die with the test (a test killed by its timeout
- * runs no .fini). PARENT: the test's pid, taken before the fork. */
-static void die_with(pid_t parent)
+void harness_die_with(pid_t parent)
 {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() != parent)
@@ -190,7 +188,7 @@ void harness_appliance_start(struct harness_proc *p, const char *const *extra_ar
         cr_assert(p->pid >= 0);
         if (p->pid == 0) {
                 int fd = open(p->log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
-                die_with(parent);
+                harness_die_with(parent);
                 if (fd >= 0) {
                         dup2(fd, 2);
                         close(fd);
@@ -198,9 +196,11 @@ void harness_appliance_start(struct harness_proc *p, const char *const *extra_ar
                 execv(bin, (char *const *)argv);
                 _exit(127);
         }
+        harness_track(p->pid, p->dir);
         for (int i = 0; i < 500; i++) { /* up to 10 s */
                 int status, fd;
                 if (waitpid(p->pid, &status, WNOHANG) == p->pid) {
+                        harness_untrack(p->pid);
                         p->pid = -1;
                         cr_assert_fail("appliance exited during start-up (status %d), see %s",
                                        status, p->log_path);
@@ -235,6 +235,7 @@ int harness_stop(struct harness_proc *p)
         kill(p->pid, SIGTERM);
         for (int i = 0; i < 1000; i++) { /* up to 10 s, then SIGKILL */
                 if (waitpid(p->pid, &status, WNOHANG) == p->pid) {
+                        harness_untrack(p->pid);
                         p->pid = -1;
                         return status;
                 }
@@ -250,6 +251,7 @@ void harness_kill(struct harness_proc *p)
                 return;
         kill(p->pid, SIGKILL);
         waitpid(p->pid, NULL, 0);
+        harness_untrack(p->pid);
         p->pid = -1;
 }
 
@@ -333,12 +335,13 @@ void harness_memd_start(struct harness_memd *m, const char *dir_template,
         cr_assert(m->pid >= 0);
         if (m->pid == 0) {
                 int fd = open(m->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-                die_with(parent);
+                harness_die_with(parent);
                 dup2(fd, 2);
                 setenv("NOTIFY_SOCKET", notify, 1);
                 execv(bin, (char *const *)argv);
                 _exit(127);
         }
+        harness_track(m->pid, m->dir);
         memd_wait_ready(m, nfd);
 }
 
@@ -357,6 +360,7 @@ int harness_memd_stop(struct harness_memd *m)
                         kill(m->pid, SIGKILL);
                         waitpid(m->pid, &status, 0);
                 }
+                harness_untrack(m->pid);
                 m->pid = -1;
         }
         if (m->dir[0] && !getenv("XMEM_KEEP_TMP")) {
@@ -425,7 +429,7 @@ void harness_child_spawn(struct harness_child *c, const char *const *argv, const
         c->pid = fork();
         cr_assert(c->pid >= 0);
         if (c->pid == 0) {
-                die_with(parent);
+                harness_die_with(parent);
                 if (cg && harness_cg_enter(cg) < 0)
                         _exit(126);
                 dup2(to[0], 0);
