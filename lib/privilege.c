@@ -5,6 +5,7 @@
 #include <grp.h>
 #include <pwd.h>
 #include <seccomp.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -212,8 +213,24 @@ int privilege_caps_effective(const cap_value_t *caps, size_t n, bool raise, stru
         return 0;
 }
 
+/* The kernel clears the parent-death signal when the effective ids change:
+ * a supervised process (an appliance a test or memd started) would outlive
+ * its supervisor. Set it again, and send it now if the parent died meanwhile. */
+static void keep_pdeathsig(int sig, pid_t parent)
+{
+        if (sig <= 0)
+                return;
+        (void)prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0);
+        if (getppid() != parent)
+                (void)raise(sig);
+}
+
 int privilege_switch_user(uid_t uid, gid_t gid, struct xmem_error *err)
 {
+        int pdeathsig = 0;
+        pid_t parent = getppid();
+
+        (void)prctl(PR_GET_PDEATHSIG, &pdeathsig, 0, 0, 0);
         if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0)
                 return xmem_error_set(err, negative_errno(), "PR_SET_KEEPCAPS: %m");
         if (setgroups(1, &gid) < 0)
@@ -222,6 +239,7 @@ int privilege_switch_user(uid_t uid, gid_t gid, struct xmem_error *err)
                 return xmem_error_set(err, negative_errno(), "setresgid(%u): %m", (unsigned)gid);
         if (setresuid(uid, uid, uid) < 0)
                 return xmem_error_set(err, negative_errno(), "setresuid(%u): %m", (unsigned)uid);
+        keep_pdeathsig(pdeathsig, parent);
         if (prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) < 0)
                 return xmem_error_set(err, negative_errno(), "PR_SET_KEEPCAPS: %m");
         return 0;

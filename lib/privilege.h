@@ -54,7 +54,8 @@ int privilege_caps_effective(const cap_value_t *caps, size_t n, bool raise, stru
 /* Become UID/GID for good (real, effective, saved; supplementary groups =
  * just GID). Permitted capabilities survive (PR_SET_KEEPCAPS) so that
  * privilege_drop_caps can still cut the bounding set and keep what is asked;
- * call it right after. Needs CAP_SETUID and CAP_SETGID. */
+ * call it right after. The parent-death signal, which the kernel clears on
+ * the switch, is set again. Needs CAP_SETUID and CAP_SETGID. */
 int privilege_switch_user(uid_t uid, gid_t gid, struct xmem_error *err);
 
 /* Look NAME up (a user name or a numeric uid) and return its uid and

@@ -60,13 +60,14 @@ struct copy_ctx {
 };
 
 /* One piece of a direct fill: UFFDIO_COPY straight from the store's memory
- * (or zeros where it holds none); one wake for the whole run comes later. */
+ * (or zeros where it holds none), write-protected like every install (see
+ * finish); one wake for the whole run comes later. */
 static int copy_piece(void *ctx, uint64_t at, void *mem, uint64_t len)
 {
         struct copy_ctx *c = ctx;
         uint64_t d = 0;
-        int r = uffd_copy(c->j->s.a->uffd, c->addr + at, mem ? mem : c->zero, len, !c->j->writable,
-                          true, &d, NULL);
+        int r = uffd_copy(c->j->s.a->uffd, c->addr + at, mem ? mem : c->zero, len, true, true, &d,
+                          NULL);
 
         c->j->done += d;
         if (r < 0)
@@ -184,8 +185,7 @@ static int install(struct fill_pool *fp, struct fill_job *j, void *buf, bool may
         }
         if (j->fetched)
                 src = buf;
-        r = uffd_copy(a->uffd, addr + j->done, src + j->done, len - j->done, !j->writable, true, &d,
-                      NULL);
+        r = uffd_copy(a->uffd, addr + j->done, src + j->done, len - j->done, true, true, &d, NULL);
         j->done += d;
         return r;
 }
@@ -206,11 +206,21 @@ static int finish(struct fill_job *j, int r)
          * the pages are punched with the run. */
         for (uint64_t c = j->first; c < j->first + j->n; c++)
                 pages_installed(a, c, j->writable, !j->prefetch);
+        /* A FILLING page is never writable: a write must not land before the
+         * page is DIRTY, or a fork snapshot that passed it over as FILLING
+         * misses a write made before its cut. So every run is installed
+         * protected and a writable one is un-protected here, once DIRTY, under
+         * the lock (an evictor that picks it later protects it first); the
+         * un-protect also wakes the run. */
+        bool woken = j->writable && uffd_writeprotect(a->uffd, arena_chunk_addr(a, j->first), len,
+                                                      false, false) == 0;
         pthread_mutex_unlock(&a->lock);
         /* Always wake after the state change: a thread that faulted while the
-         * run was FILLING (e.g. a write to a page this copy had installed
-         * protected) was told to wait for the owner. */
-        (void)uffd_wake(a->uffd, arena_chunk_addr(a, j->first), len);
+         * run was FILLING (a write to a page this copy had installed
+         * protected, too) was told to wait for the owner. A failed un-protect
+         * leaves DIRTY pages protected: a write faults and un-protects. */
+        if (!woken)
+                (void)uffd_wake(a->uffd, arena_chunk_addr(a, j->first), len);
         atomic_fetch_add(&res->resident, len);
         atomic_fetch_sub(&res->inflight, len);
         if (!j->stored)

@@ -4,7 +4,7 @@
  *
  *   FREE ----claim (fault, prefetch)----------------> FILLING
  *   FILLING --installed (UFFDIO_COPY, write-protected)-> PRESENT
- *   FILLING --installed (a write fault: writable)-----> DIRTY
+ *   FILLING --installed (a write fault: writable)-----> DIRTY (then un-protected)
  *   FILLING --given back (prefetch refused, failure)--> FREE
  *   PRESENT --written (WP fault: un-protect the page)-> DIRTY
  *   PRESENT|DIRTY --held (victim, fork snapshot)------> EVICTING
@@ -20,6 +20,10 @@
  * installed) and uncharged when the process gives it back (shim.discard) or
  * its arena is freed. A fork clone's pages the parent had written are
  * INHERITED: shared with the parent until written, as the shim counts them.
+ * A page is writable only while DIRTY: a fill installs every run
+ * write-protected and un-protects a writable one after pages_installed, under
+ * the lock (fill.c finish), so no write lands in a FILLING page, which a fork
+ * snapshot leaves out of its cut.
  * (residency_clock_pick in evict.c makes the "held" step on raw state arrays:
  * it is pure, for its unit tests.) */
 #pragma once

@@ -26,7 +26,8 @@ static uint64_t flush_catch(struct arena *a, uint8_t *fl)
                 if (a->state[c] == CHUNK_DIRTY)
                         fl[c] |= FL_DIRTY;
                 else if (a->state[c] != CHUNK_PRESENT)
-                        continue; /* FREE: lives in the store; FILLING: not written yet */
+                        continue; /* FREE: lives in the store; FILLING: not written yet
+                                   * (installed protected until it is DIRTY, fill.c) */
                 pages_hold(a, c);
                 fl[c] |= FL_HELD;
                 n++;
@@ -120,7 +121,9 @@ int residency_flush_arena(struct residency *r, struct arena *a,
          * meanwhile (a write to a FREE chunk) are caught by the next pass. The
          * last pass is the snapshot's instant T: every write that landed before
          * it is in a held, protected chunk; every later one waits on a held
-         * chunk or lands in a chunk filled after T (whose store copy is older). */
+         * chunk or lands in a chunk filled after T (whose store copy is older).
+         * A chunk still FILLING at T holds no write: a fill installs its pages
+         * write-protected and un-protects them only once they are DIRTY. */
         while (ret == 0 && flush_catch(a, fl) > 0)
                 ret = flush_protect(a, fl);
         if (ret == 0)

@@ -119,10 +119,12 @@ void ctr_memd_start(struct ctr_env *e)
         mkdir(dir, 0755);
         snprintf(e->sock, sizeof(e->sock), "%s/memd.sock", dir);
         snprintf(e->memd_log, sizeof(e->memd_log), "%s/memd.log", e->dir);
+        pid_t parent = getpid();
         e->memd_pid = fork();
         cr_assert(e->memd_pid >= 0);
         if (e->memd_pid == 0) {
                 int fd = open(e->memd_log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+                harness_die_with(parent); /* a skip or timeout runs no ctr_env_cleanup */
                 dup2(fd, 2);
                 char state[300];
                 snprintf(state, sizeof(state), "%s/state", dir);
@@ -130,6 +132,7 @@ void ctr_memd_start(struct ctr_env *e)
                       e->app.tcp_uri, "--log-level", "debug", "--state-dir", state, NULL);
                 _exit(127);
         }
+        harness_track(e->memd_pid, ""); /* DIR holds the containers' bundles: kept */
         snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", e->sock);
         for (int i = 0; i < 200; i++) {
                 int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
@@ -151,6 +154,7 @@ void ctr_env_cleanup(struct ctr_env *e)
         if (e->memd_pid > 0) {
                 kill(e->memd_pid, SIGTERM);
                 waitpid(e->memd_pid, NULL, 0);
+                harness_untrack(e->memd_pid);
                 e->memd_pid = 0;
         }
         if (e->app.pid > 0)

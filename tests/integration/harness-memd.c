@@ -80,6 +80,7 @@ static void memd_exec(struct harness_memd *m, const char *const *args)
                 execv(bin, (char *const *)argv);
                 _exit(127);
         }
+        harness_track(m->pid, m->dir);
         memd_wait_ready(m, nfd);
 }
 
@@ -130,6 +131,7 @@ int harness_memd_signal(struct harness_memd *m, int sig)
                 kill(m->pid, SIGKILL);
                 waitpid(m->pid, &status, 0);
         }
+        harness_untrack(m->pid);
         m->pid = -1;
         return status;
 }

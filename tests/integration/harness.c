@@ -20,8 +20,6 @@
 #include "harness.h"
 #include "transport/transport.h"
 
-/* In a child after fork: die with the test (a test killed by its timeout
- * runs no .fini). PARENT: the test's pid, taken before the fork. */
 void harness_die_with(pid_t parent)
 {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -198,9 +196,11 @@ void harness_appliance_start(struct harness_proc *p, const char *const *extra_ar
                 execv(bin, (char *const *)argv);
                 _exit(127);
         }
+        harness_track(p->pid, p->dir);
         for (int i = 0; i < 500; i++) { /* up to 10 s */
                 int status, fd;
                 if (waitpid(p->pid, &status, WNOHANG) == p->pid) {
+                        harness_untrack(p->pid);
                         p->pid = -1;
                         cr_assert_fail("appliance exited during start-up (status %d), see %s",
                                        status, p->log_path);
@@ -235,6 +235,7 @@ int harness_stop(struct harness_proc *p)
         kill(p->pid, SIGTERM);
         for (int i = 0; i < 1000; i++) { /* up to 10 s, then SIGKILL */
                 if (waitpid(p->pid, &status, WNOHANG) == p->pid) {
+                        harness_untrack(p->pid);
                         p->pid = -1;
                         return status;
                 }
@@ -250,6 +251,7 @@ void harness_kill(struct harness_proc *p)
                 return;
         kill(p->pid, SIGKILL);
         waitpid(p->pid, NULL, 0);
+        harness_untrack(p->pid);
         p->pid = -1;
 }
 

@@ -18,6 +18,18 @@ struct harness_proc {
         char log_path[128];  /* the process's stderr */
 };
 
+/* In a child after fork, before exec: die with the test (a test killed by
+ * its timeout runs no .fini, nor atexit). PARENT: the test's pid, taken
+ * before the fork. */
+void harness_die_with(pid_t parent);
+
+/* harness-track.c: PID (its temp dir DIR) was started by the harness; it is
+ * killed (and DIR removed) when the test's process exits while it still
+ * runs, e.g. after a skip or a failure before the teardown. Untrack once
+ * reaped. */
+void harness_track(pid_t pid, const char *dir);
+void harness_untrack(pid_t pid);
+
 /* A fresh temp dir for P (mkdtemp under /tmp). */
 void harness_init(struct harness_proc *p);
 
@@ -121,10 +133,6 @@ int harness_run_output(char *const argv[], const char *socket, const char *prelo
  * (memory.stat, memory.oom_control); 0 if KEY is absent. Aborts the test if
  * the file cannot be opened. */
 uint64_t harness_cg_u64(const char *cgroup, const char *file, const char *key);
-
-/* In a child after fork: die with the test (a test killed by its timeout
- * runs no .fini). PARENT: the test's pid, taken before the fork. */
-void harness_die_with(pid_t parent);
 
 /* Fill BUF with a reproducible pattern derived from SEED and the absolute OFFSET. */
 void harness_pattern(void *buf, size_t len, uint64_t seed, uint64_t offset);

@@ -5,11 +5,13 @@
  * In log mode the same work leaves no seccomp audit record. */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <seccomp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -276,6 +278,67 @@ Test(appliance_privilege, user_switch)
         exercise(app.shm_uri, 12);
         status = harness_stop(&app);
         cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status 0x%x", status);
+}
+
+/* Is PID gone (or a zombie nobody reaped yet)? */
+static bool gone(pid_t pid)
+{
+        char path[64], state[16];
+
+        snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+        harness_status_field(path, "State", state, sizeof(state));
+        return state[0] == 0 || state[0] == 'Z';
+}
+
+/* The kernel clears the parent-death signal when a process becomes another
+ * user: the appliance sets it again, or it outlives whoever started it (a
+ * test that was killed left it running). */
+Test(appliance_privilege, user_switch_still_dies_with_its_parent)
+{
+        const char *bin = getenv("XMEM_APPLIANCE");
+        char listen[160];
+        pid_t mid, pid = -1;
+        int pfd[2], status;
+
+        if (!harness_is_root())
+                harness_skip(teardown, "needs root");
+        snprintf(listen, sizeof(listen), "unix://%s/appliance.sock", app.dir);
+        cr_assert_eq(pipe2(pfd, O_CLOEXEC), 0);
+        mid = fork();
+        cr_assert_geq(mid, 0);
+        if (mid == 0) { /* the parent that dies once the appliance is uid 65534 */
+                pid_t parent = getpid(), a = fork();
+                char path[64], uid[64] = "";
+                if (a == 0) {
+                        prctl(PR_SET_PDEATHSIG, SIGKILL);
+                        if (getppid() != parent)
+                                _exit(125);
+                        freopen("/dev/null", "w", stderr);
+                        execl(bin, bin, "--listen", listen, "--pool-size", "16M", "--user", "65534",
+                              (char *)NULL);
+                        _exit(127);
+                }
+                if (a < 0 || write(pfd[1], &a, sizeof(a)) != sizeof(a))
+                        _exit(1);
+                snprintf(path, sizeof(path), "/proc/%d/status", (int)a);
+                for (int i = 0; i < 500 && strncmp(uid, "65534", 5) != 0; i++) {
+                        usleep(20000);
+                        harness_status_field(path, "Uid", uid, sizeof(uid));
+                }
+                _exit(strncmp(uid, "65534", 5) == 0 ? 0 : 2);
+        }
+        close(pfd[1]);
+        cr_assert_eq(read(pfd[0], &pid, sizeof(pid)), (ssize_t)sizeof(pid));
+        close(pfd[0]);
+        cr_assert_eq(waitpid(mid, &status, 0), mid);
+        for (int i = 0; i < 250 && !gone(pid); i++)
+                usleep(20000);
+        bool survived = !gone(pid);
+        if (survived)
+                kill(pid, SIGKILL);
+        cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                  "the appliance never became uid 65534 (status %#x)", status);
+        cr_assert_not(survived, "the appliance (pid %d) outlived its parent", (int)pid);
 }
 
 static int run_appliance(const char *seccomp_env, const char *extra)

@@ -121,10 +121,12 @@ Test(memd_limits, tcp_appliance_with_a_secret)
                      xmem_error_str(&err));
         snprintf(sock, sizeof(sock), "%s/other.sock", md.dir);
         snprintf(log, sizeof(log), "%s/other.log", md.dir);
+        pid_t parent = getpid();
         pid = fork();
         cr_assert(pid >= 0);
         if (pid == 0) {
                 fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+                harness_die_with(parent);
                 dup2(fd, 2);
                 char state[300];
                 snprintf(state, sizeof(state), "%s/other-state", md.dir);
