@@ -9,8 +9,8 @@
 static _Noreturn void noprof_fatal(void)
 {
         static const char msg[] =
-                "xmem-shim: jemalloc heap profiling (MALLOC_CONF prof) is not available "
-                "under libxmem-shim.so\n";
+            "xmem-shim: jemalloc heap profiling (MALLOC_CONF prof) is not available "
+            "under libxmem-shim.so\n";
 
         if (write(STDERR_FILENO, msg, strlen(msg)) < 0)
                 _exit(127);
