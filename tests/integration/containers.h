@@ -49,6 +49,13 @@ void ctr_bundle(const struct ctr_env *e, const char *name, const char *const *ar
 void ctr_runc_run(const struct ctr_env *e, const char *via, const char *bundle, const char *name,
                   int timeout_s, struct cmd_result *ret);
 
+/* Skip the test unless root with runc. */
+void ctr_need_root_runc(void);
+/* The xmem-runtime of the build (`run`, then `runc delete --force`), with
+ * XMEM_SOCKET naming E's memd. */
+void ctr_runtime_run(const struct ctr_env *e, const char *bundle, const char *name, int timeout_s,
+                     struct cmd_result *r);
+
 /* ctr_runc_run in a child (which makes no Criterion call): its stdout and
  * stderr in E->dir/NAME.out; the child exits 0 when the container exited 0
  * and said EXPECT. Returns the child's pid. */
