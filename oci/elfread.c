@@ -61,8 +61,7 @@ int elf_interp(const void *buf, size_t len, char *ret, size_t ret_len)
         return 0;
 }
 
-static bool section(const void *buf, size_t len, const Elf64_Ehdr *eh, unsigned i,
-                    Elf64_Shdr *ret)
+static bool section(const void *buf, size_t len, const Elf64_Ehdr *eh, unsigned i, Elf64_Shdr *ret)
 {
         if (i >= eh->e_shnum)
                 return false;
@@ -125,8 +124,7 @@ int elf_glibc_version(const void *buf, size_t len, unsigned *ret_major, unsigned
                         memcpy(&vd, (const char *)buf + vs.sh_offset + off, sizeof(vd));
                         if (!in_bounds(vs.sh_size, off + vd.vd_aux, 1, sizeof(va)))
                                 return -EBADMSG;
-                        memcpy(&va, (const char *)buf + vs.sh_offset + off + vd.vd_aux,
-                               sizeof(va));
+                        memcpy(&va, (const char *)buf + vs.sh_offset + off + vd.vd_aux, sizeof(va));
                         if (va.vda_name >= strs.sh_size)
                                 return -EBADMSG;
                         if (glibc_name((const char *)buf + strs.sh_offset + va.vda_name,

@@ -19,13 +19,13 @@
 
 #define GLIBC_LOADER "lib64/ld-linux-x86-64.so.2"
 #define MUSL_LOADER "lib/ld-musl-x86_64.so.1"
-#define HEAD_MAX (64 * 1024)      /* an entrypoint's headers and PT_INTERP */
+#define HEAD_MAX (64 * 1024)        /* an entrypoint's headers and PT_INTERP */
 #define LIBC_MAX (64 * 1024 * 1024) /* libc.so.6 is 2 MiB */
 #define SCRIPT_DEPTH 4              /* #! interpreters followed */
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 static const char *const libc_dirs[] = {
-        "lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu", "lib64", "usr/lib64", "lib", "usr/lib",
+    "lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu", "lib64", "usr/lib64", "lib", "usr/lib",
 };
 
 /* REL opened for reading if it is a regular file: checked through an O_PATH
@@ -96,8 +96,8 @@ static int image_glibc(int rootfd, char *why, size_t why_len)
                 }
                 if (major < IMAGE_GLIBC_MIN_MAJOR ||
                     (major == IMAGE_GLIBC_MIN_MAJOR && minor < IMAGE_GLIBC_MIN_MINOR)) {
-                        snprintf(why, why_len, "the image's glibc %u.%u is older than %d.%d",
-                                 major, minor, IMAGE_GLIBC_MIN_MAJOR, IMAGE_GLIBC_MIN_MINOR);
+                        snprintf(why, why_len, "the image's glibc %u.%u is older than %d.%d", major,
+                                 minor, IMAGE_GLIBC_MIN_MAJOR, IMAGE_GLIBC_MIN_MINOR);
                         return 0;
                 }
                 return 1;
@@ -116,7 +116,8 @@ static int image_loader(int rootfd, const char *entry, char *why, size_t why_len
         else if (entry)
                 snprintf(why, why_len,
                          "entrypoint %s is statically linked and the image has no glibc "
-                         "loader (/" GLIBC_LOADER ")", entry);
+                         "loader (/" GLIBC_LOADER ")",
+                         entry);
         else
                 snprintf(why, why_len, "the image has no glibc loader (/" GLIBC_LOADER ")");
         return 0;
@@ -127,8 +128,8 @@ static int image_loader(int rootfd, const char *entry, char *why, size_t why_len
 static char *find_entry(int rootfd, const struct oci_config *c)
 {
         const char *arg0 = c->args && json_object_array_length(c->args) > 0
-                                   ? json_object_get_string(json_object_array_get_idx(c->args, 0))
-                                   : NULL;
+                               ? json_object_get_string(json_object_array_get_idx(c->args, 0))
+                               : NULL;
         _cleanup_free_ char *path = NULL;
         char *save = NULL, *p;
 
@@ -137,7 +138,8 @@ static char *find_entry(int rootfd, const struct oci_config *c)
         if (strchr(arg0, '/'))
                 return strdup(arg0[0] == '/' ? arg0 + 1 : arg0);
         path = strdup(oci_config_getenv(c, "PATH") ?: DEFAULT_PATH);
-        for (char *d = path ? strtok_r(path, ":", &save) : NULL; d; d = strtok_r(NULL, ":", &save)) {
+        for (char *d = path ? strtok_r(path, ":", &save) : NULL; d;
+             d = strtok_r(NULL, ":", &save)) {
                 if (asprintf(&p, "%s/%s", d[0] == '/' ? d + 1 : d, arg0) < 0)
                         return NULL;
                 if (exists_in_root(rootfd, p))
@@ -225,9 +227,11 @@ int image_gate(const char *rootfs, const struct oci_config *c, const struct xmem
                 return xmem_error_set(err, -ENOEXEC,
                                       "the xmem shim cannot serve this image: %s (set "
                                       "io.xmem.required=false to run it without external "
-                                      "memory)", why);
+                                      "memory)",
+                                      why);
         snprintf(notice, notice_len,
                  "not attached: the xmem shim cannot serve this image: %s "
-                 "(io.xmem.required=false)", why);
+                 "(io.xmem.required=false)",
+                 why);
         return 0;
 }

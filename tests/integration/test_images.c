@@ -49,12 +49,12 @@ static void static_rootfs(struct ctr_env *e, const char *name, const char *extra
         }
 }
 
-static const char *const say_ok[] = { "/bin/sh", "-c", "echo static-ok", NULL };
+static const char *const say_ok[] = {"/bin/sh", "-c", "echo static-ok", NULL};
 static const char *xmem_64m = "{\"io.xmem.enable\":\"true\",\"io.xmem.local-limit\":\"64M\","
                               "\"io.xmem.external\":\"1G\"}";
 static const char *xmem_64m_optional =
-        "{\"io.xmem.enable\":\"true\",\"io.xmem.local-limit\":\"64M\",\"io.xmem.external\":"
-        "\"1G\",\"io.xmem.required\":\"false\"}";
+    "{\"io.xmem.enable\":\"true\",\"io.xmem.local-limit\":\"64M\",\"io.xmem.external\":"
+    "\"1G\",\"io.xmem.required\":\"false\"}";
 
 /* Refused by xmem-runtime (WHY in its one line) and by the hook, nothing
  * attached; run unattached with io.xmem.required=false. */
@@ -68,7 +68,8 @@ static void expect_refused(const struct ctr_env *e, const char *name, const char
         ctr_runtime_run(e, bundle, n, 30, &r);
         snprintf(want, sizeof(want),
                  "xmem-runtime: the xmem shim cannot serve this image: %s (set "
-                 "io.xmem.required=false to run it without external memory)\n", why);
+                 "io.xmem.required=false to run it without external memory)\n",
+                 why);
         cr_expect(ctr_exited(&r, 1), "%s: status %d", n, r.status);
         cr_expect_str_eq(r.err, want);
         cr_expect(!ctr_cgroup_exists(e, n), "cgroup of %s left behind", n);
@@ -76,8 +77,10 @@ static void expect_refused(const struct ctr_env *e, const char *name, const char
         snprintf(n, sizeof(n), "%s-hook", name);
         ctr_bundle(e, n, say_ok, xmem_64m, e->sock, bundle, sizeof(bundle));
         ctr_runc_run(e, NULL, bundle, n, 30, &r);
-        snprintf(want, sizeof(want), "xmem-hook: attach container %s: the xmem shim cannot serve "
-                 "this image: %s", n, why);
+        snprintf(want, sizeof(want),
+                 "xmem-hook: attach container %s: the xmem shim cannot serve "
+                 "this image: %s",
+                 n, why);
         cr_expect(!ctr_exited(&r, 0) && !strstr(r.out, "static-ok"), "%s ran: %s", n, r.out);
         cr_expect(strstr(r.err, want), "%s: %s", n, r.err);
         cr_expect_eq(ctr_memd_count(e), 0, "memd has containers after a refusal");
@@ -88,7 +91,9 @@ static void expect_refused(const struct ctr_env *e, const char *name, const char
         cr_expect(ctr_exited(&r, 0) && strstr(r.out, "static-ok"), "%s: %d %s %s", n, r.status,
                   r.out, r.err);
         cr_expect(strstr(r.err, "xmem-runtime: not attached: the xmem shim cannot serve this "
-                                "image: ") && strstr(r.err, why), "%s: %s", n, r.err);
+                                "image: ") &&
+                      strstr(r.err, why),
+                  "%s: %s", n, r.err);
 
         snprintf(n, sizeof(n), "%s-hopt", name);
         ctr_bundle(e, n, say_ok, xmem_64m_optional, e->sock, bundle, sizeof(bundle));
@@ -110,8 +115,7 @@ Test(images, static_image_refused_or_unattached, .init = setup_memd, .fini = tea
                        "loader (/lib64/ld-linux-x86-64.so.2)");
 }
 
-Test(images, musl_image_refused_or_unattached, .init = setup_memd, .fini = teardown,
-     .timeout = 180)
+Test(images, musl_image_refused_or_unattached, .init = setup_memd, .fini = teardown, .timeout = 180)
 {
         struct ctr_env e;
 
@@ -123,16 +127,16 @@ Test(images, musl_image_refused_or_unattached, .init = setup_memd, .fini = teard
 /* python3 of the image: 256 x 1 MiB bytearrays, each filled with its own
  * byte, all read back twice; then the cgroup's peak and OOM count. */
 static const char *py_pages =
-        "python3 -c 'import sys\n"
-        "n = 256\n"
-        "bufs = [bytearray([i % 251]) * (1 << 20) for i in range(n)]\n"
-        "for rnd in range(2):\n"
-        "    for i, b in enumerate(bufs):\n"
-        "        if b.count(i % 251) != len(b): sys.exit(\"bad page in buffer %d\" % i)\n"
-        "arena = sum(\"xmem-arena\" in l for l in open(\"/proc/self/maps\"))\n"
-        "print(\"py-ok\", n, \"MiB arena\", arena)' && M=/sys/fs/cgroup/memory && echo limit "
-        "$(cat $M/memory.limit_in_bytes) max $(cat $M/memory.max_usage_in_bytes) "
-        "$(grep '^oom_kill ' $M/memory.oom_control) 2>&1";
+    "python3 -c 'import sys\n"
+    "n = 256\n"
+    "bufs = [bytearray([i % 251]) * (1 << 20) for i in range(n)]\n"
+    "for rnd in range(2):\n"
+    "    for i, b in enumerate(bufs):\n"
+    "        if b.count(i % 251) != len(b): sys.exit(\"bad page in buffer %d\" % i)\n"
+    "arena = sum(\"xmem-arena\" in l for l in open(\"/proc/self/maps\"))\n"
+    "print(\"py-ok\", n, \"MiB arena\", arena)' && M=/sys/fs/cgroup/memory && echo limit "
+    "$(cat $M/memory.limit_in_bytes) max $(cat $M/memory.max_usage_in_bytes) "
+    "$(grep '^oom_kill ' $M/memory.oom_control) 2>&1";
 
 static void debian_pages(const char *suite)
 {
@@ -144,7 +148,7 @@ static void debian_pages(const char *suite)
 
         ctr_need_root_runc();
         snprintf(cmd, sizeof(cmd), "%s %s", getenv("XMEM_DEBIAN_IMAGE"), suite);
-        ctr_run((const char *const[]){ "/bin/sh", "-c", cmd, NULL }, NULL, 900, &r);
+        ctr_run((const char *const[]){"/bin/sh", "-c", cmd, NULL}, NULL, 900, &r);
         if (ctr_exited(&r, 77))
                 cr_skip_test("no %s image: %s", suite, r.err);
         cr_assert(ctr_exited(&r, 0), "building the %s image: %s", suite, r.err);
@@ -156,22 +160,22 @@ static void debian_pages(const char *suite)
         snprintf(cmd, sizeof(cmd), "mkdir -p %s %s/%s-upper %s/%s-work", e.rootfs, env.dir, suite,
                  env.dir, suite);
         cr_assert_eq(system(cmd), 0);
-        snprintf(lower, sizeof(lower), "lowerdir=%s,upperdir=%s/%s-upper,workdir=%s/%s-work",
-                 image, env.dir, suite, env.dir, suite);
+        snprintf(lower, sizeof(lower), "lowerdir=%s,upperdir=%s/%s-upper,workdir=%s/%s-work", image,
+                 env.dir, suite, env.dir, suite);
         cr_assert_eq(mount("overlay", e.rootfs, "overlay", 0, lower), 0, "overlay: %m");
         snprintf(overlay, sizeof(overlay), "%s", e.rootfs);
 
         snprintf(name, sizeof(name), "%s-py", suite);
-        ctr_bundle(&e, name, (const char *const[]){ "/bin/sh", "-c", py_pages, NULL }, xmem_64m,
-                   NULL, bundle, sizeof(bundle));
+        ctr_bundle(&e, name, (const char *const[]){"/bin/sh", "-c", py_pages, NULL}, xmem_64m, NULL,
+                   bundle, sizeof(bundle));
         ctr_runtime_run(&e, bundle, name, 300, &r);
         cr_log_info("%s: %s", suite, r.out);
         snprintf(want, sizeof(want), "py-ok 256 MiB arena 1\n");
         cr_assert(ctr_exited(&r, 0) && strstr(r.out, want), "status %d: %s %s", r.status, r.out,
                   r.err);
         p = strstr(r.out, "limit ");
-        cr_assert(p && sscanf(p, "limit %llu max %llu oom_kill %llu", &lim, &max, &oom) == 3,
-                  "%s", r.out);
+        cr_assert(p && sscanf(p, "limit %llu max %llu oom_kill %llu", &lim, &max, &oom) == 3, "%s",
+                  r.out);
         cr_expect_eq(lim, 64ULL << 20);
         cr_expect_lt(max, 64ULL << 20, "peak %llu", max);
         cr_expect_eq(oom, 0);

@@ -113,7 +113,8 @@ static int check(const char *args_json, char *why, size_t len)
 
         snprintf(text, sizeof(text),
                  "{\"root\":{\"path\":\"%s\"},\"process\":{\"args\":%s,"
-                 "\"env\":[\"PATH=/usr/bin:/bin\"]}}", root, args_json);
+                 "\"env\":[\"PATH=/usr/bin:/bin\"]}}",
+                 root, args_json);
         cr_assert_eq(oci_config_parse(text, strlen(text), &c, &err), 0, "%s", err.msg);
         r = image_check(root, c, why, len);
         oci_config_free(c);
@@ -155,16 +156,19 @@ Test(image, gate_refuses_or_runs_unattached, .init = mkroot, .fini = rmroot)
         char text[512], notice[640] = "";
         struct oci_config *c = NULL;
         struct xmem_error err = {};
-        struct xmem_annotations x = { .enable = true, .required = true };
+        struct xmem_annotations x = {.enable = true, .required = true};
 
         put("bin/busybox", "/bin/busybox");
-        snprintf(text, sizeof(text), "{\"root\":{\"path\":\"%s\"},\"process\":{\"args\":"
-                 "[\"/bin/busybox\"]}}", root);
+        snprintf(text, sizeof(text),
+                 "{\"root\":{\"path\":\"%s\"},\"process\":{\"args\":"
+                 "[\"/bin/busybox\"]}}",
+                 root);
         cr_assert_eq(oci_config_parse(text, strlen(text), &c, &err), 0);
         cr_expect_eq(image_gate(root, c, &x, notice, sizeof(notice), &err), -ENOEXEC);
         cr_expect(strstr(err.msg, "cannot serve this image: entrypoint /bin/busybox is "
-                                  "statically linked") && strstr(err.msg, "io.xmem.required=false")
-                  && !strchr(err.msg, '\n'), "%s", err.msg);
+                                  "statically linked") &&
+                      strstr(err.msg, "io.xmem.required=false") && !strchr(err.msg, '\n'),
+                  "%s", err.msg);
         x.required = false;
         cr_expect_eq(image_gate(root, c, &x, notice, sizeof(notice), &err), 0);
         cr_expect(strstr(notice, "not attached"), "%s", notice);
