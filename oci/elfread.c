@@ -17,6 +17,12 @@ static bool in_bounds(size_t len, uint64_t off, uint64_t n, uint64_t size)
         return off <= len && (size == 0 || n <= (len - off) / size);
 }
 
+/* A table of N entries of ENTSIZE (at least MIN) bytes at OFF lies within LEN. */
+static bool table_ok(size_t len, uint64_t off, unsigned n, unsigned entsize, size_t min)
+{
+        return n == 0 || (entsize >= min && in_bounds(len, off, n, entsize));
+}
+
 static int check_header(const void *buf, size_t len, const Elf64_Ehdr **ret)
 {
         const Elf64_Ehdr *eh = buf;
@@ -39,8 +45,7 @@ int elf_interp(const void *buf, size_t len, char *ret, size_t ret_len)
 
         if (r < 0)
                 return r;
-        if (eh->e_phnum && (eh->e_phentsize < sizeof(Elf64_Phdr) ||
-                            !in_bounds(len, eh->e_phoff, eh->e_phnum, eh->e_phentsize)))
+        if (!table_ok(len, eh->e_phoff, eh->e_phnum, eh->e_phentsize, sizeof(Elf64_Phdr)))
                 return -EBADMSG;
         for (unsigned i = 0; i < eh->e_phnum; i++) {
                 Elf64_Phdr ph;
@@ -101,8 +106,7 @@ int elf_glibc_version(const void *buf, size_t len, unsigned *ret_major, unsigned
 
         if (r < 0)
                 return r;
-        if (eh->e_shnum && (eh->e_shentsize < sizeof(Elf64_Shdr) ||
-                            !in_bounds(len, eh->e_shoff, eh->e_shnum, eh->e_shentsize)))
+        if (!table_ok(len, eh->e_shoff, eh->e_shnum, eh->e_shentsize, sizeof(Elf64_Shdr)))
                 return -EBADMSG;
         for (unsigned i = 0; i < eh->e_shnum; i++) {
                 uint64_t off;

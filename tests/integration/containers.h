@@ -38,6 +38,8 @@ void ctr_env_init(struct ctr_env *e);
 /* Start the appliance (harness) and memd on it. */
 void ctr_memd_start(struct ctr_env *e);
 void ctr_env_cleanup(struct ctr_env *e);
+/* As root: ctr_env_init and ctr_memd_start (a test's .init); else nothing. */
+void ctr_env_start(struct ctr_env *e);
 
 /* A runc bundle DIR/NAME: `runc spec`, rootfs, ARGS, ANNOTATIONS (JSON
  * object text or NULL), cgroupsPath PARENT/NAME, no terminal; when HOOK_SOCKET

@@ -19,10 +19,7 @@ static void setup(void)
 
 static void setup_memd(void)
 {
-        if (!harness_is_root())
-                return;
-        ctr_env_init(&env);
-        ctr_memd_start(&env);
+        ctr_env_start(&env);
 }
 
 static void teardown(void)

@@ -13,10 +13,7 @@ static char overlay[160]; /* the Debian image's writable overlay, when mounted *
 
 static void setup_memd(void)
 {
-        if (!harness_is_root())
-                return;
-        ctr_env_init(&env);
-        ctr_memd_start(&env);
+        ctr_env_start(&env);
 }
 
 static void teardown(void)
