@@ -17,15 +17,13 @@ static bool in_bounds(size_t len, uint64_t off, uint64_t n, uint64_t size)
         return off <= len && (size == 0 || n <= (len - off) / size);
 }
 
-/* A table of N entries of ENTSIZE (at least MIN) bytes at OFF lies within LEN. */
-static bool table_ok(size_t len, uint64_t off, unsigned n, unsigned entsize, size_t min)
-{
-        return n == 0 || (entsize >= min && in_bounds(len, off, n, entsize));
-}
-
-static int check_header(const void *buf, size_t len, const Elf64_Ehdr **ret)
+/* BUF's header, checked with its program (SECTIONS false) or section header
+ * table: every entry within LEN. */
+static int check_header(const void *buf, size_t len, bool sections, const Elf64_Ehdr **ret)
 {
         const Elf64_Ehdr *eh = buf;
+        uint64_t off;
+        unsigned n, entsize;
 
         if (len < EI_NIDENT || memcmp(buf, ELFMAG, SELFMAG) != 0)
                 return -ENOEXEC;
@@ -34,6 +32,12 @@ static int check_header(const void *buf, size_t len, const Elf64_Ehdr **ret)
         if (eh->e_ident[EI_CLASS] != ELFCLASS64 || eh->e_ident[EI_DATA] != ELFDATA2LSB ||
             eh->e_machine != EM_X86_64)
                 return -EXDEV;
+        off = sections ? eh->e_shoff : eh->e_phoff;
+        n = sections ? eh->e_shnum : eh->e_phnum;
+        entsize = sections ? eh->e_shentsize : eh->e_phentsize;
+        if (n && (entsize < (sections ? sizeof(Elf64_Shdr) : sizeof(Elf64_Phdr)) ||
+                  !in_bounds(len, off, n, entsize)))
+                return -EBADMSG;
         *ret = eh;
         return 0;
 }
@@ -41,12 +45,10 @@ static int check_header(const void *buf, size_t len, const Elf64_Ehdr **ret)
 int elf_interp(const void *buf, size_t len, char *ret, size_t ret_len)
 {
         const Elf64_Ehdr *eh;
-        int r = check_header(buf, len, &eh);
+        int r = check_header(buf, len, false, &eh);
 
         if (r < 0)
                 return r;
-        if (!table_ok(len, eh->e_phoff, eh->e_phnum, eh->e_phentsize, sizeof(Elf64_Phdr)))
-                return -EBADMSG;
         for (unsigned i = 0; i < eh->e_phnum; i++) {
                 Elf64_Phdr ph;
                 const char *s;
@@ -102,12 +104,10 @@ int elf_glibc_version(const void *buf, size_t len, unsigned *ret_major, unsigned
         Elf64_Shdr vs, strs;
         unsigned best_major = 0, best_minor = 0;
         bool found = false;
-        int r = check_header(buf, len, &eh);
+        int r = check_header(buf, len, true, &eh);
 
         if (r < 0)
                 return r;
-        if (!table_ok(len, eh->e_shoff, eh->e_shnum, eh->e_shentsize, sizeof(Elf64_Shdr)))
-                return -EBADMSG;
         for (unsigned i = 0; i < eh->e_shnum; i++) {
                 uint64_t off;
 
