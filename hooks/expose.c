@@ -7,7 +7,6 @@
  * step it undoes the earlier ones (libnvidia-container style). */
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/openat2.h>
 #include <sched.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -25,18 +24,6 @@
 
 #define FDPATH_MAX 32
 #define PRELOAD_MAX (64 * 1024)
-
-static int open_in_root(int rootfd, const char *rel, int flags, mode_t mode)
-{
-        struct open_how how = {
-                .flags = (uint64_t)(flags | O_CLOEXEC),
-                .mode = (flags & O_CREAT) ? mode : 0,
-                .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
-        };
-        long fd = syscall(SYS_openat2, rootfd, rel, &how, sizeof(how));
-
-        return fd < 0 ? negative_errno() : (int)fd;
-}
 
 static const char *fdpath(int fd, char buf[FDPATH_MAX])
 {

@@ -14,6 +14,7 @@
 #include "cgroup.h"
 #include "expose.h"
 #include "fdio.h"
+#include "image.h"
 #include "json-util.h"
 #include "memd-client.h"
 #include "oci.h"
@@ -181,13 +182,22 @@ static int create_runtime(const struct hook_opts *o, const struct oci_state *s,
                           const struct oci_config *c, const struct xmem_annotations *x,
                           struct xmem_error *err)
 {
-        _cleanup_free_ char *cgroup = NULL, *socket_dir = NULL;
+        _cleanup_free_ char *cgroup = NULL, *socket_dir = NULL, *rootfs = NULL;
         _cleanup_close_ int fd = -1;
         struct xmem_error undo = {};
+        char notice[640];
         int r;
 
         if (s->pid <= 0)
                 return xmem_error_set(err, -EINVAL, "state.pid: missing (is this createRuntime?)");
+        r = oci_config_rootfs(c, s->bundle, &rootfs);
+        if (r < 0)
+                return xmem_error_set(err, r, "out of memory");
+        r = image_gate(rootfs, c, x, notice, sizeof(notice), err);
+        if (r == 0)
+                fprintf(stderr, PROG ": container %s %s\n", s->id, notice);
+        if (r <= 0)
+                return r;
         r = container_cgroup(s->pid, &cgroup, err);
         if (r < 0)
                 return r;

@@ -1,7 +1,11 @@
 /* fdio.c: full reads/writes and SCM_RIGHTS. */
 #include <errno.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "fdio.h"
@@ -197,4 +201,16 @@ ssize_t recv_with_fds_flags(int sock, void *buf, size_t len, int *fds, size_t *n
                 return -EBADMSG;
         }
         return n;
+}
+
+int open_in_root(int rootfd, const char *rel, int flags, mode_t mode)
+{
+        struct open_how how = {
+                .flags = (uint64_t)(flags | O_CLOEXEC),
+                .mode = (flags & O_CREAT) ? mode : 0,
+                .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+        };
+        long fd = syscall(SYS_openat2, rootfd, rel, &how, sizeof(how));
+
+        return fd < 0 ? negative_errno() : (int)fd;
 }

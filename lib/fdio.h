@@ -1,5 +1,6 @@
-/* fdio.h: whole-buffer I/O that survives EINTR and short transfers, and
- * passing file descriptors over unix sockets (SCM_RIGHTS). */
+/* fdio.h: whole-buffer I/O that survives EINTR and short transfers, passing
+ * file descriptors over unix sockets (SCM_RIGHTS), and opening a path inside
+ * a container's rootfs. */
 #pragma once
 
 #include <stddef.h>
@@ -31,3 +32,7 @@ ssize_t recv_with_fds(int sock, void *buf, size_t len, int *fds, size_t *n_fds);
  * when the datagram did not fit. */
 ssize_t recv_with_fds_flags(int sock, void *buf, size_t len, int *fds, size_t *n_fds,
                             int flags);
+
+/* openat2 of REL with RESOLVE_IN_ROOT (ROOTFD is "/": an image's symlinks never
+ * lead out of it) and RESOLVE_NO_MAGICLINKS; O_CLOEXEC added. An fd or -errno. */
+int open_in_root(int rootfd, const char *rel, int flags, mode_t mode);

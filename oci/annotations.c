@@ -15,6 +15,7 @@
 #define A_APPLIANCE "io.xmem.appliance"
 #define A_FILE_DIR "io.xmem.file-dir"
 #define A_RESTORE "io.xmem.restore"
+#define A_REQUIRED "io.xmem.required"
 #define MAX_RATIO 1000
 
 /* memd has no memory-mapped-file store nor restore yet: these two keys are
@@ -23,7 +24,7 @@
 #define HAVE_RESTORE 0
 
 static const char *const known_keys[] = {
-        A_ENABLE, A_LOCAL, A_EXTERNAL, A_POLICY, A_APPLIANCE, A_FILE_DIR, A_RESTORE,
+        A_ENABLE, A_LOCAL, A_EXTERNAL, A_POLICY, A_APPLIANCE, A_FILE_DIR, A_RESTORE, A_REQUIRED,
 };
 
 /* VALUE as a short, printable, one-line quotation for error messages. */
@@ -68,7 +69,7 @@ static int check_keys(json_object *annotations, bool *ret_any, struct xmem_error
                         return xmem_error_set(err, -EINVAL,
                                               "%s: unknown annotation (known: enable, "
                                               "local-limit, external, policy, appliance, "
-                                              "file-dir, restore under io.xmem.)",
+                                              "file-dir, restore, required under io.xmem.)",
                                               quote(key, q, sizeof(q)));
                 if (!json_object_is_type(val, json_type_string))
                         return xmem_error_set(err, -EINVAL, "%s: must be a string", key);
@@ -213,12 +214,27 @@ static int parse_extras(json_object *an, struct xmem_annotations *x, struct xmem
         return 0;
 }
 
+/* KEY's value "true" or "false" into *RET; absent: DEFAULT_VALUE. */
+static int parse_bool(json_object *an, const char *key, bool default_value, bool *ret,
+                      struct xmem_error *err)
+{
+        const char *v = xmem_annotation_get(an, key);
+        char q[64];
+
+        if (!v)
+                *ret = default_value;
+        else if (strcmp(v, "true") == 0 || strcmp(v, "false") == 0)
+                *ret = v[0] == 't';
+        else
+                return xmem_error_set(err, -EINVAL, "%s: \"%s\" is not a boolean (use true or false)",
+                                      key, quote(v, q, sizeof(q)));
+        return 0;
+}
+
 int xmem_annotations_parse(json_object *annotations, uint64_t fallback_local_limit,
                            struct xmem_annotations *ret, struct xmem_error *err)
 {
-        struct xmem_annotations x = {};
-        const char *enable;
-        char q[64];
+        struct xmem_annotations x = { .required = true };
         int r;
 
         if (!annotations) {
@@ -234,17 +250,15 @@ int xmem_annotations_parse(json_object *annotations, uint64_t fallback_local_lim
                 *ret = x;
                 return 0;
         }
-        enable = xmem_annotation_get(annotations, A_ENABLE);
-        if (!enable)
+        if (!xmem_annotation_get(annotations, A_ENABLE))
                 return xmem_error_set(err, -EINVAL,
                                       A_ENABLE ": missing while other io.xmem.* annotations are "
                                                "set (use io.xmem.enable=true or false)");
-        if (strcmp(enable, "true") == 0)
-                x.enable = true;
-        else if (strcmp(enable, "false") != 0)
-                return xmem_error_set(err, -EINVAL,
-                                      A_ENABLE ": \"%s\" is not a boolean (use true or false)",
-                                      quote(enable, q, sizeof(q)));
+        r = parse_bool(annotations, A_ENABLE, false, &x.enable, err);
+        if (r == 0)
+                r = parse_bool(annotations, A_REQUIRED, true, &x.required, err);
+        if (r < 0)
+                return r;
         r = parse_limits(annotations, fallback_local_limit, x.enable, &x, err);
         if (r < 0)
                 return r;

@@ -17,6 +17,8 @@
 struct xmem_annotations {
         bool enable;           /* io.xmem.enable=true */
         bool any;              /* at least one io.xmem.* key was present */
+        bool required;         /* io.xmem.required (default true): refuse an image the
+                                * shim cannot serve rather than run it unattached */
         uint64_t local_limit;  /* bytes */
         uint64_t external;     /* bytes */
         char policy[32];       /* local-first, external-first, ratio:N */

@@ -125,6 +125,8 @@ static int parse_fields(json_object *doc, struct oci_config *c, struct xmem_erro
         if (r == 0)
                 r = check_string_array(member(proc, "env"), "process.env", err);
         if (r == 0)
+                r = check_string_array(member(proc, "args"), "process.args", err);
+        if (r == 0)
                 r = check_object_array(member(doc, "mounts"), "destination", "mounts", err);
         if (r == 0)
                 r = check_hooks(member(doc, "hooks"), err);
@@ -138,6 +140,7 @@ static int parse_fields(json_object *doc, struct oci_config *c, struct xmem_erro
         c->root_path = json_object_get_string(path);
         c->root_readonly = ro && json_object_get_boolean(ro);
         c->env = member(proc, "env");
+        c->args = member(proc, "args");
         c->mounts = member(doc, "mounts");
         c->hooks = member(doc, "hooks");
         c->annotations = member(doc, "annotations");

@@ -39,6 +39,7 @@ struct oci_config {
         const char *root_path;     /* as written (may be relative to the bundle) */
         bool root_readonly;
         json_object *env;          /* process.env (array of "K=V"), NULL when absent */
+        json_object *args;         /* process.args (array of strings), NULL when absent */
         json_object *mounts;       /* array, NULL when absent */
         json_object *hooks;        /* object, NULL when absent */
         json_object *annotations;  /* object of strings, NULL when absent */

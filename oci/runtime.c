@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "annotations.h"
+#include "image.h"
 #include "oci.h"
 #include "paths.h"
 #include "runtime-args.h"
@@ -128,7 +129,9 @@ static int prepare(struct oci_config *c, struct xmem_error *err)
 static int handle_bundle(const struct runtime_args *a, struct xmem_error *err)
 {
         _cleanup_(oci_config_freep) struct oci_config *c = NULL;
+        _cleanup_free_ char *rootfs = NULL;
         struct xmem_annotations x;
+        char notice[640];
         const char *bundle = a->bundle ?: ".";
         int r;
 
@@ -142,6 +145,14 @@ static int handle_bundle(const struct runtime_args *a, struct xmem_error *err)
                 return r;
         if (!x.enable)
                 return 0;
+        r = oci_config_rootfs(c, bundle, &rootfs);
+        if (r < 0)
+                return xmem_error_set(err, r, "out of memory");
+        r = image_gate(rootfs, c, &x, notice, sizeof(notice), err);
+        if (r == 0)
+                fprintf(stderr, PROG ": %s\n", notice);
+        if (r <= 0)
+                return r;
         r = prepare(c, err);
         if (r < 0)
                 return r;

@@ -70,6 +70,12 @@ int shim_sys_munmap(void *addr, size_t len);
 void *shim_sys_mremap(void *old, size_t old_len, size_t new_len, int flags, void *new_addr);
 int shim_sys_madvise(void *addr, size_t len, int advice);
 int shim_sys_mprotect(void *addr, size_t len, int prot);
+/* noprof.c: jemalloc's profiler's libm and unwinder calls, renamed at link */
+double shim_noprof_log(double x);
+double shim_noprof_exp(double x);
+double shim_noprof_round(double x);
+int shim_noprof_unwind_backtrace(void *trace, void *arg);
+unsigned long shim_noprof_unwind_getip(void *context);
 
 static inline bool shim_in_arena(const void *p, size_t len)
 {

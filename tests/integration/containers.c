@@ -343,3 +343,36 @@ pid_t ctr_run_async(const struct ctr_env *e, const char *bundle, const char *nam
         }
         return p;
 }
+
+void ctr_need_root_runc(void)
+{
+        struct cmd_result r;
+
+        if (!harness_is_root())
+                cr_skip_test("container tests need root");
+        ctr_run((const char *const[]){ "runc", "--version", NULL }, NULL, 10, &r);
+        if (!ctr_exited(&r, 0))
+                cr_skip_test("runc is not installed");
+}
+
+void ctr_runtime_run(const struct ctr_env *e, const char *bundle, const char *name, int timeout_s,
+                     struct cmd_result *r)
+{
+        char sock[200];
+
+        snprintf(sock, sizeof(sock), "XMEM_SOCKET=%s", e->sock[0] ? e->sock : "/nonexistent/memd.sock");
+        ctr_run((const char *const[]){ getenv("XMEM_RUNTIME_EXE"), "--root", e->runc_root, "run",
+                                       "--bundle", bundle, name, NULL },
+                (const char *const[]){ sock, NULL }, timeout_s, r);
+        ctr_run((const char *const[]){ "runc", "--root", e->runc_root, "delete", "--force", name,
+                                       NULL },
+                NULL, 10, &(struct cmd_result){});
+}
+
+void ctr_env_start(struct ctr_env *e)
+{
+        if (!harness_is_root())
+                return; /* the tests skip (ctr_need_root_runc) */
+        ctr_env_init(e);
+        ctr_memd_start(e);
+}

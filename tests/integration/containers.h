@@ -38,6 +38,8 @@ void ctr_env_init(struct ctr_env *e);
 /* Start the appliance (harness) and memd on it. */
 void ctr_memd_start(struct ctr_env *e);
 void ctr_env_cleanup(struct ctr_env *e);
+/* As root: ctr_env_init and ctr_memd_start (a test's .init); else nothing. */
+void ctr_env_start(struct ctr_env *e);
 
 /* A runc bundle DIR/NAME: `runc spec`, rootfs, ARGS, ANNOTATIONS (JSON
  * object text or NULL), cgroupsPath PARENT/NAME, no terminal; when HOOK_SOCKET
@@ -48,6 +50,13 @@ void ctr_bundle(const struct ctr_env *e, const char *name, const char *const *ar
 /* `runc --root R run --bundle B NAME` (or through xmem-runtime when VIA is set). */
 void ctr_runc_run(const struct ctr_env *e, const char *via, const char *bundle, const char *name,
                   int timeout_s, struct cmd_result *ret);
+
+/* Skip the test unless root with runc. */
+void ctr_need_root_runc(void);
+/* The xmem-runtime of the build (`run`, then `runc delete --force`), with
+ * XMEM_SOCKET naming E's memd. */
+void ctr_runtime_run(const struct ctr_env *e, const char *bundle, const char *name, int timeout_s,
+                     struct cmd_result *r);
 
 /* ctr_runc_run in a child (which makes no Criterion call): its stdout and
  * stderr in E->dir/NAME.out; the child exits 0 when the container exited 0

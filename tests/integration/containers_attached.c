@@ -13,7 +13,7 @@ Test(containers, hook_attaches_and_exposes_the_shim, .init = setup_memd, .fini =
         char bundle[256];
         struct cmd_result r;
 
-        need_root_runc();
+        ctr_need_root_runc();
         ctr_bundle(&env, "expose",
                    (const char *const[]){ "/bin/sh", "-c",
                                           "cat /etc/ld.so.preload; test -S /run/xmem/memd.sock "
@@ -36,7 +36,7 @@ Test(containers, runtime_attaches_and_exposes_the_shim, .init = setup_memd, .fin
         char bundle[256], path[300], text[16384];
         struct cmd_result r;
 
-        need_root_runc();
+        ctr_need_root_runc();
         ctr_bundle(&env, "rtexpose",
                    (const char *const[]){ "/bin/sh", "-c",
                                           "echo $LD_PRELOAD $XMEM_SOCKET; test -S $XMEM_SOCKET "
@@ -45,7 +45,7 @@ Test(containers, runtime_attaches_and_exposes_the_shim, .init = setup_memd, .fin
                                           "sleep 0.5; grep -c xmem-arena /proc/$!/maps; wait",
                                           NULL },
                    xmem_64m, NULL, bundle, sizeof(bundle));
-        runtime_run(bundle, "rtexpose", 60, &r);
+        ctr_runtime_run(&env, bundle, "rtexpose", 60, &r);
         cr_expect(ctr_exited(&r, 0), "status %d: %s", r.status, r.err);
         cr_expect(strstr(r.out, "/run/xmem-shim/libxmem-shim.so /run/xmem/memd.sock\n"), "%s",
                   r.out);
@@ -55,7 +55,7 @@ Test(containers, runtime_attaches_and_exposes_the_shim, .init = setup_memd, .fin
         cr_expect_eq(ctr_memd_count(&env), 0, "poststop did not detach");
         /* a second run of the same bundle adds nothing twice */
         snprintf(path, sizeof(path), "%s/config.json", bundle);
-        runtime_run(bundle, "rtexpose", 60, &r);
+        ctr_runtime_run(&env, bundle, "rtexpose", 60, &r);
         cr_assert(ctr_read_file(path, text, sizeof(text)));
         {
                 const char *m = "\"destination\":\"/run/xmem-shim/libxmem-shim.so\"", *p = text;
@@ -100,7 +100,7 @@ Test(containers, hook_direct_quick_and_idempotent, .init = setup_memd, .fini = t
         pid_t child;
         double ms;
 
-        need_root_runc();
+        ctr_need_root_runc();
         ctr_bundle(&env, "direct", fill_args, xmem_64m, NULL, bundle, sizeof(bundle));
         snprintf(cg, sizeof(cg), "/sys/fs/cgroup/memory%s", env.cgroup_parent);
         mkdir(cg, 0755);
@@ -193,7 +193,7 @@ Test(containers, runc_512m_through_64m_local, .init = setup_memd, .fini = teardo
         char bundle[256];
         struct cmd_result r;
 
-        need_root_runc();
+        ctr_need_root_runc();
         ctr_bundle(&env, "big", fill_and_report("512"), xmem_64m, env.sock, bundle,
                    sizeof(bundle));
         ctr_runc_run(&env, NULL, bundle, "big", 240, &r);
@@ -209,9 +209,9 @@ Test(containers, runtime_512m_through_64m_local, .init = setup_memd, .fini = tea
         char bundle[256];
         struct cmd_result r;
 
-        need_root_runc();
+        ctr_need_root_runc();
         ctr_bundle(&env, "rt", fill_and_report("512"), xmem_64m, NULL, bundle, sizeof(bundle));
-        runtime_run(bundle, "rt", 240, &r);
+        ctr_runtime_run(&env, bundle, "rt", 240, &r);
         cr_assert(ctr_exited(&r, 0) && strstr(r.out, "fill-ok 512 MiB"), "status %d: %s %s",
                   r.status, r.out, r.err);
         expect_within(r.out, 64 << 20);
@@ -228,7 +228,7 @@ Test(containers, podman_512m_through_64m_local, .init = setup_memd, .fini = tear
         ctr_run((const char *const[]){ "podman", "--version", NULL }, NULL, 10, &r);
         if (!ctr_exited(&r, 0))
                 cr_skip_test("podman is not installed");
-        need_root_runc();
+        ctr_need_root_runc();
         /* the build's hooks.d file, given the test memd's socket */
         snprintf(hooks, sizeof(hooks), "%s/hooks.d", env.dir);
         mkdir(hooks, 0755);
@@ -284,7 +284,7 @@ Test(containers, two_containers_and_kill_frees, .init = setup_memd, .fini = tear
         int64_t regions = -1, used = -1, n = -1;
         pid_t p1, p2, p3;
 
-        need_root_runc();
+        ctr_need_root_runc();
         ctr_bundle(&env, "two-a", fill_and_report("256"),
                    "{\"io.xmem.enable\":\"true\",\"io.xmem.local-limit\":\"32M\","
                    "\"io.xmem.external\":\"512M\"}",

@@ -10,17 +10,6 @@
 
 static struct ctr_env env;
 
-static void need_root_runc(void)
-{
-        struct cmd_result r;
-
-        if (!harness_is_root())
-                cr_skip_test("container tests need root");
-        ctr_run((const char *const[]){ "runc", "--version", NULL }, NULL, 10, &r);
-        if (!ctr_exited(&r, 0))
-                cr_skip_test("runc is not installed");
-}
-
 static void setup(void)
 {
         if (!harness_is_root())
@@ -30,10 +19,7 @@ static void setup(void)
 
 static void setup_memd(void)
 {
-        if (!harness_is_root())
-                return;
-        ctr_env_init(&env);
-        ctr_memd_start(&env);
+        ctr_env_start(&env);
 }
 
 static void teardown(void)
@@ -44,32 +30,18 @@ static void teardown(void)
 
 static const char *fill_args[] = { "/bin/container_fill", "512", NULL };
 
-/* The xmem-runtime of the build, with XMEM_SOCKET naming the test's memd. */
-static void runtime_run(const char *bundle, const char *name, int timeout_s, struct cmd_result *r)
-{
-        char sock[200];
-
-        snprintf(sock, sizeof(sock), "XMEM_SOCKET=%s", env.sock[0] ? env.sock : "/nonexistent/memd.sock");
-        ctr_run((const char *const[]){ getenv("XMEM_RUNTIME_EXE"), "--root", env.runc_root, "run",
-                                       "--bundle", bundle, name, NULL },
-                (const char *const[]){ sock, NULL }, timeout_s, r);
-        ctr_run((const char *const[]){ "runc", "--root", env.runc_root, "delete", "--force", name,
-                                       NULL },
-                NULL, 10, &(struct cmd_result){});
-}
-
 Test(containers, runtime_passes_other_containers_through, .init = setup, .fini = teardown,
      .timeout = 120)
 {
         char bundle[256], path[300], before[16384], after[16384];
         struct cmd_result r;
 
-        need_root_runc();
+        ctr_need_root_runc();
         ctr_bundle(&env, "plain", (const char *const[]){ "/bin/sh", "-c", "echo plain-ok", NULL },
                    "{\"org.example\":\"x\"}", NULL, bundle, sizeof(bundle));
         snprintf(path, sizeof(path), "%s/config.json", bundle);
         cr_assert(ctr_read_file(path, before, sizeof(before)));
-        runtime_run(bundle, "plain", 60, &r);
+        ctr_runtime_run(&env, bundle, "plain", 60, &r);
         cr_expect(ctr_exited(&r, 0), "status %d: %s", r.status, r.err);
         cr_expect(strstr(r.out, "plain-ok"), "%s", r.out);
         cr_assert(ctr_read_file(path, after, sizeof(after)));
@@ -99,7 +71,7 @@ static const struct bad bad_cases[] = {
           "ratio:N with N 1..1000)" },
         { "{\"io.xmem.enable\":\"true\",\"io.xmem.locall-limit\":\"64M\"}",
           "io.xmem.locall-limit: unknown annotation (known: enable, local-limit, external, "
-          "policy, appliance, file-dir, restore under io.xmem.)" },
+          "policy, appliance, file-dir, restore, required under io.xmem.)" },
         { "{\"io.xmem.enable\":\"true\",\"io.xmem.local-limit\":\"64M\",\"io.xmem.restore\":"
           "\"snap-1\"}",
           "io.xmem.restore: restore is not supported yet" },
@@ -108,7 +80,7 @@ static const struct bad bad_cases[] = {
 Test(containers, runtime_refuses_bad_annotations, .init = setup_memd, .fini = teardown,
      .timeout = 180)
 {
-        need_root_runc();
+        ctr_need_root_runc();
         for (size_t i = 0; i < ELEMENTSOF(bad_cases); i++) {
                 char bundle[256], path[300], before[16384], after[16384], name[32], want[512];
                 struct cmd_result r;
@@ -118,7 +90,7 @@ Test(containers, runtime_refuses_bad_annotations, .init = setup_memd, .fini = te
                            sizeof(bundle));
                 snprintf(path, sizeof(path), "%s/config.json", bundle);
                 cr_assert(ctr_read_file(path, before, sizeof(before)));
-                runtime_run(bundle, name, 30, &r);
+                ctr_runtime_run(&env, bundle, name, 30, &r);
                 snprintf(want, sizeof(want), "xmem-runtime: %s\n", bad_cases[i].line);
                 cr_expect(ctr_exited(&r, 1), "%s: status %d", name, r.status);
                 cr_expect_str_eq(r.err, want, "%s", bad_cases[i].annotations);
@@ -146,7 +118,7 @@ static void escape_quotes(char *s, size_t len)
 Test(containers, hook_refuses_bad_annotations, .init = setup_memd, .fini = teardown,
      .timeout = 180)
 {
-        need_root_runc();
+        ctr_need_root_runc();
         for (size_t i = 0; i < ELEMENTSOF(bad_cases); i++) {
                 char bundle[256], name[32], want[512];
                 struct cmd_result r;
@@ -172,7 +144,7 @@ Test(containers, hook_fails_the_container_when_memd_is_down, .init = setup, .fin
         char bundle[256], sock[200], want[400];
         struct cmd_result r;
 
-        need_root_runc();
+        ctr_need_root_runc();
         snprintf(sock, sizeof(sock), "%s/no-memd/memd.sock", env.dir);
         ctr_bundle(&env, "down", fill_args,
                    "{\"io.xmem.enable\":\"true\",\"io.xmem.local-limit\":\"64M\"}", sock, bundle,
@@ -195,7 +167,7 @@ Test(containers, without_xmem_a_container_is_oom_killed, .init = setup, .fini = 
         json_object *c, *lx;
         struct cmd_result r;
 
-        need_root_runc();
+        ctr_need_root_runc();
         ctr_bundle(&env, "noxmem", fill_args, NULL, NULL, bundle, sizeof(bundle));
         snprintf(path, sizeof(path), "%s/config.json", bundle);
         c = json_object_from_file(path);

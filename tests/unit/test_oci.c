@@ -68,6 +68,11 @@ Test(annotations, happy)
         cr_expect_eq(x.external, 1ULL << 30);
         cr_expect_str_eq(x.policy, "ratio:3");
         cr_expect_str_eq(x.appliance, "tcp://127.0.0.1:7070");
+        cr_expect(x.required, "io.xmem.required defaults to true");
+        cr_assert_eq(annotate("{\"io.xmem.enable\":\"true\",\"io.xmem.local-limit\":\"64M\","
+                              "\"io.xmem.required\":\"false\"}", &x, &err),
+                     0, "%s", err.msg);
+        cr_expect(x.enable && !x.required);
 }
 
 Test(annotations, defaults)
@@ -146,7 +151,10 @@ Test(annotations, sad_one_line_naming_the_key)
                   "io.xmem.restore: \"../x\" is not a snapshot name (use [A-Za-z0-9_.-]{1,128})" },
                 { "{\"io.xmem.enable\":\"true\",\"io.xmem.locallimit\":\"64M\"}",
                   "io.xmem.locallimit: unknown annotation (known: enable, local-limit, external, "
-                  "policy, appliance, file-dir, restore under io.xmem.)" },
+                  "policy, appliance, file-dir, restore, required under io.xmem.)" },
+                { "{\"io.xmem.enable\":\"true\",\"io.xmem.local-limit\":\"64M\","
+                  "\"io.xmem.required\":\"no\"}",
+                  "io.xmem.required: \"no\" is not a boolean (use true or false)" },
                 { "{\"io.xmem.enable\":true}", "io.xmem.enable: must be a string" },
                 { "[]", "annotations: must be an object of strings" },
         };
