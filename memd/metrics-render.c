@@ -33,21 +33,42 @@ static uint64_t acct_load(const uint64_t *v)
         return __atomic_load_n(v, __ATOMIC_RELAXED);
 }
 
-static uint64_t get_local_limit(const struct container *c) { return c->local_limit; }
-static uint64_t get_budget(const struct container *c) { return counter(&c->residency->budget); }
-static uint64_t get_resident(const struct container *c) { return counter(&c->residency->resident); }
-static uint64_t get_quota(const struct container *c) { return c->external; }
+static uint64_t get_local_limit(const struct container *c)
+{
+        return c->local_limit;
+}
+static uint64_t get_budget(const struct container *c)
+{
+        return counter(&c->residency->budget);
+}
+static uint64_t get_resident(const struct container *c)
+{
+        return counter(&c->residency->resident);
+}
+static uint64_t get_quota(const struct container *c)
+{
+        return c->external;
+}
 static uint64_t get_written(const struct container *c)
 {
         return counter(&c->quota.used) * ARENA_PAGE_SIZE;
 }
-static uint64_t get_ext_alloc(const struct container *c) { return acct_load(&c->acct->h.external_bytes); }
-static uint64_t get_local_alloc(const struct container *c) { return acct_load(&c->acct->h.local_bytes); }
-static uint64_t get_processes(const struct container *c) { return c->n_processes; }
+static uint64_t get_ext_alloc(const struct container *c)
+{
+        return acct_load(&c->acct->h.external_bytes);
+}
+static uint64_t get_local_alloc(const struct container *c)
+{
+        return acct_load(&c->acct->h.local_bytes);
+}
+static uint64_t get_processes(const struct container *c)
+{
+        return c->n_processes;
+}
 #define COUNTER_GETTER(field)                                                                      \
         static uint64_t get_##field(const struct container *c)                                     \
         {                                                                                          \
-                return counter(&c->residency->counters.field);                                    \
+                return counter(&c->residency->counters.field);                                     \
         }
 COUNTER_GETTER(faults)
 COUNTER_GETTER(missing_faults)
@@ -58,49 +79,51 @@ COUNTER_GETTER(zero_filled_bytes)
 COUNTER_GETTER(written_back_bytes)
 COUNTER_GETTER(store_errors)
 COUNTER_GETTER(sync_evictions)
-static uint64_t get_quota_refused(const struct container *c) { return counter(&c->quota.refused); }
+static uint64_t get_quota_refused(const struct container *c)
+{
+        return counter(&c->quota.refused);
+}
 
 static const struct ctr_metric ctr_metrics[] = {
-        {"xmem_container_local_limit_bytes", "gauge", "The container's local memory limit.",
-         get_local_limit},
-        {"xmem_container_budget_bytes", "gauge",
-         "Resident external bytes the container may have now (limit less its own usage and "
-         "headroom).",
-         get_budget},
-        {"xmem_container_resident_bytes", "gauge",
-         "External memory of the container resident on the host.", get_resident},
-        {"xmem_container_external_quota_bytes", "gauge", "The container's external memory quota.",
-         get_quota},
-        {"xmem_container_external_written_bytes", "gauge",
-         "External memory the container's arenas have written (what counts against the quota).",
-         get_written},
-        {"xmem_container_external_allocated_bytes", "gauge",
-         "External memory the container's processes hold allocated (their shims' count).",
-         get_ext_alloc},
-        {"xmem_container_local_allocated_bytes", "gauge",
-         "Local memory the container's processes hold allocated (their shims' count).",
-         get_local_alloc},
-        {"xmem_container_processes", "gauge", "Processes of the container with an arena.",
-         get_processes},
-        {"xmem_container_faults_total", "counter", "Page faults served.", get_faults},
-        {"xmem_container_missing_faults_total", "counter", "Faults on pages not resident.",
-         get_missing_faults},
-        {"xmem_container_write_protect_faults_total", "counter",
-         "First writes to resident clean pages.", get_wp_faults},
-        {"xmem_container_evictions_total", "counter", "Chunks evicted from the host.",
-         get_evictions},
-        {"xmem_container_sync_evictions_total", "counter",
-         "Evictions a fill had to wait for (the hard limit).", get_sync_evictions},
-        {"xmem_container_fetched_bytes_total", "counter", "Bytes read in from the appliances.",
-         get_fetched_bytes},
-        {"xmem_container_zero_filled_bytes_total", "counter",
-         "Never-written pages installed as zeros.", get_zero_filled_bytes},
-        {"xmem_container_written_back_bytes_total", "counter",
-         "Bytes written out to the appliances.", get_written_back_bytes},
-        {"xmem_container_store_errors_total", "counter",
-         "Failed fetches and write-backs (retried).", get_store_errors},
-        {"xmem_container_quota_refused_writes_total", "counter",
-         "Writes refused over the external quota.", get_quota_refused},
+    {"xmem_container_local_limit_bytes", "gauge", "The container's local memory limit.",
+     get_local_limit},
+    {"xmem_container_budget_bytes", "gauge",
+     "Resident external bytes the container may have now (limit less its own usage and "
+     "headroom).",
+     get_budget},
+    {"xmem_container_resident_bytes", "gauge",
+     "External memory of the container resident on the host.", get_resident},
+    {"xmem_container_external_quota_bytes", "gauge", "The container's external memory quota.",
+     get_quota},
+    {"xmem_container_external_written_bytes", "gauge",
+     "External memory the container's arenas have written (what counts against the quota).",
+     get_written},
+    {"xmem_container_external_allocated_bytes", "gauge",
+     "External memory the container's processes hold allocated (their shims' count).",
+     get_ext_alloc},
+    {"xmem_container_local_allocated_bytes", "gauge",
+     "Local memory the container's processes hold allocated (their shims' count).",
+     get_local_alloc},
+    {"xmem_container_processes", "gauge", "Processes of the container with an arena.",
+     get_processes},
+    {"xmem_container_faults_total", "counter", "Page faults served.", get_faults},
+    {"xmem_container_missing_faults_total", "counter", "Faults on pages not resident.",
+     get_missing_faults},
+    {"xmem_container_write_protect_faults_total", "counter",
+     "First writes to resident clean pages.", get_wp_faults},
+    {"xmem_container_evictions_total", "counter", "Chunks evicted from the host.", get_evictions},
+    {"xmem_container_sync_evictions_total", "counter",
+     "Evictions a fill had to wait for (the hard limit).", get_sync_evictions},
+    {"xmem_container_fetched_bytes_total", "counter", "Bytes read in from the appliances.",
+     get_fetched_bytes},
+    {"xmem_container_zero_filled_bytes_total", "counter", "Never-written pages installed as zeros.",
+     get_zero_filled_bytes},
+    {"xmem_container_written_back_bytes_total", "counter", "Bytes written out to the appliances.",
+     get_written_back_bytes},
+    {"xmem_container_store_errors_total", "counter", "Failed fetches and write-backs (retried).",
+     get_store_errors},
+    {"xmem_container_quota_refused_writes_total", "counter",
+     "Writes refused over the external quota.", get_quota_refused},
 };
 
 /* A label value: backslash, double quote and newline escaped. */
@@ -183,7 +206,8 @@ static void appliances(FILE *f, struct manager *m)
         for (size_t i = 0; i < m->n_transports; i++)
                 sample(f, "xmem_appliance_up", "appliance", xmem_transport_uri(m->transports[i]),
                        h[i].conns_up == h[i].conns);
-        family(f, "xmem_appliance_connections", "gauge", "Connections memd keeps to the appliance.");
+        family(f, "xmem_appliance_connections", "gauge",
+               "Connections memd keeps to the appliance.");
         for (size_t i = 0; i < m->n_transports; i++)
                 sample(f, "xmem_appliance_connections", "appliance",
                        xmem_transport_uri(m->transports[i]), h[i].conns);

@@ -218,8 +218,7 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
         x->n_clients++;
         if (sd_event_add_io(x->m->event, &cl->io, cfd, EPOLLIN, on_client, cl) < 0 ||
             sd_event_add_time_relative(x->m->event, &cl->timer, CLOCK_MONOTONIC,
-                                       METRICS_CLIENT_TIMEOUT_USEC, 0, on_client_timeout,
-                                       cl) < 0)
+                                       METRICS_CLIENT_TIMEOUT_USEC, 0, on_client_timeout, cl) < 0)
                 client_free(cl);
         return 0;
 }

@@ -12,8 +12,8 @@
 struct manager;
 struct metrics;
 
-#define METRICS_MAX_CLIENTS 8        /* scrapes served at once; more are closed */
-#define METRICS_REQUEST_MAX 4096     /* a request's head, bytes */
+#define METRICS_MAX_CLIENTS 8                        /* scrapes served at once; more are closed */
+#define METRICS_REQUEST_MAX 4096                     /* a request's head, bytes */
 #define METRICS_CLIENT_TIMEOUT_USEC (5 * 1000000ULL) /* a scrape's whole life */
 
 /* Parse --metrics: tcp://IP:PORT with a numeric IPv4 or bracketed IPv6
