@@ -373,3 +373,15 @@ _unused_ static void expect_within(const char *out, uint64_t limit)
         cr_expect_eq(oom, 0, "oom_kill %llu", oom);
         cr_log_info("limit %llu MiB, peak usage %.1f MiB", lim >> 20, max / 1048576.0);
 }
+
+/* Skip the test unless root and `TOOL --version` runs (e.g. podman). */
+_unused_ static void ctr_need_tool(const char *tool)
+{
+        struct cmd_result r;
+
+        if (!harness_is_root())
+                cr_skip_test("container tests need root");
+        ctr_run((const char *const[]){tool, "--version", NULL}, NULL, 10, &r);
+        if (!ctr_exited(&r, 0))
+                cr_skip_test("%s is not installed (scripts/deps.sh installs it)", tool);
+}

@@ -53,16 +53,8 @@ static void teardown(void)
 
 static void need_podman(void)
 {
-        struct cmd_result r;
-
-        if (!harness_is_root())
-                cr_skip_test("container tests need root");
-        ctr_run((const char *const[]){"podman", "--version", NULL}, NULL, 10, &r);
-        if (!ctr_exited(&r, 0))
-                cr_skip_test("podman is not installed");
-        ctr_run((const char *const[]){"runc", "--version", NULL}, NULL, 10, &r);
-        if (!ctr_exited(&r, 0))
-                cr_skip_test("runc is not installed");
+        ctr_need_tool("podman");
+        ctr_need_tool("runc");
 }
 
 static void generate(void)

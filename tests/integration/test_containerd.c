@@ -19,16 +19,8 @@ static struct {
 
 static void need_containerd(void)
 {
-        struct cmd_result r;
-
-        if (!harness_is_root())
-                cr_skip_test("container tests need root");
-        ctr_run((const char *const[]){"containerd", "--version", NULL}, NULL, 10, &r);
-        if (!ctr_exited(&r, 0))
-                cr_skip_test("containerd is not installed (scripts/deps.sh installs it)");
-        ctr_run((const char *const[]){"runc", "--version", NULL}, NULL, 10, &r);
-        if (!ctr_exited(&r, 0))
-                cr_skip_test("runc is not installed");
+        ctr_need_tool("containerd");
+        ctr_need_tool("runc");
 }
 
 static const char *snippet(void)
