@@ -13,6 +13,7 @@
 
 static struct ctr_env env;
 static char spec_path[128];
+static bool had_cdi_dir; /* /var/run/cdi was there before */
 
 /* A spec an earlier run left (its test was killed): its kind would clash. */
 static void remove_stale_specs(void)
@@ -39,6 +40,7 @@ static void setup(void)
                 return;
         ctr_env_init(&env);
         ctr_memd_start(&env);
+        had_cdi_dir = access(CDI_DIR, F_OK) == 0;
         remove_stale_specs();
         snprintf(spec_path, sizeof(spec_path), CDI_DIR "/xmem-test-%d.json", (int)getpid());
 }
@@ -47,6 +49,8 @@ static void teardown(void)
 {
         if (spec_path[0])
                 unlink(spec_path);
+        if (spec_path[0] && !had_cdi_dir)
+                rmdir(CDI_DIR); /* ours, when nothing else is in it */
         if (env.dir[0])
                 ctr_env_cleanup(&env);
 }
