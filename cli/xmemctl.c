@@ -1,6 +1,6 @@
 /* xmemctl.c: the operator's command line for memd: list, stats, attach,
- * detach. Human output by default, the raw reply with --json; errors in one
- * line on stderr. */
+ * detach; cdi generate (cdi.c) writes a CDI spec. Human output by default,
+ * the raw reply with --json; errors in one line on stderr. */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -9,13 +9,14 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cdi.h"
 #include "json-util.h"
 #include "macro.h"
 #include "memd-client.h"
 #include "parse.h"
 
 static const char *arg_socket = "/run/xmem/memd.sock";
-static bool arg_json;
+static bool arg_json, arg_socket_set;
 
 static int fail(const char *fmt, const char *a, const char *b)
 {
@@ -166,7 +167,11 @@ static void usage(void)
                "  attach ID --cgroup DIR --local-limit SIZE --external SIZE\n"
                "         [--policy local-first|external-first|ratio:N]\n"
                "         [--local-alloc-limit SIZE] [--appliance URI]\n"
-               "  detach ID [--force]\n");
+               "  detach ID [--force]\n"
+               "  cdi generate [--output FILE] [--variant NAME=LOCAL:EXTERNAL]...\n"
+               "         [--hook PATH] [--shim PATH]\n"
+               "         a CDI spec: `--device xmem.io/memory=default` (or =NAME) attaches\n"
+               "         a podman container through xmem-hook (--socket is passed on)\n");
 }
 
 int main(int argc, char **argv)
@@ -179,7 +184,7 @@ int main(int argc, char **argv)
                 if (strcmp(argv[i], "--json") == 0)
                         arg_json = true;
                 else if (strcmp(argv[i], "--socket") == 0 && i + 1 < argc)
-                        arg_socket = argv[++i];
+                        arg_socket = argv[++i], arg_socket_set = true;
                 else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
                         usage();
                         json_object_put(params);
@@ -188,6 +193,10 @@ int main(int argc, char **argv)
                         json_object_put(params);
                         return fail("unknown option %s%s (see --help)", argv[i], "");
                 }
+        }
+        if (i < argc && strcmp(argv[i], "cdi") == 0) {
+                json_object_put(params);
+                return cdi_main(argc - i, argv + i, arg_socket_set ? arg_socket : NULL);
         }
         if (i >= argc || build(argc - i, argv + i, params) < 0) {
                 json_object_put(params);

@@ -40,13 +40,57 @@ struct hook_opts {
         const char *socket;
         const char *shim;
         const char *stage;
+        /* --annotation io.xmem.KEY=VALUE: what a container that does not set
+         * KEY itself gets (a CDI device's settings: xmemctl cdi generate) */
+        json_object *defaults;
 };
+
+/* Add --annotation's KV to O->defaults: an io.xmem.* key and a value. */
+static int add_default(struct hook_opts *o, const char *kv)
+{
+        const char *eq = strchr(kv, '=');
+        _cleanup_free_ char *key = NULL;
+
+        if (!eq || strncmp(kv, XMEM_ANNOTATION_PREFIX, strlen(XMEM_ANNOTATION_PREFIX)) != 0 ||
+            eq == kv + strlen(XMEM_ANNOTATION_PREFIX)) {
+                fprintf(stderr, PROG ": --annotation %s: must be io.xmem.KEY=VALUE\n", kv);
+                return -EINVAL;
+        }
+        if (!o->defaults && !(o->defaults = json_object_new_object()))
+                return -ENOMEM;
+        key = strndup(kv, (size_t)(eq - kv));
+        if (!key)
+                return -ENOMEM;
+        json_object_object_add(o->defaults, key, json_object_new_string(eq + 1));
+        return 0;
+}
+
+/* The container's annotations over O->defaults (a new reference), or ANN
+ * itself (a new reference; may be NULL) when there are no defaults. */
+static json_object *with_defaults(const struct hook_opts *o, json_object *ann)
+{
+        json_object *merged;
+
+        if (!o->defaults)
+                return json_object_get(ann);
+        merged = json_object_new_object();
+        if (!merged)
+                return NULL;
+        json_object_object_foreach(o->defaults, k, v) json_object_object_add(merged, k,
+                                                                            json_object_get(v));
+        if (json_object_is_type(ann, json_type_object)) {
+                json_object_object_foreach(ann, k2, v2) json_object_object_add(
+                    merged, k2, json_object_get(v2));
+        }
+        return merged;
+}
 
 static int parse_argv(int argc, char **argv, struct hook_opts *o)
 {
         static const struct option opts[] = {
                 { "socket", required_argument, NULL, 's' },
                 { "shim", required_argument, NULL, 'S' },
+                { "annotation", required_argument, NULL, 'a' },
                 { "help", no_argument, NULL, 'h' },
                 {},
         };
@@ -60,9 +104,15 @@ static int parse_argv(int argc, char **argv, struct hook_opts *o)
                 case 'S':
                         o->shim = optarg;
                         break;
+                case 'a':
+                        if (add_default(o, optarg) < 0)
+                                return -EINVAL;
+                        break;
                 case 'h':
-                        printf(PROG " [--socket PATH] [--shim PATH] [createRuntime|poststop]\n"
-                                    "OCI hook: reads the container state on stdin.\n");
+                        printf(PROG " [--socket PATH] [--shim PATH] [--annotation io.xmem.KEY=VALUE]...\n"
+                                    "          [createRuntime|poststop]\n"
+                                    "OCI hook: reads the container state on stdin. --annotation: a\n"
+                                    "default for a container that does not set KEY (CDI devices).\n");
                         return 1;
                 default:
                         return -EINVAL;
@@ -221,6 +271,7 @@ static int run(const struct hook_opts *opts, struct xmem_error *err)
 {
         _cleanup_(oci_state_freep) struct oci_state *s = NULL;
         _cleanup_(oci_config_freep) struct oci_config *c = NULL;
+        _cleanup_json_ json_object *ann = NULL;
         _cleanup_close_ int fd = -1;
         struct hook_opts o = *opts;
         struct xmem_annotations x;
@@ -240,9 +291,10 @@ static int run(const struct hook_opts *opts, struct xmem_error *err)
                 return r < 0 ? xmem_error_prefix(err, "detach container %s", s->id) : 0;
         }
         r = oci_config_load(s->bundle, &c, err);
+        if (r == 0 && !(ann = with_defaults(&o, s->annotations ?: c->annotations)) && o.defaults)
+                r = xmem_error_set(err, -ENOMEM, "out of memory");
         if (r == 0)
-                r = xmem_annotations_parse(s->annotations ?: c->annotations, c->memory_limit, &x,
-                                           err);
+                r = xmem_annotations_parse(ann, c->memory_limit, &x, err);
         if (r < 0 || !x.enable)
                 return r;
         r = create_runtime(&o, s, c, &x, err);
@@ -251,11 +303,13 @@ static int run(const struct hook_opts *opts, struct xmem_error *err)
 
 int main(int argc, char **argv)
 {
+        _cleanup_json_ json_object *defaults = NULL;
         struct hook_opts o = {};
         struct xmem_error err = {};
         int r;
 
         r = parse_argv(argc, argv, &o);
+        defaults = o.defaults;
         if (r != 0)
                 return r > 0 ? EXIT_SUCCESS : EXIT_FAILURE;
         o.socket = o.socket ?: xmem_host_socket();

@@ -13,6 +13,7 @@
 #include "log.h"
 #include "macro.h"
 #include "manager.h"
+#include "metrics.h"
 #include "parse.h"
 #include "uri.h"
 #include "xmem-config.h"
@@ -45,6 +46,9 @@ static void help(void)
             "  --fill-workers N            fill threads per container (default 2)\n"
             "  --poll-us N                 fault readers busy-poll N µs after a fault\n"
             "                              (default 50 with 2 or more CPUs, else 0)\n"
+            "  --metrics tcp://ADDR:PORT   serve Prometheus metrics on that address (a\n"
+            "                              numeric IP, e.g. tcp://127.0.0.1:9464; off by\n"
+            "                              default; docs/operations.md)\n"
             "  --log-level LEVEL           err, warning, notice, info, debug\n"
             "  --no-seccomp                no syscall allow-list (debugging)\n"
             "  --help, --version\n"
@@ -86,13 +90,16 @@ static int parse_argv(int argc, char **argv, struct manager_config *cfg, struct 
             {"fill-workers", required_argument, NULL, 'w'},
             {"poll-us", required_argument, NULL, 'p'},
             {"log-level", required_argument, NULL, 'L'},
+            {"metrics", required_argument, NULL, 'M'},
             {"no-seccomp", no_argument, NULL, 'S'},
             {"help", no_argument, NULL, 'h'},
             {"version", no_argument, NULL, 'V'},
             {},
         };
         struct xmem_error err = {};
+        struct sockaddr_storage sa;
         struct xmem_uri uri;
+        socklen_t salen;
         uint64_t v;
         int c, lvl;
 
@@ -165,6 +172,11 @@ static int parse_argv(int argc, char **argv, struct manager_config *cfg, struct 
                         if (lvl < 0)
                                 return bad_arg("--log-level", optarg, "unknown level");
                         log_set_max_level(lvl);
+                        break;
+                case 'M':
+                        if (metrics_parse_address(optarg, &sa, &salen, &err) < 0)
+                                return bad_arg("--metrics", optarg, xmem_error_str(&err));
+                        cfg->metrics = optarg;
                         break;
                 case 'S':
                         h->seccomp = false;

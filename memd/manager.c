@@ -12,6 +12,7 @@
 #include "embedded.h"
 #include "log.h"
 #include "memd.h"
+#include "metrics.h"
 #include "state.h"
 #include "store.h"
 #include "transport/transport.h"
@@ -173,6 +174,8 @@ int manager_start(struct manager *m, struct xmem_error *err)
                 r = start_appliances(m, err);
         if (r >= 0)
                 r = conn_listen_admin(m, err);
+        if (r >= 0 && m->cfg.metrics)
+                r = metrics_start(m, m->cfg.metrics, &m->metrics, err);
         if (r >= 0)
                 r = ctrsock_open_root(m, err);
         /* the containers the last memd left: attached again before the
@@ -262,6 +265,7 @@ void manager_free(struct manager *m)
         while (m->containers)
                 manager_remove_container(m, m->containers);
         conn_close_all(m, NULL);
+        metrics_free(m->metrics); /* before the transports its scrapes read */
         for (size_t i = 0; i < m->n_transports; i++)
                 xmem_transport_close(m->transports[i]);
         sd_event_source_disable_unref(m->embedded_src);

@@ -28,6 +28,7 @@ struct manager_config {
         const char *container_dir; /* containers' socket dirs; NULL: SOCKET's dir/containers */
         const char *state_dir;     /* --state-dir; NULL: MANAGER_DEFAULT_STATE_DIR */
         unsigned appliance_timeout_ms; /* a fill gives up (SIGBUS) after this; 0: default */
+        const char *metrics; /* --metrics tcp://ADDRESS:PORT; NULL: no metrics endpoint */
         struct manager_bounds {
                 unsigned conns;               /* connections in all */
                 unsigned conns_per_container;

@@ -64,6 +64,7 @@ struct manager {
         int exit_code;
         int state_dirfd, state_lockfd; /* memd/state.c */
         bool keep; /* stopping by signal: live containers' regions stay (container_keep) */
+        struct metrics *metrics; /* memd/metrics.c; NULL: off */
 };
 
 /* What a method handler gets: the caller and the reply it builds. */

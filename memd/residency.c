@@ -2,6 +2,7 @@
  * budget is re-read from the cgroup continuously; the evictor keeps
  * resident + inflight under the high watermark by evicting (evict.c) down to
  * the low one less the fills in flight, so fills find room without waiting. */
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -25,6 +26,19 @@ void lat_hist_add(struct lat_hist *h, uint64_t ns)
                 idx = lg * 4 + (unsigned)((ns >> (lg - 2)) & 3);
         }
         atomic_fetch_add_explicit(&h->bucket[MIN(idx, LAT_BUCKETS - 1)], 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&h->sum_ns, ns, memory_order_relaxed);
+}
+
+uint64_t lat_hist_below_pow2(const uint64_t bucket[LAT_BUCKETS], unsigned k)
+{
+        uint64_t n = 0;
+
+        assert(k >= 2 && k <= 62);
+        /* bucket 4*lg+sub holds [(4+sub) << (lg-2), (5+sub) << (lg-2)): the
+         * last one of lg = K-1 ends at 2^K */
+        for (unsigned i = 0; i <= 4 * (k - 1) + 3 && i < LAT_BUCKETS; i++)
+                n += bucket[i];
+        return n;
 }
 
 static uint64_t bucket_upper(unsigned idx)

@@ -21,8 +21,12 @@ struct cgroup;
 #define LAT_BUCKETS 256
 struct lat_hist {
         _Atomic uint64_t bucket[LAT_BUCKETS];
+        _Atomic uint64_t sum_ns; /* of every latency added (memd's metrics) */
 };
 void lat_hist_add(struct lat_hist *h, uint64_t ns);
+/* Of a copy of the buckets: how many latencies were below 2^K ns (K from 2
+ * to 62). A power of two is a bucket boundary, so the count is exact. */
+uint64_t lat_hist_below_pow2(const uint64_t bucket[LAT_BUCKETS], unsigned k);
 /* The upper bound (ns) of the bucket holding quantile Q (0..1); 0 if empty. */
 uint64_t lat_hist_quantile(const struct lat_hist *h, double q);
 uint64_t lat_hist_count(const struct lat_hist *h);

@@ -6,6 +6,7 @@ XMEM_PACKAGES=(
   libcriterion-dev libibverbs-dev librdmacm-dev libssl-dev
   runc busybox-static podman iproute2 util-linux python3 debootstrap curl
   redis-server redis-tools python3-matplotlib
+  prometheus containerd nodejs npm
 )
 
 xmem_install_deps() {
@@ -22,4 +23,14 @@ xmem_install_deps() {
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >/dev/null
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# The Kubernetes manifests' validator (tests/kubernetes: kubernetes-models and
+# yaml from the npm registry, versions pinned in its package-lock.json).
+xmem_install_node_deps() {
+  local dir
+  dir="$(dirname "${BASH_SOURCE[0]}")/../tests/kubernetes"
+  [ -d "$dir/node_modules/kubernetes-models" ] && return 0
+  echo "xmem: npm ci in tests/kubernetes"
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 }

@@ -17,7 +17,7 @@ static int call(struct xmem_transport *t, const struct xmem_wire_hdr *req, const
 
         r = t->ops->call(t, req, payload, &reply, &p);
         if (r < 0)
-                return r;
+                return transport_count_error(t, r);
         if (reply.status < 0) {
                 free(p);
                 return reply.status;

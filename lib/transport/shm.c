@@ -471,6 +471,17 @@ static int shm_writev(struct xmem_transport *t, const struct xmem_region_ref *r,
         return shm_vec(t, r, segs, nseg, (uint8_t *)buf, true);
 }
 
+/* ops->conns_up: the control socket (closed when it broke, opened again by
+ * the next call); read without ctl_lock, which a slow call may hold. */
+static unsigned shm_conns_up(struct xmem_transport *base, unsigned *ret_total)
+{
+        struct shm_transport *t = (struct shm_transport *)base;
+
+        *ret_total = 1;
+        return __atomic_load_n(&t->ctl_fd, __ATOMIC_RELAXED) >= 0 &&
+               !__atomic_load_n(&t->stale, __ATOMIC_RELAXED);
+}
+
 static void shm_close(struct xmem_transport *base)
 {
         struct shm_transport *t = (struct shm_transport *)base;
@@ -563,4 +574,5 @@ const struct xmem_transport_ops xmem_transport_shm_ops = {
         .readv = shm_readv,
         .writev = shm_writev,
         .direct = shm_direct,
+        .conns_up = shm_conns_up,
 };

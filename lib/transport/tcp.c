@@ -472,6 +472,21 @@ static int tcp_writev(struct xmem_transport *t, const struct xmem_region_ref *r,
         return tcp_vec(t, XMEM_OP_WRITEV, r, segs, nseg, (void *)buf);
 }
 
+/* ops->conns_up: connections with a receiver running (not dead). */
+static unsigned tcp_conns_up(struct xmem_transport *base, unsigned *ret_total)
+{
+        struct tcp_transport *t = (struct tcp_transport *)base;
+        unsigned up = 0;
+
+        for (unsigned i = 0; i < t->nconn; i++) {
+                pthread_mutex_lock(&t->conns[i].lock);
+                up += !t->conns[i].dead;
+                pthread_mutex_unlock(&t->conns[i].lock);
+        }
+        *ret_total = t->nconn;
+        return up;
+}
+
 static void tcp_close(struct xmem_transport *base)
 {
         struct tcp_transport *t = (struct tcp_transport *)base;
@@ -561,4 +576,5 @@ const struct xmem_transport_ops xmem_transport_tcp_ops = {
         .reap = transport_generic_reap,
         .readv = tcp_readv,
         .writev = tcp_writev,
+        .conns_up = tcp_conns_up,
 };

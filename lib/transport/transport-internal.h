@@ -4,6 +4,7 @@
 #pragma once
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <time.h>
 
@@ -38,11 +39,14 @@ struct xmem_transport {
         struct xmem_wire_hello hello;
         pthread_mutex_t cq_lock;
         struct xmem_cq *cqs; /* per-thread async queues */
+        _Atomic uint64_t errors; /* xmem_transport_health */
 };
 
 void transport_base_init(struct xmem_transport *t, const struct xmem_transport_ops *ops,
                          const char *uri);
 void transport_base_fini(struct xmem_transport *t);
+/* Count a failed request (R < 0) in the transport's health; returns R. */
+int transport_count_error(struct xmem_transport *t, int r);
 
 void transport_cq_init(struct xmem_cq *cq);
 void transport_cq_fini(struct xmem_cq *cq);

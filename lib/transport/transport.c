@@ -68,6 +68,26 @@ void transport_base_fini(struct xmem_transport *t)
         pthread_mutex_destroy(&t->cq_lock);
 }
 
+int transport_count_error(struct xmem_transport *t, int r)
+{
+        if (r < 0)
+                atomic_fetch_add_explicit(&t->errors, 1, memory_order_relaxed);
+        return r;
+}
+
+void xmem_transport_health(struct xmem_transport *t, struct xmem_transport_health *ret)
+{
+        unsigned total = 1, up = 1;
+
+        if (t->ops->conns_up)
+                up = t->ops->conns_up(t, &total);
+        *ret = (struct xmem_transport_health){
+                .conns = total,
+                .conns_up = up,
+                .errors = atomic_load_explicit(&t->errors, memory_order_relaxed),
+        };
+}
+
 void transport_cq_init(struct xmem_cq *cq)
 {
         memset(cq, 0, sizeof(*cq));
@@ -90,6 +110,7 @@ void transport_cq_add_inflight(struct xmem_transport *t, struct xmem_cq *cq, siz
 void transport_io_done(struct xmem_transport *t, struct xmem_cq *cq, struct xmem_io *io,
                        int result)
 {
+        transport_count_error(t, result);
         if (io->complete) { /* submit_nowait: no queue involved */
                 io->result = result;
                 io->complete(io);
@@ -343,7 +364,7 @@ static int sg_batches(struct xmem_transport *t, const struct xmem_region_ref *r,
                 }
                 int k = write ? t->ops->writev(t, r, batch, n, buf) : t->ops->readv(t, r, batch, n, buf);
                 if (k < 0)
-                        return k;
+                        return transport_count_error(t, k);
                 buf += bytes;
                 n = 0;
                 bytes = 0;

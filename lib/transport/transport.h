@@ -84,6 +84,10 @@ struct xmem_transport_ops {
         /* Optional (shm): hand the region's memory itself to a callback. */
         int (*direct)(struct xmem_transport *t, const struct xmem_region_ref *r, uint64_t off,
                       uint64_t len, bool write, xmem_direct_fn fn, void *ctx);
+        /* Optional: how many of its connections are up now (*RET_TOTAL: how
+         * many it keeps); without it the transport counts as one connection,
+         * always up. Never blocks on the network. */
+        unsigned (*conns_up)(struct xmem_transport *t, unsigned *ret_total);
 };
 
 /* Open a transport for URI (tcp://, unix://, shm://, rdma://). ERR explains failures. */
@@ -93,6 +97,17 @@ void xmem_transport_close(struct xmem_transport *t);
 /* The appliance's HELLO answer (chunk size, pool size, features, max_io). */
 const struct xmem_wire_hello *xmem_transport_hello(struct xmem_transport *t);
 const char *xmem_transport_uri(struct xmem_transport *t);
+
+/* The connection's health, for memd's metrics: connections kept and up now,
+ * and the failed requests so far: reads and writes that failed (a broken or
+ * refused connection, a timeout, the appliance's refusal) and control calls
+ * that failed in the transport (not the appliance's answers to them, such as
+ * an unknown region). Cheap, never blocks on the network. */
+struct xmem_transport_health {
+        unsigned conns, conns_up;
+        uint64_t errors;
+};
+void xmem_transport_health(struct xmem_transport *t, struct xmem_transport_health *ret);
 
 /* Asynchronous I/O: queue N ios (pipelined); reap at least MIN_WAIT completions
  * (up to MAX) waiting at most TIMEOUT_MS (-1 = forever). Returns the number

@@ -344,15 +344,55 @@ pid_t ctr_run_async(const struct ctr_env *e, const char *bundle, const char *nam
         return p;
 }
 
-void ctr_need_root_runc(void)
+/* sh -c: container_fill MIB, then the cgroup's limit, peak and OOM kills
+ * (expect_within reads them). */
+_unused_ static const char *const *fill_and_report(const char *mib)
+{
+        static char cmd[2][256];
+        static const char *argv[2][4];
+        static int k;
+
+        k ^= 1;
+        snprintf(cmd[k], sizeof(cmd[k]),
+                 "/bin/container_fill %s && M=/sys/fs/cgroup/memory && echo limit "
+                 "$(cat $M/memory.limit_in_bytes) max $(cat $M/memory.max_usage_in_bytes) "
+                 "$(grep '^oom_kill ' $M/memory.oom_control) 2>&1", mib);
+        argv[k][0] = "/bin/sh", argv[k][1] = "-c", argv[k][2] = cmd[k], argv[k][3] = NULL;
+        return argv[k];
+}
+
+/* OUT (from fill_and_report) says: limit LIMIT, a peak under LIMIT minus
+ * half memd's headroom (limit/8, at least 4M), no OOM kill. */
+_unused_ static void expect_within(const char *out, uint64_t limit)
+{
+        unsigned long long lim = 0, max = 0, oom = 99;
+        const char *p = strstr(out, "limit ");
+        uint64_t headroom = limit / 8 > (4 << 20) ? limit / 8 : 4 << 20;
+
+        cr_assert(p && sscanf(p, "limit %llu max %llu oom_kill %llu", &lim, &max, &oom) == 3,
+                  "no report in: '%s'", out);
+        cr_expect_eq(lim, limit, "cgroup limit %llu, want %llu", lim, (unsigned long long)limit);
+        cr_expect_lt(max, limit - headroom / 2, "peak usage %llu too close to the limit %llu", max,
+                     lim);
+        cr_expect_eq(oom, 0, "oom_kill %llu", oom);
+        cr_log_info("limit %llu MiB, peak usage %.1f MiB", lim >> 20, max / 1048576.0);
+}
+
+/* Skip the test unless root and `TOOL --version` runs (e.g. podman). */
+_unused_ static void ctr_need_tool(const char *tool)
 {
         struct cmd_result r;
 
         if (!harness_is_root())
                 cr_skip_test("container tests need root");
-        ctr_run((const char *const[]){ "runc", "--version", NULL }, NULL, 10, &r);
+        ctr_run((const char *const[]){tool, "--version", NULL}, NULL, 10, &r);
         if (!ctr_exited(&r, 0))
-                cr_skip_test("runc is not installed");
+                cr_skip_test("%s is not installed (scripts/deps.sh installs it)", tool);
+}
+
+void ctr_need_root_runc(void)
+{
+        ctr_need_tool("runc");
 }
 
 void ctr_runtime_run(const struct ctr_env *e, const char *bundle, const char *name, int timeout_s,

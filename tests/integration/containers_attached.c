@@ -156,38 +156,6 @@ Test(containers, hook_direct_quick_and_idempotent, .init = setup_memd, .fini = t
 
 /* The payload of the paging tests: fill and verify MIB, then print the
  * container's own cgroup limit, peak usage and OOM count. */
-static const char *const *fill_and_report(const char *mib)
-{
-        static char cmd[2][256];
-        static const char *argv[2][4];
-        static int k;
-
-        k ^= 1;
-        snprintf(cmd[k], sizeof(cmd[k]),
-                 "/bin/container_fill %s && M=/sys/fs/cgroup/memory && echo limit "
-                 "$(cat $M/memory.limit_in_bytes) max $(cat $M/memory.max_usage_in_bytes) "
-                 "$(grep '^oom_kill ' $M/memory.oom_control) 2>&1", mib);
-        argv[k][0] = "/bin/sh", argv[k][1] = "-c", argv[k][2] = cmd[k], argv[k][3] = NULL;
-        return argv[k];
-}
-
-/* OUT (from fill_and_report) says: limit LIMIT, a peak under LIMIT minus
- * half memd's headroom (limit/8, at least 4M), no OOM kill. */
-static void expect_within(const char *out, uint64_t limit)
-{
-        unsigned long long lim = 0, max = 0, oom = 99;
-        const char *p = strstr(out, "limit ");
-        uint64_t headroom = limit / 8 > (4 << 20) ? limit / 8 : 4 << 20;
-
-        cr_assert(p && sscanf(p, "limit %llu max %llu oom_kill %llu", &lim, &max, &oom) == 3,
-                  "no report in: '%s'", out);
-        cr_expect_eq(lim, limit, "cgroup limit %llu, want %llu", lim, (unsigned long long)limit);
-        cr_expect_lt(max, limit - headroom / 2, "peak usage %llu too close to the limit %llu", max,
-                     lim);
-        cr_expect_eq(oom, 0, "oom_kill %llu", oom);
-        cr_log_info("limit %llu MiB, peak usage %.1f MiB", lim >> 20, max / 1048576.0);
-}
-
 Test(containers, runc_512m_through_64m_local, .init = setup_memd, .fini = teardown, .timeout = 300)
 {
         char bundle[256];

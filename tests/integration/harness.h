@@ -51,6 +51,9 @@ void harness_kill(struct harness_proc *p);
 /* Stop if running and remove the temp dir. */
 void harness_cleanup(struct harness_proc *p);
 
+/* A free loopback port (never one handed out lately in this process). */
+uint16_t harness_free_port(void);
+
 /* Connect a raw TCP socket to P (for malformed-frame tests). */
 int harness_connect_tcp(const struct harness_proc *p);
 /* Connect a SOCK_SEQPACKET unix socket to PATH (memd's sockets): the fd, or
