@@ -114,10 +114,7 @@ static int adopt_process(struct manager *m, struct container *c, const struct st
         p->acct_slot = sp->acct_slot;
         p->pending = true;
         p->container = c;
-        if (p->acct_slot == 0)
-                c->acct_overflow++;
-        else
-                c->acct_used[p->acct_slot] = true;
+        acct_mark_slot(c, p->acct_slot);
         p->next = c->processes;
         c->processes = p;
         c->n_processes++;

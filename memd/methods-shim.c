@@ -22,7 +22,8 @@ static void token_free(struct manager *m, struct fork_token **tp)
 
         *tp = t->next;
         t->container->n_fork_tokens--;
-        store_free(t->store);
+        if (t->store) /* the clone's regions: freed off the event loop */
+                reaper_queue_store(t->container, t->store);
         free(t->written);
         free(t);
 }
@@ -105,7 +106,8 @@ int method_hello(struct api_call *call, union api_params *params, struct xmem_er
         pidfd = fcntl(cn->pidfd, F_DUPFD_CLOEXEC, 3);
         devfd = uffd_dev_open();
         if (pidfd < 0 || devfd < 0) {
-                store_free(from);
+                if (from)
+                        reaper_queue_store(c, from);
                 return xmem_error_set(err, pidfd < 0 ? negative_errno() : devfd,
                                       pidfd < 0 ? "pidfd: %m" : "/dev/userfaultfd: %s",
                                       strerror(-devfd));
