@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "transport/transport.h"
 
 #define WORK_MIB "128" /* each container's working set: 4 x its local limit */
 
@@ -285,4 +286,97 @@ Test(appliance_restart, embedded_outlives_memd, .init = setup, .fini = teardown,
         for (int i = 0; i < 100 && alive(pid); i++)
                 usleep(10000);
         cr_assert(!alive(pid), "--stop-embedded left the appliance running");
+}
+
+/* The regions appliance I holds (its stats), -1 when it does not answer. */
+static int64_t appliance_regions(int i)
+{
+        struct xmem_transport *t = NULL;
+        char *json = NULL;
+        int64_t n = -1;
+
+        if (xmem_transport_open(e.app[i].tcp_uri, NULL, &t, NULL) < 0)
+                return -1;
+        if (xmem_stats(t, NULL, &json) == 0)
+                n = (int64_t)harness_json_u64(json, "regions");
+        free(json);
+        xmem_transport_close(t);
+        return n;
+}
+
+/* xmemctl ARGS, timed: true when it succeeded within a second. */
+static bool ctl_fast(const char *const *args, long *ret_ms)
+{
+        char out[4096];
+        long t0 = harness_now_ms();
+        bool ok = harness_ctl(&e.md, out, sizeof(out), args);
+
+        *ret_ms = harness_now_ms() - t0;
+        if (!ok)
+                cr_log_error("xmemctl %s: %s", args[0], out);
+        return ok && *ret_ms < 1000;
+}
+
+Test(appliance_restart, teardown_on_stopped_appliance_never_blocks, .init = setup,
+     .fini = teardown, .timeout = 420)
+{
+        char last[256];
+        long ms;
+        int st;
+
+        need_everything();
+        appliance_start(0);
+        appliance_start(1);
+        harness_memd_start(&e.md, "/tmp/nf-teardown.XXXXXX",
+                           (const char *const[]){"--appliance", e.app[0].tcp_uri, "--appliance",
+                                                 e.app[1].tcp_uri, "--appliance-timeout", "300s",
+                                                 NULL});
+        attach(0, 0);
+        attach(1, 1);
+        run_prog(0, (const char *const[]){"verify", WORK_MIB, "50", NULL});
+        cr_assert(harness_child_follow(&e.prog[0], "pass 1", 120000, last, sizeof(last)) > 0,
+                  "A did not page within 120 s (last line '%s', see %s)", last, e.md.log);
+        cr_assert_geq(appliance_regions(0), 1, "A's arena has no region on its appliance");
+
+        /* A's appliance stops answering while A pages: fetches in flight */
+        cr_assert_eq(kill(e.app[0].pid, SIGSTOP), 0);
+        e.stopped = true;
+        run_prog(1, (const char *const[]){"verify", WORK_MIB, "3", NULL});
+        sleep(1);
+        /* A dies: its arena and regions are torn down (waiting for the
+         * appliance), never on memd's event loop */
+        harness_child_kill(&e.prog[0]);
+        for (int i = 0; i < 5; i++, usleep(200000)) {
+                cr_expect(list_fast(&ms), "xmemctl list took %ld ms while A's process is torn "
+                                          "down on a stopped appliance", ms);
+                cr_expect(ctl_fast((const char *const[]){"stats", ids[1], NULL}, &ms),
+                          "xmemctl stats %s took %ld ms", ids[1], ms);
+        }
+        /* ... and its container is detached; a new one attaches meanwhile */
+        cr_expect(ctl_fast((const char *const[]){"detach", ids[0], NULL}, &ms),
+                  "xmemctl detach %s took %ld ms", ids[0], ms);
+        for (int i = 0; i < 3; i++, usleep(200000))
+                cr_expect(list_fast(&ms), "xmemctl list took %ld ms after the detach", ms);
+        cr_expect(ctl_fast((const char *const[]){"attach", ids[0], "--cgroup", e.cg[0].path,
+                                                 "--local-limit", "32M", "--external", "64M",
+                                                 "--appliance", e.app[1].tcp_uri, NULL},
+                           &ms),
+                  "attaching %s again took %ld ms", ids[0], ms);
+        cr_expect(ctl_fast((const char *const[]){"detach", ids[0], NULL}, &ms),
+                  "detaching %s again took %ld ms", ids[0], ms);
+
+        /* B, on the other appliance, ran on */
+        cr_assert(harness_child_follow(&e.prog[1], "paging-ok", 180000, last, sizeof(last)) > 0,
+                  "B did not finish (last line '%s', see %s)", last, e.md.log);
+        st = harness_child_wait(&e.prog[1], 10000);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "B's status %#x", st);
+
+        /* the appliance comes back: A's regions are freed, nothing leaks */
+        cr_assert_eq(kill(e.app[0].pid, SIGCONT), 0);
+        e.stopped = false;
+        for (int i = 0; i < 600 && appliance_regions(0) != 0; i++)
+                usleep(100000);
+        cr_assert_eq(appliance_regions(0), 0, "A's regions are left on its appliance (see %s)",
+                     e.md.log);
+        cr_expect(list_fast(&ms), "xmemctl list took %ld ms at the end", ms);
 }
