@@ -39,6 +39,10 @@ void harness_kill(struct harness_proc *p);
 /* Stop if running and remove the temp dir. */
 void harness_cleanup(struct harness_proc *p);
 
+/* The regions the appliance at URI holds (its stats), -1 when it does not
+ * answer. */
+int64_t harness_appliance_regions(const char *uri);
+
 /* Connect a raw TCP socket to P (for malformed-frame tests). */
 int harness_connect_tcp(const struct harness_proc *p);
 /* Connect a SOCK_SEQPACKET unix socket to PATH (memd's sockets): the fd, or
@@ -109,6 +113,9 @@ void harness_memd_spawn(const struct harness_memd *m, const char *id, struct har
  * remove M->dir unless XMEM_KEEP_TMP is set. Returns the wait status (-1 if
  * it was not running). */
 int harness_memd_stop(struct harness_memd *m);
+/* The pid in M's embedded appliance's pid file (DIR/appliance/embedded.pid),
+ * -1 when there is none. */
+pid_t harness_memd_embedded_pid(const struct harness_memd *m);
 /* memd --socket M->sock --stop-embedded (its output into M->log). */
 void harness_memd_stop_embedded(const struct harness_memd *m);
 

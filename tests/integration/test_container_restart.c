@@ -55,23 +55,6 @@ static void need_root_runc(void)
                 harness_skip(teardown, "runc is not installed");
 }
 
-/* The pid in the embedded appliance's pid file (-1: none). */
-static pid_t embedded_pid(void)
-{
-        char path[192];
-        long pid = -1;
-        FILE *f;
-
-        snprintf(path, sizeof(path), "%s/appliance/embedded.pid", md.dir);
-        f = fopen(path, "r");
-        if (f) {
-                if (fscanf(f, "%ld", &pid) != 1)
-                        pid = -1;
-                fclose(f);
-        }
-        return (pid_t)pid;
-}
-
 /* The container runs across memd's death by SIG and a new memd. */
 static void across_memd_restart(int sig, const char *id)
 {
@@ -84,7 +67,7 @@ static void across_memd_restart(int sig, const char *id)
         snprintf(name, sizeof(name), "%s", id);
         harness_memd_start(&md, "/tmp/nf-ctr-restart.XXXXXX", NULL); /* embedded appliance */
         snprintf(env.sock, sizeof(env.sock), "%s", md.sock);
-        appliance = embedded_pid();
+        appliance = harness_memd_embedded_pid(&md);
         cr_assert_gt(appliance, 1, "no embedded appliance (see %s)", md.log);
         ctr_bundle(&env, name,
                    (const char *const[]){"/bin/container_fill", "384", "3", "verify", NULL},
@@ -103,7 +86,8 @@ static void across_memd_restart(int sig, const char *id)
         cr_assert_eq(kill(appliance, 0), 0, "the embedded appliance died with memd");
         usleep(300000); /* memd away: the container waits */
         harness_memd_restart(&md, NULL);
-        cr_expect_eq(embedded_pid(), appliance, "a restarted memd started another appliance");
+        cr_expect_eq(harness_memd_embedded_pid(&md), appliance,
+                     "a restarted memd started another appliance");
 
         for (int i = 0; i < 2400 && waitpid(runner, &status, WNOHANG) == 0; i++)
                 usleep(100000);

@@ -17,7 +17,6 @@
 
 #include "harness.h"
 #include "memd-client.h"
-#include "transport/transport.h"
 
 static struct {
         struct harness_proc app;
@@ -242,20 +241,6 @@ Test(restart, accounting_page_survives_sigkill, .init = setup, .fini = teardown,
         }
 }
 
-static int64_t appliance_regions(void)
-{
-        struct xmem_transport *t = NULL;
-        char *json = NULL;
-        int64_t n = -1;
-
-        if (xmem_transport_open(e.app.tcp_uri, NULL, &t, NULL) < 0)
-                return -1;
-        if (xmem_stats(t, NULL, &json) == 0)
-                n = (int64_t)harness_json_u64(json, "regions");
-        free(json);
-        xmem_transport_close(t);
-        return n;
-}
 
 static bool state_file_has(const char *id, const char *what)
 {
@@ -277,7 +262,7 @@ Test(restart, unclaimed_fork_clone_freed_after_crash, .init = setup, .fini = tea
 
         need_setup();
         attach("sd-f", e.cg.path);
-        cr_assert_eq(appliance_regions(), 0);
+        cr_assert_eq(harness_appliance_regions(e.app.tcp_uri), 0);
         /* a process of the container says shim.hello and shim.fork itself,
          * then waits (it never resumes: its arena stays pending) */
         cr_assert_eq(pipe(pfd), 0);
@@ -307,7 +292,7 @@ Test(restart, unclaimed_fork_clone_freed_after_crash, .init = setup, .fini = tea
         e.prog.in = -1;
         cr_assert_eq(harness_child_line(&e.prog, line, sizeof(line), 20000), 1);
         cr_assert_str_eq(line, "forked", "the container's process: %s (see %s)", line, e.md.log);
-        cr_assert_eq(appliance_regions(), 2, "an arena and its fork clone");
+        cr_assert_eq(harness_appliance_regions(e.app.tcp_uri), 2, "an arena and its fork clone");
         cr_assert(state_file_has("sd-f", "\"fork_clones\":\\[{"),
                   "the clone is not in the state file");
 
@@ -315,7 +300,7 @@ Test(restart, unclaimed_fork_clone_freed_after_crash, .init = setup, .fini = tea
         harness_memd_signal(&e.md, SIGKILL);
         harness_memd_restart(&e.md, e.memd_args);
         wait_logged("a fork clone never claimed, its regions freed", 10000);
-        cr_expect_eq(appliance_regions(), 1, "the clone is left on the appliance (see %s)",
+        cr_expect_eq(harness_appliance_regions(e.app.tcp_uri), 1, "the clone is left on the appliance (see %s)",
                      e.md.log);
         cr_expect(state_file_has("sd-f", "\"fork_clones\":\\[\\]"),
                   "the freed clone is still in the state file");
@@ -323,7 +308,7 @@ Test(restart, unclaimed_fork_clone_freed_after_crash, .init = setup, .fini = tea
         cr_assert(harness_ctl(&e.md, out, sizeof(out),
                               (const char *const[]){"detach", "sd-f", "--force", NULL}),
                   "%s", out);
-        for (int i = 0; i < 100 && appliance_regions() != 0; i++)
+        for (int i = 0; i < 100 && harness_appliance_regions(e.app.tcp_uri) != 0; i++)
                 usleep(100000);
-        cr_expect_eq(appliance_regions(), 0, "detach left regions on the appliance");
+        cr_expect_eq(harness_appliance_regions(e.app.tcp_uri), 0, "detach left regions on the appliance");
 }
