@@ -114,10 +114,7 @@ static int adopt_process(struct manager *m, struct container *c, const struct st
         p->acct_slot = sp->acct_slot;
         p->pending = true;
         p->container = c;
-        if (p->acct_slot == 0)
-                c->acct_overflow++;
-        else
-                c->acct_used[p->acct_slot] = true;
+        acct_mark_slot(c, p->acct_slot);
         p->next = c->processes;
         c->processes = p;
         c->n_processes++;
@@ -128,22 +125,34 @@ static int adopt_process(struct manager *m, struct container *c, const struct st
         return 0;
 }
 
-/* Free the regions of processes that are gone: only once the state file no
- * longer names them. */
-static void free_gone(struct manager *m, const struct state_container *s, const bool *gone,
-                      struct xmem_transport **ts, size_t n)
+/* Free the regions of records (processes that are gone, where GONE says
+ * so, or fork clones whose tokens died with the last memd: GONE NULL): only
+ * once the state file no longer names them. */
+static void free_records(const struct state_container *s, const struct state_process *recs,
+                         size_t n_recs, const bool *gone, struct xmem_transport **ts, size_t n)
 {
-        for (size_t i = 0; i < s->n_processes; i++) {
+        for (size_t i = 0; i < n_recs; i++) {
                 struct xmem_error err = {};
                 struct store *st = NULL;
 
-                if (!gone[i])
+                if (gone && !gone[i])
                         continue;
-                if (open_store(s, &s->processes[i], ts, n, &st, &err) >= 0)
+                if (open_store(s, &recs[i], ts, n, &st, &err) >= 0)
                         store_free(st);
-                log_info("container %s: process %d is gone, its regions freed", s->attach.id,
-                         (int)s->processes[i].pid);
+                if (gone)
+                        log_info("container %s: process %d is gone, its regions freed",
+                                 s->attach.id, (int)recs[i].pid);
+                else
+                        log_info("container %s: a fork clone never claimed, its regions freed",
+                                 s->attach.id);
         }
+}
+
+static void free_gone(const struct state_container *s, const bool *gone,
+                      struct xmem_transport **ts, size_t n)
+{
+        free_records(s, s->processes, s->n_processes, gone, ts, n);
+        free_records(s, s->clones, s->n_clones, NULL, ts, n);
 }
 
 /* One parsed file NAME: -EINVAL when it cannot stand for a container (ERR
@@ -174,6 +183,12 @@ static int adopt_container(struct manager *m, struct state_container *s, const c
                                               "processes[%zu]: its regions are on other "
                                               "appliances than memd's",
                                               i);
+        for (size_t i = 0; i < s->n_clones; i++)
+                if (!regions_match(m, &s->clones[i], ts, n))
+                        return xmem_error_set(err, -ENOENT,
+                                              "fork_clones[%zu]: its regions are on other "
+                                              "appliances than memd's",
+                                              i);
         r = container_new(&s->attach, m->cg_version, m->cg_mount, ts, n, s->chunk_size, &po, &c,
                           err);
         if (r == -ENOENT) { /* the cgroup is gone: the container with it */
@@ -181,7 +196,7 @@ static int adopt_container(struct manager *m, struct state_container *s, const c
                         gone[i] = true;
                 r = state_remove(m, &(struct container){.id = (char *)s->attach.id});
                 if (r >= 0)
-                        free_gone(m, s, gone, ts, n);
+                        free_gone(s, gone, ts, n);
                 log_info("container %s: cgroup %s is gone, detached", s->attach.id,
                          s->attach.cgroup);
                 return 0;
@@ -198,6 +213,10 @@ static int adopt_container(struct manager *m, struct state_container *s, const c
                         log_error("container %s: process %d: %s", c->id, (int)s->processes[i].pid,
                                   xmem_error_str(&perr));
         }
+        /* the resumed shims still charge the last memd's accounting page:
+         * shim.resume hands it back (memd/acct.c) */
+        if (c->n_processes)
+                c->acct_awaiting_ino = s->acct_ino;
         c->saved = true;
         r = state_save(m, c, err);
         if (r >= 0)
@@ -212,7 +231,7 @@ static int adopt_container(struct manager *m, struct state_container *s, const c
         }
         c->next = m->containers;
         m->containers = c;
-        free_gone(m, s, gone, ts, n);
+        free_gone(s, gone, ts, n);
         log_info("container %s: re-adopted from the state directory, %zu process(es) to resume",
                  c->id, c->n_processes);
         return 0;
@@ -343,6 +362,15 @@ int method_resume(struct api_call *call, union api_params *params, struct xmem_e
                 return r;
         }
         p->pending = false;
+        /* the accounting page it charges: the container's again */
+        if (call->n_fds > 2 && (r = acct_adopt(c, call->fds[2])) < 0)
+                log_error("container %s: process %d: the accounting page it sent: %s", c->id,
+                          (int)p->pid,
+                          r == -EBUSY ? "a new process uses this memd's page already, the "
+                                        "resumed ones keep charging the old one"
+                                      : strerror(-r));
+        else if (call->n_fds > 2 && !c->acct_awaiting_ino)
+                log_debug("container %s: accounting page taken back", c->id);
         /* faults the last memd read but never answered wait for a wake-up:
          * woken, they fault again and this memd serves them */
         (void)uffd_wake(a->uffd, a->base, a->size);

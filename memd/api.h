@@ -42,6 +42,7 @@ struct api_method {
         unsigned callers; /* enum api_caller */
         size_t n_fds;     /* descriptors the request carries */
         int (*run)(struct api_call *call, union api_params *p, struct xmem_error *err);
+        size_t n_fds_optional; /* ... and up to this many more */
 };
 
 extern const struct api_method api_methods[];

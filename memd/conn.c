@@ -286,9 +286,9 @@ static int run_request(struct conn *cn, struct api_request *req, struct api_call
                                           ? "a container's socket serves only its own shim and "
                                             "stats"
                                           : "a shim calls it on its container's own socket");
-        if (call->n_fds != meth->n_fds)
+        if (call->n_fds < meth->n_fds || call->n_fds > meth->n_fds + meth->n_fds_optional)
                 return xmem_error_set(err, -EINVAL, "expected %zu file descriptor(s), got %zu",
-                                      meth->n_fds, call->n_fds);
+                                      meth->n_fds + meth->n_fds_optional, call->n_fds);
         if (cn->container && conn_peer_gone(cn))
                 return xmem_error_set(err, -ESRCH, "the calling process is gone");
         r = meth->run(call, &req->p, err);

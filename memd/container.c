@@ -47,82 +47,6 @@ static int cgroup_relative(const char *cg_dir, const char *mount, char **ret_rel
         return 0;
 }
 
-/* The accounting page: a sealed shmem memfd of XMEM_ACCT_SIZE, the header
- * written before the magic. The shims write it; memd trusts nothing in it
- * beyond counters of this container. */
-static int acct_create(struct container *c, struct xmem_error *err)
-{
-        struct xmem_acct *a;
-        int fd = memfd_create("xmem-acct", MFD_CLOEXEC | MFD_ALLOW_SEALING), r;
-
-        if (fd < 0)
-                return xmem_error_set(err, negative_errno(), "accounting page: memfd: %m");
-        if (ftruncate(fd, (off_t)XMEM_ACCT_SIZE) < 0 ||
-            fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0 ||
-            (a = mmap(NULL, XMEM_ACCT_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)) ==
-                    MAP_FAILED) {
-                r = negative_errno();
-                close(fd);
-                return xmem_error_set(err, r, "accounting page: %s", strerror(-r));
-        }
-        a->h.version = XMEM_ACCT_VERSION;
-        a->h.n_slots = XMEM_ACCT_SLOTS;
-        a->h.local_alloc_limit = c->local_alloc_limit;
-        a->h.external_quota = c->external;
-        __atomic_store_n(&a->h.magic, XMEM_ACCT_MAGIC, __ATOMIC_RELEASE);
-        c->acct = a;
-        c->acct_fd = fd;
-        return 0;
-}
-
-/* *V -= min(N, *V) (the shims change *V concurrently). */
-static void acct_sub(uint64_t *v, uint64_t n)
-{
-        uint64_t old = __atomic_load_n(v, __ATOMIC_RELAXED);
-
-        while (!__atomic_compare_exchange_n(v, &old, old - MIN(old, n), false, __ATOMIC_RELAXED,
-                                            __ATOMIC_RELAXED))
-                ;
-}
-
-/* Take SLOT's charges out of the totals and clear it. Only for a slot no live
- * process writes any more. */
-static void acct_clear_slot(struct container *c, uint32_t slot)
-{
-        struct xmem_acct_slot *s = &c->acct->slots[slot];
-
-        acct_sub(&c->acct->h.local_bytes, __atomic_exchange_n(&s->local_bytes, 0,
-                                                              __ATOMIC_RELAXED));
-        acct_sub(&c->acct->h.external_bytes, __atomic_exchange_n(&s->external_bytes, 0,
-                                                                 __ATOMIC_RELAXED));
-        __atomic_store_n(&s->pid, 0, __ATOMIC_RELAXED);
-}
-
-static void acct_take_slot(struct container *c, struct process *p)
-{
-        for (uint32_t i = 1; i < XMEM_ACCT_SLOTS; i++)
-                if (!c->acct_used[i]) {
-                        c->acct_used[i] = true;
-                        p->acct_slot = i;
-                        __atomic_store_n(&c->acct->slots[i].pid, (uint64_t)p->pid,
-                                         __ATOMIC_RELAXED);
-                        return;
-                }
-        p->acct_slot = 0; /* all taken: shared, cleared when its last user is gone */
-        c->acct_overflow++;
-}
-
-static void acct_release_slot(struct container *c, struct process *p)
-{
-        if (p->acct_slot == 0) {
-                if (--c->acct_overflow == 0)
-                        acct_clear_slot(c, 0);
-                return;
-        }
-        acct_clear_slot(c, p->acct_slot);
-        c->acct_used[p->acct_slot] = false;
-}
-
 static int container_start(struct container *c, const struct pager_opts *pager_opts,
                            struct xmem_error *err)
 {
@@ -209,15 +133,18 @@ void container_free(struct container *c)
 {
         if (!c)
                 return;
-        while (c->processes)
-                container_remove_process(c, c->processes);
+        reaper_stop(c); /* what it has queued is done first */
+        while (c->processes) {
+                struct process *p = c->processes;
+                c->processes = p->next;
+                sd_event_source_disable_unref(p->exit_src);
+                process_teardown(c, p);
+        }
         pager_free(c->pager);
         residency_free(c->residency);
-        if (c->cg) /* also after an attach that failed half way */
+        if (c->cg && !c->oom_unpaused) /* also after an attach that failed half way */
                 (void)cgroup_set_oom_pause(c->cg, false);
-        if (c->acct)
-                munmap(c->acct, XMEM_ACCT_SIZE);
-        safe_close(c->acct_fd);
+        acct_free(c);
         cgroup_free(c->cg);
         free(c->id);
         free(c->cgroup_dir);
@@ -253,7 +180,7 @@ int container_add_process(struct container *c, pid_t pid, int pidfd, struct stor
         int r;
 
         if (!p) {
-                store_free(from_store);
+                reaper_queue_store(c, from_store);
                 return xmem_error_set(err, -ENOMEM, "out of memory");
         }
         if (!store && c->n_transports == 0)
@@ -267,7 +194,7 @@ int container_add_process(struct container *c, pid_t pid, int pidfd, struct stor
         }
         r = arena_new(size, ARENA_PAGE_SIZE, store, !from_store, &p->arena);
         if (r < 0) {
-                store_free(store);
+                reaper_queue_store(c, store);
                 return xmem_error_set(err, r, "arena memfd: %s", strerror(-r));
         }
         /* the container's external quota counts its arenas' written pages
@@ -286,7 +213,7 @@ int container_add_process(struct container *c, pid_t pid, int pidfd, struct stor
         if (r < 0) {
                 safe_close(pidfd);
                 arena_free(p->arena);
-                store_free(store);
+                reaper_queue_store(c, store);
                 return r;
         }
         acct_take_slot(c, p);
@@ -379,17 +306,12 @@ void container_remove_process(struct container *c, struct process *p)
                           c->id, (int)p->pid, xmem_error_str(&err));
                 store_xmem_keep(p->store);
         }
-        if (p->registered) {
-                pager_remove(c->pager, p->arena);
-                residency_remove_arena(c->residency, p->arena);
-        }
-        arena_free(p->arena);
-        store_free(p->store);
-        sd_event_source_disable_unref(p->exit_src);
-        safe_close(p->pidfd);
+        p->exit_src = sd_event_source_disable_unref(p->exit_src);
         /* it exited or exec'd: whatever it charged is gone with it */
         acct_release_slot(c, p);
-        free(p);
+        /* its fetches in flight and the regions' free may wait for an
+         * appliance: never on the event loop */
+        reaper_queue(c, p);
 }
 
 void container_keep(struct container *c)

@@ -20,6 +20,7 @@ struct pager;
 struct residency;
 struct xmem_transport;
 struct manager;
+struct reaper;
 
 struct process {
         pid_t pid;
@@ -64,6 +65,16 @@ struct container {
         struct xmem_acct *acct;
         bool acct_used[XMEM_ACCT_SLOTS];
         size_t acct_overflow;
+        /* Across a restart (memd/acct.c): the page's memfd inode (in the
+         * state file), the last memd's page's while shim.resume may still
+         * hand it back, whether a new process got this memd's page already
+         * (then the old one is not taken back), and the page replaced. */
+        uint64_t acct_ino, acct_awaiting_ino;
+        bool acct_fresh_used;
+        struct xmem_acct *acct_spare;
+        /* Tears its processes (and at detach the container) down off the
+         * event loop (memd/reap.c). */
+        struct reaper *reaper;
         /* Its own API socket (memd/ctrsock.c) and the bounds on its callers
          * (memd/conn.c). */
         int sock_dirfd, sock_fd;
@@ -75,8 +86,40 @@ struct container {
         /* Its state file exists: every change of its processes rewrites it
          * (memd/state.c) before memd acts on the change. */
         bool saved;
+        bool oom_unpaused; /* detached: the OOM pause is off again (memd/manager.c) */
         struct container *next;
 };
+
+/* acct.c: the accounting page (docs/memd.md "Container-wide accounting") */
+int acct_create(struct container *c, struct xmem_error *err);
+void acct_free(struct container *c);
+void acct_take_slot(struct container *c, struct process *p);
+/* SLOT is taken by a re-adopted process. */
+void acct_mark_slot(struct container *c, uint32_t slot);
+void acct_release_slot(struct container *c, struct process *p);
+/* shim.resume handed FD back: if it is the page the last memd made for C
+ * (its inode, sealed, this version) and no new process uses C's fresh page
+ * yet, it becomes C's page again (limits rewritten, the slots of processes
+ * that did not come back cleared). -EPERM, -EPROTO: not that page; -EBUSY:
+ * the fresh page is in use. */
+int acct_adopt(struct container *c, int fd);
+
+/* reap.c: teardown off the event loop (docs/memd.md "Teardown"). P,
+ * unlinked from C, is torn down (pager, residency, arena, regions) on C's
+ * reaper thread; inline when there is none. */
+void reaper_queue(struct container *c, struct process *p);
+/* The same for a store alone (a fork token's clone). */
+void reaper_queue_store(struct container *c, struct store *s);
+/* C is unlinked from memd: its reaper tears down what is queued, then C
+ * itself (container_free's work). */
+void reaper_detach(struct container *c);
+/* Wait (C's thread) until what is queued is done and the thread is gone. */
+void reaper_stop(struct container *c);
+/* Wait up to TIMEOUT_MS for every detached container's reaper to finish:
+ * false when some still run. */
+bool reapers_wait(struct manager *m, unsigned timeout_ms);
+/* Tear P down now (its pager entry, residency, arena, regions, pidfd). */
+void process_teardown(struct container *c, struct process *p);
 
 /* Headroom kept free under the local limit: limit/8, from 4 MiB to 64 MiB. */
 uint64_t container_headroom(uint64_t local_limit);

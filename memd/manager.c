@@ -18,6 +18,7 @@
 #include "transport/transport.h"
 
 #define CHECK_INTERVAL_USEC 1000000ULL
+#define REAPERS_WAIT_MS 30000
 
 int manager_new(const struct manager_config *cfg, struct manager **ret, struct xmem_error *err)
 {
@@ -28,6 +29,8 @@ int manager_new(const struct manager_config *cfg, struct manager **ret, struct x
         if (!m)
                 return xmem_error_set(err, -ENOMEM, "out of memory");
         m->cfg = *cfg;
+        pthread_mutex_init(&m->reap_lock, NULL);
+        pthread_cond_init(&m->reap_cond, NULL);
         m->listen_fd = m->containers_dirfd = m->state_dirfd = m->state_lockfd = -1;
         if (!m->cfg.cgroup_root)
                 m->cfg.cgroup_root = CGROUP_FS_ROOT;
@@ -220,7 +223,14 @@ void manager_remove_container(struct manager *m, struct container *c)
                         *cp = c->next;
                         break;
                 }
-        container_free(c);
+        /* the cgroup may be attached again at once: its OOM pause off now */
+        (void)cgroup_set_oom_pause(c->cg, false);
+        c->oom_unpaused = true;
+        /* everything that may wait for an appliance happens on C's reaper
+         * thread (memd/reap.c): the event loop answers on */
+        while (c->processes)
+                container_remove_process(c, c->processes);
+        reaper_detach(c);
 }
 
 static int on_process_exit(sd_event_source *s, int fd, uint32_t revents, void *userdata)
@@ -254,6 +264,8 @@ int manager_run(struct manager *m)
 
 void manager_free(struct manager *m)
 {
+        bool torn_down;
+
         if (!m)
                 return;
         /* memd stops (SIGTERM, an upgrade, a fatal error): live containers
@@ -266,7 +278,13 @@ void manager_free(struct manager *m)
                 manager_remove_container(m, m->containers);
         conn_close_all(m, NULL);
         metrics_free(m->metrics); /* before the transports its scrapes read */
-        for (size_t i = 0; i < m->n_transports; i++)
+        /* bounded: a teardown still waiting for an appliance then is left
+         * to the exit (with the transports and M it uses: not freed) */
+        torn_down = reapers_wait(m, REAPERS_WAIT_MS);
+        if (!torn_down)
+                log_error("teardown of detached containers still waiting for an appliance "
+                          "after %u ms: exiting without it", REAPERS_WAIT_MS);
+        for (size_t i = 0; torn_down && i < m->n_transports; i++)
                 xmem_transport_close(m->transports[i]);
         sd_event_source_disable_unref(m->embedded_src);
         embedded_release(m->embedded); /* it outlives memd: docs/memd.md */
@@ -282,5 +300,9 @@ void manager_free(struct manager *m)
         free(m->containers_dir);
         free(m->run_dir);
         free(m->cg_mount);
+        if (!torn_down)
+                return;
+        pthread_mutex_destroy(&m->reap_lock);
+        pthread_cond_destroy(&m->reap_cond);
         free(m);
 }

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <poll.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -65,6 +66,10 @@ struct manager {
         int state_dirfd, state_lockfd; /* memd/state.c */
         bool keep; /* stopping by signal: live containers' regions stay (container_keep) */
         struct metrics *metrics; /* memd/metrics.c; NULL: off */
+        /* Detached containers still being torn down (memd/reap.c). */
+        pthread_mutex_t reap_lock;
+        pthread_cond_t reap_cond;
+        unsigned n_reapers;
 };
 
 /* What a method handler gets: the caller and the reply it builds. */

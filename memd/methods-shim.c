@@ -13,6 +13,7 @@
 #include "arena.h"
 #include "log.h"
 #include "memd.h"
+#include "state.h"
 #include "store.h"
 #include "uffd.h"
 
@@ -22,18 +23,44 @@ static void token_free(struct manager *m, struct fork_token **tp)
 
         *tp = t->next;
         t->container->n_fork_tokens--;
-        store_free(t->store);
+        if (t->store) /* the clone's regions: freed off the event loop */
+                reaper_queue_store(t->container, t->store);
         free(t->written);
         free(t);
 }
 
+/* C's state file without the clones of its tokens gone: before their
+ * regions are freed (else a restarted memd would free them a second time,
+ * harmless, or find them missing). */
+static void tokens_saved(struct manager *m, struct container *c)
+{
+        struct xmem_error err = {};
+
+        if (c->saved && state_save(m, c, &err) < 0)
+                log_error("container %s: %s", c->id, xmem_error_str(&err));
+}
+
 void fork_tokens_free(struct manager *m, const struct container *c, uint64_t before_usec)
 {
+        struct fork_token *gone = NULL;
+
         for (struct fork_token **tp = &m->tokens; *tp;)
-                if ((!c || (*tp)->container == c) && (*tp)->created_usec < before_usec)
-                        token_free(m, tp);
-                else
+                if ((!c || (*tp)->container == c) && (*tp)->created_usec < before_usec) {
+                        struct fork_token *t = *tp;
+                        *tp = t->next;
+                        t->next = gone;
+                        gone = t;
+                } else
                         tp = &(*tp)->next;
+        for (struct fork_token *t = gone; t; t = t->next) {
+                bool first = true;
+                for (struct fork_token *u = gone; u != t; u = u->next)
+                        first = first && u->container != t->container;
+                if (first)
+                        tokens_saved(m, t->container);
+        }
+        while (gone)
+                token_free(m, &gone);
 }
 
 /* The clone a token of C stands for (taken over), NULL when unknown. */
@@ -105,7 +132,8 @@ int method_hello(struct api_call *call, union api_params *params, struct xmem_er
         pidfd = fcntl(cn->pidfd, F_DUPFD_CLOEXEC, 3);
         devfd = uffd_dev_open();
         if (pidfd < 0 || devfd < 0) {
-                store_free(from);
+                if (from)
+                        reaper_queue_store(c, from);
                 return xmem_error_set(err, pidfd < 0 ? negative_errno() : devfd,
                                       pidfd < 0 ? "pidfd: %m" : "/dev/userfaultfd: %s",
                                       strerror(-devfd));
@@ -123,8 +151,10 @@ int method_hello(struct api_call *call, union api_params *params, struct xmem_er
         call->reply_fds[0] = p->arena->memfd;
         call->reply_fds[1] = devfd;
         call->n_reply_fds = 2;
-        if (h->version >= 2)
+        if (h->version >= 2) {
                 call->reply_fds[call->n_reply_fds++] = c->acct_fd;
+                c->acct_fresh_used |= c->acct_awaiting_ino != 0;
+        }
         call->close_after = TAKE_FD(devfd);
         log_debug("container %s: process %d: arena of %llu bytes%s", c->id, (int)cn->pid,
                   (unsigned long long)size, from ? " from a fork clone" : "");
@@ -211,6 +241,14 @@ int method_fork(struct api_call *call, union api_params *params, struct xmem_err
         t->next = call->m->tokens;
         call->m->tokens = t;
         c->n_fork_tokens++;
+        /* on disk before the token is handed out: a restarted memd frees
+         * the clone of a token nobody can claim any more */
+        if (c->saved && (r = state_save(call->m, c, err)) < 0) {
+                call->m->tokens = t->next;
+                t->next = NULL;
+                token_free(call->m, &t);
+                return r;
+        }
         call->result = json_object_new_object();
         json_object_object_add(call->result, "token", json_object_new_string(t->token));
         return 0;

@@ -21,16 +21,17 @@ static int method_stats(struct api_call *call, union api_params *p, struct xmem_
 #define CONTAINER API_CALLER_CONTAINER
 
 const struct api_method api_methods[] = {
-    {"attach", api_attach_fields, api_check_attach, ADMIN, 0, method_attach},
-    {"detach", api_detach_fields, api_check_id, ADMIN, 0, method_detach},
-    {"list", api_no_fields, NULL, ADMIN, 0, method_list},
-    {"stats", api_stats_fields, api_check_id, ADMIN | CONTAINER, 0, method_stats},
-    {"shim.hello", api_hello_fields, api_check_hello, CONTAINER, 0, method_hello},
-    {"shim.register", api_register_fields, api_check_register, CONTAINER, 1, method_register},
-    {"shim.fork", api_no_fields, NULL, CONTAINER, 0, method_fork},
-    {"shim.discard", api_discard_fields, api_check_discard, CONTAINER, 0, method_discard},
-    /* after a memd restart: the arena memfd and the userfaultfd again (adopt.c) */
-    {"shim.resume", api_register_fields, api_check_register, CONTAINER, 2, method_resume},
+    {"attach", api_attach_fields, api_check_attach, ADMIN, 0, method_attach, 0},
+    {"detach", api_detach_fields, api_check_id, ADMIN, 0, method_detach, 0},
+    {"list", api_no_fields, NULL, ADMIN, 0, method_list, 0},
+    {"stats", api_stats_fields, api_check_id, ADMIN | CONTAINER, 0, method_stats, 0},
+    {"shim.hello", api_hello_fields, api_check_hello, CONTAINER, 0, method_hello, 0},
+    {"shim.register", api_register_fields, api_check_register, CONTAINER, 1, method_register, 0},
+    {"shim.fork", api_no_fields, NULL, CONTAINER, 0, method_fork, 0},
+    {"shim.discard", api_discard_fields, api_check_discard, CONTAINER, 0, method_discard, 0},
+    /* after a memd restart: the arena memfd and the userfaultfd again, and
+     * the accounting page the shim charges (adopt.c) */
+    {"shim.resume", api_register_fields, api_check_register, CONTAINER, 2, method_resume, 1},
 };
 const size_t api_methods_n = ELEMENTSOF(api_methods);
 

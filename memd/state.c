@@ -23,8 +23,8 @@
 struct state_top {
         uint64_t version;
         const char *id, *cgroup, *policy, *appliance;
-        uint64_t local_limit, external, local_alloc_limit, chunk_size;
-        json_object *processes;
+        uint64_t local_limit, external, local_alloc_limit, chunk_size, acct_ino;
+        json_object *processes, *fork_clones;
 };
 
 static const struct json_field top_fields[] = {
@@ -38,6 +38,8 @@ static const struct json_field top_fields[] = {
     {"appliance", JSON_FIELD_STRING, false, offsetof(struct state_top, appliance)},
     {"chunk_size", JSON_FIELD_U64, true, offsetof(struct state_top, chunk_size)},
     {"processes", JSON_FIELD_ARRAY, true, offsetof(struct state_top, processes)},
+    {"fork_clones", JSON_FIELD_ARRAY, false, offsetof(struct state_top, fork_clones)},
+    {"acct_ino", JSON_FIELD_U64, false, offsetof(struct state_top, acct_ino)},
     {},
 };
 
@@ -53,6 +55,17 @@ static const struct json_field proc_fields[] = {
     {"memfd_ino", JSON_FIELD_U64, true, offsetof(struct state_proc_in, memfd_ino)},
     {"acct_slot", JSON_FIELD_U64, true, offsetof(struct state_proc_in, acct_slot)},
     {"regions", JSON_FIELD_ARRAY, true, offsetof(struct state_proc_in, regions)},
+    {},
+};
+
+struct state_clone_in {
+        uint64_t arena_size;
+        json_object *regions;
+};
+
+static const struct json_field clone_fields[] = {
+    {"arena_size", JSON_FIELD_U64, true, offsetof(struct state_clone_in, arena_size)},
+    {"regions", JSON_FIELD_ARRAY, true, offsetof(struct state_clone_in, regions)},
     {},
 };
 
@@ -121,6 +134,54 @@ static int parse_regions(json_object *arr, const char *where, struct state_proce
         return 0;
 }
 
+static bool arena_size_valid(uint64_t size)
+{
+        return size > 0 && size <= API_MAX_SIZE && size % 4096 == 0;
+}
+
+/* A fork token's clone (memd/methods-shim.c): regions a restarted memd
+ * frees (the token died with the last memd). */
+static int parse_clone(json_object *o, size_t i, struct state_process *p, struct xmem_error *err)
+{
+        struct state_clone_in in = {};
+        char where[32];
+        int r;
+
+        snprintf(where, sizeof(where), "fork_clones[%zu]", i);
+        r = json_dispatch_at(o, clone_fields, &in, sizeof(in), false, where, err);
+        if (r < 0)
+                return r;
+        if (!arena_size_valid(in.arena_size))
+                return xmem_error_set(err, -EINVAL, "%s.arena_size: must be pages, at most 1P",
+                                      where);
+        p->arena_size = in.arena_size;
+        return parse_regions(in.regions, where, p, err);
+}
+
+static int parse_clones(json_object *arr, struct state_container *s, struct xmem_error *err)
+{
+        size_t n;
+        int r;
+
+        if (!arr)
+                return 0;
+        if (!json_object_is_type(arr, json_type_array))
+                return xmem_error_set(err, -EINVAL, "fork_clones: must be an array");
+        n = json_object_array_length(arr);
+        if (n > 4096)
+                return xmem_error_set(err, -EINVAL, "fork_clones: more than 4096");
+        s->clones = calloc(n ?: 1, sizeof(*s->clones));
+        if (!s->clones)
+                return xmem_error_set(err, -ENOMEM, "out of memory");
+        for (size_t i = 0; i < n; i++) {
+                r = parse_clone(json_object_array_get_idx(arr, i), i, &s->clones[i], err);
+                if (r < 0)
+                        return r;
+        }
+        s->n_clones = n;
+        return 0;
+}
+
 static int parse_process(json_object *o, size_t i, struct state_process *p, struct xmem_error *err)
 {
         struct state_proc_in in = {};
@@ -133,7 +194,7 @@ static int parse_process(json_object *o, size_t i, struct state_process *p, stru
                 return r;
         if (in.pid == 0 || in.pid > INT32_MAX)
                 return xmem_error_set(err, -EINVAL, "%s.pid: must be a pid", where);
-        if (in.arena_size == 0 || in.arena_size > API_MAX_SIZE || in.arena_size % 4096)
+        if (!arena_size_valid(in.arena_size))
                 return xmem_error_set(err, -EINVAL, "%s.arena_size: must be pages, at most 1P",
                                       where);
         if (in.acct_slot >= XMEM_ACCT_SLOTS)
@@ -199,6 +260,13 @@ int state_parse(const char *buf, size_t len, struct state_container *ret, struct
                 }
         }
         s.n_processes = n;
+        s.acct_ino = t.acct_ino;
+        r = parse_clones(t.fork_clones, &s, err);
+        if (r < 0) {
+                free(s.processes);
+                free(s.clones);
+                return r;
+        }
         s.json_ = TAKE_PTR(root);
         *ret = s;
         return 0;
@@ -207,6 +275,7 @@ int state_parse(const char *buf, size_t len, struct state_container *ret, struct
 void state_container_done(struct state_container *s)
 {
         free(s->processes);
+        free(s->clones);
         if (s->json_)
                 json_object_put(s->json_);
         *s = (struct state_container){};
@@ -257,18 +326,13 @@ static json_object *u64(uint64_t v)
         return json_object_new_int64((int64_t)MIN(v, (uint64_t)INT64_MAX));
 }
 
-static json_object *process_to_json(const struct manager *m, const struct process *p)
+static json_object *regions_to_json(const struct manager *m, const struct store *s)
 {
-        json_object *o = json_object_new_object(), *regs = json_object_new_array();
+        json_object *regs = json_object_new_array();
         struct xmem_transport *const *ts;
         const struct xmem_region_ref *refs;
-        size_t n = store_xmem_regions(p->store, &ts, &refs);
+        size_t n = store_xmem_regions(s, &ts, &refs);
 
-        json_object_object_add(o, "pid", u64((uint64_t)p->pid));
-        json_object_object_add(o, "start_time", u64(p->start_time));
-        json_object_object_add(o, "arena_size", u64(p->store->size));
-        json_object_object_add(o, "memfd_ino", u64(p->memfd_ino));
-        json_object_object_add(o, "acct_slot", u64(p->acct_slot));
         for (size_t i = 0; i < n; i++) {
                 json_object *r = json_object_new_object();
                 char key[2 * XMEM_KEY_SIZE + 1];
@@ -281,8 +345,35 @@ static json_object *process_to_json(const struct manager *m, const struct proces
                 json_object_object_add(r, "key", json_object_new_string(key));
                 json_object_array_add(regs, r);
         }
-        json_object_object_add(o, "regions", regs);
+        return regs;
+}
+
+static json_object *process_to_json(const struct manager *m, const struct process *p)
+{
+        json_object *o = json_object_new_object();
+
+        json_object_object_add(o, "pid", u64((uint64_t)p->pid));
+        json_object_object_add(o, "start_time", u64(p->start_time));
+        json_object_object_add(o, "arena_size", u64(p->store->size));
+        json_object_object_add(o, "memfd_ino", u64(p->memfd_ino));
+        json_object_object_add(o, "acct_slot", u64(p->acct_slot));
+        json_object_object_add(o, "regions", regions_to_json(m, p->store));
         return o;
+}
+
+/* C's fork tokens' clones not claimed yet: a restarted memd frees them. */
+static json_object *clones_to_json(const struct manager *m, const struct container *c)
+{
+        json_object *arr = json_object_new_array();
+
+        for (const struct fork_token *t = m->tokens; t; t = t->next)
+                if (t->container == c && t->store) {
+                        json_object *o = json_object_new_object();
+                        json_object_object_add(o, "arena_size", u64(t->store->size));
+                        json_object_object_add(o, "regions", regions_to_json(m, t->store));
+                        json_object_array_add(arr, o);
+                }
+        return arr;
 }
 
 static json_object *container_state_json(const struct manager *m, const struct container *c)
@@ -304,6 +395,9 @@ static json_object *container_state_json(const struct manager *m, const struct c
         for (const struct process *p = c->processes; p; p = p->next)
                 json_object_array_add(procs, process_to_json(m, p));
         json_object_object_add(o, "processes", procs);
+        json_object_object_add(o, "fork_clones", clones_to_json(m, c));
+        /* the page the resumed shims charge, until this memd has it back */
+        json_object_object_add(o, "acct_ino", u64(c->acct_awaiting_ino ?: c->acct_ino));
         return o;
 }
 

@@ -39,6 +39,10 @@ struct state_container {
         uint32_t chunk_size;
         size_t n_processes;
         struct state_process *processes;
+        /* fork tokens' clones not claimed (only arena_size and regions) */
+        size_t n_clones;
+        struct state_process *clones;
+        uint64_t acct_ino; /* the accounting page's memfd inode (0: unknown) */
         void *json_; /* the parsed document (owned) */
 };
 

@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "macro.h"
 #include "store.h"
@@ -196,12 +197,29 @@ static int xmem_direct_each(struct store *s, uint64_t offset, uint64_t len, bool
         return 0;
 }
 
+/* A free that timed out or lost its connection is sent again (freeing a
+ * freed region answers ENOENT): an appliance stopped for a while still gets
+ * it. Bounded: STORE_FREE_TRIES requests, each within the transport's timeout.
+ * memd calls this off its event loop (memd/reap.c). */
+#define STORE_FREE_TRIES 4
+
+static void region_free_retrying(struct xmem_transport *t, const struct xmem_region_ref *ref)
+{
+        for (int i = 0; i < STORE_FREE_TRIES; i++) {
+                int r = xmem_region_free(t, ref);
+                if (r != -ETIMEDOUT && r != -ECONNRESET && r != -EPIPE && r != -ENOTCONN &&
+                    r != -ECONNREFUSED && r != -EAGAIN)
+                        return;
+                usleep(100000U << i);
+        }
+}
+
 static void xmem_free(struct store *s)
 {
         struct store_xmem *x = (struct store_xmem *)s;
 
         for (size_t i = 0; i < x->n_alloc; i++)
-                (void)xmem_region_free(x->t[i], &x->region[i]);
+                region_free_retrying(x->t[i], &x->region[i]);
         free(x->t);
         free(x->region);
         free(x);

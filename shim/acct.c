@@ -147,8 +147,18 @@ static void acct_adopt(void)
         add(&shim_state.acct->h.local_bytes, local);
 }
 
+/* The page's memfd stays open for shim.resume (watch.c): a restarted memd
+ * takes the page back and the container's counters stay one. */
+static void acct_keep_fd(int fd)
+{
+        if (shim_state.acctfd >= 0)
+                close(shim_state.acctfd);
+        shim_state.acctfd = fd;
+}
+
 void shim_acct_use_private(void)
 {
+        acct_keep_fd(-1);
         memset(&acct_private, 0, sizeof(acct_private));
         acct_private.h.magic = XMEM_ACCT_MAGIC;
         acct_private.h.version = XMEM_ACCT_VERSION;
@@ -166,9 +176,11 @@ int shim_acct_use_page(int fd, uint32_t slot)
                                             MAP_SHARED, fd, 0);
         int r = 0;
 
-        close(fd);
-        if (a == MAP_FAILED)
-                return -errno;
+        if (a == MAP_FAILED) {
+                r = -errno;
+                close(fd);
+                return r;
+        }
         if (ld(&a->h.magic) != XMEM_ACCT_MAGIC || a->h.version != XMEM_ACCT_VERSION ||
             a->h.n_slots > XMEM_ACCT_SLOTS || slot >= a->h.n_slots)
                 r = -EPROTO;
@@ -177,8 +189,10 @@ int shim_acct_use_page(int fd, uint32_t slot)
                 r = -errno;
         if (r < 0) {
                 shim_sys_munmap(a, XMEM_ACCT_SIZE);
+                close(fd);
                 return r;
         }
+        acct_keep_fd(fd);
         shim_state.acct = a;
         shim_state.slot = &a->slots[slot];
         acct_adopt();

@@ -239,9 +239,10 @@ int shim_proto_discard(int sock, uint64_t offset, uint64_t len)
         return range_call(sock, "shim.discard", "offset", offset, "length", len, NULL, 0);
 }
 
-int shim_proto_resume(int sock, uint64_t base, uint64_t size, int memfd, int uffd)
+int shim_proto_resume(int sock, uint64_t base, uint64_t size, int memfd, int uffd, int acctfd)
 {
-        int send[2] = { memfd, uffd };
+        int send[3] = { memfd, uffd, acctfd };
 
-        return range_call(sock, "shim.resume", "base", base, "size", size, send, 2);
+        return range_call(sock, "shim.resume", "base", base, "size", size, send,
+                          acctfd >= 0 ? 3 : 2);
 }

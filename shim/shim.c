@@ -20,6 +20,7 @@ struct shim_state shim_state = {
         .sock = -1,
         .uffd = -1,
         .memfd = -1,
+        .acctfd = -1,
         .lock = PTHREAD_MUTEX_INITIALIZER,
 };
 

@@ -53,6 +53,7 @@ struct shim_state {
          * accounting"), or a private one when memd sent none or before attach. */
         struct xmem_acct *acct;
         struct xmem_acct_slot *slot;
+        int acctfd; /* the page's memfd, kept for shim.resume (-1: a private page) */
 
         char fork_token[SHIM_TOKEN_MAX];
         bool fork_prepared;
@@ -105,7 +106,8 @@ int shim_proto_fork(int sock, char *ret_token, size_t token_len);
 int shim_proto_discard(int sock, uint64_t offset, uint64_t len);
 /* shim.resume after a memd restart: the arena (BASE, SIZE) with MEMFD and
  * UFFD sent again (both stay ours). */
-int shim_proto_resume(int sock, uint64_t base, uint64_t size, int memfd, int uffd);
+/* ACCTFD (-1: none) goes along: the page this process charges. */
+int shim_proto_resume(int sock, uint64_t base, uint64_t size, int memfd, int uffd, int acctfd);
 
 /* watch.c: a thread that notices memd's death and resumes with the next one. */
 void shim_watch_start(void);

@@ -36,7 +36,7 @@ static int try_resume(int *ret_sock)
         if (r < 0)
                 return r;
         r = shim_proto_resume(sock, shim_state.base, shim_state.size, shim_state.memfd,
-                              shim_state.uffd);
+                              shim_state.uffd, shim_state.acctfd);
         if (r < 0) {
                 close(sock);
                 return r;

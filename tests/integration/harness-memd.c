@@ -192,3 +192,19 @@ void harness_memd_spawn(const struct harness_memd *m, const char *id, struct har
                  harness_memd_ctr_socket(m, id, ctr, sizeof(ctr)));
         harness_child_spawn(c, argv, (const char *const[]){pre, sockenv, NULL}, cg, stderr_too);
 }
+
+pid_t harness_memd_embedded_pid(const struct harness_memd *m)
+{
+        char path[192];
+        long pid = -1;
+        FILE *f;
+
+        snprintf(path, sizeof(path), "%s/appliance/embedded.pid", m->dir);
+        f = fopen(path, "r");
+        if (f) {
+                if (fscanf(f, "%ld", &pid) != 1)
+                        pid = -1;
+                fclose(f);
+        }
+        return (pid_t)pid;
+}

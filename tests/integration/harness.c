@@ -478,3 +478,18 @@ uint64_t harness_json_u64(const char *json, const char *field)
         return strtoull(p, NULL, 10);
 }
 
+
+int64_t harness_appliance_regions(const char *uri)
+{
+        struct xmem_transport *t = NULL;
+        char *json = NULL;
+        int64_t n = -1;
+
+        if (xmem_transport_open(uri, NULL, &t, NULL) < 0)
+                return -1;
+        if (xmem_stats(t, NULL, &json) == 0)
+                n = (int64_t)harness_json_u64(json, "regions");
+        free(json);
+        xmem_transport_close(t);
+        return n;
+}

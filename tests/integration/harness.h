@@ -53,6 +53,9 @@ void harness_cleanup(struct harness_proc *p);
 
 /* A free loopback port (never one handed out lately in this process). */
 uint16_t harness_free_port(void);
+/* The regions the appliance at URI holds (its stats), -1 when it does not
+ * answer. */
+int64_t harness_appliance_regions(const char *uri);
 
 /* Connect a raw TCP socket to P (for malformed-frame tests). */
 int harness_connect_tcp(const struct harness_proc *p);
@@ -124,6 +127,9 @@ void harness_memd_spawn(const struct harness_memd *m, const char *id, struct har
  * remove M->dir unless XMEM_KEEP_TMP is set. Returns the wait status (-1 if
  * it was not running). */
 int harness_memd_stop(struct harness_memd *m);
+/* The pid in M's embedded appliance's pid file (DIR/appliance/embedded.pid),
+ * -1 when there is none. */
+pid_t harness_memd_embedded_pid(const struct harness_memd *m);
 /* memd --socket M->sock --stop-embedded (its output into M->log). */
 void harness_memd_stop_embedded(const struct harness_memd *m);
 

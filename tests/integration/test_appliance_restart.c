@@ -148,15 +148,37 @@ Test(appliance_restart, sigkill_and_restart_on_pool_file, .init = setup, .fini =
                   e.md.log);
 }
 
-/* xmemctl list, timed: true when it answered within a second. */
-static bool list_fast(long *ret_ms)
+/* xmemctl ARGS, timed: true when it succeeded within a second. */
+static bool ctl_fast(const char *const *args, long *ret_ms)
 {
         char out[4096];
         long t0 = harness_now_ms();
-        bool ok = harness_ctl(&e.md, out, sizeof(out), (const char *const[]){"list", NULL});
+        bool ok = harness_ctl(&e.md, out, sizeof(out), args);
 
         *ret_ms = harness_now_ms() - t0;
+        if (!ok)
+                cr_log_error("xmemctl %s: %s", args[0], out);
         return ok && *ret_ms < 1000;
+}
+
+/* xmemctl list, timed: true when it answered within a second. */
+static bool list_fast(long *ret_ms)
+{
+        return ctl_fast((const char *const[]){"list", NULL}, ret_ms);
+}
+
+/* A on appliance 0, B on appliance 1, memd with --appliance-timeout TIMEOUT. */
+static void two_containers(const char *dir_template, const char *timeout)
+{
+        need_everything();
+        appliance_start(0);
+        appliance_start(1);
+        harness_memd_start(&e.md, dir_template,
+                           (const char *const[]){"--appliance", e.app[0].tcp_uri, "--appliance",
+                                                 e.app[1].tcp_uri, "--appliance-timeout", timeout,
+                                                 NULL});
+        attach(0, 0);
+        attach(1, 1);
 }
 
 Test(appliance_restart, gone_for_good_sigbus_others_unaffected, .init = setup, .fini = teardown,
@@ -166,15 +188,7 @@ Test(appliance_restart, gone_for_good_sigbus_others_unaffected, .init = setup, .
         long ms;
         int st;
 
-        need_everything();
-        appliance_start(0);
-        appliance_start(1);
-        harness_memd_start(&e.md, "/tmp/ar-gone.XXXXXX",
-                           (const char *const[]){"--appliance", e.app[0].tcp_uri, "--appliance",
-                                                 e.app[1].tcp_uri, "--appliance-timeout", "3s",
-                                                 NULL});
-        attach(0, 0);
-        attach(1, 1);
+        two_containers("/tmp/ar-gone.XXXXXX", "3s");
         run_prog(0, (const char *const[]){"sigbus", WORK_MIB, NULL});
         cr_assert(harness_child_follow(&e.prog[0], "written", 120000, last, sizeof(last)) > 0,
                   "A did not write within 120 s (last line '%s', see %s)", last, e.md.log);
@@ -205,22 +219,6 @@ Test(appliance_restart, gone_for_good_sigbus_others_unaffected, .init = setup, .
         cr_expect(list_fast(&ms), "xmemctl list took %ld ms after the appliance died", ms);
 }
 
-/* The pid in the embedded appliance's pid file under memd's directory. */
-static pid_t embedded_pid(void)
-{
-        char path[192];
-        long pid = -1;
-        FILE *f;
-
-        snprintf(path, sizeof(path), "%s/appliance/embedded.pid", e.md.dir);
-        f = fopen(path, "r");
-        if (f) {
-                if (fscanf(f, "%ld", &pid) != 1)
-                        pid = -1;
-                fclose(f);
-        }
-        return (pid_t)pid;
-}
 
 /* Running, not a zombie (an orphan waits for whoever adopted it to reap it). */
 static bool alive(pid_t pid)
@@ -256,7 +254,7 @@ Test(appliance_restart, embedded_outlives_memd, .init = setup, .fini = teardown,
         if (!harness_is_root())
                 harness_skip(teardown, "needs root");
         harness_memd_start(&e.md, "/tmp/ar-embedded.XXXXXX", args);
-        pid = embedded_pid();
+        pid = harness_memd_embedded_pid(&e.md);
         cr_assert_gt(pid, 1, "no pid file for the embedded appliance (see %s)", e.md.log);
         snprintf(pool, sizeof(pool), "%s/state/embedded-pool", e.md.dir);
         cr_assert_eq(stat(pool, &st), 0, "no pool file %s", pool);
@@ -267,7 +265,7 @@ Test(appliance_restart, embedded_outlives_memd, .init = setup, .fini = teardown,
         e.md.pid = -1;
         cr_assert(alive(pid), "memd's SIGTERM stopped the embedded appliance");
         harness_memd_start(&e.md, NULL, args);
-        cr_assert_eq(embedded_pid(), pid, "a restarted memd started another appliance");
+        cr_assert_eq(harness_memd_embedded_pid(&e.md), pid, "a restarted memd started another appliance");
         sigkill_memd();
         cr_assert(alive(pid), "memd's death killed the embedded appliance");
 
@@ -276,13 +274,71 @@ Test(appliance_restart, embedded_outlives_memd, .init = setup, .fini = teardown,
         for (int i = 0; i < 100 && alive(pid); i++)
                 usleep(10000);
         harness_memd_start(&e.md, NULL, args);
-        cr_assert(embedded_pid() > 1 && embedded_pid() != pid && alive(embedded_pid()),
+        cr_assert(harness_memd_embedded_pid(&e.md) > 1 && harness_memd_embedded_pid(&e.md) != pid && alive(harness_memd_embedded_pid(&e.md)),
                   "no new embedded appliance after the old one died (see %s)", e.md.log);
 
         /* --stop-embedded stops it, and says so */
-        pid = embedded_pid();
+        pid = harness_memd_embedded_pid(&e.md);
         harness_memd_stop(&e.md); /* SIGTERM, then --stop-embedded */
         for (int i = 0; i < 100 && alive(pid); i++)
                 usleep(10000);
         cr_assert(!alive(pid), "--stop-embedded left the appliance running");
+}
+
+
+
+Test(appliance_restart, teardown_on_stopped_appliance_never_blocks, .init = setup,
+     .fini = teardown, .timeout = 420)
+{
+        char last[256];
+        long ms;
+        int st;
+
+        two_containers("/tmp/nf-teardown.XXXXXX", "300s");
+        run_prog(0, (const char *const[]){"verify", WORK_MIB, "50", NULL});
+        cr_assert(harness_child_follow(&e.prog[0], "pass 1", 120000, last, sizeof(last)) > 0,
+                  "A did not page within 120 s (last line '%s', see %s)", last, e.md.log);
+        cr_assert_geq(harness_appliance_regions(e.app[0].tcp_uri), 1, "A's arena has no region on its appliance");
+
+        /* A's appliance stops answering while A pages: fetches in flight */
+        cr_assert_eq(kill(e.app[0].pid, SIGSTOP), 0);
+        e.stopped = true;
+        run_prog(1, (const char *const[]){"verify", WORK_MIB, "3", NULL});
+        sleep(1);
+        /* A dies: its arena and regions are torn down (waiting for the
+         * appliance), never on memd's event loop */
+        harness_child_kill(&e.prog[0]);
+        for (int i = 0; i < 5; i++, usleep(200000)) {
+                cr_expect(list_fast(&ms), "xmemctl list took %ld ms while A's process is torn "
+                                          "down on a stopped appliance", ms);
+                cr_expect(ctl_fast((const char *const[]){"stats", ids[1], NULL}, &ms),
+                          "xmemctl stats %s took %ld ms", ids[1], ms);
+        }
+        /* ... and its container is detached; a new one attaches meanwhile */
+        cr_expect(ctl_fast((const char *const[]){"detach", ids[0], NULL}, &ms),
+                  "xmemctl detach %s took %ld ms", ids[0], ms);
+        for (int i = 0; i < 3; i++, usleep(200000))
+                cr_expect(list_fast(&ms), "xmemctl list took %ld ms after the detach", ms);
+        cr_expect(ctl_fast((const char *const[]){"attach", ids[0], "--cgroup", e.cg[0].path,
+                                                 "--local-limit", "32M", "--external", "64M",
+                                                 "--appliance", e.app[1].tcp_uri, NULL},
+                           &ms),
+                  "attaching %s again took %ld ms", ids[0], ms);
+        cr_expect(ctl_fast((const char *const[]){"detach", ids[0], NULL}, &ms),
+                  "detaching %s again took %ld ms", ids[0], ms);
+
+        /* B, on the other appliance, ran on */
+        cr_assert(harness_child_follow(&e.prog[1], "paging-ok", 180000, last, sizeof(last)) > 0,
+                  "B did not finish (last line '%s', see %s)", last, e.md.log);
+        st = harness_child_wait(&e.prog[1], 10000);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "B's status %#x", st);
+
+        /* the appliance comes back: A's regions are freed, nothing leaks */
+        cr_assert_eq(kill(e.app[0].pid, SIGCONT), 0);
+        e.stopped = false;
+        for (int i = 0; i < 600 && harness_appliance_regions(e.app[0].tcp_uri) != 0; i++)
+                usleep(100000);
+        cr_assert_eq(harness_appliance_regions(e.app[0].tcp_uri), 0, "A's regions are left on its appliance (see %s)",
+                     e.md.log);
+        cr_expect(list_fast(&ms), "xmemctl list took %ld ms at the end", ms);
 }

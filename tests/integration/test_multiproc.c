@@ -168,15 +168,16 @@ static void stats(char *out, size_t len)
         ctl(out, len, (const char *const[]){ "--json", "stats", "mp", NULL });
 }
 
-/* memd forgets exited processes when their pidfd fires: wait for it, then the
- * totals must be back to zero (nothing drifts). */
+/* memd forgets exited processes when their pidfd fires, and uncounts their
+ * written pages when their teardown (off its event loop) has run: wait for
+ * both, then the totals must be back to zero (nothing drifts). */
 static void expect_counters_drained(void)
 {
         static char s[16384];
 
         for (int i = 0; i < 100; i++) {
                 stats(s, sizeof(s));
-                if (!strstr(s, "\"pid\""))
+                if (!strstr(s, "\"pid\"") && harness_json_u64(s, "external_written_bytes") == 0)
                         break;
                 usleep(50000);
         }

@@ -16,12 +16,13 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "memd-client.h"
 
 static struct {
         struct harness_proc app;
         struct harness_memd md;
         struct harness_cg cg;
-        struct harness_child prog;
+        struct harness_child prog, prog2;
         const char *memd_args[4];
 } e;
 
@@ -33,7 +34,7 @@ static void setup(void)
                 return; /* the test skips */
         char name[64];
 
-        e.prog.pid = -1;
+        e.prog.pid = e.prog2.pid = -1;
         harness_appliance_setup(&e.app, "1G");
         snprintf(name, sizeof(name), "sd-restart-%d", (int)getpid());
         cr_assert(harness_cg_create(&e.cg, name));
@@ -45,6 +46,7 @@ static void setup(void)
 static void teardown(void)
 {
         harness_child_kill(&e.prog);
+        harness_child_kill(&e.prog2);
         if (e.cg.version)
                 harness_cg_kill_all(e.cg.path);
         if (e.md.dir[0])
@@ -176,4 +178,137 @@ Test(restart, corrupt_state_file_moved_aside, .init = setup, .fini = teardown, .
         expect_line(&e.prog, "paging-ok", 120000);
         status = harness_child_wait(&e.prog, 10000);
         cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %#x", status);
+}
+
+/* paging_prog sigbus MIB: writes MIB and holds it until told "go". */
+static void start_holder(struct harness_child *c, const char *id, const char *mib)
+{
+        harness_memd_spawn(&e.md, id, c,
+                           (const char *const[]){getenv("XMEM_PAGING_PROG"), "sigbus", mib, NULL},
+                           &e.cg, true);
+        expect_line(c, "written", 120000);
+}
+
+static uint64_t stat_of(const char *id, const char *field)
+{
+        char stats[16384];
+
+        cr_assert(harness_ctl(&e.md, stats, sizeof(stats),
+                              (const char *const[]){"--json", "stats", id, NULL}),
+                  "stats: %s", stats);
+        return harness_json_u64(stats, field);
+}
+
+static void wait_logged(const char *what, int timeout_ms)
+{
+        for (int i = 0; i < timeout_ms / 100 && !log_has(what); i++)
+                usleep(100000);
+        cr_assert(log_has(what), "memd did not log '%s' (see %s)", what, e.md.log);
+}
+
+/* The container-wide accounting stays one across a restart: the resumed
+ * shim hands its page back, and a new process charges the same page. */
+Test(restart, accounting_page_survives_sigkill, .init = setup, .fini = teardown, .timeout = 300)
+{
+        uint64_t local0, ext0;
+
+        need_setup();
+        attach("sd-a", e.cg.path);
+        start_holder(&e.prog, "sd-a", "96");
+        local0 = stat_of("sd-a", "local_bytes");
+        ext0 = stat_of("sd-a", "external_bytes");
+        cr_assert_gt(ext0, 0, "96 MiB in a 64 MiB container charged nothing external");
+
+        harness_memd_signal(&e.md, SIGKILL);
+        harness_memd_restart(&e.md, e.memd_args);
+        wait_logged("resumed (", 10000);
+        cr_expect_eq(stat_of("sd-a", "external_bytes"), ext0,
+                     "after the restart memd counts other external bytes (see %s)", e.md.log);
+        cr_expect_eq(stat_of("sd-a", "local_bytes"), local0,
+                     "after the restart memd counts other local bytes (see %s)", e.md.log);
+        cr_expect(!log_has("the accounting page it sent"), "see %s", e.md.log);
+
+        /* a new process charges the same page: the totals grow from there */
+        start_holder(&e.prog2, "sd-a", "16");
+        cr_expect_geq(stat_of("sd-a", "local_bytes") + stat_of("sd-a", "external_bytes"),
+                      local0 + ext0 + (16ULL << 20),
+                      "the new process's charges are not on top of the resumed one's");
+        cr_expect_geq(stat_of("sd-a", "external_bytes"), ext0);
+        for (int i = 0; i < 2; i++) {
+                struct harness_child *c = i ? &e.prog2 : &e.prog;
+                harness_child_say(c, "go");
+                expect_line(c, "read-ok", 120000);
+        }
+}
+
+
+static bool state_file_has(const char *id, const char *what)
+{
+        char cmd[512];
+
+        snprintf(cmd, sizeof(cmd), "grep -q -- '%s' '%s/state/containers/%s.json'", what,
+                 e.md.dir, id);
+        return system(cmd) == 0;
+}
+
+/* A fork token handed out but never claimed when memd dies: its clone is in
+ * the state file, and the next memd frees it (nothing left on the appliance). */
+Test(restart, unclaimed_fork_clone_freed_after_crash, .init = setup, .fini = teardown,
+     .timeout = 120)
+{
+        char out[1024], line[64];
+        pid_t test = getpid();
+        int pfd[2];
+
+        need_setup();
+        attach("sd-f", e.cg.path);
+        cr_assert_eq(harness_appliance_regions(e.app.tcp_uri), 0);
+        /* a process of the container says shim.hello and shim.fork itself,
+         * then waits (it never resumes: its arena stays pending) */
+        cr_assert_eq(pipe(pfd), 0);
+        e.prog.pid = fork();
+        cr_assert_geq(e.prog.pid, 0);
+        if (e.prog.pid == 0) {
+                struct xmem_error err = {};
+                json_object *res = NULL;
+                char sock[160];
+                int fd = -1;
+
+                harness_die_with(test);
+                if (harness_cg_enter(&e.cg) < 0 ||
+                    memd_connect(harness_memd_ctr_socket(&e.md, "sd-f", sock, sizeof(sock)), 10,
+                                 &fd, &err) < 0 ||
+                    memd_call(fd, "shim.hello", json_tokener_parse("{\"version\":2}"), &res,
+                              &err) < 0 ||
+                    memd_call(fd, "shim.fork", NULL, &res, &err) < 0)
+                        dprintf(pfd[1], "failed: %s\n", xmem_error_str(&err));
+                else
+                        dprintf(pfd[1], "forked\n");
+                for (;;)
+                        pause();
+        }
+        close(pfd[1]);
+        e.prog.out = pfd[0];
+        e.prog.in = -1;
+        cr_assert_eq(harness_child_line(&e.prog, line, sizeof(line), 20000), 1);
+        cr_assert_str_eq(line, "forked", "the container's process: %s (see %s)", line, e.md.log);
+        cr_assert_eq(harness_appliance_regions(e.app.tcp_uri), 2, "an arena and its fork clone");
+        cr_assert(state_file_has("sd-f", "\"fork_clones\":\\[{"),
+                  "the clone is not in the state file");
+
+        /* memd dies before any child claims the token */
+        harness_memd_signal(&e.md, SIGKILL);
+        harness_memd_restart(&e.md, e.memd_args);
+        wait_logged("a fork clone never claimed, its regions freed", 10000);
+        cr_expect_eq(harness_appliance_regions(e.app.tcp_uri), 1, "the clone is left on the appliance (see %s)",
+                     e.md.log);
+        cr_expect(state_file_has("sd-f", "\"fork_clones\":\\[\\]"),
+                  "the freed clone is still in the state file");
+        /* detach frees the arena of the process that never resumed, too */
+        cr_assert(harness_ctl(&e.md, out, sizeof(out),
+                              (const char *const[]){"detach", "sd-f", "--force", NULL}),
+                  "%s", out);
+        for (int i = 0; i < 100 && harness_appliance_regions(e.app.tcp_uri) != 0; i++)
+                usleep(100000);
+        cr_expect_eq(harness_appliance_regions(e.app.tcp_uri), 0, "detach left regions on the appliance");
 }
