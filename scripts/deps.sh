@@ -6,6 +6,7 @@ XMEM_PACKAGES=(
   libcriterion-dev libibverbs-dev librdmacm-dev libssl-dev
   runc busybox-static podman iproute2 util-linux python3
   redis-server redis-tools python3-matplotlib
+  scdoc debhelper dpkg-dev man-db groff-base
 )
 
 xmem_install_deps() {
