@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
-# test-deb.sh SRCDIR MKROOTFS FILL: build the Debian packages, install them
+# test-deb.sh SRCDIR MKROOTFS FILL [SANITIZE]: build the Debian packages, install them
 # on this machine, run memd from them (systemd when it runs, else directly),
 # run a podman container with xmem annotations through the installed
 # hooks.d file and the installed shim, paging 256 MiB through a 64 MiB local
 # limit, then purge the packages and check nothing is left behind. The
 # machine is restored whatever happens (trap). Root only; 77 = skipped.
 set -uo pipefail
-src=$1 mkrootfs=$2 fill=$3
+src=$1 mkrootfs=$2 fill=$3 sanitize=${4:-none}
 name=pk-deb-$$
 skip() { echo "skip: $*"; exit 77; }
 step() { echo "== $*"; }
 fail() { echo "not ok: $*"; exit 1; }
 
 [ "$(id -u)" = 0 ] || skip "needs root (dpkg -i)"
+# the packages are built from the sources, not from this build: once is enough
+[ "$sanitize" = none ] || skip "sanitized build ($sanitize): the plain build's run covers the packages"
 for c in dpkg-buildpackage dh scdoc podman runc busybox; do
         command -v "$c" >/dev/null || skip "$c is not installed (scripts/deps.sh)"
 done
