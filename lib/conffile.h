@@ -16,11 +16,11 @@
  * this module holds CONFFILE_OPTIONS and its loop ignores these two values. */
 #define CONFFILE_OPT_CONFIG 0x100
 #define CONFFILE_OPT_NO_CONFIG 0x101
+// clang-format off
 #define CONFFILE_OPTIONS                                                                           \
         {"config", required_argument, NULL, CONFFILE_OPT_CONFIG},                                  \
-        {                                                                                          \
-                "no-config", no_argument, NULL, CONFFILE_OPT_NO_CONFIG                             \
-        }
+        {"no-config", no_argument, NULL, CONFFILE_OPT_NO_CONFIG}
+// clang-format on
 
 #define CONFFILE_MAX_SIZE (1u << 20)
 
