@@ -10,6 +10,7 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include "conffile.h"
 #include "log.h"
 #include "manager.h"
 #include "parse.h"
@@ -34,6 +35,8 @@ struct hardening {
         gid_t gid;
 };
 
+#define APPLIANCE_CONFIG_FILE XMEM_CONFDIR "/appliance.conf"
+
 static void help(void)
 {
         printf("xmem-appliance: serve external memory regions over tcp:// and unix:// sockets\n\n"
@@ -44,6 +47,10 @@ static void help(void)
                "  --log-level LEVEL   err, warning, notice, info (default), debug\n"
                "  --user USER         switch to USER (name or uid) once listening\n"
                "  --no-seccomp        do not install the syscall allow-list (debugging)\n"
+               "  --config FILE       read options from FILE (KEY = VALUE lines named like the\n"
+               "                      long options; default " APPLIANCE_CONFIG_FILE "\n"
+               "                      when it exists); the command line overrides it\n"
+               "  --no-config         read no configuration file\n"
                "Access (docs/appliance.md, Authentication):\n"
                "  --allow-uid UID     unix clients with this uid (name or number; repeatable;\n"
                "                      default: the appliance's own effective uid)\n"
@@ -58,9 +65,40 @@ static void help(void)
                "outside the allow-list does (docs/security.md).\n");
 }
 
+static const struct option appliance_options[] = {
+        { "listen", required_argument, NULL, 'l' },
+        { "pool-size", required_argument, NULL, 's' },
+        { "pool-file", required_argument, NULL, 'f' },
+        { "chunk-size", required_argument, NULL, 'c' },
+        { "log-level", required_argument, NULL, 'L' },
+        { "user", required_argument, NULL, 'u' },
+        { "no-seccomp", no_argument, NULL, 'S' },
+        { "allow-uid", required_argument, NULL, 'A' },
+        { "secret-file", required_argument, NULL, 'K' },
+        { "peer", required_argument, NULL, 'P' },
+        { "max-connections", required_argument, NULL, 'C' },
+        { "max-client-connections", required_argument, NULL, 'N' },
+        { "max-client-regions", required_argument, NULL, 'R' },
+        { "max-io", required_argument, NULL, 'I' },
+        { "max-buffers", required_argument, NULL, 'B' },
+        { "help", no_argument, NULL, 'h' },
+        { "version", no_argument, NULL, 'V' },
+        CONFFILE_OPTIONS,
+        {},
+};
+
+/* appliance.conf's lines are arguments too: their errors name FILE:LINE */
+static const struct conffile_argv *appliance_args;
+
 static int bad_arg(const char *fmt, const char *a, const char *b)
 {
+        const char *where = NULL;
+
+        if (appliance_args && optind > 0 && optind <= appliance_args->argc)
+                where = conffile_argv_where(appliance_args, appliance_args->argv[optind - 1]);
         fprintf(stderr, "xmem-appliance: ");
+        if (where)
+                fprintf(stderr, "%s: ", where);
         fprintf(stderr, fmt, a, b);
         fprintf(stderr, "\n");
         return 2;
@@ -135,31 +173,11 @@ static int parse_access(int c, const char *arg, struct manager_config *cfg,
 static int parse_argv(int argc, char **argv, struct manager_config *cfg, int *ret_level,
                       struct hardening *h, struct xmem_secret *secret)
 {
-        static const struct option opts[] = {
-                { "listen", required_argument, NULL, 'l' },
-                { "pool-size", required_argument, NULL, 's' },
-                { "pool-file", required_argument, NULL, 'f' },
-                { "chunk-size", required_argument, NULL, 'c' },
-                { "log-level", required_argument, NULL, 'L' },
-                { "user", required_argument, NULL, 'u' },
-                { "no-seccomp", no_argument, NULL, 'S' },
-                { "allow-uid", required_argument, NULL, 'A' },
-                { "secret-file", required_argument, NULL, 'K' },
-                { "peer", required_argument, NULL, 'P' },
-                { "max-connections", required_argument, NULL, 'C' },
-                { "max-client-connections", required_argument, NULL, 'N' },
-                { "max-client-regions", required_argument, NULL, 'R' },
-                { "max-io", required_argument, NULL, 'I' },
-                { "max-buffers", required_argument, NULL, 'B' },
-                { "help", no_argument, NULL, 'h' },
-                { "version", no_argument, NULL, 'V' },
-                {},
-        };
         struct xmem_error err = {};
         int c, level, r;
 
         opterr = 0;
-        while ((c = getopt_long(argc, argv, "", opts, NULL)) >= 0) {
+        while ((c = getopt_long(argc, argv, "", appliance_options, NULL)) >= 0) {
                 switch (c) {
                 case 'l':
                         if (cfg->nlisten == MANAGER_MAX_LISTEN)
@@ -201,6 +219,9 @@ static int parse_argv(int argc, char **argv, struct manager_config *cfg, int *re
                 case 'V':
                         printf("xmem-appliance %s\n", XMEM_VERSION);
                         return 0;
+                case CONFFILE_OPT_CONFIG:
+                case CONFFILE_OPT_NO_CONFIG: /* conffile_argv_build's */
+                        break;
                 case 'A':
                 case 'K':
                 case 'P':
@@ -217,6 +238,7 @@ static int parse_argv(int argc, char **argv, struct manager_config *cfg, int *re
                         return bad_arg("unknown or incomplete option '%s'%s", argv[optind - 1], "");
                 }
         }
+        appliance_args = NULL; /* what follows is about no single line */
         if (optind < argc)
                 return bad_arg("unexpected argument '%s'%s", argv[optind], "");
         if (getenv("XMEM_SECCOMP") &&
@@ -296,13 +318,21 @@ int main(int argc, char **argv)
                                       .chunk_size = DEFAULT_CHUNK_SIZE,
                                       .limits = DEFAULT_LIMITS };
         static struct xmem_secret secret;
+        /* its strings are cfg's for the appliance's life */
+        static struct conffile_argv args;
         struct xmem_error err = {};
         struct hardening h = { .seccomp = true, .violation = DEFAULT_VIOLATION };
         struct manager *m = NULL;
         int level = LOG_INFO, r;
         sigset_t mask;
 
-        r = parse_argv(argc, argv, &cfg, &level, &h, &secret);
+        if (conffile_argv_build(argc, argv, APPLIANCE_CONFIG_FILE, appliance_options, NULL, &args,
+                                &err) < 0) {
+                fprintf(stderr, "xmem-appliance: %s\n", xmem_error_str(&err));
+                return 2;
+        }
+        appliance_args = &args;
+        r = parse_argv(args.argc, args.argv, &cfg, &level, &h, &secret);
         if (r >= 0)
                 return r;
         raise_fd_limit(cfg.limits.max_connections);

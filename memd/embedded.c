@@ -126,8 +126,10 @@ static int write_pidfile(const char *pidfile, pid_t pid)
 static void child_exec(const struct embedded *e, uint64_t pool_size, uint32_t chunk_size)
 {
         char listen[200], pool[32], chunk[32];
-        const char *argv[] = {e->binary,      "--listen", listen,        "--pool-size", pool,
-                              "--chunk-size", chunk,      "--pool-file", e->pool,       NULL};
+        /* --no-config: appliance.conf is the xmem-appliance service's */
+        const char *argv[] = {e->binary,   "--no-config",  "--listen",    listen,  "--pool-size",
+                              pool,        "--chunk-size", chunk,         "--pool-file", e->pool,
+                              NULL};
         sigset_t all;
 
         /* its own session: neither memd's exit nor a signal to memd's

@@ -7,6 +7,7 @@
 #include <unistd.h>
 #include <systemd/sd-daemon.h>
 
+#include "conffile.h"
 #include "embedded.h"
 #include "error.h"
 #include "harden.h"
@@ -17,6 +18,8 @@
 #include "parse.h"
 #include "uri.h"
 #include "xmem-config.h"
+
+#define MEMD_CONFIG_FILE XMEM_CONFDIR "/memd.conf"
 
 static void help(void)
 {
@@ -51,15 +54,48 @@ static void help(void)
             "                              default; docs/operations.md)\n"
             "  --log-level LEVEL           err, warning, notice, info, debug\n"
             "  --no-seccomp                no syscall allow-list (debugging)\n"
+            "  --config FILE               read options from FILE (KEY = VALUE lines named\n"
+            "                              like the long options; default %s\n"
+            "                              when it exists); the command line overrides it\n"
+            "  --no-config                 read no configuration file\n"
             "  --help, --version\n"
             "Environment: XMEM_SECCOMP=errno (default; log in sanitizer builds) | kill | log:\n"
             "what a syscall outside the allow-list does (docs/security.md).\n",
-            MANAGER_DEFAULT_SOCKET, MANAGER_DEFAULT_STATE_DIR);
+            MANAGER_DEFAULT_SOCKET, MANAGER_DEFAULT_STATE_DIR, MEMD_CONFIG_FILE);
 }
+
+static const struct option memd_options[] = {
+    {"socket", required_argument, NULL, 's'},
+    {"container-dir", required_argument, NULL, 'D'},
+    {"appliance-secret-file", required_argument, NULL, 'K'},
+    {"appliance", required_argument, NULL, 'a'},
+    {"embedded-appliance", required_argument, NULL, 'e'},
+    {"chunk-size", required_argument, NULL, 'c'},
+    {"state-dir", required_argument, NULL, 'T'},
+    {"appliance-timeout", required_argument, NULL, 'A'},
+    {"stop-embedded", no_argument, NULL, 'X'},
+    {"fill-workers", required_argument, NULL, 'w'},
+    {"poll-us", required_argument, NULL, 'p'},
+    {"log-level", required_argument, NULL, 'L'},
+    {"metrics", required_argument, NULL, 'M'},
+    {"no-seccomp", no_argument, NULL, 'S'},
+    {"help", no_argument, NULL, 'h'},
+    {"version", no_argument, NULL, 'V'},
+    CONFFILE_OPTIONS,
+    {},
+};
+
+/* memd.conf's lines are arguments too: their errors name FILE:LINE */
+static const struct conffile_argv *memd_args;
 
 static int bad_arg(const char *what, const char *value, const char *why)
 {
-        fprintf(stderr, "memd: %s %s: %s\n", what, value, why);
+        const char *where = NULL;
+
+        if (memd_args && optind > 0)
+                where = conffile_argv_where(memd_args, memd_args->argv[optind - 1]);
+
+        fprintf(stderr, "memd: %s%s%s %s: %s\n", where ?: "", where ? ": " : "", what, value, why);
         return -EINVAL;
 }
 
@@ -77,25 +113,6 @@ struct hardening {
 /* 1: exit 0 now (--help/--version); 0: run; -EINVAL: bad arguments (reported). */
 static int parse_argv(int argc, char **argv, struct manager_config *cfg, struct hardening *h)
 {
-        static const struct option opts[] = {
-            {"socket", required_argument, NULL, 's'},
-            {"container-dir", required_argument, NULL, 'D'},
-            {"appliance-secret-file", required_argument, NULL, 'K'},
-            {"appliance", required_argument, NULL, 'a'},
-            {"embedded-appliance", required_argument, NULL, 'e'},
-            {"chunk-size", required_argument, NULL, 'c'},
-            {"state-dir", required_argument, NULL, 'T'},
-            {"appliance-timeout", required_argument, NULL, 'A'},
-            {"stop-embedded", no_argument, NULL, 'X'},
-            {"fill-workers", required_argument, NULL, 'w'},
-            {"poll-us", required_argument, NULL, 'p'},
-            {"log-level", required_argument, NULL, 'L'},
-            {"metrics", required_argument, NULL, 'M'},
-            {"no-seccomp", no_argument, NULL, 'S'},
-            {"help", no_argument, NULL, 'h'},
-            {"version", no_argument, NULL, 'V'},
-            {},
-        };
         struct xmem_error err = {};
         struct sockaddr_storage sa;
         struct xmem_uri uri;
@@ -103,7 +120,7 @@ static int parse_argv(int argc, char **argv, struct manager_config *cfg, struct 
         uint64_t v;
         int c, lvl;
 
-        while ((c = getopt_long(argc, argv, "", opts, NULL)) >= 0) {
+        while ((c = getopt_long(argc, argv, "", memd_options, NULL)) >= 0) {
                 switch (c) {
                 case 's':
                         if (optarg[0] != '/' || strlen(optarg) >= 108)
@@ -187,10 +204,14 @@ static int parse_argv(int argc, char **argv, struct manager_config *cfg, struct 
                 case 'V':
                         printf("memd %s\n", XMEM_VERSION);
                         return 1;
+                case CONFFILE_OPT_CONFIG:
+                case CONFFILE_OPT_NO_CONFIG: /* conffile_argv_build's */
+                        break;
                 default:
                         return -EINVAL;
                 }
         }
+        memd_args = NULL; /* what follows is about no single line */
         if (optind < argc)
                 return bad_arg("argument", argv[optind], "unexpected (see --help)");
         if (getenv("XMEM_SECCOMP") &&
@@ -233,6 +254,9 @@ int main(int argc, char **argv)
                  * random-access throughput for the same memd CPU per GiB */
                 .poll_us = sysconf(_SC_NPROCESSORS_ONLN) >= 2 ? 50 : 0,
         };
+        static const char *const not_in_file[] = {"stop-embedded", NULL};
+        /* its strings are cfg's for memd's life */
+        static struct conffile_argv args;
         struct hardening h = {.seccomp = true, .violation = DEFAULT_VIOLATION};
         struct xmem_error err = {};
         struct manager *m = NULL;
@@ -240,9 +264,17 @@ int main(int argc, char **argv)
         int r;
 
         log_setup("memd", LOG_TARGET_AUTO, LOG_INFO);
-        r = parse_argv(argc, argv, &cfg, &h);
+        if (conffile_argv_build(argc, argv, MEMD_CONFIG_FILE, memd_options, not_in_file, &args,
+                                &err) < 0) {
+                fprintf(stderr, "memd: %s\n", xmem_error_str(&err));
+                return EXIT_FAILURE;
+        }
+        memd_args = &args;
+        r = parse_argv(args.argc, args.argv, &cfg, &h);
         if (r != 0)
                 return r > 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+        if (args.path)
+                log_info("configuration: %s", args.path);
         if (h.stop_embedded)
                 return stop_embedded(cfg.socket_path);
         r = manager_new(&cfg, &m, &err);

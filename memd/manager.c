@@ -73,6 +73,10 @@ static int start_embedded(struct manager *m, struct xmem_error *err)
 
         if (asprintf(&dir, "%s/appliance", m->run_dir) < 0)
                 return xmem_error_set(err, -ENOMEM, "out of memory");
+        /* before the API socket makes it: memd started by hand on a fresh
+         * boot (systemd's RuntimeDirectory= makes it for the unit) */
+        if (mkdir(m->run_dir, 0755) < 0 && errno != EEXIST)
+                return xmem_error_set(err, negative_errno(), "mkdir %s: %m", m->run_dir);
         if (mkdir(dir, 0700) < 0 && errno != EEXIST)
                 return xmem_error_set(err, negative_errno(), "mkdir %s: %m", dir);
         if (chmod(dir, 0700) < 0)
