@@ -60,7 +60,7 @@ static void worker_run(struct worker *w, struct job *j)
 
         pthread_mutex_unlock(&w->lock);
         if (!cancelled || !has_done) /* a cancelled method job is not started */
-                j->run(j); /* a job without DONE may be gone now */
+                j->run(j);           /* a job without DONE may be gone now */
         pthread_mutex_lock(&w->lock);
         if (!has_done)
                 return;

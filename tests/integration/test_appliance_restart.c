@@ -346,6 +346,31 @@ Test(appliance_restart, teardown_on_stopped_appliance_never_blocks, .init = setu
         cr_expect(list_fast(&ms), "xmemctl list took %ld ms at the end", ms);
 }
 
+/* A (on appliance 0, stopped now) forks with dirty external memory: its
+ * fork waits for the snapshot's write-back (checked for a second). Returns
+ * when it was told to fork. */
+static long fork_waiting(const char *dir_template)
+{
+        const char *prog = getenv("XMEM_FORK_PROG");
+        char last[256];
+        long t_go;
+
+        cr_assert_not_null(prog, "XMEM_FORK_PROG is not set (run through meson test)");
+        two_containers(dir_template, "300s");
+        /* 96 MiB at a 32 MiB limit: on the appliance, and dirty resident */
+        harness_memd_spawn(&e.md, ids[0], &e.prog[0], (const char *const[]){prog, "96", "wait", NULL},
+                           &e.cg[0], true);
+        cr_assert(harness_child_follow(&e.prog[0], "ready", 120000, last, sizeof(last)) > 0,
+                  "A did not fill its heap within 120 s (last line '%s', see %s)", last, e.md.log);
+        cr_assert_eq(kill(e.app[0].pid, SIGSTOP), 0);
+        e.stopped = true;
+        t_go = harness_now_ms();
+        harness_child_say(&e.prog[0], "go");
+        cr_assert(harness_child_follow(&e.prog[0], "fork ", 1000, last, sizeof(last)) < 0,
+                  "A forked with its appliance stopped: its snapshot wrote nothing back?");
+        return t_go;
+}
+
 /* A's process forks while its appliance is stopped: the snapshot's write-back
  * waits (off memd's event loop, on A's worker), and meanwhile memd answers,
  * another container is attached and detached, and B pages on the other
@@ -355,29 +380,15 @@ Test(appliance_restart, teardown_on_stopped_appliance_never_blocks, .init = setu
 Test(appliance_restart, fork_on_stopped_appliance_never_blocks, .init = setup, .fini = teardown,
      .timeout = 420)
 {
-        const char *prog = getenv("XMEM_FORK_PROG");
         char last[256];
         double fork_ms = 0;
         long ms, t_go;
         int st;
 
-        cr_assert_not_null(prog, "XMEM_FORK_PROG is not set (run through meson test)");
         if (!e.cg[2].version)
                 harness_skip(teardown, "needs a memory cgroup controller (v1 or v2)");
-        two_containers("/tmp/af-fork.XXXXXX", "300s");
-        /* 96 MiB at a 32 MiB limit: on the appliance, and dirty resident */
-        harness_memd_spawn(&e.md, ids[0], &e.prog[0], (const char *const[]){prog, "96", "wait", NULL},
-                           &e.cg[0], true);
-        cr_assert(harness_child_follow(&e.prog[0], "ready", 120000, last, sizeof(last)) > 0,
-                  "A did not fill its heap within 120 s (last line '%s', see %s)", last, e.md.log);
-
-        cr_assert_eq(kill(e.app[0].pid, SIGSTOP), 0);
-        e.stopped = true;
-        t_go = harness_now_ms();
-        harness_child_say(&e.prog[0], "go");
+        t_go = fork_waiting("/tmp/af-fork.XXXXXX");
         run_prog(1, (const char *const[]){"verify", "48", "1", NULL});
-        cr_assert(harness_child_follow(&e.prog[0], "fork ", 1000, last, sizeof(last)) < 0,
-                  "A forked with its appliance stopped: its snapshot wrote nothing back?");
         for (int i = 0; i < 3; i++) {
                 cr_expect(list_fast(&ms), "xmemctl list took %ld ms while A's fork waits", ms);
                 cr_expect(ctl_fast((const char *const[]){"stats", ids[1], NULL}, &ms),
@@ -418,6 +429,35 @@ Test(appliance_restart, fork_on_stopped_appliance_never_blocks, .init = setup, .
         cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "B's status %#x", st);
         cr_expect(list_fast(&ms), "xmemctl list took %ld ms at the end", ms);
         /* a clean stop: no sanitizer report, no leak (the ASan build) */
+        st = harness_memd_stop(&e.md);
+        cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "memd's stop status %#x", st);
+}
+
+/* The same fork waits, and then its process is killed and its container
+ * detached under it: the job is cancelled on A's worker, memd answers on,
+ * and once the appliance is back nothing is left on it (the clone and the
+ * arena freed) and memd stops clean (the ASan build: no use after free). */
+Test(appliance_restart, fork_cancelled_by_exit_and_detach, .init = setup, .fini = teardown,
+     .timeout = 420)
+{
+        long ms;
+        int st;
+
+        (void)fork_waiting("/tmp/af-cancel.XXXXXX");
+        harness_child_kill(&e.prog[0]); /* its process exits while its job runs */
+        usleep(200000);
+        cr_expect(list_fast(&ms), "xmemctl list took %ld ms after A's exit", ms);
+        cr_expect(ctl_fast((const char *const[]){"detach", ids[0], NULL}, &ms),
+                  "xmemctl detach %s took %ld ms while its fork job runs", ids[0], ms);
+        cr_expect(list_fast(&ms), "xmemctl list took %ld ms after the detach", ms);
+
+        cr_assert_eq(kill(e.app[0].pid, SIGCONT), 0);
+        e.stopped = false;
+        for (int i = 0; i < 600 && harness_appliance_regions(e.app[0].tcp_uri) != 0; i++)
+                usleep(100000);
+        cr_assert_eq(harness_appliance_regions(e.app[0].tcp_uri), 0,
+                     "A's regions (arena or fork clone) are left on its appliance (see %s)",
+                     e.md.log);
         st = harness_memd_stop(&e.md);
         cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "memd's stop status %#x", st);
 }
