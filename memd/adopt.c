@@ -311,6 +311,75 @@ int adopt_all(struct manager *m, struct xmem_error *err)
         return 0;
 }
 
+/* shim.resume's job (memd/worker.c): the registration on the container's
+ * worker; P valid there until its teardown, queued after the job. */
+struct resume_job {
+        struct job job;
+        struct process *p;
+        int acct_fd; /* the accounting page it sent, -1: none */
+        int r;
+        struct xmem_error err;
+};
+
+static void resume_run(struct job *j)
+{
+        struct resume_job *rj = (struct resume_job *)j;
+        struct residency *res = j->container->residency;
+        uint64_t bytes = arena_resident_bytes(rj->p->arena);
+
+        /* its resident pages count against the budget from now on */
+        atomic_fetch_add(&res->resident, bytes);
+        rj->r = container_serve(j->container, rj->p, &rj->err);
+        if (rj->r < 0)
+                atomic_fetch_sub(&res->resident, bytes);
+}
+
+static void resume_abandon(struct job *j)
+{
+        safe_close(((struct resume_job *)j)->acct_fd);
+}
+
+static int resume_done(struct job *j, struct api_call *call, struct xmem_error *err)
+{
+        struct resume_job *rj = (struct resume_job *)j;
+        struct container *c = j->container;
+        struct process *p = j->process;
+        int r;
+
+        if (!p) { /* exited meanwhile: its teardown undoes what the worker did */
+                resume_abandon(j);
+                return xmem_error_set(err, -ESRCH, "the calling process is gone");
+        }
+        p->registering = false;
+        if (rj->r < 0) {
+                resume_abandon(j);
+                arena_free(p->arena);
+                p->arena = NULL;
+                *err = rj->err;
+                return rj->r;
+        }
+        p->registered = true;
+        p->pending = false;
+        /* the accounting page it charges: the container's again */
+        if (rj->acct_fd >= 0 && (r = acct_adopt(c, rj->acct_fd)) < 0)
+                log_error("container %s: process %d: the accounting page it sent: %s", c->id,
+                          (int)p->pid,
+                          r == -EBUSY ? "a new process uses this memd's page already, the "
+                                        "resumed ones keep charging the old one"
+                                      : strerror(-r));
+        else if (rj->acct_fd >= 0 && !c->acct_awaiting_ino)
+                log_debug("container %s: accounting page taken back", c->id);
+        resume_abandon(j);
+        /* faults the last memd read but never answered wait for a wake-up:
+         * woken, they fault again and this memd serves them */
+        (void)uffd_wake(p->arena->uffd, p->arena->base, p->arena->size);
+        log_info("container %s: process %d resumed (%llu bytes resident)", c->id, (int)p->pid,
+                 (unsigned long long)arena_resident_bytes(p->arena));
+        call->result = json_object_new_object();
+        json_object_object_add(call->result, "resumed", json_object_new_boolean(true));
+        return 0;
+}
+
 /* shim.resume: the caller's arena memfd (fds[0]) and userfaultfd (fds[1])
  * after a memd restart. Only the process recorded (pid and start time), only
  * with its own arena (the memfd's inode). */
@@ -319,6 +388,7 @@ int method_resume(struct api_call *call, union api_params *params, struct xmem_e
         struct conn *cn = call->conn;
         struct container *c = cn->container;
         struct process *p = container_find_process(c, cn->pid);
+        struct resume_job *rj;
         struct arena *a = NULL;
         uint64_t start = 0;
         struct stat st;
@@ -326,6 +396,8 @@ int method_resume(struct api_call *call, union api_params *params, struct xmem_e
 
         if (!p || !p->pending)
                 return xmem_error_set(err, -ENOENT, "no arena of pid %d to resume", (int)cn->pid);
+        if (p->registering)
+                return xmem_error_set(err, -EBUSY, "pid %d is resuming already", (int)cn->pid);
         if (state_proc_start_time(cn->pid, &start) < 0 || start != p->start_time)
                 return xmem_error_set(err, -EPERM, "pid %d is not the process memd recorded",
                                       (int)cn->pid);
@@ -335,9 +407,14 @@ int method_resume(struct api_call *call, union api_params *params, struct xmem_e
                                       "the descriptor sent is not this process's arena");
         if (!is_userfaultfd(call->fds[1]))
                 return xmem_error_set(err, -EINVAL, "the second descriptor is not a userfaultfd");
+        rj = calloc(1, sizeof(*rj));
+        if (!rj)
+                return xmem_error_set(err, -ENOMEM, "out of memory");
         r = arena_adopt(call->fds[0], p->store->size, ARENA_PAGE_SIZE, p->store, &a);
-        if (r < 0)
+        if (r < 0) {
+                free(rj);
                 return xmem_error_set(err, r, "arena: %s", strerror(-r));
+        }
         call->fds[0] = -1; /* taken over */
         p->arena = a;
         /* its resident pages hold its writes: charged to the quota again
@@ -350,33 +427,26 @@ int method_resume(struct api_call *call, union api_params *params, struct xmem_e
                         a->charge[k] = PAGE_CHARGED;
                         atomic_fetch_add(&c->quota.used, 1);
                 }
-        /* its resident pages count against the budget from now on */
-        atomic_fetch_add(&c->residency->resident, arena_resident_bytes(a));
         uffd = call->fds[1];
         call->fds[1] = -1;
-        r = container_register(c, p, uffd, params->reg.base, params->reg.size, err);
+        r = container_register_prepare(p, uffd, params->reg.base, params->reg.size, err);
         if (r < 0) {
-                atomic_fetch_sub(&c->residency->resident, arena_resident_bytes(a));
+                free(rj);
                 arena_free(a);
                 p->arena = NULL;
                 return r;
         }
-        p->pending = false;
-        /* the accounting page it charges: the container's again */
-        if (call->n_fds > 2 && (r = acct_adopt(c, call->fds[2])) < 0)
-                log_error("container %s: process %d: the accounting page it sent: %s", c->id,
-                          (int)p->pid,
-                          r == -EBUSY ? "a new process uses this memd's page already, the "
-                                        "resumed ones keep charging the old one"
-                                      : strerror(-r));
-        else if (call->n_fds > 2 && !c->acct_awaiting_ino)
-                log_debug("container %s: accounting page taken back", c->id);
-        /* faults the last memd read but never answered wait for a wake-up:
-         * woken, they fault again and this memd serves them */
-        (void)uffd_wake(a->uffd, a->base, a->size);
-        log_info("container %s: process %d resumed (%llu bytes resident)", c->id, (int)p->pid,
-                 (unsigned long long)arena_resident_bytes(a));
-        call->result = json_object_new_object();
-        json_object_object_add(call->result, "resumed", json_object_new_boolean(true));
-        return 0;
+        *rj = (struct resume_job){.job = {.run = resume_run,
+                                          .done = resume_done,
+                                          .abandon = resume_abandon,
+                                          .method = "shim.resume",
+                                          .process = p},
+                                  .p = p,
+                                  .acct_fd = -1};
+        if (call->n_fds > 2) {
+                rj->acct_fd = call->fds[2];
+                call->fds[2] = -1;
+        }
+        /* the residency manager's lock may be the evictor's, writing back */
+        return job_defer(call, &rj->job);
 }

@@ -61,6 +61,7 @@ static void conn_free(struct manager *m, struct conn *cn)
         m->n_conns--;
         if (cn->container)
                 cn->container->n_conns--;
+        jobs_forget_conn(cn);
         sd_event_source_disable_unref(cn->src);
         safe_close(cn->pidfd);
         safe_close(cn->fd);
@@ -237,7 +238,7 @@ int conn_listen_container(struct manager *m, struct container *c, struct xmem_er
 static void set_container_conns(struct manager *m, struct container *c, int enabled)
 {
         for (struct conn *cn = m->conns; cn; cn = cn->next)
-                if (cn->container == c)
+                if (cn->container == c && !cn->job) /* one waiting for a job stays paused */
                         (void)sd_event_source_set_enabled(cn->src, enabled);
 }
 
@@ -320,23 +321,44 @@ int conn_dispatch(struct manager *m, struct conn *cn, const char *buf, ssize_t n
         }
         for (size_t i = 0; i < call.n_fds; i++)
                 safe_close(fds[i]);
-        if (r < 0) {
-                _cleanup_json_ json_object *o = api_reply_error(r, err.msg);
-                log_debug("pid %d uid %u%s%s: %s", (int)cn->pid, (unsigned)cn->uid,
-                          cn->container ? " of " : "", cn->container ? cn->container->id : "",
-                          err.msg);
-                json_object_put(call.result);
-                (void)api_send(cn->fd, o, NULL, 0);
-        } else {
-                _cleanup_json_ json_object *o = api_reply_ok(call.result);
-                int s = api_send(cn->fd, o, call.reply_fds, call.n_reply_fds);
-                if (s < 0)
-                        log_warning_errno(s, "pid %d: sending the reply: %m", (int)cn->pid);
-        }
+        if (r != API_DEFERRED) /* else the job's completion replies */
+                conn_reply(cn, r, &call, &err);
         safe_close(call.close_after);
         if (parsed)
                 api_request_done(&req);
-        return r;
+        return r == API_DEFERRED ? 0 : r;
+}
+
+void conn_reply(struct conn *cn, int r, struct api_call *call, const struct xmem_error *err)
+{
+        if (r < 0) {
+                _cleanup_json_ json_object *o = api_reply_error(r, err->msg);
+                log_debug("pid %d uid %u%s%s: %s", (int)cn->pid, (unsigned)cn->uid,
+                          cn->container ? " of " : "", cn->container ? cn->container->id : "",
+                          err->msg);
+                json_object_put(call->result);
+                call->result = NULL;
+                (void)api_send(cn->fd, o, NULL, 0);
+        } else {
+                _cleanup_json_ json_object *o = api_reply_ok(call->result);
+                int s = api_send(cn->fd, o, call->reply_fds, call->n_reply_fds);
+                call->result = NULL; /* o's now */
+                if (s < 0)
+                        log_warning_errno(s, "pid %d: sending the reply: %m", (int)cn->pid);
+        }
+}
+
+void conn_pause(struct conn *cn, struct job *j)
+{
+        cn->job = j;
+        (void)sd_event_source_set_enabled(cn->src, SD_EVENT_OFF);
+}
+
+void conn_resume(struct conn *cn)
+{
+        cn->job = NULL;
+        /* throttled meanwhile: on_conn pauses it again until the refill */
+        (void)sd_event_source_set_enabled(cn->src, SD_EVENT_ON);
 }
 
 /* One datagram: receive it, then dispatch (which answers). */

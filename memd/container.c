@@ -133,7 +133,7 @@ void container_free(struct container *c)
 {
         if (!c)
                 return;
-        reaper_stop(c); /* what it has queued is done first */
+        worker_stop(c); /* what it has queued is done first */
         while (c->processes) {
                 struct process *p = c->processes;
                 c->processes = p->next;
@@ -255,12 +255,12 @@ struct process *container_find_process(struct container *c, pid_t pid)
         return NULL;
 }
 
-int container_register(struct container *c, struct process *p, int uffd, uint64_t base,
-                       uint64_t size, struct xmem_error *err)
+int container_register_prepare(struct process *p, int uffd, uint64_t base, uint64_t size,
+                               struct xmem_error *err)
 {
         int r;
 
-        if (p->registered) {
+        if (p->registered || p->registering) {
                 safe_close(uffd);
                 return xmem_error_set(err, -EBUSY, "already registered");
         }
@@ -277,7 +277,14 @@ int container_register(struct container *c, struct process *p, int uffd, uint64_
                 return xmem_error_set(err, r, "userfaultfd: %s", strerror(-r));
         }
         arena_attach(p->arena, uffd, base);
-        r = residency_add_arena(c->residency, p->arena);
+        p->registering = true;
+        return 0;
+}
+
+int container_serve(struct container *c, struct process *p, struct xmem_error *err)
+{
+        int r = residency_add_arena(c->residency, p->arena);
+
         if (r < 0)
                 return xmem_error_set(err, r, "residency: %s", strerror(-r));
         r = pager_add(c->pager, p->arena, c->residency);
@@ -285,7 +292,7 @@ int container_register(struct container *c, struct process *p, int uffd, uint64_
                 residency_remove_arena(c->residency, p->arena);
                 return xmem_error_set(err, r, "pager: %s", strerror(-r));
         }
-        p->registered = true;
+        p->served = true;
         return 0;
 }
 
@@ -307,6 +314,7 @@ void container_remove_process(struct container *c, struct process *p)
                 store_xmem_keep(p->store);
         }
         p->exit_src = sd_event_source_disable_unref(p->exit_src);
+        jobs_forget_process(c, p); /* a job of it on the worker finishes without it */
         /* it exited or exec'd: whatever it charged is gone with it */
         acct_release_slot(c, p);
         /* its fetches in flight and the regions' free may wait for an
@@ -358,7 +366,7 @@ int container_fork_store(struct container *c, struct process *p, struct store **
         struct fork_clone f = { .err = err };
         int r;
 
-        if (!p->registered) /* nothing resident: the store is the whole truth */
+        if (!p->served) /* nothing resident: the store is the whole truth */
                 r = fork_clone_store(p->arena, &f);
         else
                 r = residency_flush_arena(c->residency, p->arena, fork_clone_store, &f);

@@ -20,7 +20,33 @@ struct pager;
 struct residency;
 struct xmem_transport;
 struct manager;
-struct reaper;
+struct worker;
+struct conn;
+struct api_call;
+
+/* A piece of work for a container's worker thread (memd/worker.c, docs/memd.md
+ * "Off the event loop"): a process's teardown, or the slow part of a shim
+ * method whose caller waits for the reply meanwhile. */
+struct job {
+        /* On the worker: the part that may wait for an appliance. A job
+         * without DONE belongs to RUN (it may be freed there). */
+        void (*run)(struct job *j);
+        /* On the event loop once RUN returned: the method's reply, as a
+         * method handler builds it (CALL->conn NULL: nobody waits). */
+        int (*done)(struct job *j, struct api_call *call, struct xmem_error *err);
+        /* On the worker instead of DONE when the job was cancelled (its
+         * container detached): free what J holds (not J). NULL: nothing. */
+        void (*abandon)(struct job *j);
+        const char *method; /* the reply's error prefix */
+        struct container *container;
+        /* The event loop's: the connection waiting for the reply and the
+         * caller's process, each NULL once it is gone (closed, exited). */
+        struct conn *conn;
+        struct process *process;
+        bool cancelled, finished; /* under the worker's lock / the manager's jobs_lock */
+        struct job *next;         /* the worker's queue, then the completion queue */
+        struct job *loop_next;    /* container.jobs (event loop only) */
+};
 
 struct process {
         pid_t pid;
@@ -29,6 +55,8 @@ struct process {
         struct arena *arena;
         struct store *store;
         bool registered;       /* its faults are served (shim.register done) */
+        bool registering;      /* shim.register/shim.resume is on the worker */
+        bool served;           /* the worker's view: in the pager and residency */
         bool forked;           /* served from a fork clone */
         uint32_t acct_slot;    /* its slot in the accounting page (0: the shared overflow slot) */
         /* The state directory's record (memd/state.h): the start time tells a
@@ -39,6 +67,7 @@ struct process {
         uint64_t memfd_ino;
         bool pending;
         struct container *container;
+        struct job teardown; /* its teardown on the worker (memd/reap.c) */
         struct process *next;
 };
 
@@ -72,9 +101,11 @@ struct container {
         uint64_t acct_ino, acct_awaiting_ino;
         bool acct_fresh_used;
         struct xmem_acct *acct_spare;
-        /* Tears its processes (and at detach the container) down off the
-         * event loop (memd/reap.c). */
-        struct reaper *reaper;
+        /* Its worker thread (memd/worker.c): teardowns and slow methods
+         * off the event loop; at detach it frees the container. JOBS: the
+         * method jobs whose replies are not sent yet (event loop only). */
+        struct worker *worker;
+        struct job *jobs;
         /* Its own API socket (memd/ctrsock.c) and the bounds on its callers
          * (memd/conn.c). */
         int sock_dirfd, sock_fd;
@@ -104,20 +135,25 @@ void acct_release_slot(struct container *c, struct process *p);
  * the fresh page is in use. */
 int acct_adopt(struct container *c, int fd);
 
-/* reap.c: teardown off the event loop (docs/memd.md "Teardown"). P,
- * unlinked from C, is torn down (pager, residency, arena, regions) on C's
- * reaper thread; inline when there is none. */
+/* worker.c: C's worker thread (docs/memd.md "Off the event loop"). Run J
+ * there (J->container C), after what is queued; inline when there can be no
+ * thread. */
+void worker_queue(struct container *c, struct job *j);
+/* C is unlinked from memd: its worker runs what is queued, then frees C
+ * (container_free's work). */
+void worker_detach(struct container *c);
+/* Wait (C's thread) until what is queued is done and the thread is gone. */
+void worker_stop(struct container *c);
+/* Wait up to TIMEOUT_MS for every worker to finish: false when some still run. */
+bool workers_wait(struct manager *m, unsigned timeout_ms);
+/* P leaves C: C's method jobs forget it (their DONE sees process NULL). */
+void jobs_forget_process(struct container *c, struct process *p);
+
+/* reap.c: teardown off the event loop. P, unlinked from C, is torn down
+ * (pager, residency, arena, regions) on C's worker. */
 void reaper_queue(struct container *c, struct process *p);
 /* The same for a store alone (a fork token's clone). */
 void reaper_queue_store(struct container *c, struct store *s);
-/* C is unlinked from memd: its reaper tears down what is queued, then C
- * itself (container_free's work). */
-void reaper_detach(struct container *c);
-/* Wait (C's thread) until what is queued is done and the thread is gone. */
-void reaper_stop(struct container *c);
-/* Wait up to TIMEOUT_MS for every detached container's reaper to finish:
- * false when some still run. */
-bool reapers_wait(struct manager *m, unsigned timeout_ms);
 /* Tear P down now (its pager entry, residency, arena, regions, pidfd). */
 void process_teardown(struct container *c, struct process *p);
 
@@ -152,9 +188,13 @@ int container_add_process(struct container *c, pid_t pid, int pidfd, struct stor
 struct process *container_find_process(struct container *c, pid_t pid);
 /* P's start time and its arena memfd's inode, for the state file. */
 int container_process_record(struct process *p, struct xmem_error *err);
-/* Serve P's faults: its uffd (taken over) and where it mapped the arena. */
-int container_register(struct container *c, struct process *p, int uffd, uint64_t base,
-                       uint64_t size, struct xmem_error *err);
+/* shim.register's checks on the event loop: P's uffd (taken over, also on
+ * failure) and where it mapped the arena; P is registering from then on. */
+int container_register_prepare(struct process *p, int uffd, uint64_t base, uint64_t size,
+                               struct xmem_error *err);
+/* On C's worker: serve P's faults (residency, pager; may wait for the
+ * evictor's lock during a write-back). */
+int container_serve(struct container *c, struct process *p, struct xmem_error *err);
 void container_remove_process(struct container *c, struct process *p);
 /* A clean stop (SIGTERM): write back every dirty page of C's arenas and leave
  * its regions and state file for the next memd (container_free then frees

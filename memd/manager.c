@@ -18,7 +18,7 @@
 #include "transport/transport.h"
 
 #define CHECK_INTERVAL_USEC 1000000ULL
-#define REAPERS_WAIT_MS 30000
+#define WORKERS_WAIT_MS 30000
 
 int manager_new(const struct manager_config *cfg, struct manager **ret, struct xmem_error *err)
 {
@@ -29,9 +29,11 @@ int manager_new(const struct manager_config *cfg, struct manager **ret, struct x
         if (!m)
                 return xmem_error_set(err, -ENOMEM, "out of memory");
         m->cfg = *cfg;
-        pthread_mutex_init(&m->reap_lock, NULL);
-        pthread_cond_init(&m->reap_cond, NULL);
-        m->listen_fd = m->containers_dirfd = m->state_dirfd = m->state_lockfd = -1;
+        pthread_mutex_init(&m->work_lock, NULL);
+        pthread_cond_init(&m->work_cond, NULL);
+        pthread_mutex_init(&m->jobs_lock, NULL);
+        m->jobs_tail = &m->jobs_done;
+        m->listen_fd = m->containers_dirfd = m->state_dirfd = m->state_lockfd = m->jobs_efd = -1;
         if (!m->cfg.cgroup_root)
                 m->cfg.cgroup_root = CGROUP_FS_ROOT;
         if (!m->cfg.bounds.conns)
@@ -169,7 +171,9 @@ static int start_events(struct manager *m, struct xmem_error *err)
         /* WATCHDOG_USEC from systemd: the loop pings it (no-op without) */
         if (r >= 0)
                 r = sd_event_set_watchdog(m->event, true);
-        return r < 0 ? xmem_error_set(err, r, "event loop: %s", strerror(-r)) : 0;
+        if (r < 0)
+                return xmem_error_set(err, r, "event loop: %s", strerror(-r));
+        return jobs_start(m, err); /* the workers' finished jobs */
 }
 
 int manager_start(struct manager *m, struct xmem_error *err)
@@ -209,6 +213,9 @@ struct container *manager_find_container(struct manager *m, const char *id)
 
 void manager_remove_container(struct manager *m, struct container *c)
 {
+        /* its jobs done are finished first (with the state file), the
+         * others left to its worker, which abandons them */
+        jobs_cancel(m, c);
         /* detached (or its cgroup gone): off the disk before its regions go */
         if (c->saved) {
                 int r = state_remove(m, c);
@@ -230,11 +237,11 @@ void manager_remove_container(struct manager *m, struct container *c)
         /* the cgroup may be attached again at once: its OOM pause off now */
         (void)cgroup_set_oom_pause(c->cg, false);
         c->oom_unpaused = true;
-        /* everything that may wait for an appliance happens on C's reaper
-         * thread (memd/reap.c): the event loop answers on */
+        /* everything that may wait for an appliance happens on C's worker
+         * thread (memd/worker.c): the event loop answers on */
         while (c->processes)
                 container_remove_process(c, c->processes);
-        reaper_detach(c);
+        worker_detach(c);
 }
 
 static int on_process_exit(sd_event_source *s, int fd, uint32_t revents, void *userdata)
@@ -282,12 +289,14 @@ void manager_free(struct manager *m)
                 manager_remove_container(m, m->containers);
         conn_close_all(m, NULL);
         metrics_free(m->metrics); /* before the transports its scrapes read */
-        /* bounded: a teardown still waiting for an appliance then is left
-         * to the exit (with the transports and M it uses: not freed) */
-        torn_down = reapers_wait(m, REAPERS_WAIT_MS);
+        /* bounded: a teardown or a cancelled job still waiting for an
+         * appliance then is left to the exit (with the transports and M it
+         * uses: not freed) */
+        torn_down = workers_wait(m, WORKERS_WAIT_MS);
         if (!torn_down)
                 log_error("teardown of detached containers still waiting for an appliance "
-                          "after %u ms: exiting without it", REAPERS_WAIT_MS);
+                          "after %u ms: exiting without it", WORKERS_WAIT_MS);
+        jobs_stop(m);
         for (size_t i = 0; torn_down && i < m->n_transports; i++)
                 xmem_transport_close(m->transports[i]);
         sd_event_source_disable_unref(m->embedded_src);
@@ -306,7 +315,8 @@ void manager_free(struct manager *m)
         free(m->cg_mount);
         if (!torn_down)
                 return;
-        pthread_mutex_destroy(&m->reap_lock);
-        pthread_cond_destroy(&m->reap_cond);
+        pthread_mutex_destroy(&m->work_lock);
+        pthread_cond_destroy(&m->work_cond);
+        pthread_mutex_destroy(&m->jobs_lock);
         free(m);
 }

@@ -29,6 +29,9 @@ struct conn {
         int pidfd;                   /* the peer process (SO_PEERPIDFD), -1: none */
         pid_t pid;                   /* its pid in memd's namespace, at connect */
         uid_t uid;
+        /* A method's job on the container's worker (memd/worker.c): the
+         * connection is not read until its reply is sent. */
+        struct job *job;
         struct conn *next;
 };
 
@@ -66,11 +69,20 @@ struct manager {
         int state_dirfd, state_lockfd; /* memd/state.c */
         bool keep; /* stopping by signal: live containers' regions stay (container_keep) */
         struct metrics *metrics; /* memd/metrics.c; NULL: off */
-        /* Detached containers still being torn down (memd/reap.c). */
-        pthread_mutex_t reap_lock;
-        pthread_cond_t reap_cond;
-        unsigned n_reapers;
+        /* The containers' worker threads (memd/worker.c) and the jobs they
+         * finished, for the event loop (JOBS_EFD says there are some). */
+        pthread_mutex_t work_lock;
+        pthread_cond_t work_cond;
+        unsigned n_workers;
+        pthread_mutex_t jobs_lock;
+        struct job *jobs_done, **jobs_tail;
+        int jobs_efd;
+        sd_event_source *jobs_src;
 };
+
+/* A method handler's return: its job runs on the container's worker and
+ * the reply is sent when it is done (memd/worker.c). */
+#define API_DEFERRED 1
 
 /* What a method handler gets: the caller and the reply it builds. */
 struct api_call {
@@ -107,6 +119,11 @@ void conn_close_all(struct manager *m, struct container *c);
  * CN->fd. Returns the method's result (0 or -errno). */
 int conn_dispatch(struct manager *m, struct conn *cn, const char *buf, ssize_t n, int *fds,
                   size_t n_fds);
+/* CN's reply: R < 0: ERR; else CALL's result and descriptors. */
+void conn_reply(struct conn *cn, int r, struct api_call *call, const struct xmem_error *err);
+/* CN waits for J: not read until conn_resume. */
+void conn_pause(struct conn *cn, struct job *j);
+void conn_resume(struct conn *cn);
 /* Has the process behind PIDFD exited (or can it not be told: -1)? */
 static inline bool pidfd_exited(int pidfd)
 {
@@ -135,6 +152,18 @@ int method_register(struct api_call *call, union api_params *p, struct xmem_erro
 bool is_userfaultfd(int fd);
 int method_fork(struct api_call *call, union api_params *p, struct xmem_error *err);
 int method_discard(struct api_call *call, union api_params *p, struct xmem_error *err);
+
+/* worker.c, the event loop's side: finished jobs come back through an
+ * eventfd. job_defer queues J (a method's, J->run/done/method set) on the
+ * caller's container's worker with the caller's connection paused: a method
+ * returns what it returns. jobs_cancel: C is detached; its jobs finished are
+ * finished now, the others are cancelled (the worker abandons them). */
+int jobs_start(struct manager *m, struct xmem_error *err);
+void jobs_stop(struct manager *m);
+int job_defer(struct api_call *call, struct job *j);
+void jobs_cancel(struct manager *m, struct container *c);
+/* CN is closed: a job of it replies to nobody. */
+void jobs_forget_conn(struct conn *cn);
 
 /* adopt.c: re-adoption after a restart (docs/memd.md "State directory") */
 /* Read the state directory: every container in it attached again, its live

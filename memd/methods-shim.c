@@ -171,6 +171,9 @@ static int caller_process(struct api_call *call, struct process **ret, struct xm
         if (!p)
                 return xmem_error_set(err, -ENOENT, "no arena for pid %d (shim.hello first)",
                                       (int)cn->pid);
+        if (p->pending) /* re-adopted, no arena until it says shim.resume */
+                return xmem_error_set(err, -ENOENT, "no arena for pid %d (shim.resume first)",
+                                      (int)cn->pid);
         *ret = p;
         return 0;
 }
@@ -189,60 +192,131 @@ bool is_userfaultfd(int fd)
         return strcmp(target, "anon_inode:[userfaultfd]") == 0;
 }
 
+/* shim.register's and shim.fork's jobs (memd/worker.c): the slow part on
+ * the container's worker, P (the caller's process) valid there until its
+ * teardown, which is queued after the job. */
+struct shim_job {
+        struct job job;
+        struct process *p;
+        int r; /* the worker's result, ERR what failed */
+        struct xmem_error err;
+        struct store *clone; /* shim.fork: the snapshot */
+        uint8_t *written;
+};
+
+static struct shim_job *shim_job_new(struct process *p, const char *method,
+                                     void (*run)(struct job *),
+                                     int (*done)(struct job *, struct api_call *,
+                                                 struct xmem_error *))
+{
+        struct shim_job *sj = calloc(1, sizeof(*sj));
+
+        if (sj)
+                *sj = (struct shim_job){
+                    .job = {.run = run, .done = done, .method = method, .process = p}, .p = p};
+        return sj;
+}
+
+static void register_run(struct job *j)
+{
+        struct shim_job *sj = (struct shim_job *)j;
+
+        sj->r = container_serve(j->container, sj->p, &sj->err);
+}
+
+static int register_done(struct job *j, struct api_call *call, struct xmem_error *err)
+{
+        struct shim_job *sj = (struct shim_job *)j;
+        struct process *p = j->process;
+
+        if (!p) /* exited meanwhile: its teardown undoes what the worker did */
+                return xmem_error_set(err, -ESRCH, "the calling process is gone");
+        p->registering = false;
+        if (sj->r < 0) {
+                *err = sj->err;
+                return sj->r;
+        }
+        p->registered = true;
+        call->result = json_object_new_object();
+        json_object_object_add(call->result, "registered", json_object_new_boolean(true));
+        return 0;
+}
+
 int method_register(struct api_call *call, union api_params *params, struct xmem_error *err)
 {
         struct process *p = NULL;
+        struct shim_job *sj;
         int r = caller_process(call, &p, err), uffd;
 
         if (r < 0)
                 return r;
         if (!is_userfaultfd(call->fds[0]))
                 return xmem_error_set(err, -EINVAL, "the descriptor sent is not a userfaultfd");
+        sj = shim_job_new(p, "shim.register", register_run, register_done);
+        if (!sj)
+                return xmem_error_set(err, -ENOMEM, "out of memory");
         uffd = call->fds[0];
         call->fds[0] = -1; /* taken over, also on failure */
-        r = container_register(p->container, p, uffd, params->reg.base, params->reg.size, err);
-        if (r < 0)
+        r = container_register_prepare(p, uffd, params->reg.base, params->reg.size, err);
+        if (r < 0) {
+                free(sj);
                 return r;
-        call->result = json_object_new_object();
-        json_object_object_add(call->result, "registered", json_object_new_boolean(true));
-        return 0;
+        }
+        /* the residency manager's lock may be the evictor's, writing back */
+        return job_defer(call, &sj->job);
 }
 
-int method_fork(struct api_call *call, union api_params *params, struct xmem_error *err)
+static void fork_run(struct job *j)
 {
-        struct container *c = call->conn->container;
-        struct fork_token *t;
-        struct process *p = NULL;
-        uint8_t rnd[API_TOKEN_LEN / 2];
-        int r = caller_process(call, &p, err);
+        struct shim_job *sj = (struct shim_job *)j;
 
-        if (r < 0)
-                return r;
-        if (c->n_fork_tokens >= call->m->cfg.bounds.fork_tokens)
-                return xmem_error_set(err, -EAGAIN,
-                                      "container %s: %zu fork tokens outstanding, "
-                                      "the most memd keeps per container",
-                                      c->id, c->n_fork_tokens);
-        if (getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd))
-                return xmem_error_set(err, -EIO, "getrandom failed");
+        sj->r = container_fork_store(j->container, sj->p, &sj->clone, &sj->written, &sj->err);
+}
+
+static void fork_abandon(struct job *j)
+{
+        struct shim_job *sj = (struct shim_job *)j;
+
+        store_free(sj->clone); /* on the worker: it may wait */
+        free(sj->written);
+}
+
+/* The snapshot is taken: a token for it, on disk before it is handed out
+ * (a restarted memd frees the clone of a token nobody can claim any more). */
+static int fork_done(struct job *j, struct api_call *call, struct xmem_error *err)
+{
+        struct shim_job *sj = (struct shim_job *)j;
+        struct container *c = j->container;
+        uint8_t rnd[API_TOKEN_LEN / 2];
+        struct fork_token *t;
+        int r;
+
+        if (sj->r < 0) {
+                *err = sj->err;
+                return sj->r;
+        }
+        if (!j->process || !j->conn) {
+                reaper_queue_store(c, sj->clone);
+                free(sj->written);
+                return xmem_error_set(err, -ESRCH, "the calling process is gone");
+        }
         t = calloc(1, sizeof(*t));
-        if (!t)
-                return xmem_error_set(err, -ENOMEM, "out of memory");
-        r = container_fork_store(c, p, &t->store, &t->written, err);
-        if (r < 0) {
+        if (!t || getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd)) {
                 free(t);
-                return r;
+                reaper_queue_store(c, sj->clone);
+                free(sj->written);
+                return xmem_error_set(err, t ? -EIO : -ENOMEM, t ? "getrandom failed" : "out of memory");
         }
         for (size_t i = 0; i < sizeof(rnd); i++)
                 snprintf(t->token + 2 * i, 3, "%02x", rnd[i]);
+        t->store = sj->clone;
+        t->written = sj->written;
         t->created_usec = manager_now_usec(call->m);
         t->container = c;
-        t->size = p->arena->size;
+        t->size = j->process->arena->size;
         t->next = call->m->tokens;
         call->m->tokens = t;
         c->n_fork_tokens++;
-        /* on disk before the token is handed out: a restarted memd frees
-         * the clone of a token nobody can claim any more */
         if (c->saved && (r = state_save(call->m, c, err)) < 0) {
                 call->m->tokens = t->next;
                 t->next = NULL;
@@ -252,6 +326,31 @@ int method_fork(struct api_call *call, union api_params *params, struct xmem_err
         call->result = json_object_new_object();
         json_object_object_add(call->result, "token", json_object_new_string(t->token));
         return 0;
+}
+
+int method_fork(struct api_call *call, union api_params *params, struct xmem_error *err)
+{
+        struct container *c = call->conn->container;
+        struct process *p = NULL;
+        struct shim_job *sj;
+        size_t forks = 0;
+        int r = caller_process(call, &p, err);
+
+        if (r < 0)
+                return r;
+        for (struct job *j = c->jobs; j; j = j->loop_next)
+                forks += j->run == fork_run;
+        if (c->n_fork_tokens + forks >= call->m->cfg.bounds.fork_tokens)
+                return xmem_error_set(err, -EAGAIN,
+                                      "container %s: %zu fork tokens outstanding, "
+                                      "the most memd keeps per container",
+                                      c->id, c->n_fork_tokens + forks);
+        sj = shim_job_new(p, "shim.fork", fork_run, fork_done);
+        if (!sj)
+                return xmem_error_set(err, -ENOMEM, "out of memory");
+        sj->job.abandon = fork_abandon;
+        /* the flush writes back every dirty page, the clone goes over the wire */
+        return job_defer(call, &sj->job);
 }
 
 int method_discard(struct api_call *call, union api_params *params, struct xmem_error *err)

@@ -125,7 +125,7 @@ static int method_detach(struct api_call *call, union api_params *p, struct xmem
                 next = pr->next;
                 if (pidfd_exited(pr->pidfd))
                         container_remove_process(c, pr);
-                else if (pr->registered || pr->pending)
+                else if (pr->registered || pr->registering || pr->pending)
                         live++;
         }
         if (live && !p->id.force)

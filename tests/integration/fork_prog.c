@@ -5,6 +5,9 @@
  * own version, twice over; the child then mallocs and frees heavily and
  * exits; the parent prints "child-exited", waits for a byte on stdin (the
  * test looks at memd meanwhile), verifies its heap is intact and exits 0.
+ * `fork_prog MIB wait`: the same, but after the heap is filled it prints
+ * "ready" and waits for a line on stdin before it forks (test_appliance_restart
+ * stops the appliance there).
  * Every failure exits non-zero with a line on stderr. */
 #include <stdint.h>
 #include <stdio.h>
@@ -72,6 +75,14 @@ static void wait_byte(int fd)
         CHECK(read(fd, &c, 1) == 1);
 }
 
+static void wait_line(int fd)
+{
+        char c;
+        do
+                CHECK(read(fd, &c, 1) == 1);
+        while (c != '\n');
+}
+
 static void send_byte(int fd)
 {
         CHECK(write(fd, "x", 1) == 1);
@@ -108,8 +119,8 @@ int main(int argc, char **argv)
         double t0, t_fork;
 
         setvbuf(stdout, NULL, _IOLBF, 0);
-        if (argc != 2) {
-                fprintf(stderr, "usage: fork_prog MIB\n");
+        if (argc != 2 && !(argc == 3 && strcmp(argv[2], "wait") == 0)) {
+                fprintf(stderr, "usage: fork_prog MIB [wait]\n");
                 return 64;
         }
         n_blocks = strtoul(argv[1], NULL, 10);
@@ -121,6 +132,10 @@ int main(int argc, char **argv)
         heap_fill(1);
         heap_verify(1, "parent before fork");
         CHECK(pipe(to_child) == 0 && pipe(to_parent) == 0);
+        if (argc == 3) {
+                printf("ready\n");
+                wait_line(0);
+        }
 
         t0 = now_s();
         pid_t pid = fork();

@@ -6,7 +6,10 @@
  * --appliance-timeout (never a zero page), a second container on another
  * appliance finishes verified, and memd's control plane answers within a
  * second while the first appliance is stopped. The embedded appliance
- * outlives memd: a restarted memd finds it again. Root, /dev/userfaultfd, a
+ * outlives memd: a restarted memd finds it again. A fork whose snapshot
+ * waits for a stopped appliance waits off memd's event loop: the control
+ * plane and another container run on, and the fork completes once the
+ * appliance is back. Root, /dev/userfaultfd, a
  * memory cgroup controller (v1 or v2). */
 #include <criterion/criterion.h>
 #include <signal.h>
@@ -25,7 +28,7 @@
 static struct {
         struct harness_proc app[2];
         struct harness_memd md;
-        struct harness_cg cg[2];
+        struct harness_cg cg[3]; /* cg[2]: attached and detached meanwhile */
         struct harness_child prog[2];
         char pool[2][128]; /* app[i]'s pool file */
         bool stopped;      /* app[0] is SIGSTOPped */
@@ -42,7 +45,7 @@ static void setup(void)
                 e.prog[i].pid = e.app[i].pid = -1;
         if (!harness_is_root() || access("/dev/userfaultfd", F_OK) != 0)
                 return; /* the test skips */
-        for (int i = 0; i < 2; i++) {
+        for (int i = 0; i < 3; i++) {
                 snprintf(name, sizeof(name), "ar-test-%d-%c", (int)getpid(), 'a' + i);
                 if (!harness_cg_create(&e.cg[i], name))
                         return; /* no memory controller: the test skips */
@@ -57,11 +60,11 @@ static void teardown(void)
                 kill(e.app[0].pid, SIGCONT); /* a stopped process ignores SIGTERM */
         if (e.md.pid > 0 || e.md.dir[0])
                 harness_memd_stop(&e.md);
-        for (int i = 0; i < 2; i++) {
+        for (int i = 0; i < 2; i++)
                 if (e.app[i].dir[0])
                         harness_cleanup(&e.app[i]);
+        for (int i = 0; i < 3; i++)
                 harness_cg_remove(&e.cg[i]);
-        }
 }
 
 static void need_everything(void)
@@ -341,4 +344,120 @@ Test(appliance_restart, teardown_on_stopped_appliance_never_blocks, .init = setu
         cr_assert_eq(harness_appliance_regions(e.app[0].tcp_uri), 0, "A's regions are left on its appliance (see %s)",
                      e.md.log);
         cr_expect(list_fast(&ms), "xmemctl list took %ld ms at the end", ms);
+}
+
+/* A (on appliance 0, stopped now) forks with dirty external memory: its
+ * fork waits for the snapshot's write-back (checked for a second). Returns
+ * when it was told to fork. */
+static long fork_waiting(const char *dir_template)
+{
+        const char *prog = getenv("XMEM_FORK_PROG");
+        char last[256];
+        long t_go;
+
+        cr_assert_not_null(prog, "XMEM_FORK_PROG is not set (run through meson test)");
+        two_containers(dir_template, "300s");
+        /* 96 MiB at a 32 MiB limit: on the appliance, and dirty resident */
+        harness_memd_spawn(&e.md, ids[0], &e.prog[0], (const char *const[]){prog, "96", "wait", NULL},
+                           &e.cg[0], true);
+        cr_assert(harness_child_follow(&e.prog[0], "ready", 120000, last, sizeof(last)) > 0,
+                  "A did not fill its heap within 120 s (last line '%s', see %s)", last, e.md.log);
+        cr_assert_eq(kill(e.app[0].pid, SIGSTOP), 0);
+        e.stopped = true;
+        t_go = harness_now_ms();
+        harness_child_say(&e.prog[0], "go");
+        cr_assert(harness_child_follow(&e.prog[0], "fork ", 1000, last, sizeof(last)) < 0,
+                  "A forked with its appliance stopped: its snapshot wrote nothing back?");
+        return t_go;
+}
+
+/* A's process forks while its appliance is stopped: the snapshot's write-back
+ * waits (off memd's event loop, on A's worker), and meanwhile memd answers,
+ * another container is attached and detached, and B pages on the other
+ * appliance and finishes verified. Within the shim's and the transport's
+ * 10 s: the appliance comes back, the fork completes and parent and child
+ * each verify their own version of the heap. */
+Test(appliance_restart, fork_on_stopped_appliance_never_blocks, .init = setup, .fini = teardown,
+     .timeout = 420)
+{
+        char last[256];
+        double fork_ms = 0;
+        long ms, t_go;
+        int st;
+
+        if (!e.cg[2].version)
+                harness_skip(teardown, "needs a memory cgroup controller (v1 or v2)");
+        t_go = fork_waiting("/tmp/af-fork.XXXXXX");
+        run_prog(1, (const char *const[]){"verify", "48", "1", NULL});
+        for (int i = 0; i < 3; i++) {
+                cr_expect(list_fast(&ms), "xmemctl list took %ld ms while A's fork waits", ms);
+                cr_expect(ctl_fast((const char *const[]){"stats", ids[1], NULL}, &ms),
+                          "xmemctl stats %s took %ld ms while A's fork waits", ids[1], ms);
+        }
+        cr_expect(ctl_fast((const char *const[]){"attach", "ar-c", "--cgroup", e.cg[2].path,
+                                                 "--local-limit", "32M", "--external", "64M",
+                                                 "--appliance", e.app[1].tcp_uri, NULL},
+                           &ms),
+                  "attaching ar-c took %ld ms while A's fork waits", ms);
+        cr_expect(ctl_fast((const char *const[]){"detach", "ar-c", NULL}, &ms),
+                  "detaching ar-c took %ld ms while A's fork waits", ms);
+        /* B's faults are served meanwhile: it finishes verified before the
+         * shim's 10 s for A's fork are up */
+        cr_expect(harness_child_follow(&e.prog[1], "paging-ok", 7500 - (int)(harness_now_ms() - t_go),
+                                       last, sizeof(last)) > 0,
+                  "B did not finish while A's fork waited (last line '%s', see %s)", last,
+                  e.md.log);
+        cr_expect(harness_child_alive(&e.prog[0]), "A died while its fork waited");
+
+        /* the appliance is back: the snapshot is written, the fork returns */
+        cr_assert_eq(kill(e.app[0].pid, SIGCONT), 0);
+        e.stopped = false;
+        cr_assert(harness_child_follow(&e.prog[0], "fork ", 30000, last, sizeof(last)) > 0,
+                  "A's fork did not return after SIGCONT (last line '%s', see %s)", last, e.md.log);
+        cr_expect(sscanf(last, "fork %lf ms", &fork_ms) == 1 && fork_ms >= 1000,
+                  "A's fork took %.1f ms: it did not wait for the stopped appliance", fork_ms);
+        cr_log_info("A's fork took %.1f ms (the appliance stopped for %ld ms)", fork_ms,
+                    harness_now_ms() - t_go);
+        cr_assert(harness_child_follow(&e.prog[0], "child-exited", 120000, last, sizeof(last)) > 0,
+                  "A's child did not verify its snapshot (last line '%s', see %s)", last, e.md.log);
+        harness_child_say(&e.prog[0], "x");
+        cr_assert(harness_child_follow(&e.prog[0], "OK", 60000, last, sizeof(last)) > 0,
+                  "A's parent did not verify its heap (last line '%s', see %s)", last, e.md.log);
+        st = harness_child_wait(&e.prog[0], 10000);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "A's status %#x", st);
+        st = harness_child_wait(&e.prog[1], 60000);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "B's status %#x", st);
+        cr_expect(list_fast(&ms), "xmemctl list took %ld ms at the end", ms);
+        /* a clean stop: no sanitizer report, no leak (the ASan build) */
+        st = harness_memd_stop(&e.md);
+        cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "memd's stop status %#x", st);
+}
+
+/* The same fork waits, and then its process is killed and its container
+ * detached under it: the job is cancelled on A's worker, memd answers on,
+ * and once the appliance is back nothing is left on it (the clone and the
+ * arena freed) and memd stops clean (the ASan build: no use after free). */
+Test(appliance_restart, fork_cancelled_by_exit_and_detach, .init = setup, .fini = teardown,
+     .timeout = 420)
+{
+        long ms;
+        int st;
+
+        (void)fork_waiting("/tmp/af-cancel.XXXXXX");
+        harness_child_kill(&e.prog[0]); /* its process exits while its job runs */
+        usleep(200000);
+        cr_expect(list_fast(&ms), "xmemctl list took %ld ms after A's exit", ms);
+        cr_expect(ctl_fast((const char *const[]){"detach", ids[0], NULL}, &ms),
+                  "xmemctl detach %s took %ld ms while its fork job runs", ids[0], ms);
+        cr_expect(list_fast(&ms), "xmemctl list took %ld ms after the detach", ms);
+
+        cr_assert_eq(kill(e.app[0].pid, SIGCONT), 0);
+        e.stopped = false;
+        for (int i = 0; i < 600 && harness_appliance_regions(e.app[0].tcp_uri) != 0; i++)
+                usleep(100000);
+        cr_assert_eq(harness_appliance_regions(e.app[0].tcp_uri), 0,
+                     "A's regions (arena or fork clone) are left on its appliance (see %s)",
+                     e.md.log);
+        st = harness_memd_stop(&e.md);
+        cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "memd's stop status %#x", st);
 }

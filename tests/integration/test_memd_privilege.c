@@ -100,6 +100,21 @@ static int assert_threads_unprivileged(const char *want_seccomp)
         return n;
 }
 
+static int count_threads(void)
+{
+        char dir[64];
+        DIR *d;
+        int n = 0;
+
+        snprintf(dir, sizeof(dir), "/proc/%d/task", (int)t.md.pid);
+        d = opendir(dir);
+        cr_assert_not_null(d, "%s: %s", dir, strerror(errno));
+        while (readdir(d))
+                n++;
+        closedir(d);
+        return n;
+}
+
 /* memd's job under its privileges: attach, a shim process pages 96 MiB
  * through a 32 MiB cgroup (faults, fills, write-backs, evictions), detach. */
 static void do_the_job(void)
@@ -138,6 +153,13 @@ static void do_the_job(void)
         cr_assert(
             harness_ctl(&t.md, out, sizeof(out), (const char *const[]){"detach", "priv", NULL}),
             "xmemctl detach: %s", out);
+        /* the detached container's threads (its worker frees it, joining
+         * its pager and residency threads) leave after the reply: a thread
+         * gone mid-scan has no status file */
+        for (int i = 0, prev = -1, n; i < 50 && (n = count_threads()) != prev; i++) {
+                prev = n;
+                usleep(200000);
+        }
 }
 
 /* A sanitizer's runtime makes syscalls memd never makes (sanitized builds
