@@ -117,11 +117,13 @@ static int attach_params(int argc, char **argv, json_object *params)
                 { "policy", required_argument, NULL, 'p' },
                 { "local-alloc-limit", required_argument, NULL, 'a' },
                 { "appliance", required_argument, NULL, 'A' },
+                { "file-dir", required_argument, NULL, 'f' },
                 {},
         };
         static const char *const keys[128] = {
                 ['g'] = "cgroup", ['l'] = "local_limit", ['e'] = "external",
                 ['p'] = "policy", ['a'] = "local_alloc_limit", ['A'] = "appliance",
+                ['f'] = "file_dir",
         };
         int c;
 
@@ -165,7 +167,7 @@ static void usage(void)
                "  stats ID\n"
                "  attach ID --cgroup DIR --local-limit SIZE --external SIZE\n"
                "         [--policy local-first|external-first|ratio:N]\n"
-               "         [--local-alloc-limit SIZE] [--appliance URI]\n"
+               "         [--local-alloc-limit SIZE] [--appliance URI] [--file-dir DIR]\n"
                "  detach ID [--force]\n");
 }
 

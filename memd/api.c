@@ -109,6 +109,9 @@ int api_attach_validate(struct api_attach *a, struct xmem_error *err)
                                       "params.local_alloc_limit: must not exceed local_limit");
         if (a->appliance && (a->appliance[0] == 0 || strlen(a->appliance) >= 256))
                 return xmem_error_set(err, -EINVAL, "params.appliance: must be an endpoint URI");
+        if (a->file_dir && (!cgroup_path_ok(a->file_dir) || strlen(a->file_dir) >= 4096))
+                return xmem_error_set(err, -EINVAL,
+                                      "params.file_dir: must be an absolute, normalised path");
         a->policy = pol;
         a->local_alloc_limit = alloc;
         return 0;
@@ -125,6 +128,7 @@ const struct json_field api_attach_fields[] = {
         F("policy", STRING, false, struct api_attach, policy_text),
         F("local_alloc_limit", SIZE, false, struct api_attach, local_alloc_limit),
         F("appliance", STRING, false, struct api_attach, appliance),
+        F("file_dir", STRING, false, struct api_attach, file_dir),
         {},
 };
 const struct json_field api_detach_fields[] = {

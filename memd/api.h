@@ -68,6 +68,7 @@ struct api_attach {
         const char *policy_text; /* NULL: local-first */
         uint64_t local_alloc_limit; /* 0: half the local limit */
         const char *appliance;      /* NULL: all of memd's appliances */
+        const char *file_dir;       /* file memory's directory; NULL: memd's --file-dir */
         struct api_policy policy;   /* parsed from policy_text */
 };
 

@@ -50,6 +50,8 @@ struct container {
         struct arena_quota quota; /* external, in pages: what its arenas have written */
         struct api_policy policy;
         char *appliance;   /* NULL: striped over all of memd's appliances */
+        char *file_dir;    /* file memory's directory (NULL: none) and its fd (O_PATH) */
+        int file_dirfd;
         struct xmem_transport **transports; /* borrowed from the manager */
         size_t n_transports;
         uint32_t chunk_size; /* the stripe over appliances (the arena's state is per page) */

@@ -129,6 +129,7 @@ int method_register(struct api_call *call, union api_params *p, struct xmem_erro
 bool is_userfaultfd(int fd);
 int method_fork(struct api_call *call, union api_params *p, struct xmem_error *err);
 int method_discard(struct api_call *call, union api_params *p, struct xmem_error *err);
+int method_file(struct api_call *call, union api_params *p, struct xmem_error *err);
 
 /* adopt.c: re-adoption after a restart (docs/memd.md "State directory") */
 /* Read the state directory: every container in it attached again, its live

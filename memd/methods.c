@@ -29,6 +29,7 @@ const struct api_method api_methods[] = {
     {"shim.register", api_register_fields, api_check_register, CONTAINER, 1, method_register},
     {"shim.fork", api_no_fields, NULL, CONTAINER, 0, method_fork},
     {"shim.discard", api_discard_fields, api_check_discard, CONTAINER, 0, method_discard},
+    {"shim.file", api_no_fields, NULL, CONTAINER, 0, method_file},
     /* after a memd restart: the arena memfd and the userfaultfd again (adopt.c) */
     {"shim.resume", api_register_fields, api_check_register, CONTAINER, 2, method_resume},
 };
@@ -53,6 +54,8 @@ static int method_attach(struct api_call *call, union api_params *p, struct xmem
         struct container *c = manager_find_container(m, a->id);
         int r;
 
+        if (!a->file_dir) /* memd's default directory, if it has one */
+                a->file_dir = m->cfg.file_dir;
         if (c) {
                 if (!container_same(c, a))
                         return xmem_error_set(err, -EEXIST,

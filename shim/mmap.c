@@ -1,7 +1,7 @@
 /* mmap.c: the application's anonymous mmap/munmap/mremap/madvise. Plain
- * large private anonymous read-write requests follow the policy (local or a
- * range of the external arena); everything else goes to the kernel as is.
- * Ranges inside the arena are never unmapped: their pages are punched out and
+ * large private anonymous read-write requests follow the policy (local, a
+ * range of the external arena or of the file memory); everything else goes to
+ * the kernel as is. Ranges inside the zones are never unmapped: their pages are punched out and
  * the range made inaccessible until it is handed out again. */
 /* mmap and mmap64 are two exported names here: no off_t redirection */
 #undef _FILE_OFFSET_BITS
@@ -73,19 +73,6 @@ static bool plain_anonymous(void *addr, size_t len, int prot, int flags, off_t o
                len <= (1ULL << 46);
 }
 
-static void *arena_mmap(size_t len)
-{
-        size_t alen = ALIGN_UP(len, SHIM_PAGE);
-        bool zero;
-        char *p = shim_arena_alloc(alen, SHIM_PAGE, &zero);
-
-        if (!p)
-                return NULL;
-        if (!zero)
-                memset(p, 0, alen); /* mmap promises zeros; memd may refill old data */
-        return p;
-}
-
 _export_ void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
         void *p;
@@ -93,16 +80,18 @@ _export_ void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t o
         if (atomic_load_explicit(&shim_state.attached, memory_order_acquire) &&
             plain_anonymous(addr, len, prot, flags, off)) {
                 size_t alen = ALIGN_UP(len, SHIM_PAGE);
-                enum shim_placement where = shim_place(alen, true);
+                enum shim_placement where;
+                bool zero;
 
-                if (where == SHIM_EXTERNAL) {
-                        if ((p = arena_mmap(len)))
-                                return p;
-                        shim_uncharge(SHIM_EXTERNAL, alen);
-                        where = shim_place(alen, false);
+                p = shim_zone_place(alen, SHIM_PAGE, &zero, &where);
+                if (p) {
+                        if (!zero) /* mmap promises zeros; memd may refill old data */
+                                memset(p, 0, alen);
+                        return p;
                 }
                 if (where == SHIM_NONE) {
-                        /* the container's local limit and external quota are used up */
+                        /* the container's local limit, external quota and file
+                         * space are used up */
                         errno = ENOMEM;
                         return MAP_FAILED;
                 }
@@ -113,8 +102,8 @@ _export_ void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t o
                         shim_uncharge(SHIM_LOCAL, alen);
                 return p;
         }
-        if ((flags & MAP_FIXED) && shim_overlaps_arena(addr, len)) {
-                /* replacing part of the arena would lose its registration */
+        if ((flags & MAP_FIXED) && shim_overlaps_zone(addr, len)) {
+                /* replacing part of a zone would lose its registration */
                 errno = EINVAL;
                 return MAP_FAILED;
         }
@@ -124,59 +113,77 @@ _export_ void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t o
 _export_ void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off)
         __attribute__((alias("mmap")));
 
-/* Give back the arena part of a range the application unmaps. */
-static void arena_unmap(uint64_t start, uint64_t end)
+/* Give back the part in Z of a range the application unmaps. */
+static void zone_unmap(struct shim_zone *z, uint64_t start, uint64_t end)
 {
-        uint64_t s = MAX(start, shim_state.base);
-        uint64_t e = MIN(end, shim_state.base + shim_state.size);
+        uint64_t s = MAX(start, z->base);
+        uint64_t e = MIN(end, z->base + z->size);
 
         if (s >= e)
                 return;
-        shim_arena_release((void *)s, e - s);
+        shim_zone_release(z, (void *)s, e - s);
         (void)shim_sys_mprotect((void *)s, e - s, PROT_NONE);
+}
+
+/* munmap of [START, END) outside the zones (which may lie inside it). */
+static int unmap_outside(uint64_t start, uint64_t end)
+{
+        const struct shim_zone *zs[2] = { &shim_state.arena, &shim_state.file };
+        int r = 0;
+
+        if (zs[0]->base > zs[1]->base) {
+                zs[0] = &shim_state.file;
+                zs[1] = &shim_state.arena;
+        }
+        for (int i = 0; i < 2 && r == 0 && start < end; i++) {
+                const struct shim_zone *z = zs[i];
+                if (!z->size || z->base + z->size <= start || z->base >= end)
+                        continue;
+                if (start < z->base)
+                        r = shim_sys_munmap((void *)start, z->base - start);
+                start = z->base + z->size;
+        }
+        if (r == 0 && start < end)
+                r = shim_sys_munmap((void *)start, end - start);
+        return r;
 }
 
 _export_ int munmap(void *addr, size_t len)
 {
         uint64_t start = (uint64_t)addr, end;
-        int r = 0;
 
-        if (!shim_overlaps_arena(addr, len) ||
+        if (!shim_overlaps_zone(addr, len) ||
             (start % SHIM_PAGE) || len == 0 || len > UINT64_MAX - start) {
-                r = shim_sys_munmap(addr, len);
+                int r = shim_sys_munmap(addr, len);
                 if (r == 0 && atomic_load_explicit(&shim_state.attached, memory_order_acquire))
                         local_untrack(start, ALIGN_UP(len, SHIM_PAGE));
                 return r;
         }
         end = start + ALIGN_UP(len, SHIM_PAGE);
-        arena_unmap(start, end);
-        /* the parts outside the arena */
-        if (start < shim_state.base)
-                r = shim_sys_munmap(addr, shim_state.base - start);
-        if (r == 0 && end > shim_state.base + shim_state.size)
-                r = shim_sys_munmap((void *)(shim_state.base + shim_state.size),
-                                    end - shim_state.base - shim_state.size);
-        return r;
+        zone_unmap(&shim_state.arena, start, end);
+        zone_unmap(&shim_state.file, start, end);
+        return unmap_outside(start, end);
 }
 
-/* mremap of an arena range: shrink in place, grow in place when the pages
+/* mremap of a zone's range: shrink in place, grow in place when the pages
  * after it are free, else move (copy) when allowed. */
-static void *arena_mremap(void *old, size_t old_len, size_t new_len, int flags)
+static void *zone_mremap(void *old, size_t old_len, size_t new_len, int flags)
 {
         uint64_t o = ALIGN_UP(old_len, SHIM_PAGE), n = ALIGN_UP(new_len, SHIM_PAGE);
+        struct shim_zone *z = shim_zone_of(old, o);
         char *p = old;
         bool zero;
 
-        if ((flags & ~MREMAP_MAYMOVE) || !shim_in_arena(old, o) || new_len == 0) {
+        if ((flags & ~MREMAP_MAYMOVE) || !z || new_len == 0) {
                 errno = EINVAL;
                 return MAP_FAILED;
         }
         if (n <= o) {
                 if (n < o)
-                        arena_unmap((uint64_t)p + n, (uint64_t)p + o);
+                        zone_unmap(z, (uint64_t)p + n, (uint64_t)p + o);
                 return old;
         }
-        if (shim_in_arena(p + o, n - o) && shim_arena_claim(p + o, n - o, &zero) == 0) {
+        if (shim_zone_has(z, p + o, n - o) && shim_zone_claim(z, p + o, n - o, &zero) == 0) {
                 if (!zero)
                         memset(p + o, 0, n - o);
                 return old;
@@ -189,7 +196,7 @@ static void *arena_mremap(void *old, size_t old_len, size_t new_len, int flags)
         if (q == MAP_FAILED)
                 return q;
         memcpy(q, old, MIN(old_len, new_len));
-        arena_unmap((uint64_t)p, (uint64_t)p + o);
+        zone_unmap(z, (uint64_t)p, (uint64_t)p + o);
         return q;
 }
 
@@ -203,9 +210,9 @@ _export_ void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
                 new_addr = va_arg(ap, void *);
                 va_end(ap);
         }
-        if (shim_overlaps_arena(old, old_len ? old_len : 1))
-                return arena_mremap(old, old_len, new_len, flags);
-        if ((flags & MREMAP_FIXED) && shim_overlaps_arena(new_addr, new_len)) {
+        if (shim_overlaps_zone(old, old_len ? old_len : 1))
+                return zone_mremap(old, old_len, new_len, flags);
+        if ((flags & MREMAP_FIXED) && shim_overlaps_zone(new_addr, new_len)) {
                 errno = EINVAL;
                 return MAP_FAILED;
         }
@@ -235,11 +242,11 @@ _export_ int madvise(void *addr, size_t len, int advice)
         /* a private anonymous mapping reads zeros after DONTNEED; an arena
          * range gets the same by zeroing (a punched page could come back with
          * old data from the appliance) */
-        if (shim_in_arena(addr, len) && (advice == MADV_DONTNEED || advice == MADV_REMOVE)) {
+        if (shim_zone_of(addr, len) && (advice == MADV_DONTNEED || advice == MADV_REMOVE)) {
                 memset(addr, 0, len);
                 return 0;
         }
-        if (shim_in_arena(addr, len) && advice == MADV_FREE)
+        if (shim_zone_of(addr, len) && advice == MADV_FREE)
                 return 0; /* contents may stay: a valid MADV_FREE */
         return shim_sys_madvise(addr, len, advice);
 }

@@ -19,7 +19,9 @@
 struct shim_state shim_state = {
         .sock = -1,
         .uffd = -1,
-        .memfd = -1,
+        .devfd = -1,
+        .arena = { .kind = SHIM_EXTERNAL, .fd = -1 },
+        .file = { .kind = SHIM_FILE, .fd = -1 },
         .lock = PTHREAD_MUTEX_INITIALIZER,
 };
 

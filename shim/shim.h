@@ -24,6 +24,7 @@
 
 struct shim_arena_info {
         uint64_t arena_size;
+        uint64_t file_size; /* the file memory's span per process (0: the container has none) */
         uint64_t chunk_size;
         struct shim_policy policy; /* external_quota included */
         int memfd;
@@ -32,23 +33,32 @@ struct shim_arena_info {
         uint32_t acct_slot; /* this process's slot in it */
 };
 
+/* A span of address space the shim hands out page ranges of: the external
+ * arena (the memfd memd serves) or the file memory (a file in the container's
+ * file directory the kernel pages itself). Offset X of FD is at BASE + X. */
+struct shim_zone {
+        enum shim_placement kind; /* SHIM_EXTERNAL or SHIM_FILE */
+        int fd;                   /* -1: the zone does not exist */
+        uint64_t base, size;
+        struct range range; /* under shim_state.lock */
+};
+
 struct shim_state {
         /* Set once the arena is mapped, registered and memd serves it. Read
          * without a lock on every extent/mmap decision. */
         _Atomic bool attached;
         int sock; /* connection to memd (-1: none) */
         int uffd; /* our own reference: faults wait if memd dies */
-        int memfd;
-        uint64_t base, size;
+        int devfd; /* /dev/userfaultfd from memd: conversions make their own */
+        struct shim_zone arena, file;
         struct shim_policy policy;
 
-        pthread_mutex_t lock; /* range */
-        struct range range;
+        pthread_mutex_t lock; /* the zones' ranges */
         /* What this process has charged to the accounting page (atomics, so
          * the same as its slot there). external_credit: a forked child's
          * inherited external bytes, never charged (the clone shares the
          * parent's chunks): freeing them takes from here first. */
-        uint64_t local_bytes, external_bytes, external_credit;
+        uint64_t local_bytes, external_bytes, external_credit, file_bytes;
         /* The container's accounting page (docs/shim.md "Container-wide
          * accounting"), or a private one when memd sent none or before attach. */
         struct xmem_acct *acct;
@@ -71,19 +81,36 @@ void *shim_sys_mremap(void *old, size_t old_len, size_t new_len, int flags, void
 int shim_sys_madvise(void *addr, size_t len, int advice);
 int shim_sys_mprotect(void *addr, size_t len, int prot);
 
+static inline bool shim_zone_has(const struct shim_zone *z, const void *p, size_t len)
+{
+        uint64_t a = (uint64_t)p;
+        return atomic_load_explicit(&shim_state.attached, memory_order_acquire) && z->size &&
+               a >= z->base && a - z->base < z->size && len <= z->size - (a - z->base);
+}
+static inline bool shim_zone_overlaps(const struct shim_zone *z, const void *p, size_t len)
+{
+        uint64_t a = (uint64_t)p;
+        return atomic_load_explicit(&shim_state.attached, memory_order_acquire) && z->size &&
+               a < z->base + z->size && a + len > z->base;
+}
 static inline bool shim_in_arena(const void *p, size_t len)
 {
-        uint64_t a = (uint64_t)p;
-        return atomic_load_explicit(&shim_state.attached, memory_order_acquire) &&
-               a >= shim_state.base && a - shim_state.base < shim_state.size &&
-               len <= shim_state.size - (a - shim_state.base);
+        return shim_zone_has(&shim_state.arena, p, len);
 }
-/* [P, P+LEN) overlaps the arena at all. */
-static inline bool shim_overlaps_arena(const void *p, size_t len)
+/* The zone [P, P+LEN) lies in, NULL when it is local memory (or straddles). */
+static inline struct shim_zone *shim_zone_of(const void *p, size_t len)
 {
-        uint64_t a = (uint64_t)p;
-        return atomic_load_explicit(&shim_state.attached, memory_order_acquire) &&
-               a < shim_state.base + shim_state.size && a + len > shim_state.base;
+        if (shim_zone_has(&shim_state.arena, p, len))
+                return &shim_state.arena;
+        if (shim_zone_has(&shim_state.file, p, len))
+                return &shim_state.file;
+        return NULL;
+}
+/* [P, P+LEN) overlaps a zone at all. */
+static inline bool shim_overlaps_zone(const void *p, size_t len)
+{
+        return shim_zone_overlaps(&shim_state.arena, p, len) ||
+               shim_zone_overlaps(&shim_state.file, p, len);
 }
 
 /* proto.c: memd's socket API (docs/api.md) without malloc or json-c. */
@@ -101,6 +128,18 @@ int shim_proto_discard(int sock, uint64_t offset, uint64_t len);
  * UFFD sent again (both stay ours). */
 int shim_proto_resume(int sock, uint64_t base, uint64_t size, int memfd, int uffd);
 
+/* shim.file: a new file of memd's in the container's file directory. */
+int shim_proto_file(int sock, int *ret_fd, uint64_t *ret_size);
+
+/* filemem.c: the file zone. Attach (FILE_SIZE 0: the container has none;
+ * FORKED: a forked child maps the copy its parent made); failing to get file
+ * memory is no error unless a forked child's heap is there. */
+int shim_file_attach(int sock, uint64_t file_size, bool forked);
+/* In the prepare handler (the socket lock held): a copy of the file for the
+ * child; the parent handler closes it. */
+int shim_file_fork_prepare(void);
+void shim_file_fork_parent(void);
+
 /* watch.c: a thread that notices memd's death and resumes with the next one. */
 void shim_watch_start(void);
 /* arena.c: the lock over shim_state.sock (requests on it, its replacement);
@@ -115,15 +154,29 @@ int shim_arena_attach(int sock, const char *token);
 void shim_arena_atfork_prepare(void);
 void shim_arena_atfork_parent(void);
 void shim_arena_atfork_child(void);
-/* Allocate LEN bytes (page multiple) of arena aligned to ALIGN (power of two,
- * >= page); *RET_ZERO: known to read as zeros. NULL when full. */
-void *shim_arena_alloc(size_t len, size_t align, bool *ret_zero);
-/* Take exactly [ADDR, ADDR+LEN) if free. */
-int shim_arena_claim(void *addr, size_t len, bool *ret_zero);
+
+/* zone.c: page ranges of a zone. Map FD (SIZE bytes) MAP_SHARED,
+ * MADV_DONTFORK, at FIXED_BASE (a forked child: the parent's address) or at a
+ * 2 MiB aligned address of the kernel's choice. */
+int shim_zone_map(int fd, uint64_t size, uint64_t fixed_base, uint64_t *ret_base);
+/* The range bitmap of a zone of SIZE bytes. */
+int shim_zone_range_setup(struct shim_zone *z, uint64_t size);
+/* Allocate LEN bytes (page multiple) of Z aligned to ALIGN (power of two,
+ * >= page); *RET_ZERO: known to read as zeros. NULL when full (file memory:
+ * also when its file system has no room for them). The caller charged LEN. */
+void *shim_zone_alloc(struct shim_zone *z, size_t len, size_t align, bool *ret_zero);
+/* Take exactly [ADDR, ADDR+LEN) of Z if free, charged within the limit. */
+int shim_zone_claim(struct shim_zone *z, void *addr, size_t len, bool *ret_zero);
 /* Drop the contents of [ADDR, ADDR+LEN) (punch a hole), keep the range. */
-int shim_arena_discard(void *addr, size_t len);
-/* Discard and give the range back. */
-void shim_arena_release(void *addr, size_t len);
+int shim_zone_discard(struct shim_zone *z, void *addr, size_t len);
+/* Discard, give the range back and uncharge it. */
+void shim_zone_release(struct shim_zone *z, void *addr, size_t len);
+/* Place SIZE bytes (shim_place) and allocate them when they go to a zone.
+ * *RET_WHERE: where they went; SHIM_LOCAL: charged, the caller maps them;
+ * SHIM_NONE: nothing charged, the request fails with ENOMEM. */
+void *shim_zone_place(uint64_t size, size_t align, bool *ret_zero, enum shim_placement *ret_where);
+/* Room for SIZE more bytes in Z (its range; file memory: its file system). */
+bool shim_zone_room(struct shim_zone *z, uint64_t size);
 
 /* acct.c: the container-wide counters. shim_place decides where SIZE bytes go
  * (TRY_EXTERNAL false: not the arena) and charges them there; SHIM_NONE:

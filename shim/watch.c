@@ -35,7 +35,7 @@ static int try_resume(int *ret_sock)
         r = shim_proto_connect(shim_socket_path(), &sock);
         if (r < 0)
                 return r;
-        r = shim_proto_resume(sock, shim_state.base, shim_state.size, shim_state.memfd,
+        r = shim_proto_resume(sock, shim_state.arena.base, shim_state.arena.size, shim_state.arena.fd,
                               shim_state.uffd);
         if (r < 0) {
                 close(sock);

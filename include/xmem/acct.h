@@ -17,7 +17,8 @@ struct xmem_acct_slot {
         uint64_t pid;            /* memd: the owner (0: free); informational */
         uint64_t local_bytes;    /* the shim: charged local bytes */
         uint64_t external_bytes; /* the shim: charged external bytes */
-        uint64_t reserved;
+        uint64_t file_bytes;     /* the shim: its file memory in use (no limit: the
+                                  * file system's free space is) */
 };
 
 struct xmem_acct_header {
