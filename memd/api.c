@@ -12,6 +12,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "api.h"
+#include <xmem/acct.h>
 #include "errno-name.h"
 #include "fdio.h"
 #include "json-util.h"
@@ -140,6 +141,11 @@ const struct json_field api_stats_fields[] = {
         F("id", STRING, false, struct api_id, id),
         {},
 };
+const struct json_field api_convert_fields[] = {
+        F("id", STRING, true, struct api_convert, id),
+        F("to", STRING, true, struct api_convert, to),
+        {},
+};
 const struct json_field api_no_fields[] = {
         {},
 };
@@ -163,6 +169,21 @@ const struct json_field api_discard_fields[] = {
 int api_check_attach(union api_params *p, struct xmem_error *err)
 {
         return api_attach_validate(&p->attach, err);
+}
+
+int api_check_convert(union api_params *p, struct xmem_error *err)
+{
+        struct api_convert *c = &p->convert;
+
+        if (!api_id_valid(c->id))
+                return xmem_error_set(err, -EINVAL, "params.id: must match [A-Za-z0-9_.-]{1,128}");
+        if (strcmp(c->to, "local") == 0)
+                c->target = XMEM_CONVERT_LOCAL;
+        else if (strcmp(c->to, "file") == 0)
+                c->target = XMEM_CONVERT_FILE;
+        else
+                return xmem_error_set(err, -EINVAL, "params.to: must be local or file");
+        return 0;
 }
 
 int api_check_id(union api_params *p, struct xmem_error *err)

@@ -92,7 +92,14 @@ struct api_discard {
         uint64_t length;
 };
 
+struct api_convert {
+        const char *id;
+        const char *to; /* "local" or "file" */
+        int target;     /* XMEM_CONVERT_*, from TO */
+};
+
 union api_params {
+        struct api_convert convert;
         struct api_discard discard;
         struct api_attach attach;
         struct api_id id;
@@ -126,6 +133,8 @@ int api_check_id(union api_params *p, struct xmem_error *err); /* a valid id, if
 int api_check_hello(union api_params *p, struct xmem_error *err);
 int api_check_register(union api_params *p, struct xmem_error *err);
 int api_check_discard(union api_params *p, struct xmem_error *err);
+extern const struct json_field api_convert_fields[];
+int api_check_convert(union api_params *p, struct xmem_error *err);
 
 /* Parse and validate one datagram. On failure ERR holds the complete reply
  * message ("attach: params.id: ...", "request: invalid JSON: ...") and *RET is

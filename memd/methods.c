@@ -16,6 +16,7 @@ static int method_attach(struct api_call *call, union api_params *p, struct xmem
 static int method_detach(struct api_call *call, union api_params *p, struct xmem_error *err);
 static int method_list(struct api_call *call, union api_params *p, struct xmem_error *err);
 static int method_stats(struct api_call *call, union api_params *p, struct xmem_error *err);
+static int method_convert(struct api_call *call, union api_params *p, struct xmem_error *err);
 
 #define ADMIN API_CALLER_ADMIN
 #define CONTAINER API_CALLER_CONTAINER
@@ -25,6 +26,7 @@ const struct api_method api_methods[] = {
     {"detach", api_detach_fields, api_check_id, ADMIN, 0, method_detach},
     {"list", api_no_fields, NULL, ADMIN, 0, method_list},
     {"stats", api_stats_fields, api_check_id, ADMIN | CONTAINER, 0, method_stats},
+    {"convert", api_convert_fields, api_check_convert, ADMIN, 0, method_convert},
     {"shim.hello", api_hello_fields, api_check_hello, CONTAINER, 0, method_hello},
     {"shim.register", api_register_fields, api_check_register, CONTAINER, 1, method_register},
     {"shim.fork", api_no_fields, NULL, CONTAINER, 0, method_fork},
@@ -161,5 +163,31 @@ static int method_stats(struct api_call *call, union api_params *p, struct xmem_
         if (!c)
                 return err->code;
         call->result = container_stats_json(c);
+        return 0;
+}
+
+/* Ask every shim of the container to convert (docs/shim.md "Conversion"):
+ * a new request in the accounting page, which their watcher threads poll. */
+static int method_convert(struct api_call *call, union api_params *p, struct xmem_error *err)
+{
+        struct api_convert *cv = &p->convert;
+        struct container *c = manager_find_container(call->m, cv->id);
+
+        if (!c)
+                return xmem_error_set(err, -ENOENT, "no container %s", cv->id);
+        if (cv->target == XMEM_CONVERT_FILE && c->file_dirfd < 0)
+                return xmem_error_set(err, -EOPNOTSUPP,
+                                      "container %s has no file directory (io.xmem.file-dir, "
+                                      "memd --file-dir)",
+                                      c->id);
+        uint64_t seq = (__atomic_load_n(&c->acct->h.convert, __ATOMIC_RELAXED) >> 8) + 1;
+        __atomic_store_n(&c->acct->h.convert, (seq << 8) | (uint64_t)cv->target,
+                         __ATOMIC_RELEASE);
+        log_info("container %s: conversion to %s requested (%llu)", c->id, cv->to,
+                 (unsigned long long)seq);
+        call->result = json_object_new_object();
+        json_object_object_add(call->result, "id", json_object_new_string(c->id));
+        json_object_object_add(call->result, "to", json_object_new_string(cv->to));
+        json_object_object_add(call->result, "request", json_object_new_int64((int64_t)seq));
         return 0;
 }

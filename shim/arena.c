@@ -165,6 +165,8 @@ void shim_arena_atfork_prepare(void)
 {
         if (!atomic_load_explicit(&shim_state.attached, memory_order_acquire))
                 return;
+        /* no conversion half done in the child (convert.c) */
+        shim_locals_busy(true);
         /* held until the parent or child handler: concurrent forks queue here */
         pthread_mutex_lock(&sock_lock);
         shim_state.fork_prepared = fork_snapshot() && shim_file_fork_prepare() == 0;
@@ -177,6 +179,7 @@ void shim_arena_atfork_parent(void)
         shim_state.fork_prepared = false;
         shim_file_fork_parent();
         pthread_mutex_unlock(&sock_lock);
+        shim_locals_busy(false);
 }
 
 
@@ -204,6 +207,8 @@ void shim_arena_atfork_child(void)
         pthread_mutex_init(&sock_lock, NULL);
         pthread_cond_init(&sock_back, NULL);
         pthread_mutex_init(&shim_state.lock, NULL);
+        shim_locals_atfork_child();
+        shim_convert_atfork_child();
         shim_state.memd_away = false;
         atomic_store_explicit(&shim_state.attached, false, memory_order_release);
         /* the parent's accounting page is not mapped here (MADV_DONTFORK):

@@ -47,6 +47,18 @@ static int file_copy(int fd, int to)
         return errno == ENXIO ? 0 : -errno; /* ENXIO: no data beyond */
 }
 
+static bool remap_failed;
+
+static void remap_converted(const struct shim_local *l)
+{
+        const struct shim_zone *z = &shim_state.file;
+        void *p = shim_sys_mmap((void *)l->start, l->len, PROT_READ | PROT_WRITE,
+                                MAP_SHARED | MAP_FIXED_NOREPLACE, z->fd, (off_t)l->off);
+
+        if (p != (void *)l->start || shim_sys_madvise(p, l->len, MADV_DONTFORK) < 0)
+                remap_failed = true;
+}
+
 int shim_file_attach(int sock, uint64_t file_size, bool forked)
 {
         struct shim_zone *z = &shim_state.file;
@@ -70,7 +82,10 @@ int shim_file_attach(int sock, uint64_t file_size, bool forked)
                         return 0;
                 }
                 z->fd = fd;
-                return 0;
+                /* ranges converted to file memory map the copy too */
+                remap_failed = false;
+                shim_locals_each(SHIM_FILE, remap_converted);
+                return remap_failed ? -EIO : 0;
         }
         if (file_size == 0)
                 return 0; /* the container has no file directory */

@@ -69,6 +69,8 @@ static void *hook_alloc(extent_hooks_t *h, void *new_addr, size_t size, size_t a
                         p = local_map(new_addr, size, align);
                         if (!p)
                                 shim_uncharge(SHIM_LOCAL, size);
+                        else
+                                shim_locals_track((uint64_t)p, size);
                 }
         } else if (metadata) {
                 /* metadata blocks are 2 MiB of address space each but mostly
@@ -83,6 +85,8 @@ static void *hook_alloc(extent_hooks_t *h, void *new_addr, size_t size, size_t a
                         p = local_map(NULL, size, align);
                         if (!p)
                                 shim_uncharge(SHIM_LOCAL, size);
+                        else
+                                shim_locals_track((uint64_t)p, size);
                 }
                 /* SHIM_NONE: the container's local limit, external quota and
                  * file space are all used up: malloc fails with ENOMEM */
@@ -113,8 +117,12 @@ static void hook_destroy(extent_hooks_t *h, void *addr, size_t size, bool commit
                 shim_zone_release(z, addr, size);
                 return;
         }
+        /* not while a conversion works on it; a converted piece gives its
+         * file pages back */
+        shim_locals_busy(true);
         shim_sys_munmap(addr, size);
-        shim_uncharge(SHIM_LOCAL, size);
+        shim_locals_untrack((uint64_t)addr, size, true);
+        shim_locals_busy(false);
 }
 
 /* Memory is always committed (Linux overcommits), as jemalloc's default. */
@@ -122,6 +130,24 @@ static bool hook_commit(extent_hooks_t *h, void *addr, size_t size, size_t off, 
                         unsigned arena_ind)
 {
         return true;
+}
+
+/* Purge local [P, P+LEN) (true: failed). A part converted to file memory is
+ * punched out of the file (zeros, as DONTNEED gives); not while a conversion
+ * works on it. */
+static bool local_purge(char *p, size_t len, int advice)
+{
+        bool failed;
+
+        shim_locals_busy(true);
+        if (shim_locals_converted((uint64_t)p, len) && shim_locals_purge(p, len) < 0) {
+                shim_locals_busy(false);
+                return true;
+        }
+        failed = shim_sys_madvise(p, len, advice) < 0 &&
+                 shim_sys_madvise(p, len, MADV_DONTNEED) < 0;
+        shim_locals_busy(false);
+        return failed;
 }
 
 static bool hook_purge_lazy(extent_hooks_t *h, void *addr, size_t size, size_t off,
@@ -134,8 +160,7 @@ static bool hook_purge_lazy(extent_hooks_t *h, void *addr, size_t size, size_t o
                 /* free the pages; arena contents are undefined afterwards
                  * (memd may refill stale data), hence lazy, never forced */
                 return shim_zone_discard(z, p, len) < 0;
-        return shim_sys_madvise(p, len, MADV_FREE) < 0 &&
-               shim_sys_madvise(p, len, MADV_DONTNEED) < 0;
+        return local_purge(p, len, MADV_FREE);
 }
 
 static bool hook_purge_forced(extent_hooks_t *h, void *addr, size_t size, size_t off,
@@ -150,7 +175,7 @@ static bool hook_purge_forced(extent_hooks_t *h, void *addr, size_t size, size_t
                 return shim_zone_discard(&shim_state.file, p, len) < 0;
         if (shim_overlaps_zone(p, len))
                 return true;
-        return shim_sys_madvise(p, len, MADV_DONTNEED) < 0;
+        return local_purge(p, len, MADV_DONTNEED);
 }
 
 static bool hook_split(extent_hooks_t *h, void *addr, size_t size, size_t size_a,

@@ -16,56 +16,6 @@
 #include "shim.h"
 
 #define _export_ __attribute__((visibility("default")))
-#define LOCAL_TRACK_MAX 1024
-
-/* The application's local mappings charged against local_alloc_limit, so a
- * munmap gives their bytes back (untracked ones stay charged: errs towards
- * external, never towards the local limit). Under shim_state.lock. */
-static struct {
-        uint64_t start, len;
-} local_maps[LOCAL_TRACK_MAX];
-static unsigned n_local_maps;
-
-/* Remember a mapping whose bytes the caller charged. */
-static void local_track(uint64_t start, uint64_t len)
-{
-        pthread_mutex_lock(&shim_state.lock);
-        if (n_local_maps < LOCAL_TRACK_MAX)
-                local_maps[n_local_maps++] = (typeof(local_maps[0])){ start, len };
-        pthread_mutex_unlock(&shim_state.lock);
-}
-
-/* [START, START+LEN) is gone: drop it from the tracked mappings. */
-static void local_untrack(uint64_t start, uint64_t len)
-{
-        uint64_t end = start + len, freed = 0;
-
-        pthread_mutex_lock(&shim_state.lock);
-        for (unsigned i = 0; i < n_local_maps; i++) {
-                uint64_t s = local_maps[i].start, e = s + local_maps[i].len;
-                if (e <= start || s >= end)
-                        continue;
-                uint64_t os = MAX(s, start), oe = MIN(e, end);
-                freed += oe - os;
-                if (os == s && oe == e) {
-                        local_maps[i--] = local_maps[--n_local_maps];
-                } else if (os == s) {
-                        local_maps[i] = (typeof(local_maps[0])){ oe, e - oe };
-                } else if (oe == e) {
-                        local_maps[i].len = os - s;
-                } else {
-                        local_maps[i].len = os - s;
-                        if (n_local_maps < LOCAL_TRACK_MAX)
-                                local_maps[n_local_maps++] =
-                                        (typeof(local_maps[0])){ oe, e - oe };
-                        else
-                                freed -= e - oe; /* stays charged */
-                }
-        }
-        pthread_mutex_unlock(&shim_state.lock);
-        shim_uncharge(SHIM_LOCAL, freed);
-}
-
 static bool plain_anonymous(void *addr, size_t len, int prot, int flags, off_t off)
 {
         return addr == NULL && off == 0 && prot == (PROT_READ | PROT_WRITE) &&
@@ -97,7 +47,7 @@ _export_ void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t o
                 }
                 p = shim_sys_mmap(addr, len, prot, flags, fd, off);
                 if (p != MAP_FAILED)
-                        local_track((uint64_t)p, alen);
+                        shim_locals_track((uint64_t)p, alen);
                 else
                         shim_uncharge(SHIM_LOCAL, alen);
                 return p;
@@ -154,9 +104,15 @@ _export_ int munmap(void *addr, size_t len)
 
         if (!shim_overlaps_zone(addr, len) ||
             (start % SHIM_PAGE) || len == 0 || len > UINT64_MAX - start) {
+                bool attached = atomic_load_explicit(&shim_state.attached, memory_order_acquire);
+                /* not while a conversion works on it (locals.c) */
+                if (attached)
+                        shim_locals_busy(true);
                 int r = shim_sys_munmap(addr, len);
-                if (r == 0 && atomic_load_explicit(&shim_state.attached, memory_order_acquire))
-                        local_untrack(start, ALIGN_UP(len, SHIM_PAGE));
+                if (r == 0 && attached)
+                        shim_locals_untrack(start, ALIGN_UP(len, SHIM_PAGE), false);
+                if (attached)
+                        shim_locals_busy(false);
                 return r;
         }
         end = start + ALIGN_UP(len, SHIM_PAGE);
@@ -200,6 +156,27 @@ static void *zone_mremap(void *old, size_t old_len, size_t new_len, int flags)
         return q;
 }
 
+static void *converted_mremap(void *old, size_t old_len, size_t new_len, int flags)
+{
+        uint64_t o = ALIGN_UP(old_len, SHIM_PAGE), n = ALIGN_UP(new_len, SHIM_PAGE);
+
+        if (n <= o) {
+                if (n < o)
+                        (void)munmap((char *)old + n, o - n);
+                return old;
+        }
+        if (!(flags & MREMAP_MAYMOVE)) {
+                errno = ENOMEM;
+                return MAP_FAILED;
+        }
+        void *q = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (q == MAP_FAILED)
+                return q;
+        memcpy(q, old, MIN(old_len, new_len));
+        (void)munmap(old, o);
+        return q;
+}
+
 _export_ void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 {
         void *new_addr = NULL, *p;
@@ -216,24 +193,22 @@ _export_ void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
                 errno = EINVAL;
                 return MAP_FAILED;
         }
+        if (!atomic_load_explicit(&shim_state.attached, memory_order_acquire))
+                return shim_sys_mremap(old, old_len, new_len, flags, new_addr);
+        /* a converted range is a mapping of our file: growing it would reach
+         * other extents' pages, so it moves by copying like a zone range */
+        if (shim_locals_converted((uint64_t)old, old_len) && !(flags & MREMAP_FIXED))
+                return converted_mremap(old, old_len, new_len, flags);
+        shim_locals_busy(true);
         p = shim_sys_mremap(old, old_len, new_len, flags, new_addr);
-        if (p != MAP_FAILED && atomic_load_explicit(&shim_state.attached, memory_order_acquire)) {
-                /* a tracked local mapping moved or changed size */
-                pthread_mutex_lock(&shim_state.lock);
-                bool tracked = false;
-                for (unsigned i = 0; i < n_local_maps; i++)
-                        if (local_maps[i].start == (uint64_t)old) {
-                                tracked = true;
-                                break;
-                        }
-                pthread_mutex_unlock(&shim_state.lock);
-                if (tracked) {
-                        /* already done by the kernel: charged whatever the limit */
-                        local_untrack((uint64_t)old, ALIGN_UP(old_len, SHIM_PAGE));
-                        (void)shim_charge(SHIM_LOCAL, ALIGN_UP(new_len, SHIM_PAGE), false);
-                        local_track((uint64_t)p, ALIGN_UP(new_len, SHIM_PAGE));
-                }
+        if (p != MAP_FAILED && shim_locals_tracked((uint64_t)old)) {
+                /* a tracked local mapping moved or changed size: already done
+                 * by the kernel, charged whatever the limit */
+                shim_locals_untrack((uint64_t)old, ALIGN_UP(old_len, SHIM_PAGE), false);
+                (void)shim_charge(SHIM_LOCAL, ALIGN_UP(new_len, SHIM_PAGE), false);
+                shim_locals_track((uint64_t)p, ALIGN_UP(new_len, SHIM_PAGE));
         }
+        shim_locals_busy(false);
         return p;
 }
 
@@ -248,5 +223,17 @@ _export_ int madvise(void *addr, size_t len, int advice)
         }
         if (shim_zone_of(addr, len) && advice == MADV_FREE)
                 return 0; /* contents may stay: a valid MADV_FREE */
+        if ((advice == MADV_DONTNEED || advice == MADV_REMOVE || advice == MADV_FREE) &&
+            atomic_load_explicit(&shim_state.attached, memory_order_acquire) &&
+            shim_locals_converted((uint64_t)addr, len)) {
+                /* a converted range maps our file: its pages read zeros once
+                 * punched, as anonymous memory would after DONTNEED */
+                shim_locals_busy(true);
+                int r = shim_locals_purge(addr, len);
+                if (r == 0)
+                        r = shim_sys_madvise(addr, len, MADV_DONTNEED);
+                shim_locals_busy(false);
+                return r;
+        }
         return shim_sys_madvise(addr, len, advice);
 }

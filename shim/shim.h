@@ -193,6 +193,45 @@ void shim_acct_use_private(void);
  * counters over (a forked child adds its inherited local bytes). */
 int shim_acct_use_page(int fd, uint32_t slot);
 
+/* locals.c: the local ranges this shim owns (jemalloc's local extents, the
+ * application's tracked local mappings) and those converted to file memory. */
+struct shim_local {
+        uint64_t start, len;
+        uint64_t off;                /* converted: the file offset of START */
+        enum shim_placement where;   /* SHIM_LOCAL, or SHIM_FILE once converted */
+};
+void shim_locals_track(uint64_t start, uint64_t len);
+/* [START, START+LEN) is gone: uncharge its local parts (ALL_CHARGED: also the
+ * untracked remainder), give converted parts' file pages back. */
+void shim_locals_untrack(uint64_t start, uint64_t len, bool all_charged);
+bool shim_locals_tracked(uint64_t start);
+/* Does [START, START+LEN) overlap a range converted to file memory? */
+bool shim_locals_converted(uint64_t start, uint64_t len);
+/* Punch the converted parts of [ADDR, ADDR+LEN) out of the file. */
+int shim_locals_purge(void *addr, size_t len);
+/* The tracked range in WHERE with the lowest start >= AFTER (a copy). */
+bool shim_locals_pick(enum shim_placement where, uint64_t after, struct shim_local *ret);
+/* Mark the range exactly [START, START+LEN) as in WHERE at file offset OFF. */
+int shim_locals_set(uint64_t start, uint64_t len, enum shim_placement where, uint64_t off);
+/* FN on every range in WHERE (under the table's lock: FN must not call in). */
+void shim_locals_each(enum shim_placement where, void (*fn)(const struct shim_local *l));
+/* The lock a conversion holds over its range; munmap, destroy, purge and
+ * mremap of local ranges take it too. */
+void shim_locals_busy(bool lock);
+void shim_locals_atfork_child(void);
+
+/* convert.c: convert every local range this shim owns to TO (SHIM_FILE), or
+ * every converted one back (SHIM_LOCAL), while the program runs. */
+struct shim_convert_stats {
+        uint64_t ranges, bytes, failed, rounds, held_faults;
+        uint64_t last_window_ns, max_window_ns; /* writers held (to file); the swap (back) */
+        uint64_t total_ns;
+};
+int shim_convert(enum shim_placement to, struct shim_convert_stats *ret);
+void shim_convert_atfork_child(void);
+/* The last conversion's figures. */
+void shim_convert_last(struct shim_convert_stats *ret);
+
 /* hooks.c: jemalloc extent hooks on every arena. */
 int shim_hooks_install(void);
 

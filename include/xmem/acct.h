@@ -30,8 +30,12 @@ struct xmem_acct_header {
         uint64_t local_bytes;       /* container-wide charged local bytes */
         uint64_t external_bytes;    /* container-wide charged external bytes */
         uint64_t refused;           /* requests refused with ENOMEM (both full) */
-        uint64_t reserved;
+        uint64_t convert;           /* memd: a conversion request, (sequence << 8) |
+                                     * XMEM_CONVERT_*; every shim acts on each new one */
 };
+
+#define XMEM_CONVERT_LOCAL 1 /* converted ranges back to local memory */
+#define XMEM_CONVERT_FILE 2  /* local ranges to file memory */
 
 struct xmem_acct {
         struct xmem_acct_header h;
