@@ -157,6 +157,13 @@ static int build(int argc, char **argv, json_object *params)
         }
         if (strcmp(verb, "attach") == 0)
                 return attach_params(argc, argv, params);
+        if (strcmp(verb, "resize") == 0) {
+                if (argc != 4 || strcmp(argv[2], "--local-limit") != 0)
+                        return -EINVAL;
+                json_object_object_add(params, "id", json_object_new_string(argv[1]));
+                json_object_object_add(params, "local_limit", json_object_new_string(argv[3]));
+                return 0;
+        }
         if (strcmp(verb, "convert") == 0) {
                 if (argc != 4 || strcmp(argv[2], "--to") != 0)
                         return -EINVAL;
@@ -176,7 +183,8 @@ static void usage(void)
                "         [--policy local-first|external-first|ratio:N]\n"
                "         [--local-alloc-limit SIZE] [--appliance URI] [--file-dir DIR]\n"
                "  detach ID [--force]\n"
-               "  convert ID --to local|file\n");
+               "  convert ID --to local|file\n"
+               "  resize ID --local-limit SIZE\n");
 }
 
 int main(int argc, char **argv)

@@ -146,6 +146,11 @@ const struct json_field api_convert_fields[] = {
         F("to", STRING, true, struct api_convert, to),
         {},
 };
+const struct json_field api_resize_fields[] = {
+        F("id", STRING, true, struct api_resize, id),
+        F("local_limit", SIZE, false, struct api_resize, local_limit),
+        {},
+};
 const struct json_field api_no_fields[] = {
         {},
 };
@@ -183,6 +188,19 @@ int api_check_convert(union api_params *p, struct xmem_error *err)
                 c->target = XMEM_CONVERT_FILE;
         else
                 return xmem_error_set(err, -EINVAL, "params.to: must be local or file");
+        return 0;
+}
+
+int api_check_resize(union api_params *p, struct xmem_error *err)
+{
+        struct api_resize *rs = &p->resize;
+
+        if (!api_id_valid(rs->id))
+                return xmem_error_set(err, -EINVAL, "params.id: must match [A-Za-z0-9_.-]{1,128}");
+        if (rs->local_limit == 0)
+                return xmem_error_set(err, -EINVAL, "params: nothing to resize (local_limit)");
+        if (rs->local_limit < API_MIN_LOCAL_LIMIT || rs->local_limit > API_MAX_SIZE)
+                return xmem_error_set(err, -EINVAL, "params.local_limit: must be from 4M to 1P");
         return 0;
 }
 

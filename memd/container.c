@@ -178,7 +178,7 @@ int container_new(const struct api_attach *a, enum cgroup_version version, const
         if (!c)
                 return xmem_error_set(err, -ENOMEM, "out of memory");
         c->acct_fd = c->sock_dirfd = c->sock_fd = c->file_dirfd = -1;
-        c->local_limit = a->local_limit;
+        c->local_limit = c->applied_limit = a->local_limit;
         c->external = ALIGN_UP(a->external, (uint64_t)stripe * n_transports);
         c->quota.limit = c->external / ARENA_PAGE_SIZE;
         c->local_alloc_limit = a->local_alloc_limit;

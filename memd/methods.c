@@ -17,6 +17,7 @@ static int method_detach(struct api_call *call, union api_params *p, struct xmem
 static int method_list(struct api_call *call, union api_params *p, struct xmem_error *err);
 static int method_stats(struct api_call *call, union api_params *p, struct xmem_error *err);
 static int method_convert(struct api_call *call, union api_params *p, struct xmem_error *err);
+static int method_resize(struct api_call *call, union api_params *p, struct xmem_error *err);
 
 #define ADMIN API_CALLER_ADMIN
 #define CONTAINER API_CALLER_CONTAINER
@@ -27,6 +28,7 @@ const struct api_method api_methods[] = {
     {"list", api_no_fields, NULL, ADMIN, 0, method_list},
     {"stats", api_stats_fields, api_check_id, ADMIN | CONTAINER, 0, method_stats},
     {"convert", api_convert_fields, api_check_convert, ADMIN, 0, method_convert},
+    {"resize", api_resize_fields, api_check_resize, ADMIN, 0, method_resize},
     {"shim.hello", api_hello_fields, api_check_hello, CONTAINER, 0, method_hello},
     {"shim.register", api_register_fields, api_check_register, CONTAINER, 1, method_register},
     {"shim.fork", api_no_fields, NULL, CONTAINER, 0, method_fork},
@@ -180,14 +182,32 @@ static int method_convert(struct api_call *call, union api_params *p, struct xme
                                       "container %s has no file directory (io.xmem.file-dir, "
                                       "memd --file-dir)",
                                       c->id);
-        uint64_t seq = (__atomic_load_n(&c->acct->h.convert, __ATOMIC_RELAXED) >> 8) + 1;
-        __atomic_store_n(&c->acct->h.convert, (seq << 8) | (uint64_t)cv->target,
-                         __ATOMIC_RELEASE);
-        log_info("container %s: conversion to %s requested (%llu)", c->id, cv->to,
-                 (unsigned long long)seq);
+        container_convert_request(c, cv->target);
+        uint64_t seq = __atomic_load_n(&c->acct->h.convert, __ATOMIC_RELAXED) >> 8;
         call->result = json_object_new_object();
         json_object_object_add(call->result, "id", json_object_new_string(c->id));
         json_object_object_add(call->result, "to", json_object_new_string(cv->to));
         json_object_object_add(call->result, "request", json_object_new_int64((int64_t)seq));
+        return 0;
+}
+
+/* A new local limit while the container runs (memd/resize.c). */
+static int method_resize(struct api_call *call, union api_params *p, struct xmem_error *err)
+{
+        struct api_resize *rs = &p->resize;
+        struct container *c = manager_find_container(call->m, rs->id);
+        int r;
+
+        if (!c)
+                return xmem_error_set(err, -ENOENT, "no container %s", rs->id);
+        r = container_resize(c, rs->local_limit, manager_now_usec(call->m), err);
+        if (r < 0)
+                return r;
+        r = state_save(call->m, c, err); /* a restarted memd keeps the new limit */
+        if (r < 0)
+                return r;
+        call->result = container_to_json(c);
+        json_object_object_add(call->result, "pending",
+                               json_object_new_boolean(c->resize_pending));
         return 0;
 }

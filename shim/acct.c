@@ -71,8 +71,9 @@ bool shim_charge(enum shim_placement where, uint64_t size, bool limited)
         }
         bool local = where == SHIM_LOCAL;
         uint64_t *total = local ? &a->h.local_bytes : &a->h.external_bytes;
+        /* the local allowance from the page: memd changes it on a resize */
         uint64_t limit = !limited || !attached()       ? UINT64_MAX
-                         : local                        ? shim_state.policy.local_alloc_limit
+                         : local                        ? ld(&a->h.local_alloc_limit)
                                                         : shim_state.policy.external_quota;
 
         if (!add_within(total, size, limit))
@@ -128,7 +129,9 @@ enum shim_placement shim_place(uint64_t size, bool try_external)
                         .resident_cache = ext,
                         .file_room = file_room,
                 };
-                enum shim_placement where = shim_policy_place(&shim_state.policy, &u, size, room);
+                struct shim_policy pol = shim_state.policy;
+                pol.local_alloc_limit = ld(&a->h.local_alloc_limit); /* resize */
+                enum shim_placement where = shim_policy_place(&pol, &u, size, room);
 
                 if (where == SHIM_NONE)
                         break;

@@ -348,6 +348,10 @@ static int to_file(const struct shim_local *l)
         }
         (void)shim_locals_set(l->start, l->len, SHIM_FILE, (uint64_t)dst - z->base);
         shim_uncharge(SHIM_LOCAL, l->len);
+        /* start the write-back now: clean pages are what the kernel can drop
+         * when memd lowers the cgroup's limit next */
+        (void)sync_file_range(z->fd, (off_t)((uint64_t)dst - z->base), (off_t)l->len,
+                              SYNC_FILE_RANGE_WRITE);
         return 0;
 }
 

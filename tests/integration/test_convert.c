@@ -212,3 +212,57 @@ Test(convert, swapped_out_pages_are_read_back, .init = setup, .fini = teardown, 
                      (unsigned long long)swapped);
         cr_expect(strncmp(done, "verified 32768 pages", 20) == 0, "conv_prog: %s", done);
 }
+
+/* Resize (seed 000 claim 11): a 512M container holding 400 MiB of local
+ * memory under constant writes is resized to 64M: memd has its shim convert
+ * to file memory and then lowers the cgroup limit, so usage is under 64 MiB
+ * within seconds while the writers go on; raised again, memory comes back. */
+Test(convert, resize_lowers_and_raises_the_local_limit_live, .init = setup, .fini = teardown,
+     .timeout = 400)
+{
+        const char *prog = getenv("XMEM_CONV_PROG");
+        char out[2048], line[256];
+        int st;
+
+        need_root_v1();
+        cr_assert(prog, "XMEM_CONV_PROG is not set (run through meson test)");
+        ctl((const char *const[]){"attach", "cv", "--cgroup", e.cg.path, "--local-limit", "512M",
+                                  "--local-alloc-limit", "480M", "--external", "64M", NULL},
+            out, sizeof(out));
+        harness_memd_spawn(&e.md, "cv", &e.prog, (const char *const[]){prog, "400", "4", NULL},
+                           &e.cg, true);
+        cr_assert_eq(harness_child_line(&e.prog, line, sizeof(line), 60000), 1);
+        cr_assert_str_eq(line, "ready 102400 pages 4 threads");
+        uint64_t before = harness_cg_u64(e.cg.path, "memory.usage_in_bytes", NULL);
+        cr_expect_geq(before, 400 * MIB, "usage %llu", (unsigned long long)before);
+
+        long t0 = harness_now_ms();
+        ctl((const char *const[]){"resize", "cv", "--local-limit", "64M", NULL}, out, sizeof(out));
+        uint64_t usage = 0, limit = 0;
+        for (int i = 0; i < 300; i++) {
+                limit = harness_cg_u64(e.cg.path, "memory.limit_in_bytes", NULL);
+                usage = harness_cg_u64(e.cg.path, "memory.usage_in_bytes", NULL);
+                if (limit == 64 * MIB && usage <= 64 * MIB)
+                        break;
+                usleep(100000);
+        }
+        long took = harness_now_ms() - t0;
+        cr_assert(limit == 64 * MIB && usage <= 64 * MIB, "limit %llu usage %llu after %ld ms",
+                  (unsigned long long)limit, (unsigned long long)usage, took);
+        cr_log_info("usage %llu MiB -> %llu MiB in %ld ms", (unsigned long long)(before / MIB),
+                    (unsigned long long)(usage / MIB), took);
+        unsigned long w1 = writes();
+        sleep(2);
+        unsigned long w2 = writes();
+        cr_expect_gt(w2, w1, "the writers go on at 64M (%lu, %lu)", w1, w2);
+        cr_expect_eq(harness_cg_oom_kills(&e.cg), 0, "OOM kills");
+
+        ctl((const char *const[]){"resize", "cv", "--local-limit", "512M", NULL}, out, sizeof(out));
+        wait_file_bytes(none_in_file);
+        cr_expect_eq(harness_cg_u64(e.cg.path, "memory.limit_in_bytes", NULL), 512 * MIB);
+        harness_child_say(&e.prog, "stop");
+        cr_assert_eq(harness_child_line(&e.prog, line, sizeof(line), 120000), 1);
+        cr_expect(strncmp(line, "verified 102400 pages", 21) == 0, "conv_prog: %s", line);
+        st = harness_child_wait(&e.prog, 60000);
+        cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "conv_prog status %#x", st);
+}
