@@ -1,11 +1,14 @@
 /* conv_prog.c: the workload of test_convert and bench/convert, run under the
- * shim: `conv_prog MIB THREADS` fills MIB MiB (4 MiB mallocs) with versioned
+ * shim: `conv_prog MIB THREADS [one]` fills MIB MiB (4 MiB mallocs; "one":
+ * a single malloc, one extent) with versioned
  * pages, then THREADS threads (0: none) rewrite random pages of their own without a
  * pause, each checking the page's whole content against the version it
  * wrote last before writing the next one (a lost or torn write is a
  * mismatch). stdin commands, one per line: "convert file|local" (converts in
  * this process through mallctl("xmem.convert"), prints its figures), "check"
- * (prints the writes so far), "stop" (stops the writers, verifies every
+ * (prints the writes so far), "baseline" (prints
+ * how long a plain memcpy of all MIB takes: what a stop-the-world copy would
+ * hold the writers for), "stop" (stops the writers, verifies every
  * page, prints "verified ...", exits 0). A mismatch exits 2. */
 #include <pthread.h>
 #include <stdbool.h>
@@ -105,6 +108,28 @@ static void convert(const char *to)
         fflush(stdout);
 }
 
+static double now_ms(void)
+{
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* A plain copy of every block (through one block-sized buffer). */
+static void baseline(size_t n_blocks)
+{
+        static char buf[BLOCK];
+        double t0 = now_ms();
+
+        for (size_t b = 0; b < n_blocks; b++) {
+                memcpy(buf, blocks[b], BLOCK);
+                __asm__ volatile("" : : "r"(buf) : "memory"); /* the copy is used */
+        }
+        printf("baseline memcpy_ms %.1f\n", now_ms() - t0);
+        fflush(stdout);
+}
+
 int main(int argc, char **argv)
 {
         size_t mib = argc > 1 ? strtoul(argv[1], NULL, 10) : 256;
@@ -119,8 +144,12 @@ int main(int argc, char **argv)
         version = calloc(n_pages, sizeof(*version));
         if (!blocks || !version)
                 return 3;
+        bool one = argc > 3 && strcmp(argv[3], "one") == 0;
+        char *all = one ? malloc(mib / 4 * BLOCK) : NULL;
+        if (one && !all)
+                return 3;
         for (size_t b = 0; b < mib / 4; b++)
-                if (!(blocks[b] = malloc(BLOCK)))
+                if (!(blocks[b] = one ? (uint64_t *)(all + b * BLOCK) : malloc(BLOCK)))
                         return 3;
         n_pages = mib / 4 * (BLOCK / PAGE);
         for (size_t p = 0; p < n_pages; p++)
@@ -134,6 +163,8 @@ int main(int argc, char **argv)
                 if (strncmp(line, "convert ", 8) == 0) {
                         line[strcspn(line, "\n")] = 0;
                         convert(line + 8);
+                } else if (strncmp(line, "baseline", 8) == 0) {
+                        baseline(mib / 4);
                 } else if (strncmp(line, "check", 5) == 0) {
                         printf("writes %lu\n", atomic_load(&writes));
                         fflush(stdout);
