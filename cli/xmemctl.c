@@ -139,6 +139,17 @@ static int attach_params(int argc, char **argv, json_object *params)
         return 0;
 }
 
+/* "VERB ID OPTION VALUE": params id and KEY. */
+static int id_option(int argc, char **argv, const char *option, const char *key,
+                     json_object *params)
+{
+        if (argc != 4 || strcmp(argv[2], option) != 0)
+                return -EINVAL;
+        json_object_object_add(params, "id", json_object_new_string(argv[1]));
+        json_object_object_add(params, key, json_object_new_string(argv[3]));
+        return 0;
+}
+
 static int build(int argc, char **argv, json_object *params)
 {
         const char *verb = argv[0];
@@ -157,20 +168,10 @@ static int build(int argc, char **argv, json_object *params)
         }
         if (strcmp(verb, "attach") == 0)
                 return attach_params(argc, argv, params);
-        if (strcmp(verb, "resize") == 0) {
-                if (argc != 4 || strcmp(argv[2], "--local-limit") != 0)
-                        return -EINVAL;
-                json_object_object_add(params, "id", json_object_new_string(argv[1]));
-                json_object_object_add(params, "local_limit", json_object_new_string(argv[3]));
-                return 0;
-        }
-        if (strcmp(verb, "convert") == 0) {
-                if (argc != 4 || strcmp(argv[2], "--to") != 0)
-                        return -EINVAL;
-                json_object_object_add(params, "id", json_object_new_string(argv[1]));
-                json_object_object_add(params, "to", json_object_new_string(argv[3]));
-                return 0;
-        }
+        if (strcmp(verb, "resize") == 0)
+                return id_option(argc, argv, "--local-limit", "local_limit", params);
+        if (strcmp(verb, "convert") == 0)
+                return id_option(argc, argv, "--to", "to", params);
         return -EOPNOTSUPP;
 }
 

@@ -78,7 +78,7 @@ static void zone_unmap(struct shim_zone *z, uint64_t start, uint64_t end)
 /* munmap of [START, END) outside the zones (which may lie inside it). */
 static int unmap_outside(uint64_t start, uint64_t end)
 {
-        const struct shim_zone *zs[2] = { &shim_state.arena, &shim_state.file };
+        const struct shim_zone *zs[2] = {&shim_state.arena, &shim_state.file};
         int r = 0;
 
         if (zs[0]->base > zs[1]->base) {
@@ -121,6 +121,21 @@ _export_ int munmap(void *addr, size_t len)
         return unmap_outside(start, end);
 }
 
+/* mremap's move when it cannot grow in place: a new mapping (placed by the
+ * policy) with OLD's contents; the caller gives OLD back. */
+static void *move_by_copy(void *old, size_t old_len, size_t new_len, int flags)
+{
+        if (!(flags & MREMAP_MAYMOVE)) {
+                errno = ENOMEM;
+                return MAP_FAILED;
+        }
+        void *q = mmap(NULL, ALIGN_UP(new_len, SHIM_PAGE), PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (q != MAP_FAILED)
+                memcpy(q, old, MIN(old_len, new_len));
+        return q;
+}
+
 /* mremap of a zone's range: shrink in place, grow in place when the pages
  * after it are free, else move (copy) when allowed. */
 static void *zone_mremap(void *old, size_t old_len, size_t new_len, int flags)
@@ -144,15 +159,9 @@ static void *zone_mremap(void *old, size_t old_len, size_t new_len, int flags)
                         memset(p + o, 0, n - o);
                 return old;
         }
-        if (!(flags & MREMAP_MAYMOVE)) {
-                errno = ENOMEM;
-                return MAP_FAILED;
-        }
-        void *q = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (q == MAP_FAILED)
-                return q;
-        memcpy(q, old, MIN(old_len, new_len));
-        zone_unmap(z, (uint64_t)p, (uint64_t)p + o);
+        void *q = move_by_copy(old, old_len, new_len, flags);
+        if (q != MAP_FAILED)
+                zone_unmap(z, (uint64_t)p, (uint64_t)p + o);
         return q;
 }
 
@@ -165,15 +174,9 @@ static void *converted_mremap(void *old, size_t old_len, size_t new_len, int fla
                         (void)munmap((char *)old + n, o - n);
                 return old;
         }
-        if (!(flags & MREMAP_MAYMOVE)) {
-                errno = ENOMEM;
-                return MAP_FAILED;
-        }
-        void *q = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (q == MAP_FAILED)
-                return q;
-        memcpy(q, old, MIN(old_len, new_len));
-        (void)munmap(old, o);
+        void *q = move_by_copy(old, old_len, new_len, flags);
+        if (q != MAP_FAILED)
+                (void)munmap(old, o);
         return q;
 }
 

@@ -220,16 +220,23 @@ int shim_proto_register(int sock, uint64_t base, uint64_t size, int uffd)
         return range_call(sock, "shim.register", "base", base, "size", size, &uffd, 1);
 }
 
+/* METHOD without parameters: the reply into BUF, up to *N_FDS descriptors. */
+static ssize_t bare_call(int sock, const char *method, char *buf, int *fds, size_t *n_fds)
+{
+        char req[96];
+
+        snprintf(req, sizeof(req), "{\"xmem\":1,\"method\":\"%s\",\"params\":{}}", method);
+        return proto_call(sock, req, NULL, 0, buf, fds, n_fds);
+}
+
 int shim_proto_fork(int sock, char *ret_token, size_t token_len)
 {
-        const char *req = "{\"xmem\":1,\"method\":\"shim.fork\",\"params\":{}}";
         char buf[PROTO_REPLY_MAX], token[SHIM_TOKEN_MAX];
         int fds[1];
         size_t n_fds = 1;
-        ssize_t n;
+        ssize_t n = bare_call(sock, "shim.fork", buf, fds, &n_fds);
         int r;
 
-        n = proto_call(sock, req, NULL, 0, buf, fds, &n_fds);
         if (n < 0)
                 return (int)n;
         close_fds(fds, n_fds);
@@ -254,14 +261,12 @@ int shim_proto_resume(int sock, uint64_t base, uint64_t size, int memfd, int uff
 
 int shim_proto_file(int sock, int *ret_fd, uint64_t *ret_size)
 {
-        const char *req = "{\"xmem\":1,\"method\":\"shim.file\",\"params\":{}}";
         char buf[PROTO_REPLY_MAX];
         int fds[1];
         size_t n_fds = 1;
         uint64_t size;
-        ssize_t n;
+        ssize_t n = bare_call(sock, "shim.file", buf, fds, &n_fds);
 
-        n = proto_call(sock, req, NULL, 0, buf, fds, &n_fds);
         if (n < 0)
                 return (int)n;
         if (n_fds != 1 || jscan_get_u64(buf, (size_t)n, "result", "file_size", &size) < 0 ||

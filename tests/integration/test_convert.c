@@ -116,22 +116,44 @@ static unsigned long writes(void)
         return n;
 }
 
-Test(convert, local_to_file_and_back_20_times_under_writers, .init = setup, .fini = teardown,
-     .timeout = 400)
+/* Attach "cv" with LIMIT and ALLOC (local_alloc_limit), start conv_prog
+ * MIB THREADS in its cgroup and wait for it to say READY. */
+static void start_prog(const char *limit, const char *alloc, const char *mib, const char *threads,
+                       const char *ready)
 {
         const char *prog = getenv("XMEM_CONV_PROG");
         char out[1024], line[256];
-        int st;
 
         need_root_v1();
         cr_assert(prog, "XMEM_CONV_PROG is not set (run through meson test)");
-        ctl((const char *const[]){"attach", "cv", "--cgroup", e.cg.path, "--local-limit", "1G",
-                                  "--local-alloc-limit", "900M", "--external", "64M", NULL},
+        ctl((const char *const[]){"attach", "cv", "--cgroup", e.cg.path, "--local-limit", limit,
+                                  "--local-alloc-limit", alloc, "--external", "64M", NULL},
             out, sizeof(out));
-        harness_memd_spawn(&e.md, "cv", &e.prog, (const char *const[]){prog, "256", "4", NULL},
+        harness_memd_spawn(&e.md, "cv", &e.prog, (const char *const[]){prog, mib, threads, NULL},
                            &e.cg, true);
         cr_assert_eq(harness_child_line(&e.prog, line, sizeof(line), 60000), 1);
-        cr_assert_str_eq(line, "ready 65536 pages 4 threads");
+        cr_assert_str_eq(line, ready);
+}
+
+/* Stop conv_prog: it verifies every page (VERIFIED: the start of its line). */
+static void stop_prog(const char *verified)
+{
+        char line[256];
+        int st;
+
+        harness_child_say(&e.prog, "stop");
+        cr_assert_eq(harness_child_line(&e.prog, line, sizeof(line), 120000), 1);
+        cr_expect(strncmp(line, verified, strlen(verified)) == 0, "conv_prog: %s", line);
+        st = harness_child_wait(&e.prog, 60000);
+        cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "conv_prog status %#x", st);
+}
+
+Test(convert, local_to_file_and_back_20_times_under_writers, .init = setup, .fini = teardown,
+     .timeout = 400)
+{
+        char out[1024];
+
+        start_prog("1G", "900M", "256", "4", "ready 65536 pages 4 threads");
         unsigned long before = writes();
         for (int i = 0; i < 20; i++) {
                 ctl((const char *const[]){"convert", "cv", "--to", "file", NULL}, out, sizeof(out));
@@ -143,11 +165,7 @@ Test(convert, local_to_file_and_back_20_times_under_writers, .init = setup, .fin
         }
         unsigned long after = writes();
         cr_expect_gt(after, before, "the writers went on (%lu, %lu)", before, after);
-        harness_child_say(&e.prog, "stop");
-        cr_assert_eq(harness_child_line(&e.prog, line, sizeof(line), 60000), 1);
-        cr_expect(strncmp(line, "verified 65536 pages", 20) == 0, "conv_prog: %s", line);
-        st = harness_child_wait(&e.prog, 30000);
-        cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "conv_prog status %#x", st);
+        stop_prog("verified 65536 pages");
         cr_log_info("%lu writes checked across 40 conversions", after);
 }
 
@@ -172,24 +190,17 @@ Test(convert, bad_requests_are_refused, .init = setup, .fini = teardown)
  * squeezed until conv_prog's idle pages are in swap, then converted. */
 Test(convert, swapped_out_pages_are_read_back, .init = setup, .fini = teardown, .timeout = 300)
 {
-        const char *prog = getenv("XMEM_CONV_PROG");
-        char out[1024], line[256], cmd[320], limit[160];
+        char line[256], cmd[320], limit[160];
         const char *swapfile = e.swapfile;
 
         need_root_v1();
-        cr_assert(prog, "XMEM_CONV_PROG is not set (run through meson test)");
         snprintf(e.swapfile, sizeof(e.swapfile), "%s.swap", e.files);
         snprintf(cmd, sizeof(cmd),
                  "fallocate -l 256M %s && chmod 600 %s && mkswap %s >/dev/null && swapon %s",
                  swapfile, swapfile, swapfile, swapfile);
         if (system(cmd) != 0)
                 harness_skip(teardown, "no swap file here (%s)", cmd);
-        ctl((const char *const[]){"attach", "cv", "--cgroup", e.cg.path, "--local-limit", "1G",
-                                  "--local-alloc-limit", "900M", "--external", "64M", NULL},
-            out, sizeof(out));
-        harness_memd_spawn(&e.md, "cv", &e.prog, (const char *const[]){prog, "128", "0", NULL},
-                           &e.cg, true);
-        cr_assert_eq(harness_child_line(&e.prog, line, sizeof(line), 60000), 1);
+        start_prog("1G", "900M", "128", "0", "ready 32768 pages 0 threads");
         /* squeeze: the idle pages go to swap */
         snprintf(limit, sizeof(limit), "%s/memory.limit_in_bytes", e.cg.path);
         FILE *f = fopen(limit, "w");
@@ -220,19 +231,9 @@ Test(convert, swapped_out_pages_are_read_back, .init = setup, .fini = teardown, 
 Test(convert, resize_lowers_and_raises_the_local_limit_live, .init = setup, .fini = teardown,
      .timeout = 400)
 {
-        const char *prog = getenv("XMEM_CONV_PROG");
-        char out[2048], line[256];
-        int st;
+        char out[2048];
 
-        need_root_v1();
-        cr_assert(prog, "XMEM_CONV_PROG is not set (run through meson test)");
-        ctl((const char *const[]){"attach", "cv", "--cgroup", e.cg.path, "--local-limit", "512M",
-                                  "--local-alloc-limit", "480M", "--external", "64M", NULL},
-            out, sizeof(out));
-        harness_memd_spawn(&e.md, "cv", &e.prog, (const char *const[]){prog, "400", "4", NULL},
-                           &e.cg, true);
-        cr_assert_eq(harness_child_line(&e.prog, line, sizeof(line), 60000), 1);
-        cr_assert_str_eq(line, "ready 102400 pages 4 threads");
+        start_prog("512M", "480M", "400", "4", "ready 102400 pages 4 threads");
         uint64_t before = harness_cg_u64(e.cg.path, "memory.usage_in_bytes", NULL);
         cr_expect_geq(before, 400 * MIB, "usage %llu", (unsigned long long)before);
 
@@ -260,9 +261,5 @@ Test(convert, resize_lowers_and_raises_the_local_limit_live, .init = setup, .fin
         ctl((const char *const[]){"resize", "cv", "--local-limit", "512M", NULL}, out, sizeof(out));
         wait_file_bytes(none_in_file);
         cr_expect_eq(harness_cg_u64(e.cg.path, "memory.limit_in_bytes", NULL), 512 * MIB);
-        harness_child_say(&e.prog, "stop");
-        cr_assert_eq(harness_child_line(&e.prog, line, sizeof(line), 120000), 1);
-        cr_expect(strncmp(line, "verified 102400 pages", 21) == 0, "conv_prog: %s", line);
-        st = harness_child_wait(&e.prog, 60000);
-        cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "conv_prog status %#x", st);
+        stop_prog("verified 102400 pages");
 }
