@@ -15,7 +15,11 @@
 #include "residency.h"
 #include "state.h"
 
-#define RESIZE_GIVE_UP_USEC (30ULL * 1000000ULL)
+#define RESIZE_GIVE_UP_USEC (60ULL * 1000000ULL)
+/* A lowered limit is written in steps of this much below the usage: each
+ * write then reclaims a little (file pages, written back first) and returns
+ * soon, rather than holding memd's event loop for the whole way down. */
+#define RESIZE_STEP (64ULL << 20)
 
 static uint64_t acct_ld(const uint64_t *v)
 {
@@ -72,6 +76,9 @@ int container_resize(struct container *c, uint64_t local_limit, uint64_t now_use
                         container_convert_request(c, XMEM_CONVERT_FILE);
                 c->resize_pending = true;
                 c->resize_since_usec = now_usec;
+                /* memd's own share first: the arena pages beyond the new
+                 * budget go back to the appliance now */
+                residency_track_cgroup(c->residency, c->cg, local_limit, c->headroom);
                 container_resize_tick(c, now_usec);
                 return 0;
         }
@@ -87,6 +94,8 @@ int container_resize(struct container *c, uint64_t local_limit, uint64_t now_use
 
 void container_resize_tick(struct container *c, uint64_t now_usec)
 {
+        struct cgroup_mem mem;
+
         if (!c->resize_pending)
                 return;
         /* the shims' local allocations fit the new allowance: the rest of the
@@ -94,17 +103,25 @@ void container_resize_tick(struct container *c, uint64_t now_usec)
         bool fits = acct_ld(&c->acct->h.local_bytes) <= c->local_alloc_limit;
         bool late = now_usec - c->resize_since_usec > RESIZE_GIVE_UP_USEC;
 
-        if (!fits && !late)
+        if (!fits && now_usec - c->resize_since_usec <= RESIZE_GIVE_UP_USEC / 2)
                 return;
-        int r = apply_limit(c, c->local_limit);
-        if (r == 0) {
+        uint64_t target = c->local_limit;
+        if (cgroup_read_mem(c->cg, &mem) == 0 && mem.usage > target + RESIZE_STEP)
+                target = mem.usage - RESIZE_STEP;
+        if (target > c->applied_limit)
+                target = c->applied_limit;
+        int r = cgroup_set_limit(c->cg, target);
+        if (r == 0)
+                c->applied_limit = target;
+        if (r == 0 && target == c->local_limit) {
                 c->resize_pending = false;
                 log_info("container %s: local limit %llu applied", c->id,
                          (unsigned long long)c->local_limit);
         } else if (late) {
                 c->resize_pending = false;
                 log_error("container %s: local limit %llu: %s; it stays at %llu", c->id,
-                          (unsigned long long)c->local_limit, strerror(-r),
+                          (unsigned long long)c->local_limit,
+                          r < 0 ? strerror(-r) : "usage stayed above it",
                           (unsigned long long)c->applied_limit);
         }
 }

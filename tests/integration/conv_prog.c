@@ -1,6 +1,6 @@
 /* conv_prog.c: the workload of test_convert and bench/convert, run under the
- * shim: `conv_prog MIB THREADS [one]` fills MIB MiB (4 MiB mallocs; "one":
- * a single malloc, one extent) with versioned
+ * shim: `conv_prog MIB THREADS [one] [run SECONDS]` fills MIB MiB (4 MiB
+ * mallocs; "one": a single malloc, one extent) with versioned
  * pages, then THREADS threads (0: none) rewrite random pages of their own without a
  * pause, each checking the page's whole content against the version it
  * wrote last before writing the next one (a lost or torn write is a
@@ -9,7 +9,9 @@
  * (prints the writes so far), "baseline" (prints
  * how long a plain memcpy of all MIB takes: what a stop-the-world copy would
  * hold the writers for), "stop" (stops the writers, verifies every
- * page, prints "verified ...", exits 0). A mismatch exits 2. */
+ * page, prints "verified ...", exits 0). "run SECONDS": no stdin; it prints
+ * the writes every 5 s and stops after SECONDS (inside a container). A
+ * mismatch exits 2. */
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdatomic.h>
@@ -144,7 +146,13 @@ int main(int argc, char **argv)
         version = calloc(n_pages, sizeof(*version));
         if (!blocks || !version)
                 return 3;
-        bool one = argc > 3 && strcmp(argv[3], "one") == 0;
+        bool one = false;
+        long run_s = -1;
+        for (int i = 3; i < argc; i++)
+                if (strcmp(argv[i], "one") == 0)
+                        one = true;
+                else if (strcmp(argv[i], "run") == 0 && i + 1 < argc)
+                        run_s = strtol(argv[++i], NULL, 10);
         char *all = one ? malloc(mib / 4 * BLOCK) : NULL;
         if (one && !all)
                 return 3;
@@ -159,7 +167,15 @@ int main(int argc, char **argv)
                         return 3;
         printf("ready %zu pages %zu threads\n", n_pages, n_threads);
         fflush(stdout);
-        while (fgets(line, sizeof(line), stdin)) {
+        for (long t = 0; run_s >= 0 && t < run_s; t++) {
+                struct timespec one_s = {1, 0};
+                nanosleep(&one_s, NULL);
+                if (t % 5 == 4) {
+                        printf("writes %lu\n", atomic_load(&writes));
+                        fflush(stdout);
+                }
+        }
+        while (run_s < 0 && fgets(line, sizeof(line), stdin)) {
                 if (strncmp(line, "convert ", 8) == 0) {
                         line[strcspn(line, "\n")] = 0;
                         convert(line + 8);
