@@ -118,11 +118,13 @@ static int attach_params(int argc, char **argv, json_object *params)
                 { "policy", required_argument, NULL, 'p' },
                 { "local-alloc-limit", required_argument, NULL, 'a' },
                 { "appliance", required_argument, NULL, 'A' },
+                { "file-dir", required_argument, NULL, 'f' },
                 {},
         };
         static const char *const keys[128] = {
                 ['g'] = "cgroup", ['l'] = "local_limit", ['e'] = "external",
                 ['p'] = "policy", ['a'] = "local_alloc_limit", ['A'] = "appliance",
+                ['f'] = "file_dir",
         };
         int c;
 
@@ -135,6 +137,17 @@ static int attach_params(int argc, char **argv, json_object *params)
         if (optind != argc - 1)
                 return -EINVAL;
         json_object_object_add(params, "id", json_object_new_string(argv[optind]));
+        return 0;
+}
+
+/* "VERB ID OPTION VALUE": params id and KEY. */
+static int id_option(int argc, char **argv, const char *option, const char *key,
+                     json_object *params)
+{
+        if (argc != 4 || strcmp(argv[2], option) != 0)
+                return -EINVAL;
+        json_object_object_add(params, "id", json_object_new_string(argv[1]));
+        json_object_object_add(params, key, json_object_new_string(argv[3]));
         return 0;
 }
 
@@ -156,6 +169,10 @@ static int build(int argc, char **argv, json_object *params)
         }
         if (strcmp(verb, "attach") == 0)
                 return attach_params(argc, argv, params);
+        if (strcmp(verb, "resize") == 0)
+                return id_option(argc, argv, "--local-limit", "local_limit", params);
+        if (strcmp(verb, "convert") == 0)
+                return id_option(argc, argv, "--to", "to", params);
         return -EOPNOTSUPP;
 }
 
@@ -166,8 +183,10 @@ static void usage(void)
                "  stats ID\n"
                "  attach ID --cgroup DIR --local-limit SIZE --external SIZE\n"
                "         [--policy local-first|external-first|ratio:N]\n"
-               "         [--local-alloc-limit SIZE] [--appliance URI]\n"
+               "         [--local-alloc-limit SIZE] [--appliance URI] [--file-dir DIR]\n"
                "  detach ID [--force]\n"
+               "  convert ID --to local|file\n"
+               "  resize ID --local-limit SIZE\n"
                "  cdi generate [--output FILE] [--variant NAME=LOCAL:EXTERNAL]...\n"
                "         [--hook PATH] [--shim PATH]\n"
                "         a CDI spec: `--device xmem.io/memory=default` (or =NAME) attaches\n"

@@ -185,6 +185,8 @@ static int attach(int fd, const struct oci_state *s, const char *cgroup,
         json_object_object_add(p, "policy", json_object_new_string(x->policy));
         if (x->appliance[0])
                 json_object_object_add(p, "appliance", json_object_new_string(x->appliance));
+        if (x->file_dir[0])
+                json_object_object_add(p, "file_dir", json_object_new_string(x->file_dir));
         r = memd_call(fd, "attach", p, &result, err);
         if (r < 0)
                 return r;

@@ -74,6 +74,7 @@ static void acct_clear_slot(struct xmem_acct *a, uint32_t slot)
         acct_sub(&a->h.local_bytes, __atomic_exchange_n(&s->local_bytes, 0, __ATOMIC_RELAXED));
         acct_sub(&a->h.external_bytes,
                  __atomic_exchange_n(&s->external_bytes, 0, __ATOMIC_RELAXED));
+        __atomic_store_n(&s->file_bytes, 0, __ATOMIC_RELAXED);
         __atomic_store_n(&s->pid, 0, __ATOMIC_RELAXED);
 }
 

@@ -12,6 +12,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "api.h"
+#include <xmem/acct.h>
 #include "errno-name.h"
 #include "fdio.h"
 #include "json-util.h"
@@ -109,6 +110,9 @@ int api_attach_validate(struct api_attach *a, struct xmem_error *err)
                                       "params.local_alloc_limit: must not exceed local_limit");
         if (a->appliance && (a->appliance[0] == 0 || strlen(a->appliance) >= 256))
                 return xmem_error_set(err, -EINVAL, "params.appliance: must be an endpoint URI");
+        if (a->file_dir && (!cgroup_path_ok(a->file_dir) || strlen(a->file_dir) >= 4096))
+                return xmem_error_set(err, -EINVAL,
+                                      "params.file_dir: must be an absolute, normalised path");
         a->policy = pol;
         a->local_alloc_limit = alloc;
         return 0;
@@ -125,6 +129,7 @@ const struct json_field api_attach_fields[] = {
         F("policy", STRING, false, struct api_attach, policy_text),
         F("local_alloc_limit", SIZE, false, struct api_attach, local_alloc_limit),
         F("appliance", STRING, false, struct api_attach, appliance),
+        F("file_dir", STRING, false, struct api_attach, file_dir),
         {},
 };
 const struct json_field api_detach_fields[] = {
@@ -134,6 +139,16 @@ const struct json_field api_detach_fields[] = {
 };
 const struct json_field api_stats_fields[] = {
         F("id", STRING, false, struct api_id, id),
+        {},
+};
+const struct json_field api_convert_fields[] = {
+        F("id", STRING, true, struct api_convert, id),
+        F("to", STRING, true, struct api_convert, to),
+        {},
+};
+const struct json_field api_resize_fields[] = {
+        F("id", STRING, true, struct api_resize, id),
+        F("local_limit", SIZE, false, struct api_resize, local_limit),
         {},
 };
 const struct json_field api_no_fields[] = {
@@ -159,6 +174,34 @@ const struct json_field api_discard_fields[] = {
 int api_check_attach(union api_params *p, struct xmem_error *err)
 {
         return api_attach_validate(&p->attach, err);
+}
+
+int api_check_convert(union api_params *p, struct xmem_error *err)
+{
+        struct api_convert *c = &p->convert;
+
+        if (!api_id_valid(c->id))
+                return xmem_error_set(err, -EINVAL, "params.id: must match [A-Za-z0-9_.-]{1,128}");
+        if (strcmp(c->to, "local") == 0)
+                c->target = XMEM_CONVERT_LOCAL;
+        else if (strcmp(c->to, "file") == 0)
+                c->target = XMEM_CONVERT_FILE;
+        else
+                return xmem_error_set(err, -EINVAL, "params.to: must be local or file");
+        return 0;
+}
+
+int api_check_resize(union api_params *p, struct xmem_error *err)
+{
+        struct api_resize *rs = &p->resize;
+
+        if (!api_id_valid(rs->id))
+                return xmem_error_set(err, -EINVAL, "params.id: must match [A-Za-z0-9_.-]{1,128}");
+        if (rs->local_limit == 0)
+                return xmem_error_set(err, -EINVAL, "params: nothing to resize (local_limit)");
+        if (rs->local_limit < API_MIN_LOCAL_LIMIT || rs->local_limit > API_MAX_SIZE)
+                return xmem_error_set(err, -EINVAL, "params.local_limit: must be from 4M to 1P");
+        return 0;
 }
 
 int api_check_id(union api_params *p, struct xmem_error *err)

@@ -69,6 +69,7 @@ struct api_attach {
         const char *policy_text; /* NULL: local-first */
         uint64_t local_alloc_limit; /* 0: half the local limit */
         const char *appliance;      /* NULL: all of memd's appliances */
+        const char *file_dir;       /* file memory's directory; NULL: memd's --file-dir */
         struct api_policy policy;   /* parsed from policy_text */
 };
 
@@ -92,7 +93,22 @@ struct api_discard {
         uint64_t length;
 };
 
+struct api_convert {
+        const char *id;
+        const char *to; /* "local" or "file" */
+        int target;     /* XMEM_CONVERT_*, from TO */
+};
+
+/* resize: fields beyond id are each optional (issue 11 adds "external"); at
+ * least one is required. */
+struct api_resize {
+        const char *id;
+        uint64_t local_limit; /* 0: unchanged */
+};
+
 union api_params {
+        struct api_convert convert;
+        struct api_resize resize;
         struct api_discard discard;
         struct api_attach attach;
         struct api_id id;
@@ -126,6 +142,9 @@ int api_check_id(union api_params *p, struct xmem_error *err); /* a valid id, if
 int api_check_hello(union api_params *p, struct xmem_error *err);
 int api_check_register(union api_params *p, struct xmem_error *err);
 int api_check_discard(union api_params *p, struct xmem_error *err);
+extern const struct json_field api_convert_fields[], api_resize_fields[];
+int api_check_resize(union api_params *p, struct xmem_error *err);
+int api_check_convert(union api_params *p, struct xmem_error *err);
 
 /* Parse and validate one datagram. On failure ERR holds the complete reply
  * message ("attach: params.id: ...", "request: invalid JSON: ...") and *RET is

@@ -10,6 +10,7 @@
 
 #include "arena.h"
 #include "container.h"
+#include "filedir.h"
 #include "log.h"
 #include "macro.h"
 #include "pages.h"
@@ -99,8 +100,8 @@ int container_new(const struct api_attach *a, enum cgroup_version version, const
 
         if (!c)
                 return xmem_error_set(err, -ENOMEM, "out of memory");
-        c->acct_fd = c->sock_dirfd = c->sock_fd = -1;
-        c->local_limit = a->local_limit;
+        c->acct_fd = c->sock_dirfd = c->sock_fd = c->file_dirfd = -1;
+        c->local_limit = c->applied_limit = a->local_limit;
         c->external = ALIGN_UP(a->external, (uint64_t)stripe * n_transports);
         c->quota.limit = c->external / ARENA_PAGE_SIZE;
         c->local_alloc_limit = a->local_alloc_limit;
@@ -112,9 +113,15 @@ int container_new(const struct api_attach *a, enum cgroup_version version, const
         c->id = strdup(a->id);
         c->cgroup_dir = strdup(a->cgroup);
         c->appliance = a->appliance ? strdup(a->appliance) : NULL;
-        if (!c->id || !c->cgroup_dir || (a->appliance && !c->appliance)) {
+        c->file_dir = a->file_dir ? strdup(a->file_dir) : NULL;
+        if (!c->id || !c->cgroup_dir || (a->appliance && !c->appliance) ||
+            (a->file_dir && !c->file_dir)) {
                 container_free(c);
                 return xmem_error_set(err, -ENOMEM, "out of memory");
+        }
+        if (a->file_dir && (r = filedir_open(a->file_dir, &c->file_dirfd, err)) < 0) {
+                container_free(c);
+                return r;
         }
         r = cgroup_relative(a->cgroup, mount, &c->cgroup_path, err);
         if (r >= 0 && (r = cgroup_new(version, mount, c->cgroup_path, &c->cg)) < 0)
@@ -150,6 +157,8 @@ void container_free(struct container *c)
         free(c->cgroup_dir);
         free(c->cgroup_path);
         free(c->appliance);
+        free(c->file_dir);
+        safe_close(c->file_dirfd);
         free(c);
 }
 
@@ -161,7 +170,8 @@ bool container_same(const struct container *c, const struct api_attach *a)
                c->external == ALIGN_UP(a->external, (uint64_t)c->chunk_size * c->n_transports) &&
                c->local_alloc_limit == a->local_alloc_limit && c->policy.kind == a->policy.kind &&
                c->policy.ratio == a->policy.ratio &&
-               strcmp(c->appliance ? c->appliance : "", app) == 0;
+               strcmp(c->appliance ? c->appliance : "", app) == 0 &&
+               strcmp(c->file_dir ? c->file_dir : "", a->file_dir ? a->file_dir : "") == 0;
 }
 
 bool container_owns_path(const struct container *c, const char *path)
@@ -417,6 +427,8 @@ json_object *container_to_json(const struct container *c)
                                                                         sizeof(pol))));
         if (c->appliance)
                 json_object_object_add(o, "appliance", json_object_new_string(c->appliance));
+        if (c->file_dir)
+                json_object_object_add(o, "file_dir", json_object_new_string(c->file_dir));
         json_object_object_add(o, "processes", u64(c->n_processes));
         return o;
 }
@@ -439,6 +451,8 @@ static json_object *process_json(const struct container *c, const struct process
                                u64(__atomic_load_n(&s->local_bytes, __ATOMIC_RELAXED)));
         json_object_object_add(o, "external_bytes",
                                u64(__atomic_load_n(&s->external_bytes, __ATOMIC_RELAXED)));
+        json_object_object_add(o, "file_bytes",
+                               u64(__atomic_load_n(&s->file_bytes, __ATOMIC_RELAXED)));
         return o;
 }
 
@@ -477,6 +491,10 @@ json_object *container_stats_json(const struct container *c)
         json_object_object_add(o, "external_bytes",
                                u64(__atomic_load_n(&c->acct->h.external_bytes,
                                                    __ATOMIC_RELAXED)));
+        uint64_t file = 0;
+        for (uint32_t i = 0; i < XMEM_ACCT_SLOTS; i++)
+                file += __atomic_load_n(&c->acct->slots[i].file_bytes, __ATOMIC_RELAXED);
+        json_object_object_add(o, "file_bytes", u64(file));
         json_object_object_add(o, "refused_allocations",
                                u64(__atomic_load_n(&c->acct->h.refused, __ATOMIC_RELAXED)));
         /* memd's own count: the pages its arenas have written (pages.h) */

@@ -77,9 +77,16 @@ struct container {
         char *cgroup_path; /* the same relative to the memory hierarchy ("/xmem/web-1") */
         struct cgroup *cg;
         uint64_t local_limit, external, local_alloc_limit, headroom;
+        /* resize (memd/resize.c): the limit the cgroup has now, and a lowered
+         * one waiting for the shims' conversion */
+        uint64_t applied_limit;
+        bool resize_pending;
+        uint64_t resize_since_usec;
         struct arena_quota quota; /* external, in pages: what its arenas have written */
         struct api_policy policy;
         char *appliance;   /* NULL: striped over all of memd's appliances */
+        char *file_dir;    /* file memory's directory (NULL: none) and its fd (O_PATH) */
+        int file_dirfd;
         struct xmem_transport **transports; /* borrowed from the manager */
         size_t n_transports;
         uint32_t chunk_size; /* the stripe over appliances (the arena's state is per page) */
@@ -208,6 +215,16 @@ int container_fork_store(struct container *c, struct process *p, struct store **
 /* Process P gave [OFFSET, OFFSET+LEN) of its arena back (shim.discard); the
  * number of pages uncharged. */
 uint64_t container_discard(struct process *p, uint64_t offset, uint64_t len);
+
+/* resize.c: a new local limit (the allowance keeps its share), applied now
+ * when raised (then a conversion back if everything fits), after the shims
+ * converted when lowered. */
+int container_resize(struct container *c, uint64_t local_limit, uint64_t now_usec,
+                     struct xmem_error *err);
+/* Every second: apply a lowered limit once it fits (or give up after 30 s). */
+void container_resize_tick(struct container *c, uint64_t now_usec);
+/* Ask every shim of C to convert to TARGET (XMEM_CONVERT_*). */
+void container_convert_request(struct container *c, int target);
 
 /* The attach result / list entry, and the stats object. */
 json_object *container_to_json(const struct container *c);

@@ -39,6 +39,8 @@ static void help(void)
             "  --state-dir DIR             memd's state, re-adopted after a restart, and the\n"
             "                              embedded appliance's pool file (default %s;\n"
             "                              one memd per directory)\n"
+            "  --file-dir DIR              file memory (memory-mapped files) of containers\n"
+            "                              that name no io.xmem.file-dir (default: none)\n"
             "  --appliance-timeout TIME    a fault whose appliance stays unreachable this\n"
             "                              long gets SIGBUS (default 30s)\n"
             "  --stop-embedded             stop the embedded appliance of --socket's memd\n"
@@ -72,6 +74,7 @@ static const struct option memd_options[] = {
     {"embedded-appliance", required_argument, NULL, 'e'},
     {"chunk-size", required_argument, NULL, 'c'},
     {"state-dir", required_argument, NULL, 'T'},
+    {"file-dir", required_argument, NULL, 'F'},
     {"appliance-timeout", required_argument, NULL, 'A'},
     {"stop-embedded", no_argument, NULL, 'X'},
     {"fill-workers", required_argument, NULL, 'w'},
@@ -138,6 +141,11 @@ static int parse_argv(int argc, char **argv, struct manager_config *cfg, struct 
                         if (optarg[0] != '/')
                                 return bad_arg("--state-dir", optarg, "must be an absolute path");
                         cfg->state_dir = optarg;
+                        break;
+                case 'F':
+                        if (optarg[0] != '/')
+                                return bad_arg("--file-dir", optarg, "must be an absolute path");
+                        cfg->file_dir = optarg;
                         break;
                 case 'K':
                         cfg->secret_file = optarg;

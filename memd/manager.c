@@ -137,6 +137,8 @@ static int on_check(sd_event_source *s, uint64_t usec, void *userdata)
                 }
         }
         usec = manager_now_usec(m);
+        for (struct container *c = m->containers; c; c = c->next)
+                container_resize_tick(c, usec);
         fork_tokens_free(m, NULL, usec > FORK_TOKEN_TTL_USEC ? usec - FORK_TOKEN_TTL_USEC : 0);
         (void)sd_event_source_set_time_relative(s, CHECK_INTERVAL_USEC);
         return sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);

@@ -27,6 +27,7 @@ struct manager_config {
         const char *cgroup_root; /* CGROUP_FS_ROOT unless a test says otherwise */
         const char *container_dir; /* containers' socket dirs; NULL: SOCKET's dir/containers */
         const char *state_dir;     /* --state-dir; NULL: MANAGER_DEFAULT_STATE_DIR */
+        const char *file_dir;      /* --file-dir: file memory of containers that name none */
         unsigned appliance_timeout_ms; /* a fill gives up (SIGBUS) after this; 0: default */
         const char *metrics; /* --metrics tcp://ADDRESS:PORT; NULL: no metrics endpoint */
         struct manager_bounds {

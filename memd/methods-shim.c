@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "arena.h"
+#include "filedir.h"
 #include "log.h"
 #include "memd.h"
 #include "state.h"
@@ -95,6 +96,8 @@ static void hello_result(json_object *o, const struct container *c, const struct
             o, "ratio",
             json_object_new_int(c->policy.kind == API_POLICY_RATIO ? (int)c->policy.ratio : 0));
         json_object_object_add(o, "chunk_size", json_object_new_int64(c->chunk_size));
+        if (c->file_dirfd >= 0) /* file memory: docs/api.md "shim.file" */
+                json_object_object_add(o, "file_size", json_object_new_int64((int64_t)FILEDIR_FILE_SIZE));
         if (version >= 2) { /* the accounting page: docs/api.md "shim.hello" */
                 json_object_object_add(o, "external_quota",
                                        json_object_new_int64((int64_t)c->external));
@@ -370,5 +373,31 @@ int method_discard(struct api_call *call, union api_params *params, struct xmem_
         json_object_object_add(
             call->result, "uncharged",
             json_object_new_int64((int64_t)container_discard(p, d->offset, d->length)));
+        return 0;
+}
+
+int method_file(struct api_call *call, union api_params *params, struct xmem_error *err)
+{
+        struct container *c = call->conn->container;
+        struct process *p = NULL;
+        int r = caller_process(call, &p, err), fd;
+
+        if (r < 0)
+                return r;
+        if (c->file_dirfd < 0)
+                return xmem_error_set(err, -EOPNOTSUPP,
+                                      "container %s has no file directory (io.xmem.file-dir, "
+                                      "memd --file-dir)",
+                                      c->id);
+        r = filedir_new_file(c->file_dirfd, FILEDIR_FILE_SIZE, &fd);
+        if (r < 0)
+                return xmem_error_set(err, r, "container %s: a file in %s: %s", c->id, c->file_dir,
+                                      strerror(-r));
+        call->result = json_object_new_object();
+        json_object_object_add(call->result, "file_size",
+                               json_object_new_int64((int64_t)FILEDIR_FILE_SIZE));
+        call->reply_fds[0] = fd;
+        call->n_reply_fds = 1;
+        call->close_after = fd;
         return 0;
 }

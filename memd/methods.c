@@ -16,6 +16,8 @@ static int method_attach(struct api_call *call, union api_params *p, struct xmem
 static int method_detach(struct api_call *call, union api_params *p, struct xmem_error *err);
 static int method_list(struct api_call *call, union api_params *p, struct xmem_error *err);
 static int method_stats(struct api_call *call, union api_params *p, struct xmem_error *err);
+static int method_convert(struct api_call *call, union api_params *p, struct xmem_error *err);
+static int method_resize(struct api_call *call, union api_params *p, struct xmem_error *err);
 
 #define ADMIN API_CALLER_ADMIN
 #define CONTAINER API_CALLER_CONTAINER
@@ -25,10 +27,13 @@ const struct api_method api_methods[] = {
     {"detach", api_detach_fields, api_check_id, ADMIN, 0, method_detach, 0},
     {"list", api_no_fields, NULL, ADMIN, 0, method_list, 0},
     {"stats", api_stats_fields, api_check_id, ADMIN | CONTAINER, 0, method_stats, 0},
+    {"convert", api_convert_fields, api_check_convert, ADMIN, 0, method_convert, 0},
+    {"resize", api_resize_fields, api_check_resize, ADMIN, 0, method_resize, 0},
     {"shim.hello", api_hello_fields, api_check_hello, CONTAINER, 0, method_hello, 0},
     {"shim.register", api_register_fields, api_check_register, CONTAINER, 1, method_register, 0},
     {"shim.fork", api_no_fields, NULL, CONTAINER, 0, method_fork, 0},
     {"shim.discard", api_discard_fields, api_check_discard, CONTAINER, 0, method_discard, 0},
+    {"shim.file", api_no_fields, NULL, CONTAINER, 0, method_file, 0},
     /* after a memd restart: the arena memfd and the userfaultfd again, and
      * the accounting page the shim charges (adopt.c) */
     {"shim.resume", api_register_fields, api_check_register, CONTAINER, 2, method_resume, 1},
@@ -54,6 +59,8 @@ static int method_attach(struct api_call *call, union api_params *p, struct xmem
         struct container *c = manager_find_container(m, a->id);
         int r;
 
+        if (!a->file_dir) /* memd's default directory, if it has one */
+                a->file_dir = m->cfg.file_dir;
         if (c) {
                 if (!container_same(c, a))
                         return xmem_error_set(err, -EEXIST,
@@ -159,5 +166,49 @@ static int method_stats(struct api_call *call, union api_params *p, struct xmem_
         if (!c)
                 return err->code;
         call->result = container_stats_json(c);
+        return 0;
+}
+
+/* Ask every shim of the container to convert (docs/shim.md "Conversion"):
+ * a new request in the accounting page, which their watcher threads poll. */
+static int method_convert(struct api_call *call, union api_params *p, struct xmem_error *err)
+{
+        struct api_convert *cv = &p->convert;
+        struct container *c = manager_find_container(call->m, cv->id);
+
+        if (!c)
+                return xmem_error_set(err, -ENOENT, "no container %s", cv->id);
+        if (cv->target == XMEM_CONVERT_FILE && c->file_dirfd < 0)
+                return xmem_error_set(err, -EOPNOTSUPP,
+                                      "container %s has no file directory (io.xmem.file-dir, "
+                                      "memd --file-dir)",
+                                      c->id);
+        container_convert_request(c, cv->target);
+        uint64_t seq = __atomic_load_n(&c->acct->h.convert, __ATOMIC_RELAXED) >> 8;
+        call->result = json_object_new_object();
+        json_object_object_add(call->result, "id", json_object_new_string(c->id));
+        json_object_object_add(call->result, "to", json_object_new_string(cv->to));
+        json_object_object_add(call->result, "request", json_object_new_int64((int64_t)seq));
+        return 0;
+}
+
+/* A new local limit while the container runs (memd/resize.c). */
+static int method_resize(struct api_call *call, union api_params *p, struct xmem_error *err)
+{
+        struct api_resize *rs = &p->resize;
+        struct container *c = manager_find_container(call->m, rs->id);
+        int r;
+
+        if (!c)
+                return xmem_error_set(err, -ENOENT, "no container %s", rs->id);
+        r = container_resize(c, rs->local_limit, manager_now_usec(call->m), err);
+        if (r < 0)
+                return r;
+        r = state_save(call->m, c, err); /* a restarted memd keeps the new limit */
+        if (r < 0)
+                return r;
+        call->result = container_to_json(c);
+        json_object_object_add(call->result, "pending",
+                               json_object_new_boolean(c->resize_pending));
         return 0;
 }

@@ -292,7 +292,8 @@ static int read_usage(struct residency *r, uint64_t *ret)
 void residency_refresh(struct residency *r)
 {
         const uint64_t *live = __atomic_load_n(&r->cg_local_live, __ATOMIC_ACQUIRE);
-        uint64_t usage = 0, resident;
+        uint64_t usage = 0, resident, local, budget;
+        struct cgroup_mem m;
 
         if (!r->cg)
                 return;
@@ -301,13 +302,20 @@ void residency_refresh(struct residency *r)
         resident = atomic_load(&r->resident);
         if (read_usage(r, &usage) < 0)
                 return;
-        atomic_store(&r->budget,
-                     residency_budget_from(r->cg_limit, usage, resident, r->cg_headroom,
-                                           /* written by the container's shims:
-                                            * clamped before it steers anything */
-                                           live ? MIN(__atomic_load_n(live, __ATOMIC_RELAXED),
-                                                      r->cg_limit)
-                                                : 0));
+        /* written by the container's shims: clamped before it steers anything */
+        local = live ? MIN(__atomic_load_n(live, __ATOMIC_RELAXED), r->cg_limit) : 0;
+        budget = residency_budget_from(r->cg_limit, usage, resident, r->cg_headroom, local);
+        /* No room at all: if page cache fills the limit (file memory, the
+         * container's files), it is the kernel's to drop as the arena's
+         * fills charge, so it is room too; else no fault would ever be
+         * served (docs/memd.md "Resize and conversion"). Read only then:
+         * memory.stat is dearer than the usage. */
+        if (budget == 0 && cgroup_read_mem(r->cg, &m) == 0 && m.file > m.shmem) {
+                uint64_t cache = m.file - m.shmem;
+                budget = residency_budget_from(r->cg_limit, usage > cache ? usage - cache : 0,
+                                               resident, r->cg_headroom, local);
+        }
+        atomic_store(&r->budget, budget);
 }
 
 /* Sleep until a kick, a cgroup event or the interval; drain what woke us.

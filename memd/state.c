@@ -22,7 +22,7 @@
 
 struct state_top {
         uint64_t version;
-        const char *id, *cgroup, *policy, *appliance;
+        const char *id, *cgroup, *policy, *appliance, *file_dir;
         uint64_t local_limit, external, local_alloc_limit, chunk_size, acct_ino;
         json_object *processes, *fork_clones;
 };
@@ -36,6 +36,7 @@ static const struct json_field top_fields[] = {
     {"local_alloc_limit", JSON_FIELD_U64, true, offsetof(struct state_top, local_alloc_limit)},
     {"policy", JSON_FIELD_STRING, true, offsetof(struct state_top, policy)},
     {"appliance", JSON_FIELD_STRING, false, offsetof(struct state_top, appliance)},
+    {"file_dir", JSON_FIELD_STRING, false, offsetof(struct state_top, file_dir)},
     {"chunk_size", JSON_FIELD_U64, true, offsetof(struct state_top, chunk_size)},
     {"processes", JSON_FIELD_ARRAY, true, offsetof(struct state_top, processes)},
     {"fork_clones", JSON_FIELD_ARRAY, false, offsetof(struct state_top, fork_clones)},
@@ -231,7 +232,8 @@ int state_parse(const char *buf, size_t len, struct state_container *ret, struct
                                        .external = t.external,
                                        .policy_text = t.policy,
                                        .local_alloc_limit = t.local_alloc_limit,
-                                       .appliance = t.appliance};
+                                       .appliance = t.appliance,
+                                       .file_dir = t.file_dir};
         /* the same checks as an attach request */
         r = api_attach_validate(&s.attach, err);
         if (r < 0)
@@ -391,6 +393,8 @@ static json_object *container_state_json(const struct manager *m, const struct c
             o, "policy", json_object_new_string(api_policy_format(&c->policy, pol, sizeof(pol))));
         if (c->appliance)
                 json_object_object_add(o, "appliance", json_object_new_string(c->appliance));
+        if (c->file_dir)
+                json_object_object_add(o, "file_dir", json_object_new_string(c->file_dir));
         json_object_object_add(o, "chunk_size", u64(c->chunk_size));
         for (const struct process *p = c->processes; p; p = p->next)
                 json_object_array_add(procs, process_to_json(m, p));

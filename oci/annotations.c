@@ -18,9 +18,8 @@
 #define A_REQUIRED "io.xmem.required"
 #define MAX_RATIO 1000
 
-/* memd has no memory-mapped-file store nor restore yet: these two keys are
- * validated for form, then refused with a plain "not supported yet". */
-#define HAVE_FILE_DIR 0
+/* memd has no restore yet: the key is validated for form, then refused with a
+ * plain "not supported yet". */
 #define HAVE_RESTORE 0
 
 static const char *const known_keys[] = {
@@ -194,10 +193,6 @@ static int parse_extras(json_object *an, struct xmem_annotations *x, struct xmem
                                               A_FILE_DIR ": \"%s\" is not an absolute, normalised "
                                                          "path (use e.g. /var/lib/xmem/files)",
                                               quote(file_dir, q, sizeof(q)));
-                if (!HAVE_FILE_DIR)
-                        return xmem_error_set(err, -EOPNOTSUPP,
-                                              A_FILE_DIR ": memory-mapped files are not "
-                                                         "supported yet");
                 snprintf(x->file_dir, sizeof(x->file_dir), "%s", file_dir);
         }
         if (restore) {

@@ -63,10 +63,17 @@ static bool attached(void)
 bool shim_charge(enum shim_placement where, uint64_t size, bool limited)
 {
         struct xmem_acct *a = shim_state.acct;
+
+        if (where == SHIM_FILE) { /* bounded by the file system (shim_zone_room) */
+                add(&shim_state.slot->file_bytes, size);
+                add(&shim_state.file_bytes, size);
+                return true;
+        }
         bool local = where == SHIM_LOCAL;
         uint64_t *total = local ? &a->h.local_bytes : &a->h.external_bytes;
+        /* the local allowance from the page: memd changes it on a resize */
         uint64_t limit = !limited || !attached()       ? UINT64_MAX
-                         : local                        ? shim_state.policy.local_alloc_limit
+                         : local                        ? ld(&a->h.local_alloc_limit)
                                                         : shim_state.policy.external_quota;
 
         if (!add_within(total, size, limit))
@@ -81,6 +88,10 @@ void shim_uncharge(enum shim_placement where, uint64_t size)
         struct xmem_acct *a = shim_state.acct;
         uint64_t n;
 
+        if (where == SHIM_FILE) {
+                sub_sat(&shim_state.slot->file_bytes, sub_sat(&shim_state.file_bytes, size));
+                return;
+        }
         if (where == SHIM_LOCAL) {
                 n = sub_sat(&shim_state.local_bytes, size);
                 sub_sat(&shim_state.slot->local_bytes, n);
@@ -94,14 +105,6 @@ void shim_uncharge(enum shim_placement where, uint64_t size)
         sub_sat(&a->h.external_bytes, n);
 }
 
-static bool arena_room(uint64_t size)
-{
-        pthread_mutex_lock(&shim_state.lock);
-        bool room = (shim_state.range.n_pages - shim_state.range.used) * SHIM_PAGE >= size;
-        pthread_mutex_unlock(&shim_state.lock);
-        return room;
-}
-
 enum shim_placement shim_place(uint64_t size, bool try_external)
 {
         struct xmem_acct *a = shim_state.acct;
@@ -111,7 +114,10 @@ enum shim_placement shim_place(uint64_t size, bool try_external)
                 (void)shim_charge(SHIM_LOCAL, size, false);
                 return SHIM_LOCAL;
         }
-        room = try_external && arena_room(size);
+        /* memd away: its appliances may be too; file memory is the fallback */
+        room = try_external && !__atomic_load_n(&shim_state.memd_away, __ATOMIC_RELAXED) &&
+               shim_zone_room(&shim_state.arena, size);
+        uint64_t file_room = shim_zone_room(&shim_state.file, size) ? size : 0;
         /* another process may take the room between the decision and the
          * charge: decide again on the new counters */
         for (int i = 0; i < PLACE_TRIES; i++) {
@@ -121,8 +127,11 @@ enum shim_placement shim_place(uint64_t size, bool try_external)
                         .external_bytes = ext,
                         /* the shim cannot see residency: what is in use is an upper bound */
                         .resident_cache = ext,
+                        .file_room = file_room,
                 };
-                enum shim_placement where = shim_policy_place(&shim_state.policy, &u, size, room);
+                struct shim_policy pol = shim_state.policy;
+                pol.local_alloc_limit = ld(&a->h.local_alloc_limit); /* resize */
+                enum shim_placement where = shim_policy_place(&pol, &u, size, room);
 
                 if (where == SHIM_NONE)
                         break;
@@ -135,7 +144,8 @@ enum shim_placement shim_place(uint64_t size, bool try_external)
 
 /* Carry this process's charged bytes over to the page now in use: local ones
  * are charged again (a forked child's copies are its own memory), external
- * ones become credit (a child's clone shares the parent's chunks). */
+ * ones become credit (a child's clone shares the parent's chunks); file ones
+ * are the child's own copy. */
 static void acct_adopt(void)
 {
         uint64_t local = ld(&shim_state.local_bytes);
@@ -144,6 +154,8 @@ static void acct_adopt(void)
         add(&shim_state.external_credit, ext);
         __atomic_store_n(&shim_state.slot->external_bytes, 0, __ATOMIC_RELAXED);
         __atomic_store_n(&shim_state.slot->local_bytes, local, __ATOMIC_RELAXED);
+        __atomic_store_n(&shim_state.slot->file_bytes, ld(&shim_state.file_bytes),
+                         __ATOMIC_RELAXED);
         add(&shim_state.acct->h.local_bytes, local);
 }
 

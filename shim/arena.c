@@ -1,6 +1,6 @@
 /* arena.c: the external arena in this process: the handshake with memd,
- * mapping the memfd and registering it with our userfaultfd, handing out its
- * page ranges, punching holes, and fork (docs/api.md "shim.fork"). */
+ * mapping the memfd and registering it with our userfaultfd, and fork
+ * (docs/api.md "shim.fork"). Its page ranges are zone.c's. */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
@@ -14,8 +14,6 @@
 
 #include "shim.h"
 #include "uffd-compat.h"
-
-#define ARENA_ALIGN (2ULL << 20)
 
 static pthread_mutex_t sock_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t sock_back = PTHREAD_COND_INITIALIZER;
@@ -64,49 +62,6 @@ static int uffd_create(int devfd, int *ret_uffd)
         return r == -EINVAL ? uffd_create_with(devfd, need, ret_uffd) : r;
 }
 
-/* Map MEMFD: at FIXED_BASE (a forked child: the parent's address) or at a
- * 2 MiB aligned address of the kernel's choice. */
-static int arena_map(int memfd, uint64_t size, uint64_t fixed_base, uint64_t *ret_base)
-{
-        void *p;
-
-        if (fixed_base) {
-                p = shim_sys_mmap((void *)fixed_base, size, PROT_READ | PROT_WRITE,
-                                  MAP_SHARED | MAP_FIXED_NOREPLACE, memfd, 0);
-                if (p == MAP_FAILED)
-                        return -errno;
-                if ((uint64_t)p != fixed_base) {
-                        shim_sys_munmap(p, size);
-                        return -EEXIST;
-                }
-        } else {
-                char *res = shim_sys_mmap(NULL, size + ARENA_ALIGN, PROT_NONE,
-                                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-                if (res == MAP_FAILED)
-                        return -errno;
-                char *base = (char *)(((uint64_t)res + ARENA_ALIGN - 1) & ~(ARENA_ALIGN - 1));
-                p = shim_sys_mmap(base, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
-                                  memfd, 0);
-                if (p == MAP_FAILED) {
-                        int r = -errno;
-                        shim_sys_munmap(res, size + ARENA_ALIGN);
-                        return r;
-                }
-                if (base > res)
-                        shim_sys_munmap(res, (size_t)(base - res));
-                if (res + size + ARENA_ALIGN > base + size)
-                        shim_sys_munmap(base + size, (size_t)(res + ARENA_ALIGN - base));
-        }
-        /* a child must not share our heap: it gets its own view (shim.fork) */
-        if (shim_sys_madvise(p, size, MADV_DONTFORK) < 0) {
-                int r = -errno;
-                shim_sys_munmap(p, size);
-                return r;
-        }
-        *ret_base = (uint64_t)p;
-        return 0;
-}
-
 static int arena_register(int uffd, uint64_t base, uint64_t size)
 {
         struct uffdio_register reg = {
@@ -115,18 +70,6 @@ static int arena_register(int uffd, uint64_t base, uint64_t size)
         };
 
         return ioctl(uffd, UFFDIO_REGISTER, &reg) < 0 ? -errno : 0;
-}
-
-static int range_setup(uint64_t size)
-{
-        uint64_t n = size / SHIM_PAGE;
-        void *bits = shim_sys_mmap(NULL, range_bitmap_bytes(n), PROT_READ | PROT_WRITE,
-                                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-
-        if (bits == MAP_FAILED)
-                return -errno;
-        range_init(&shim_state.range, bits, n);
-        return 0;
 }
 
 int shim_arena_attach(int sock, const char *token)
@@ -138,25 +81,26 @@ int shim_arena_attach(int sock, const char *token)
         r = shim_proto_hello(sock, token, &info);
         if (r < 0)
                 return r;
-        if (token && info.arena_size != shim_state.size)
+        if (token && info.arena_size != shim_state.arena.size)
                 r = -EBADMSG; /* the child's heap must be the parent's, byte for byte */
         if (r == 0)
                 r = uffd_create(info.devfd, &uffd);
-        close(info.devfd);
         if (r == 0)
-                r = arena_map(info.memfd, info.arena_size, token ? shim_state.base : 0, &base);
+                r = shim_zone_map(info.memfd, info.arena_size, token ? shim_state.arena.base : 0,
+                                  &base);
         if (r == 0) {
                 r = arena_register(uffd, base, info.arena_size);
                 if (r == 0)
                         r = shim_proto_register(sock, base, info.arena_size, uffd);
                 if (r == 0 && !token)
-                        r = range_setup(info.arena_size);
+                        r = shim_zone_range_setup(&shim_state.arena, info.arena_size);
                 if (r < 0)
                         shim_sys_munmap((void *)base, info.arena_size);
         }
         if (r < 0) {
                 if (uffd >= 0)
                         close(uffd);
+                close(info.devfd);
                 close(info.memfd);
                 if (info.acctfd >= 0)
                         close(info.acctfd);
@@ -170,97 +114,13 @@ int shim_arena_attach(int sock, const char *token)
                 shim_acct_use_private();
         shim_state.sock = sock;
         shim_state.uffd = uffd; /* never closed: faults wait if memd dies */
-        shim_state.memfd = info.memfd;
-        shim_state.base = base;
-        shim_state.size = info.arena_size;
+        shim_state.devfd = info.devfd; /* conversions make their own (convert.c) */
+        shim_state.arena.kind = SHIM_EXTERNAL;
+        shim_state.arena.fd = info.memfd;
+        shim_state.arena.base = base;
+        shim_state.arena.size = info.arena_size;
         atomic_store_explicit(&shim_state.attached, true, memory_order_release);
-        return 0;
-}
-
-/* ---- page ranges ---- */
-
-/* Discard [ADDR, ADDR+LEN) and free its pages; returns the bytes that were in use. */
-static uint64_t arena_give_back(void *addr, size_t len)
-{
-        uint64_t first = ((uint64_t)addr - shim_state.base) / SHIM_PAGE;
-
-        (void)shim_arena_discard(addr, len);
-        pthread_mutex_lock(&shim_state.lock);
-        uint64_t before = shim_state.range.used;
-        range_free(&shim_state.range, first, len / SHIM_PAGE);
-        uint64_t freed = (before - shim_state.range.used) * SHIM_PAGE;
-        pthread_mutex_unlock(&shim_state.lock);
-        return freed;
-}
-
-/* The caller has charged LEN (shim_place). */
-void *shim_arena_alloc(size_t len, size_t align, bool *ret_zero)
-{
-        uint64_t first;
-        bool pristine;
-        int r;
-
-        if (align < SHIM_PAGE)
-                align = SHIM_PAGE;
-        pthread_mutex_lock(&shim_state.lock);
-        r = range_alloc(&shim_state.range, len / SHIM_PAGE, align / SHIM_PAGE, &first, &pristine);
-        pthread_mutex_unlock(&shim_state.lock);
-        if (r < 0)
-                return NULL;
-        void *p = (void *)(shim_state.base + first * SHIM_PAGE);
-        /* pages given back by munmap were made inaccessible */
-        if (!pristine && shim_sys_mprotect(p, len, PROT_READ | PROT_WRITE) < 0) {
-                (void)arena_give_back(p, len);
-                return NULL;
-        }
-        /* a new arena reads as zeros (memd's contract); a fork child's clone
-         * keeps that true above the parent's high-water mark */
-        *ret_zero = pristine;
-        return p;
-}
-
-int shim_arena_claim(void *addr, size_t len, bool *ret_zero)
-{
-        uint64_t first = ((uint64_t)addr - shim_state.base) / SHIM_PAGE;
-        int r;
-
-        /* growing in place is a new external allocation: within the quota */
-        if (!shim_charge(SHIM_EXTERNAL, len, true))
-                return -ENOMEM;
-        pthread_mutex_lock(&shim_state.lock);
-        r = range_claim(&shim_state.range, first, len / SHIM_PAGE, ret_zero);
-        pthread_mutex_unlock(&shim_state.lock);
-        if (r < 0) {
-                shim_uncharge(SHIM_EXTERNAL, len);
-                return r;
-        }
-        if (!*ret_zero && shim_sys_mprotect(addr, len, PROT_READ | PROT_WRITE) < 0) {
-                r = -errno;
-                shim_arena_release(addr, len);
-        }
-        return r;
-}
-
-int shim_arena_discard(void *addr, size_t len)
-{
-        off_t off = (off_t)((uint64_t)addr - shim_state.base);
-
-        /* on the memfd rather than MADV_REMOVE: works whatever the mapping's
-         * protection is now */
-        if (fallocate(shim_state.memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off,
-                      (off_t)len) < 0)
-                return -errno;
-        /* memd counts the pages this process wrote against the container's
-         * quota until it hears they were given back (docs/memd.md) */
-        pthread_mutex_lock(&sock_lock);
-        (void)shim_proto_discard(shim_state.sock, (uint64_t)off, len);
-        pthread_mutex_unlock(&sock_lock);
-        return 0;
-}
-
-void shim_arena_release(void *addr, size_t len)
-{
-        shim_uncharge(SHIM_EXTERNAL, arena_give_back(addr, len));
+        return shim_file_attach(sock, info.file_size, token != NULL);
 }
 
 /* ---- fork ---- */
@@ -305,9 +165,11 @@ void shim_arena_atfork_prepare(void)
 {
         if (!atomic_load_explicit(&shim_state.attached, memory_order_acquire))
                 return;
+        /* no conversion half done in the child (convert.c) */
+        shim_locals_busy(true);
         /* held until the parent or child handler: concurrent forks queue here */
         pthread_mutex_lock(&sock_lock);
-        shim_state.fork_prepared = fork_snapshot();
+        shim_state.fork_prepared = fork_snapshot() && shim_file_fork_prepare() == 0;
 }
 
 void shim_arena_atfork_parent(void)
@@ -315,7 +177,9 @@ void shim_arena_atfork_parent(void)
         if (!atomic_load_explicit(&shim_state.attached, memory_order_acquire))
                 return;
         shim_state.fork_prepared = false;
+        shim_file_fork_parent();
         pthread_mutex_unlock(&sock_lock);
+        shim_locals_busy(false);
 }
 
 
@@ -343,19 +207,22 @@ void shim_arena_atfork_child(void)
         pthread_mutex_init(&sock_lock, NULL);
         pthread_cond_init(&sock_back, NULL);
         pthread_mutex_init(&shim_state.lock, NULL);
+        shim_locals_atfork_child();
+        shim_convert_atfork_child();
         shim_state.memd_away = false;
         atomic_store_explicit(&shim_state.attached, false, memory_order_release);
         /* the parent's accounting page is not mapped here (MADV_DONTFORK):
          * a private one until memd gives this child its own slot */
         shim_acct_use_private();
-        /* the parent's connection, uffd and memfd are the parent's */
+        /* the parent's connection, uffd and descriptors are the parent's */
         close(shim_state.sock);
         close(shim_state.uffd);
-        close(shim_state.memfd);
-        shim_state.sock = shim_state.uffd = shim_state.memfd = -1;
+        close(shim_state.devfd);
+        close(shim_state.arena.fd);
+        shim_state.sock = shim_state.uffd = shim_state.devfd = shim_state.arena.fd = -1;
 
         if (!shim_state.fork_prepared) {
-                if (shim_state.range.used == 0)
+                if (shim_state.arena.range.used == 0 && shim_state.file.range.used == 0)
                         return; /* nothing external was in use: carry on local only */
                 child_fatal("shim.fork", -EPROTO);
         }

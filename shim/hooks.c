@@ -57,8 +57,10 @@ static void *hook_alloc(extent_hooks_t *h, void *new_addr, size_t size, size_t a
 
         if (size == 0 || size % SHIM_PAGE)
                 return NULL;
-        if (new_addr && shim_in_arena(new_addr, size)) {
-                if (shim_arena_claim(new_addr, size, &zeroed) == 0)
+        struct shim_zone *z = new_addr ? shim_zone_of(new_addr, size) : NULL;
+
+        if (z) {
+                if (shim_zone_claim(z, new_addr, size, &zeroed) == 0)
                         p = new_addr;
         } else if (new_addr) {
                 /* growing in place: only within the local limit (jemalloc
@@ -67,29 +69,27 @@ static void *hook_alloc(extent_hooks_t *h, void *new_addr, size_t size, size_t a
                         p = local_map(new_addr, size, align);
                         if (!p)
                                 shim_uncharge(SHIM_LOCAL, size);
+                        else
+                                shim_locals_track((uint64_t)p, size);
                 }
         } else if (metadata) {
                 /* metadata blocks are 2 MiB of address space each but mostly
                  * untouched: not counted as allocations */
                 p = local_map(NULL, size, align);
         } else {
-                enum shim_placement where = shim_place(size, true);
+                enum shim_placement where;
 
-                if (where == SHIM_EXTERNAL) {
-                        p = shim_arena_alloc(size, align, &zeroed);
-                        if (!p) { /* no aligned room after all */
-                                shim_uncharge(SHIM_EXTERNAL, size);
-                                where = shim_place(size, false);
-                        }
-                }
+                p = shim_zone_place(size, align, &zeroed, &where);
                 if (where == SHIM_LOCAL) {
                         zeroed = true;
                         p = local_map(NULL, size, align);
                         if (!p)
                                 shim_uncharge(SHIM_LOCAL, size);
+                        else
+                                shim_locals_track((uint64_t)p, size);
                 }
-                /* SHIM_NONE: the container's local limit and external quota
-                 * are both used up: malloc fails with ENOMEM */
+                /* SHIM_NONE: the container's local limit, external quota and
+                 * file space are all used up: malloc fails with ENOMEM */
         }
         if (!p)
                 return NULL;
@@ -111,12 +111,18 @@ static bool hook_dalloc(extent_hooks_t *h, void *addr, size_t size, bool committ
 static void hook_destroy(extent_hooks_t *h, void *addr, size_t size, bool committed,
                          unsigned arena_ind)
 {
-        if (shim_in_arena(addr, size)) {
-                shim_arena_release(addr, size);
+        struct shim_zone *z = shim_zone_of(addr, size);
+
+        if (z) {
+                shim_zone_release(z, addr, size);
                 return;
         }
+        /* not while a conversion works on it; a converted piece gives its
+         * file pages back */
+        shim_locals_busy(true);
         shim_sys_munmap(addr, size);
-        shim_uncharge(SHIM_LOCAL, size);
+        shim_locals_untrack((uint64_t)addr, size, true);
+        shim_locals_busy(false);
 }
 
 /* Memory is always committed (Linux overcommits), as jemalloc's default. */
@@ -126,17 +132,35 @@ static bool hook_commit(extent_hooks_t *h, void *addr, size_t size, size_t off, 
         return true;
 }
 
+/* Purge local [P, P+LEN) (true: failed). A part converted to file memory is
+ * punched out of the file (zeros, as DONTNEED gives); not while a conversion
+ * works on it. */
+static bool local_purge(char *p, size_t len, int advice)
+{
+        bool failed;
+
+        shim_locals_busy(true);
+        if (shim_locals_converted((uint64_t)p, len) && shim_locals_purge(p, len) < 0) {
+                shim_locals_busy(false);
+                return true;
+        }
+        failed = shim_sys_madvise(p, len, advice) < 0 &&
+                 shim_sys_madvise(p, len, MADV_DONTNEED) < 0;
+        shim_locals_busy(false);
+        return failed;
+}
+
 static bool hook_purge_lazy(extent_hooks_t *h, void *addr, size_t size, size_t off,
                             size_t len, unsigned arena_ind)
 {
         char *p = (char *)addr + off;
+        struct shim_zone *z = shim_zone_of(p, len);
 
-        if (shim_in_arena(p, len))
-                /* free the shmem pages; contents are undefined afterwards (memd
-                 * may refill stale data), hence lazy, never forced */
-                return shim_arena_discard(p, len) < 0;
-        return shim_sys_madvise(p, len, MADV_FREE) < 0 &&
-               shim_sys_madvise(p, len, MADV_DONTNEED) < 0;
+        if (z)
+                /* free the pages; arena contents are undefined afterwards
+                 * (memd may refill stale data), hence lazy, never forced */
+                return shim_zone_discard(z, p, len) < 0;
+        return local_purge(p, len, MADV_FREE);
 }
 
 static bool hook_purge_forced(extent_hooks_t *h, void *addr, size_t size, size_t off,
@@ -145,10 +169,13 @@ static bool hook_purge_forced(extent_hooks_t *h, void *addr, size_t size, size_t
         char *p = (char *)addr + off;
 
         /* forced purge promises zeros: not on the arena, where only memd knows
-         * whether a punched page comes back as zeros */
-        if (shim_overlaps_arena(p, len))
+         * whether a punched page comes back as zeros; a punched file reads
+         * zeros */
+        if (shim_zone_has(&shim_state.file, p, len))
+                return shim_zone_discard(&shim_state.file, p, len) < 0;
+        if (shim_overlaps_zone(p, len))
                 return true;
-        return shim_sys_madvise(p, len, MADV_DONTNEED) < 0;
+        return local_purge(p, len, MADV_DONTNEED);
 }
 
 static bool hook_split(extent_hooks_t *h, void *addr, size_t size, size_t size_a,
@@ -161,7 +188,7 @@ static bool hook_merge(extent_hooks_t *h, void *addr_a, size_t size_a, void *add
                        size_t size_b, bool committed, unsigned arena_ind)
 {
         /* never join a local mapping with an arena range next to it */
-        return shim_in_arena(addr_a, size_a) != shim_in_arena(addr_b, size_b);
+        return shim_zone_of(addr_a, size_a) != shim_zone_of(addr_b, size_b);
 }
 
 static extent_hooks_t shim_hooks = {

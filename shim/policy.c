@@ -1,4 +1,4 @@
-/* policy.c: local-or-external placement (see policy.h). Pure: no state, no
+/* policy.c: local, external or file placement (see policy.h). Pure: no state, no
  * system calls; the shim's extent hook and mmap wrapper call it. */
 #include <errno.h>
 #include <string.h>
@@ -50,14 +50,18 @@ static bool fits(uint64_t used, uint64_t size, uint64_t limit)
         return size <= limit && used <= limit - size;
 }
 
-/* PREFER if it fits, else the other side if it fits, else none. */
-static enum shim_placement pick(enum shim_placement prefer, bool local_ok, bool external_ok)
+/* PREFER if it fits, else the other side if it fits, else file memory if it
+ * has room, else none. */
+static enum shim_placement pick(enum shim_placement prefer, bool local_ok, bool external_ok,
+                                bool file_ok)
 {
         if (prefer == SHIM_EXTERNAL && external_ok)
                 return SHIM_EXTERNAL;
         if (local_ok)
                 return SHIM_LOCAL;
-        return external_ok ? SHIM_EXTERNAL : SHIM_NONE;
+        if (external_ok)
+                return SHIM_EXTERNAL;
+        return file_ok ? SHIM_FILE : SHIM_NONE;
 }
 
 enum shim_placement shim_policy_place(const struct shim_policy *p, const struct shim_usage *u,
@@ -65,11 +69,12 @@ enum shim_placement shim_policy_place(const struct shim_policy *p, const struct 
 {
         bool local_ok = fits(u->local_bytes, size, p->local_alloc_limit);
         bool external_ok = external_available && fits(u->external_bytes, size, p->external_quota);
+        bool file_ok = size <= u->file_room;
 
         switch (p->kind) {
         case SHIM_POLICY_EXTERNAL_FIRST:
                 if (size >= p->large_threshold)
-                        return pick(SHIM_EXTERNAL, local_ok, external_ok);
+                        return pick(SHIM_EXTERNAL, local_ok, external_ok, file_ok);
                 break;
         case SHIM_POLICY_RATIO: {
                 /* local allocations stay within N x the arena's resident cache,
@@ -80,11 +85,11 @@ enum shim_placement shim_policy_place(const struct shim_policy *p, const struct 
                 if (cap < p->local_floor)
                         cap = p->local_floor;
                 if (!fits(u->local_bytes, size, cap))
-                        return pick(SHIM_EXTERNAL, local_ok, external_ok);
+                        return pick(SHIM_EXTERNAL, local_ok, external_ok, file_ok);
                 break;
         }
         case SHIM_POLICY_LOCAL_FIRST:
                 break;
         }
-        return pick(SHIM_LOCAL, local_ok, external_ok);
+        return pick(SHIM_LOCAL, local_ok, external_ok, file_ok);
 }

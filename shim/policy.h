@@ -26,11 +26,13 @@ struct shim_usage {
         uint64_t local_bytes;    /* local extents and mappings the container's shims hold */
         uint64_t external_bytes; /* external ones */
         uint64_t resident_cache; /* the arena's resident cache (estimate) */
+        uint64_t file_room;      /* bytes file memory can take now (0: none) */
 };
 
 enum shim_placement {
         SHIM_LOCAL,
         SHIM_EXTERNAL,
+        SHIM_FILE, /* the memory-mapped file (docs/shim.md "File memory") */
         SHIM_NONE, /* neither fits: the allocation fails with ENOMEM */
 };
 
@@ -47,7 +49,8 @@ int shim_policy_parse(const char *name, uint64_t ratio, uint64_t local_alloc_lim
 
 /* Where a request of SIZE bytes goes. The policy picks a preferred side;
  * when that side's limit (local_alloc_limit, external_quota) has no room for
- * SIZE the other side is used if it has, else SHIM_NONE. Never SHIM_EXTERNAL
- * when !EXTERNAL_AVAILABLE (no room in this process's arena). */
+ * SIZE the other side is used if it has, else file memory if it has room
+ * (file_room), else SHIM_NONE. Never SHIM_EXTERNAL when !EXTERNAL_AVAILABLE
+ * (no room in this process's arena, or memd is away). */
 enum shim_placement shim_policy_place(const struct shim_policy *p, const struct shim_usage *u,
                                       uint64_t size, bool external_available);

@@ -124,6 +124,12 @@ static int hello_parse(const char *buf, size_t n, struct shim_arena_info *ret)
         if (shim_policy_parse(policy, ratio, limit, &info.policy) < 0)
                 return -EBADMSG;
         info.policy.external_quota = quota;
+        /* a container with a file directory (docs/api.md "shim.file") */
+        r = jscan_get_u64(buf, n, "result", "file_size", &info.file_size);
+        if (r == -ENOENT)
+                info.file_size = 0;
+        else if (r < 0 || info.file_size % SHIM_PAGE || info.file_size > (1ULL << 46))
+                return -EBADMSG;
         *ret = info;
         return 0;
 }
@@ -214,16 +220,23 @@ int shim_proto_register(int sock, uint64_t base, uint64_t size, int uffd)
         return range_call(sock, "shim.register", "base", base, "size", size, &uffd, 1);
 }
 
+/* METHOD without parameters: the reply into BUF, up to *N_FDS descriptors. */
+static ssize_t bare_call(int sock, const char *method, char *buf, int *fds, size_t *n_fds)
+{
+        char req[96];
+
+        snprintf(req, sizeof(req), "{\"xmem\":1,\"method\":\"%s\",\"params\":{}}", method);
+        return proto_call(sock, req, NULL, 0, buf, fds, n_fds);
+}
+
 int shim_proto_fork(int sock, char *ret_token, size_t token_len)
 {
-        const char *req = "{\"xmem\":1,\"method\":\"shim.fork\",\"params\":{}}";
         char buf[PROTO_REPLY_MAX], token[SHIM_TOKEN_MAX];
         int fds[1];
         size_t n_fds = 1;
-        ssize_t n;
+        ssize_t n = bare_call(sock, "shim.fork", buf, fds, &n_fds);
         int r;
 
-        n = proto_call(sock, req, NULL, 0, buf, fds, &n_fds);
         if (n < 0)
                 return (int)n;
         close_fds(fds, n_fds);
@@ -245,4 +258,24 @@ int shim_proto_resume(int sock, uint64_t base, uint64_t size, int memfd, int uff
 
         return range_call(sock, "shim.resume", "base", base, "size", size, send,
                           acctfd >= 0 ? 3 : 2);
+}
+
+int shim_proto_file(int sock, int *ret_fd, uint64_t *ret_size)
+{
+        char buf[PROTO_REPLY_MAX];
+        int fds[1];
+        size_t n_fds = 1;
+        uint64_t size;
+        ssize_t n = bare_call(sock, "shim.file", buf, fds, &n_fds);
+
+        if (n < 0)
+                return (int)n;
+        if (n_fds != 1 || jscan_get_u64(buf, (size_t)n, "result", "file_size", &size) < 0 ||
+            size == 0 || size % SHIM_PAGE || size > (1ULL << 46)) {
+                close_fds(fds, n_fds);
+                return -EBADMSG;
+        }
+        *ret_fd = fds[0];
+        *ret_size = size;
+        return 0;
 }

@@ -19,8 +19,10 @@
 struct shim_state shim_state = {
         .sock = -1,
         .uffd = -1,
-        .memfd = -1,
         .acctfd = -1,
+        .devfd = -1,
+        .arena = { .kind = SHIM_EXTERNAL, .fd = -1 },
+        .file = { .kind = SHIM_FILE, .fd = -1 },
         .lock = PTHREAD_MUTEX_INITIALIZER,
 };
 
@@ -87,11 +89,40 @@ _export_ void *pvalloc(size_t size)
         return memalign(page, size ? (size + page - 1) & ~(page - 1) : page);
 }
 
+static int xmem_mallctl(const char *name, void *oldp, size_t *oldlenp, void *newp,
+                        size_t newlen)
+{
+        struct shim_convert_stats st;
+
+        if (!atomic_load_explicit(&shim_state.attached, memory_order_acquire))
+                return ENOENT;
+        if (strcmp(name, "convert") == 0 && newp && newlen == sizeof(const char *) && !oldp) {
+                const char *to = *(const char *const *)newp;
+                if (!to || (strcmp(to, "file") != 0 && strcmp(to, "local") != 0))
+                        return EINVAL;
+                return -shim_convert(strcmp(to, "file") == 0 ? SHIM_FILE : SHIM_LOCAL, NULL);
+        }
+        if (strcmp(name, "convert_stats") == 0 && oldp && oldlenp && *oldlenp == sizeof(st) &&
+            !newp) {
+                shim_convert_last(&st);
+                memcpy(oldp, &st, sizeof(st));
+                return 0;
+        }
+        return ENOENT;
+}
+
 /* jemalloc's mallctl, watching arenas the application creates: an arena made
  * without hooks of its own gets the shim's. */
 _export_ int mallctl(const char *name, void *oldp, size_t *oldlenp, void *newp, size_t newlen)
 {
-        int r = xmem_je_mallctl(name, oldp, oldlenp, newp, newlen);
+        int r;
+
+        /* "xmem.convert" (write "file" or "local": convert now, in this
+         * thread) and "xmem.convert_stats" (read struct shim_convert_stats):
+         * for benchmarks and tests of conversion (docs/shim.md) */
+        if (name && strncmp(name, "xmem.", 5) == 0)
+                return xmem_mallctl(name + 5, oldp, oldlenp, newp, newlen);
+        r = xmem_je_mallctl(name, oldp, oldlenp, newp, newlen);
 
         if (r == 0 && name && strcmp(name, "arenas.create") == 0 && !newp && oldp &&
             oldlenp && *oldlenp == sizeof(unsigned) &&

@@ -15,9 +15,27 @@
 
 #define WATCH_BACKOFF_MIN_MS 10
 #define WATCH_BACKOFF_MAX_MS 1000
+/* How often the accounting page is looked at for a conversion request. */
+#define WATCH_CONVERT_MS 100
 
 static pthread_t watcher;
 static bool watching;
+static uint64_t convert_seen; /* the last conversion request acted on */
+
+/* memd asked for a conversion (docs/shim.md "Conversion"): do it here, one
+ * request at a time, on this thread. */
+static void convert_check(void)
+{
+        uint64_t w = __atomic_load_n(&shim_state.acct->h.convert, __ATOMIC_ACQUIRE);
+
+        if (w >> 8 == convert_seen >> 8)
+                return;
+        convert_seen = w;
+        if ((w & 0xff) == XMEM_CONVERT_FILE)
+                (void)shim_convert(SHIM_FILE, NULL);
+        else if ((w & 0xff) == XMEM_CONVERT_LOCAL)
+                (void)shim_convert(SHIM_LOCAL, NULL);
+}
 
 static void sleep_ms(unsigned ms)
 {
@@ -35,8 +53,8 @@ static int try_resume(int *ret_sock)
         r = shim_proto_connect(shim_socket_path(), &sock);
         if (r < 0)
                 return r;
-        r = shim_proto_resume(sock, shim_state.base, shim_state.size, shim_state.memfd,
-                              shim_state.uffd, shim_state.acctfd);
+        r = shim_proto_resume(sock, shim_state.arena.base, shim_state.arena.size,
+                              shim_state.arena.fd, shim_state.uffd, shim_state.acctfd);
         if (r < 0) {
                 close(sock);
                 return r;
@@ -56,7 +74,10 @@ static void *watch_main(void *arg)
                 unsigned backoff = WATCH_BACKOFF_MIN_MS;
                 int sock = -1;
 
-                if (poll(&p, 1, -1) <= 0)
+                int n = poll(&p, 1, WATCH_CONVERT_MS);
+                if (n == 0)
+                        convert_check();
+                if (n <= 0)
                         continue;
                 if (p.revents & POLLNVAL) { /* never ours to lose; do not spin */
                         sleep_ms(WATCH_BACKOFF_MAX_MS);
@@ -93,6 +114,8 @@ void shim_watch_start(void)
         pthread_attr_t attr;
 
         watching = false;
+        /* requests made before this process came are not its */
+        convert_seen = __atomic_load_n(&shim_state.acct->h.convert, __ATOMIC_ACQUIRE);
         if (pthread_attr_init(&attr) != 0)
                 return;
         (void)pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);

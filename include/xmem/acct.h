@@ -17,7 +17,8 @@ struct xmem_acct_slot {
         uint64_t pid;            /* memd: the owner (0: free); informational */
         uint64_t local_bytes;    /* the shim: charged local bytes */
         uint64_t external_bytes; /* the shim: charged external bytes */
-        uint64_t reserved;
+        uint64_t file_bytes;     /* the shim: its file memory in use (no limit: the
+                                  * file system's free space is) */
 };
 
 struct xmem_acct_header {
@@ -29,8 +30,12 @@ struct xmem_acct_header {
         uint64_t local_bytes;       /* container-wide charged local bytes */
         uint64_t external_bytes;    /* container-wide charged external bytes */
         uint64_t refused;           /* requests refused with ENOMEM (both full) */
-        uint64_t reserved;
+        uint64_t convert;           /* memd: a conversion request, (sequence << 8) |
+                                     * XMEM_CONVERT_*; every shim acts on each new one */
 };
+
+#define XMEM_CONVERT_LOCAL 1 /* converted ranges back to local memory */
+#define XMEM_CONVERT_FILE 2  /* local ranges to file memory */
 
 struct xmem_acct {
         struct xmem_acct_header h;

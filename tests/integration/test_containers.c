@@ -184,3 +184,4 @@ Test(containers, without_xmem_a_container_is_oom_killed, .init = setup, .fini = 
 }
 
 #include "containers_attached.c"
+#include "containers_resize.c"

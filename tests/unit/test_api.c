@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "api.h"
+#include <xmem/acct.h>
 #include "errno-name.h"
 
 Test(api, id_charset)
@@ -115,4 +116,44 @@ Test(api, request_envelope)
         cr_expect_eq(api_method_find("shim.register")->n_fds, 1);
         cr_expect_null(api_method_find("Attach"));
         cr_expect_str_eq(errno_name(-ENOENT), "ENOENT", "replies name errnos through lib/errno-name");
+}
+
+/* The methods of issue 10: attach's file_dir, convert, resize (its params
+ * extensible: each optional, at least one). */
+Test(api, convert_resize_file_dir)
+{
+        struct api_request req;
+        struct xmem_error err = {};
+        static const struct {
+                const char *msg, *want;
+        } bad[] = {
+                { "{\"xmem\":1,\"method\":\"convert\",\"params\":{\"id\":\"w\",\"to\":\"disk\"}}",
+                  "convert: params.to: must be local or file" },
+                { "{\"xmem\":1,\"method\":\"convert\",\"params\":{\"id\":\"w\"}}",
+                  "convert: params.to: missing" },
+                { "{\"xmem\":1,\"method\":\"resize\",\"params\":{\"id\":\"w\"}}",
+                  "resize: params: nothing to resize (local_limit)" },
+                { "{\"xmem\":1,\"method\":\"resize\",\"params\":{\"id\":\"w\",\"local_limit\":\"1M\"}}",
+                  "resize: params.local_limit: must be from 4M to 1P" },
+                { "{\"xmem\":1,\"method\":\"attach\",\"params\":{\"id\":\"w\",\"cgroup\":\"/c/w\","
+                  "\"local_limit\":\"64M\",\"external\":\"1G\",\"file_dir\":\"rel\"}}",
+                  "attach: params.file_dir: must be an absolute, normalised path" },
+        };
+
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                cr_expect_eq(api_request_parse(bad[i].msg, strlen(bad[i].msg), &req, &err), -EINVAL,
+                             "%s", bad[i].msg);
+                cr_expect_str_eq(err.msg, bad[i].want);
+        }
+        const char *ok = "{\"xmem\":1,\"method\":\"resize\",\"params\":{\"id\":\"w\","
+                         "\"local_limit\":\"64M\"}}";
+        cr_assert_eq(api_request_parse(ok, strlen(ok), &req, &err), 0, "%s", err.msg);
+        cr_expect_eq(req.p.resize.local_limit, 64 << 20);
+        api_request_done(&req);
+        const char *conv = "{\"xmem\":1,\"method\":\"convert\",\"params\":{\"id\":\"w\",\"to\":\"file\"}}";
+        cr_assert_eq(api_request_parse(conv, strlen(conv), &req, &err), 0, "%s", err.msg);
+        cr_expect_eq(req.p.convert.target, XMEM_CONVERT_FILE);
+        api_request_done(&req);
+        cr_expect_eq(api_method_find("resize")->callers, API_CALLER_ADMIN);
+        cr_expect_eq(api_method_find("shim.file")->callers, API_CALLER_CONTAINER);
 }

@@ -60,9 +60,11 @@ Test(annotations, happy)
 
         cr_assert_eq(annotate("{\"io.xmem.enable\":\"true\",\"io.xmem.local-limit\":\"64M\","
                               "\"io.xmem.external\":\"1G\",\"io.xmem.policy\":\"ratio:3\","
-                              "\"io.xmem.appliance\":\"tcp://127.0.0.1:7070\",\"other\":\"1\"}",
+                              "\"io.xmem.appliance\":\"tcp://127.0.0.1:7070\",\"other\":\"1\","
+                              "\"io.xmem.file-dir\":\"/var/lib/xmem/files\"}",
                               &x, &err),
                      0, "%s", err.msg);
+        cr_expect_str_eq(x.file_dir, "/var/lib/xmem/files");
         cr_expect(x.enable && x.any);
         cr_expect_eq(x.local_limit, 64ULL << 20);
         cr_expect_eq(x.external, 1ULL << 30);
@@ -141,8 +143,9 @@ Test(annotations, sad_one_line_naming_the_key)
                   "io.xmem.file-dir: \"rel/dir\" is not an absolute, normalised path (use e.g. "
                   "/var/lib/xmem/files)" },
                 { "{\"io.xmem.enable\":\"true\",\"io.xmem.local-limit\":\"64M\","
-                  "\"io.xmem.file-dir\":\"/var/lib/xmem\"}",
-                  "io.xmem.file-dir: memory-mapped files are not supported yet" },
+                  "\"io.xmem.file-dir\":\"/var/lib/xmem/..\"}",
+                  "io.xmem.file-dir: \"/var/lib/xmem/..\" is not an absolute, normalised path "
+                  "(use e.g. /var/lib/xmem/files)" },
                 { "{\"io.xmem.enable\":\"true\",\"io.xmem.local-limit\":\"64M\","
                   "\"io.xmem.restore\":\"snap-1\"}",
                   "io.xmem.restore: restore is not supported yet" },

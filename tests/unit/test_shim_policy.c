@@ -67,6 +67,30 @@ Test(policy, external_first)
         cr_expect_eq(shim_policy_place(&p, &u, 64 * MIB, false), SHIM_LOCAL, "no arena: local");
 }
 
+/* seed 000 claims 3 and 8: file memory when local and external are full, as
+ * far as the file directory's free space goes */
+Test(policy, file_memory_is_the_last_resort)
+{
+        struct shim_policy p = pol("local-first", 0, 64 * MIB);
+        struct shim_usage u = { .local_bytes = 64 * MIB, .file_room = 8 * MIB };
+
+        p.external_quota = 16 * MIB;
+        cr_expect_eq(shim_policy_place(&p, &u, 2 * MIB, true), SHIM_EXTERNAL, "external first");
+        u.external_bytes = 16 * MIB;
+        cr_expect_eq(shim_policy_place(&p, &u, 2 * MIB, true), SHIM_FILE, "both full: file");
+        cr_expect_eq(shim_policy_place(&p, &u, 2 * MIB, false), SHIM_FILE, "no appliance: file");
+        cr_expect_eq(shim_policy_place(&p, &u, 8 * MIB + 4096, true), SHIM_NONE,
+                     "file space used up: ENOMEM");
+        u.local_bytes = 0;
+        cr_expect_eq(shim_policy_place(&p, &u, 2 * MIB, true), SHIM_LOCAL, "local has room");
+        p = pol("external-first", 0, 64 * MIB);
+        p.external_quota = 16 * MIB;
+        u.local_bytes = 64 * MIB;
+        cr_expect_eq(shim_policy_place(&p, &u, 2 * MIB, true), SHIM_FILE);
+        u.file_room = 0;
+        cr_expect_eq(shim_policy_place(&p, &u, 2 * MIB, true), SHIM_NONE, "no file memory");
+}
+
 Test(policy, ratio)
 {
         struct shim_policy p = pol("ratio:2", 2, 1024 * MIB);

@@ -1,0 +1,265 @@
+/* test_convert.c: conversion of a running process's local memory to file
+ * memory and back at the same addresses (docs/shim.md "Conversion"), with a
+ * real memd and the real shim: conv_prog's 4 threads rewrite and check
+ * 256 MiB of versioned pages without a pause while memd's convert requests
+ * (xmemctl convert) move its local extents to file memory and back 20
+ * times; every page checks, no write is lost, no thread faults. Root and
+ * cgroup v1 memory. */
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+#define MIB (1ULL << 20)
+
+static struct {
+        struct harness_memd md;
+        struct harness_cg cg;
+        struct harness_child prog;
+        char files[64];
+        char swapfile[96]; /* a swap file on while set */
+} e = {.prog = {.pid = -1}};
+
+static void setup(void)
+{
+        char name[64];
+
+        signal(SIGPIPE, SIG_IGN);
+        e.prog.pid = -1;
+        if (!harness_is_root() || access("/sys/fs/cgroup/memory/memory.limit_in_bytes", F_OK) != 0)
+                return; /* the test skips */
+        snprintf(e.files, sizeof(e.files), "/tmp/cv-convert.XXXXXX");
+        cr_assert(mkdtemp(e.files), "mkdtemp: %m");
+        snprintf(name, sizeof(name), "cv-convert-%d", (int)getpid());
+        cr_assert(harness_cg_create(&e.cg, name));
+        harness_memd_start(&e.md, "/tmp/cv-convert-memd.XXXXXX",
+                           (const char *const[]){"--file-dir", e.files, NULL});
+}
+
+static void teardown(void)
+{
+        harness_child_kill(&e.prog);
+        if (e.md.pid > 0)
+                harness_memd_stop(&e.md);
+        if (e.cg.version) {
+                harness_cg_kill_all(e.cg.path);
+                harness_cg_remove(&e.cg);
+        }
+        if (e.swapfile[0]) {
+                char cmd[160];
+                snprintf(cmd, sizeof(cmd), "swapoff %s 2>/dev/null", e.swapfile);
+                if (system(cmd) != 0)
+                        cr_log_warn("swapoff %s failed", e.swapfile);
+                unlink(e.swapfile);
+        }
+        if (e.files[0])
+                rmdir(e.files);
+        memset(&e, 0, sizeof(e));
+        e.prog.pid = -1;
+}
+
+static void need_root_v1(void)
+{
+        if (!harness_is_root())
+                harness_skip(teardown, "needs root");
+        if (e.cg.version != 1)
+                harness_skip(teardown, "needs the cgroup v1 memory controller");
+}
+
+static void ctl(const char *const *args, char *out, size_t len)
+{
+        cr_assert(harness_ctl(&e.md, out, len, args), "xmemctl %s: %s", args[0], out);
+}
+
+/* Poll the container's file_bytes until WANT says yes (10 s at most). */
+static uint64_t wait_file_bytes(bool (*want)(uint64_t))
+{
+        static char s[16384];
+        uint64_t v = 0;
+
+        for (int i = 0; i < 200; i++) {
+                ctl((const char *const[]){"--json", "stats", "cv", NULL}, s, sizeof(s));
+                v = harness_json_u64(s, "file_bytes");
+                if (want(v))
+                        return v;
+                usleep(50000);
+        }
+        cr_assert_fail("file_bytes stayed at %llu: %s", (unsigned long long)v, s);
+        return v;
+}
+
+static bool all_in_file(uint64_t v)
+{
+        return v >= 256 * MIB;
+}
+
+static bool none_in_file(uint64_t v)
+{
+        return v == 0;
+}
+
+/* The writes conv_prog has made so far. */
+static unsigned long writes(void)
+{
+        char line[256];
+        unsigned long n = 0;
+
+        harness_child_say(&e.prog, "check");
+        cr_assert_eq(harness_child_line(&e.prog, line, sizeof(line), 30000), 1);
+        cr_assert(sscanf(line, "writes %lu", &n) == 1, "conv_prog: %s", line);
+        return n;
+}
+
+/* Attach "cv" with LIMIT and ALLOC (local_alloc_limit), start conv_prog
+ * MIB THREADS in its cgroup and wait for it to say READY. */
+static void start_prog(const char *limit, const char *alloc, const char *mib, const char *threads,
+                       const char *ready)
+{
+        const char *prog = getenv("XMEM_CONV_PROG");
+        char out[1024], line[256];
+
+        need_root_v1();
+        cr_assert(prog, "XMEM_CONV_PROG is not set (run through meson test)");
+        ctl((const char *const[]){"attach", "cv", "--cgroup", e.cg.path, "--local-limit", limit,
+                                  "--local-alloc-limit", alloc, "--external", "64M", NULL},
+            out, sizeof(out));
+        harness_memd_spawn(&e.md, "cv", &e.prog, (const char *const[]){prog, mib, threads, NULL},
+                           &e.cg, true);
+        cr_assert_eq(harness_child_line(&e.prog, line, sizeof(line), 60000), 1);
+        cr_assert_str_eq(line, ready);
+}
+
+/* Stop conv_prog: it verifies every page (VERIFIED: the start of its line). */
+static void stop_prog(const char *verified)
+{
+        char line[256];
+        int st;
+
+        harness_child_say(&e.prog, "stop");
+        cr_assert_eq(harness_child_line(&e.prog, line, sizeof(line), 120000), 1);
+        cr_expect(strncmp(line, verified, strlen(verified)) == 0, "conv_prog: %s", line);
+        st = harness_child_wait(&e.prog, 60000);
+        cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "conv_prog status %#x", st);
+}
+
+Test(convert, local_to_file_and_back_20_times_under_writers, .init = setup, .fini = teardown,
+     .timeout = 400)
+{
+        char out[1024];
+
+        start_prog("1G", "900M", "256", "4", "ready 65536 pages 4 threads");
+        unsigned long before = writes();
+        for (int i = 0; i < 20; i++) {
+                ctl((const char *const[]){"convert", "cv", "--to", "file", NULL}, out, sizeof(out));
+                wait_file_bytes(all_in_file);
+                ctl((const char *const[]){"convert", "cv", "--to", "local", NULL}, out,
+                    sizeof(out));
+                wait_file_bytes(none_in_file);
+                cr_assert(harness_child_alive(&e.prog), "conv_prog died in round %d", i);
+        }
+        unsigned long after = writes();
+        cr_expect_gt(after, before, "the writers went on (%lu, %lu)", before, after);
+        stop_prog("verified 65536 pages");
+        cr_log_info("%lu writes checked across 40 conversions", after);
+}
+
+Test(convert, bad_requests_are_refused, .init = setup, .fini = teardown)
+{
+        char out[1024];
+
+        need_root_v1();
+        ctl((const char *const[]){"attach", "cv", "--cgroup", e.cg.path, "--local-limit", "64M",
+                                  "--external", "64M", NULL},
+            out, sizeof(out));
+        cr_expect(!harness_ctl(&e.md, out, sizeof(out),
+                               (const char *const[]){"convert", "cv", "--to", "disk", NULL}));
+        cr_expect(strstr(out, "params.to: must be local or file"), "%s", out);
+        cr_expect(!harness_ctl(&e.md, out, sizeof(out),
+                               (const char *const[]){"convert", "nope", "--to", "file", NULL}));
+        cr_expect(strstr(out, "no container nope"), "%s", out);
+}
+
+/* Claim 9: pages swapped out are read back before the range becomes file
+ * memory. A swap file of the test's own (removed after), the cgroup's limit
+ * squeezed until conv_prog's idle pages are in swap, then converted. */
+Test(convert, swapped_out_pages_are_read_back, .init = setup, .fini = teardown, .timeout = 300)
+{
+        char line[256], cmd[320], limit[160];
+        const char *swapfile = e.swapfile;
+
+        need_root_v1();
+        snprintf(e.swapfile, sizeof(e.swapfile), "%s.swap", e.files);
+        snprintf(cmd, sizeof(cmd),
+                 "fallocate -l 256M %s && chmod 600 %s && mkswap %s >/dev/null && swapon %s",
+                 swapfile, swapfile, swapfile, swapfile);
+        if (system(cmd) != 0)
+                harness_skip(teardown, "no swap file here (%s)", cmd);
+        start_prog("1G", "900M", "128", "0", "ready 32768 pages 0 threads");
+        /* squeeze: the idle pages go to swap */
+        snprintf(limit, sizeof(limit), "%s/memory.limit_in_bytes", e.cg.path);
+        FILE *f = fopen(limit, "w");
+        cr_assert(f && fprintf(f, "%llu\n", 48 * MIB) > 0 && fclose(f) == 0, "%s: %m", limit);
+        uint64_t swapped = harness_cg_u64(e.cg.path, "memory.stat", "swap");
+        f = fopen(limit, "w");
+        cr_assert(f && fprintf(f, "%llu\n", 1024 * MIB) > 0 && fclose(f) == 0, "%s: %m", limit);
+        /* the pages stay in swap until something reads them */
+        harness_child_say(&e.prog, "convert file");
+        cr_assert_eq(harness_child_line(&e.prog, line, sizeof(line), 60000), 1);
+        cr_log_info("swapped %llu MiB; %s", (unsigned long long)(swapped / MIB), line);
+        uint64_t left = harness_cg_u64(e.cg.path, "memory.stat", "swap");
+        harness_child_say(&e.prog, "stop");
+        char done[256];
+        cr_assert_eq(harness_child_line(&e.prog, done, sizeof(done), 60000), 1);
+        cr_expect_geq(swapped, 64 * MIB, "only %llu bytes went to swap",
+                      (unsigned long long)swapped);
+        cr_expect(strncmp(line, "converted file", 14) == 0, "conv_prog: %s", line);
+        cr_expect_lt(left, swapped / 4, "still in swap: %llu of %llu", (unsigned long long)left,
+                     (unsigned long long)swapped);
+        cr_expect(strncmp(done, "verified 32768 pages", 20) == 0, "conv_prog: %s", done);
+}
+
+/* Resize (seed 000 claim 11): a 512M container holding 400 MiB of local
+ * memory under constant writes is resized to 64M: memd has its shim convert
+ * to file memory and then lowers the cgroup limit, so usage is under 64 MiB
+ * within seconds while the writers go on; raised again, memory comes back. */
+Test(convert, resize_lowers_and_raises_the_local_limit_live, .init = setup, .fini = teardown,
+     .timeout = 400)
+{
+        char out[2048];
+
+        start_prog("512M", "480M", "400", "4", "ready 102400 pages 4 threads");
+        uint64_t before = harness_cg_u64(e.cg.path, "memory.usage_in_bytes", NULL);
+        cr_expect_geq(before, 400 * MIB, "usage %llu", (unsigned long long)before);
+
+        long t0 = harness_now_ms();
+        ctl((const char *const[]){"resize", "cv", "--local-limit", "64M", NULL}, out, sizeof(out));
+        uint64_t usage = 0, limit = 0;
+        for (int i = 0; i < 300; i++) {
+                limit = harness_cg_u64(e.cg.path, "memory.limit_in_bytes", NULL);
+                usage = harness_cg_u64(e.cg.path, "memory.usage_in_bytes", NULL);
+                if (limit == 64 * MIB && usage <= 64 * MIB)
+                        break;
+                usleep(100000);
+        }
+        long took = harness_now_ms() - t0;
+        cr_assert(limit == 64 * MIB && usage <= 64 * MIB, "limit %llu usage %llu after %ld ms",
+                  (unsigned long long)limit, (unsigned long long)usage, took);
+        cr_log_info("usage %llu MiB -> %llu MiB in %ld ms", (unsigned long long)(before / MIB),
+                    (unsigned long long)(usage / MIB), took);
+        unsigned long w1 = writes();
+        sleep(2);
+        unsigned long w2 = writes();
+        cr_expect_gt(w2, w1, "the writers go on at 64M (%lu, %lu)", w1, w2);
+        cr_expect_eq(harness_cg_oom_kills(&e.cg), 0, "OOM kills");
+
+        ctl((const char *const[]){"resize", "cv", "--local-limit", "512M", NULL}, out, sizeof(out));
+        wait_file_bytes(none_in_file);
+        cr_expect_eq(harness_cg_u64(e.cg.path, "memory.limit_in_bytes", NULL), 512 * MIB);
+        stop_prog("verified 102400 pages");
+}
