@@ -12,6 +12,10 @@ XMEM_PACKAGES=(
 xmem_install_deps() {
   local missing=()
   for p in "${XMEM_PACKAGES[@]}"; do
+    # node and npm from another source (NodeSource's nodejs bundles npm and
+    # conflicts with Debian's npm package) serve as well
+    case "$p" in nodejs) command -v node >/dev/null && continue ;;
+                 npm) command -v npm >/dev/null && continue ;; esac
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
