@@ -129,28 +129,31 @@ static int range_setup(uint64_t size)
         return 0;
 }
 
-int shim_arena_attach(int sock, const char *token)
+int shim_arena_attach(int sock, const char *token, const char **ret_step)
 {
         struct shim_arena_info info;
         uint64_t base = 0;
         int uffd = -1, r;
 
+        *ret_step = "shim.hello";
         r = shim_proto_hello(sock, token, &info);
         if (r < 0)
                 return r;
         if (token && info.arena_size != shim_state.size)
                 r = -EBADMSG; /* the child's heap must be the parent's, byte for byte */
-        if (r == 0)
-                r = uffd_create(info.devfd, &uffd);
+        if (r == 0 && (r = uffd_create(info.devfd, &uffd)) < 0)
+                *ret_step = "userfaultfd";
         close(info.devfd);
-        if (r == 0)
-                r = arena_map(info.memfd, info.arena_size, token ? shim_state.base : 0, &base);
+        if (r == 0 &&
+            (r = arena_map(info.memfd, info.arena_size, token ? shim_state.base : 0, &base)) < 0)
+                *ret_step = "mapping the arena";
         if (r == 0) {
-                r = arena_register(uffd, base, info.arena_size);
-                if (r == 0)
-                        r = shim_proto_register(sock, base, info.arena_size, uffd);
-                if (r == 0 && !token)
-                        r = range_setup(info.arena_size);
+                if ((r = arena_register(uffd, base, info.arena_size)) < 0)
+                        *ret_step = "UFFDIO_REGISTER";
+                else if ((r = shim_proto_register(sock, base, info.arena_size, uffd)) < 0)
+                        *ret_step = "shim.register";
+                else if (!token && (r = range_setup(info.arena_size)) < 0)
+                        *ret_step = "the page bitmap";
                 if (r < 0)
                         shim_sys_munmap((void *)base, info.arena_size);
         }
@@ -334,6 +337,7 @@ static void child_fatal(const char *what, int r)
 
 void shim_arena_atfork_child(void)
 {
+        const char *step;
         int sock = -1, r;
 
         if (!atomic_load_explicit(&shim_state.attached, memory_order_acquire))
@@ -363,8 +367,8 @@ void shim_arena_atfork_child(void)
         r = shim_proto_connect(shim_socket_path(), &sock);
         if (r < 0)
                 child_fatal("connect", r);
-        r = shim_arena_attach(sock, shim_state.fork_token);
+        r = shim_arena_attach(sock, shim_state.fork_token, &step);
         if (r < 0)
-                child_fatal("shim.hello", r);
+                child_fatal(step, r);
         shim_watch_start(); /* the parent's watcher is not here */
 }
