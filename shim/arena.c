@@ -64,6 +64,23 @@ static int uffd_create(int devfd, int *ret_uffd)
         return r == -EINVAL ? uffd_create_with(devfd, need, ret_uffd) : r;
 }
 
+/* ENOMEM from a syscall here is, as a rule, the container's cgroup at its
+ * local limit: with v1's OOM killer paused (memd's choice), a kernel
+ * allocation outside a page fault fails rather than waits until memd's
+ * eviction makes room (a forked child attaching while its parent pages).
+ * Sleeps a little and returns true while it is worth trying again. */
+#define ENOMEM_WAIT_MS 10000
+static bool enomem_wait(int *waited_ms)
+{
+        const struct timespec pause = { .tv_nsec = 10 * 1000 * 1000 };
+
+        if (*waited_ms >= ENOMEM_WAIT_MS)
+                return false;
+        nanosleep(&pause, NULL);
+        *waited_ms += 10;
+        return true;
+}
+
 /* Map MEMFD: at FIXED_BASE (a forked child: the parent's address) or at a
  * 2 MiB aligned address of the kernel's choice. */
 static int arena_map(int memfd, uint64_t size, uint64_t fixed_base, uint64_t *ret_base)
@@ -133,27 +150,40 @@ int shim_arena_attach(int sock, const char *token, const char **ret_step)
 {
         struct shim_arena_info info;
         uint64_t base = 0;
-        int uffd = -1, r;
+        int uffd = -1, waited = 0, r;
 
         *ret_step = "shim.hello";
         r = shim_proto_hello(sock, token, &info);
         if (r < 0)
                 return r;
-        if (token && info.arena_size != shim_state.size)
+        if (token && info.arena_size != shim_state.size) {
                 r = -EBADMSG; /* the child's heap must be the parent's, byte for byte */
-        if (r == 0 && (r = uffd_create(info.devfd, &uffd)) < 0)
+        } else {
                 *ret_step = "userfaultfd";
+                while ((r = uffd_create(info.devfd, &uffd)) == -ENOMEM && enomem_wait(&waited))
+                        ;
+        }
         close(info.devfd);
-        if (r == 0 &&
-            (r = arena_map(info.memfd, info.arena_size, token ? shim_state.base : 0, &base)) < 0)
-                *ret_step = "mapping the arena";
         if (r == 0) {
-                if ((r = arena_register(uffd, base, info.arena_size)) < 0)
-                        *ret_step = "UFFDIO_REGISTER";
-                else if ((r = shim_proto_register(sock, base, info.arena_size, uffd)) < 0)
+                *ret_step = "mapping the arena";
+                while ((r = arena_map(info.memfd, info.arena_size, token ? shim_state.base : 0,
+                                      &base)) == -ENOMEM &&
+                       enomem_wait(&waited))
+                        ;
+        }
+        if (r == 0) {
+                *ret_step = "UFFDIO_REGISTER";
+                while ((r = arena_register(uffd, base, info.arena_size)) == -ENOMEM &&
+                       enomem_wait(&waited))
+                        ;
+                if (r == 0) {
                         *ret_step = "shim.register";
-                else if (!token && (r = range_setup(info.arena_size)) < 0)
+                        r = shim_proto_register(sock, base, info.arena_size, uffd);
+                }
+                if (r == 0 && !token) {
                         *ret_step = "the page bitmap";
+                        r = range_setup(info.arena_size);
+                }
                 if (r < 0)
                         shim_sys_munmap((void *)base, info.arena_size);
         }
