@@ -72,28 +72,60 @@ static int arena_register(int uffd, uint64_t base, uint64_t size)
         return ioctl(uffd, UFFDIO_REGISTER, &reg) < 0 ? -errno : 0;
 }
 
-int shim_arena_attach(int sock, const char *token)
+/* ENOMEM from a syscall here is, as a rule, the container's cgroup at its
+ * local limit: with v1's OOM killer paused (memd's choice), a kernel
+ * allocation outside a page fault fails rather than waits until memd's
+ * eviction makes room (a forked child attaching while its parent pages).
+ * Sleeps a little and returns true while it is worth trying again. */
+#define ENOMEM_WAIT_MS 10000
+static bool enomem_wait(int *waited_ms)
+{
+        const struct timespec pause = { .tv_nsec = 10 * 1000 * 1000 };
+
+        if (*waited_ms >= ENOMEM_WAIT_MS)
+                return false;
+        nanosleep(&pause, NULL);
+        *waited_ms += 10;
+        return true;
+}
+
+int shim_arena_attach(int sock, const char *token, const char **ret_step)
 {
         struct shim_arena_info info;
         uint64_t base = 0;
-        int uffd = -1, r;
+        int uffd = -1, waited = 0, r;
 
+        *ret_step = "shim.hello";
         r = shim_proto_hello(sock, token, &info);
         if (r < 0)
                 return r;
-        if (token && info.arena_size != shim_state.arena.size)
+        if (token && info.arena_size != shim_state.arena.size) {
                 r = -EBADMSG; /* the child's heap must be the parent's, byte for byte */
-        if (r == 0)
-                r = uffd_create(info.devfd, &uffd);
-        if (r == 0)
-                r = shim_zone_map(info.memfd, info.arena_size, token ? shim_state.arena.base : 0,
-                                  &base);
+        } else {
+                *ret_step = "userfaultfd";
+                while ((r = uffd_create(info.devfd, &uffd)) == -ENOMEM && enomem_wait(&waited))
+                        ;
+        }
         if (r == 0) {
-                r = arena_register(uffd, base, info.arena_size);
-                if (r == 0)
+                *ret_step = "mapping the arena";
+                while ((r = shim_zone_map(info.memfd, info.arena_size,
+                                          token ? shim_state.arena.base : 0, &base)) == -ENOMEM &&
+                       enomem_wait(&waited))
+                        ;
+        }
+        if (r == 0) {
+                *ret_step = "UFFDIO_REGISTER";
+                while ((r = arena_register(uffd, base, info.arena_size)) == -ENOMEM &&
+                       enomem_wait(&waited))
+                        ;
+                if (r == 0) {
+                        *ret_step = "shim.register";
                         r = shim_proto_register(sock, base, info.arena_size, uffd);
-                if (r == 0 && !token)
+                }
+                if (r == 0 && !token) {
+                        *ret_step = "the page bitmap";
                         r = shim_zone_range_setup(&shim_state.arena, info.arena_size);
+                }
                 if (r < 0)
                         shim_sys_munmap((void *)base, info.arena_size);
         }
@@ -198,6 +230,7 @@ static void child_fatal(const char *what, int r)
 
 void shim_arena_atfork_child(void)
 {
+        const char *step;
         int sock = -1, r;
 
         if (!atomic_load_explicit(&shim_state.attached, memory_order_acquire))
@@ -230,8 +263,8 @@ void shim_arena_atfork_child(void)
         r = shim_proto_connect(shim_socket_path(), &sock);
         if (r < 0)
                 child_fatal("connect", r);
-        r = shim_arena_attach(sock, shim_state.fork_token);
+        r = shim_arena_attach(sock, shim_state.fork_token, &step);
         if (r < 0)
-                child_fatal("shim.hello", r);
+                child_fatal(step, r);
         shim_watch_start(); /* the parent's watcher is not here */
 }

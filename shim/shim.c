@@ -136,6 +136,7 @@ _export_ int mallctl(const char *name, void *oldp, size_t *oldlenp, void *newp, 
 static void shim_attach(void)
 {
         const char *path = secure_getenv("XMEM_SOCKET");
+        const char *step;
         int sock, r;
 
         if (!path || !*path)
@@ -145,7 +146,7 @@ static void shim_attach(void)
         strcpy(socket_path, path);
         if (shim_proto_connect(socket_path, &sock) < 0)
                 return; /* no memd: pass-through */
-        r = shim_arena_attach(sock, NULL);
+        r = shim_arena_attach(sock, NULL, &step);
         if (r < 0) {
                 close(sock); /* not attached, or a failed handshake: pass-through */
                 return;

@@ -157,8 +157,9 @@ void shim_sock_unlock(void);
 void shim_sock_back(void);
 const char *shim_socket_path(void);
 
-/* arena.c: mapping, userfaultfd, registration, fork. */
-int shim_arena_attach(int sock, const char *token);
+/* arena.c: mapping, userfaultfd, registration, fork. shim_arena_attach sets
+ * *RET_STEP to what failed (a forked child names it when it dies). */
+int shim_arena_attach(int sock, const char *token, const char **ret_step);
 void shim_arena_atfork_prepare(void);
 void shim_arena_atfork_parent(void);
 void shim_arena_atfork_child(void);

@@ -1,6 +1,7 @@
 /* harness.c: process control for integration tests. */
 #include <criterion/criterion.h>
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -253,6 +254,48 @@ void harness_kill(struct harness_proc *p)
         waitpid(p->pid, NULL, 0);
         harness_untrack(p->pid);
         p->pid = -1;
+}
+
+/* Has every thread of PID stopped (or exited)? */
+static bool all_stopped(pid_t pid)
+{
+        char path[64], buf[512], *paren;
+        struct dirent *d;
+        bool ok = true;
+        DIR *dir;
+
+        snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+        dir = opendir(path);
+        if (!dir)
+                return false;
+        while (ok && (d = readdir(dir))) {
+                FILE *f;
+                if (d->d_name[0] == '.')
+                        continue;
+                snprintf(buf, sizeof(buf), "/proc/%d/task/%s/stat", (int)pid, d->d_name);
+                f = fopen(buf, "r");
+                if (!f)
+                        continue; /* the thread is gone */
+                ok = fgets(buf, sizeof(buf), f) && (paren = strrchr(buf, ')')) && paren[1] == ' ' &&
+                     paren[2] && strchr("TZX", paren[2]);
+                fclose(f);
+        }
+        closedir(dir);
+        return ok;
+}
+
+void harness_sigstop(struct harness_proc *p)
+{
+        cr_assert(p->pid > 0 && kill(p->pid, SIGSTOP) == 0, "SIGSTOP %d: %s", (int)p->pid,
+                  strerror(errno));
+        /* the thread that takes the signal stops the others only once it
+         * runs: until then they answer requests */
+        for (int i = 0; i < 10000; i++) {
+                if (all_stopped(p->pid))
+                        return;
+                usleep(1000);
+        }
+        cr_assert_fail("pid %d did not stop within 10 s of SIGSTOP", (int)p->pid);
 }
 
 void harness_cleanup(struct harness_proc *p)

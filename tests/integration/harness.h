@@ -48,6 +48,9 @@ void harness_appliance_setup(struct harness_proc *p, const char *pool_size);
 int harness_stop(struct harness_proc *p);
 /* SIGKILL and wait. */
 void harness_kill(struct harness_proc *p);
+/* SIGSTOP and wait until every thread of P has stopped (kill() returns
+ * before they have: until then P serves on). Aborts the test after 10 s. */
+void harness_sigstop(struct harness_proc *p);
 /* Stop if running and remove the temp dir. */
 void harness_cleanup(struct harness_proc *p);
 

@@ -197,8 +197,8 @@ Test(appliance_restart, gone_for_good_sigbus_others_unaffected, .init = setup, .
                   "A did not write within 120 s (last line '%s', see %s)", last, e.md.log);
 
         /* A's appliance stops answering while A reads its data back */
-        cr_assert_eq(kill(e.app[0].pid, SIGSTOP), 0);
-        e.stopped = true;
+        e.stopped = true; /* before: a failed stop still gets its SIGCONT */
+        harness_sigstop(&e.app[0]);
         harness_child_say(&e.prog[0], "go");
         run_prog(1, (const char *const[]){"verify", WORK_MIB, "2", NULL});
         sleep(1);
@@ -304,8 +304,8 @@ Test(appliance_restart, teardown_on_stopped_appliance_never_blocks, .init = setu
         cr_assert_geq(harness_appliance_regions(e.app[0].tcp_uri), 1, "A's arena has no region on its appliance");
 
         /* A's appliance stops answering while A pages: fetches in flight */
-        cr_assert_eq(kill(e.app[0].pid, SIGSTOP), 0);
-        e.stopped = true;
+        e.stopped = true; /* before: a failed stop still gets its SIGCONT */
+        harness_sigstop(&e.app[0]);
         run_prog(1, (const char *const[]){"verify", WORK_MIB, "3", NULL});
         sleep(1);
         /* A dies: its arena and regions are torn down (waiting for the
@@ -362,8 +362,8 @@ static long fork_waiting(const char *dir_template)
                            &e.cg[0], true);
         cr_assert(harness_child_follow(&e.prog[0], "ready", 120000, last, sizeof(last)) > 0,
                   "A did not fill its heap within 120 s (last line '%s', see %s)", last, e.md.log);
-        cr_assert_eq(kill(e.app[0].pid, SIGSTOP), 0);
-        e.stopped = true;
+        e.stopped = true; /* before: a failed stop still gets its SIGCONT */
+        harness_sigstop(&e.app[0]);
         t_go = harness_now_ms();
         harness_child_say(&e.prog[0], "go");
         cr_assert(harness_child_follow(&e.prog[0], "fork ", 1000, last, sizeof(last)) < 0,

@@ -158,8 +158,8 @@ Test(stall, stopped_appliance_stalls_only_its_own_container, .init = setup, .fin
         cr_assert_gt(a_wb, 64 * MIB, "A is not paging out: %s", sa);
 
         /* appliance 1 stops answering: A's next fetches wait on it */
-        cr_assert_eq(kill(e.app[0].pid, SIGSTOP), 0);
-        e.stopped = true;
+        e.stopped = true; /* before: a failed stop still gets its SIGCONT */
+        harness_sigstop(&e.app[0]);
         sleep(1); /* replies already on their way arrive */
         a_fetched = stat_of(0, "fetched_bytes", "A stopped");
         sleep(2);
