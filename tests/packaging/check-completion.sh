@@ -32,7 +32,7 @@ expect() {
 
 expect "list " "$xmemctl" "l"
 expect "attach " "$xmemctl" "a"
-expect "attach cdi detach list stats " "$xmemctl" ""
+expect "attach cdi convert detach list resize stats " "$xmemctl" ""
 expect "--json " "$xmemctl" "--j"
 expect "--socket " "$xmemctl" "--so"
 expect "--local-alloc-limit --local-limit " "$xmemctl" attach web "--loc"
