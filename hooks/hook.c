@@ -4,6 +4,7 @@
  * them in config.json), detaching again if that fails; `poststop` detaches.
  * The state JSON comes on stdin, the rest from the bundle's config.json. */
 #include <errno.h>
+#include <unistd.h>
 #include <getopt.h>
 #include <libgen.h>
 #include <stdio.h>
@@ -287,7 +288,21 @@ static int run(const struct hook_opts *opts, struct xmem_error *err)
                 r = privilege_drop_caps(NULL, 0, err); /* detaching takes none */
                 if (r < 0)
                         return xmem_error_prefix(err, "dropping capabilities");
-                r = memd_connect(o.socket, HOOK_MEMD_TIMEOUT_S, &fd, err);
+                /* memd restarting: wait for it a little; memd away for good
+                 * is no reason to fail the container's end (a memd started
+                 * later detaches a container whose cgroup is gone) */
+                for (int i = 0; i < 100; i++) {
+                        r = memd_connect(o.socket, HOOK_MEMD_TIMEOUT_S, &fd, err);
+                        if (r != -ENOENT && r != -ECONNREFUSED)
+                                break;
+                        usleep(100000);
+                }
+                if (r == -ENOENT || r == -ECONNREFUSED) {
+                        fprintf(stderr, PROG ": detach container %s: %s; memd detaches it when "
+                                         "it is back\n",
+                                s->id, err->msg);
+                        return 0;
+                }
                 if (r == 0)
                         r = detach(fd, s->id, err);
                 return r < 0 ? xmem_error_prefix(err, "detach container %s", s->id) : 0;
