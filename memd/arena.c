@@ -7,6 +7,7 @@
 
 #include "arena.h"
 #include "macro.h"
+#include "pages.h"
 
 /* The arena's state, all pages FREE, no memfd yet. */
 static int arena_alloc(uint64_t size, uint32_t chunk_size, struct store *store, bool fresh,
@@ -112,8 +113,7 @@ void arena_free(struct arena *a)
         if (!a)
                 return;
         for (uint64_t c = 0; a->quota && a->charge && c < a->n_chunks; c++)
-                if (a->charge[c] == PAGE_CHARGED || a->charge[c] == PAGE_CHARGING)
-                        atomic_fetch_sub(&a->quota->used, 1);
+                pages_uncharge(a, c);
         safe_close(a->uffd);
         safe_close(a->memfd);
         pthread_mutex_destroy(&a->lock);
