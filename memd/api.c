@@ -156,6 +156,48 @@ const struct json_field api_discard_fields[] = {
         {},
 };
 
+const struct json_field api_checkpoint_fields[] = {
+        F("id", STRING, true, struct api_snapshot, id),
+        F("name", STRING, false, struct api_snapshot, name),
+        {},
+};
+const struct json_field api_snapshots_fields[] = {
+        F("id", STRING, false, struct api_snapshot, id),
+        {},
+};
+const struct json_field api_delete_snapshot_fields[] = {
+        F("name", STRING, true, struct api_snapshot, name),
+        {},
+};
+const struct json_field api_restore_fields[] = {
+        F("name", STRING, true, struct api_snapshot, name),
+        F("rollback", STRING, false, struct api_snapshot, rollback),
+        F("new", STRING, false, struct api_snapshot, new_id),
+        {},
+};
+
+int api_check_snapshot(union api_params *p, struct xmem_error *err)
+{
+        const struct api_snapshot *s = &p->snapshot;
+        const char *bad = NULL;
+
+        if (s->id && !api_id_valid(s->id))
+                bad = "id";
+        else if (s->name && !api_id_valid(s->name))
+                bad = "name";
+        else if (s->rollback && !api_id_valid(s->rollback))
+                bad = "rollback";
+        else if (s->new_id && !api_id_valid(s->new_id))
+                bad = "new";
+        if (bad)
+                return xmem_error_set(err, -EINVAL,
+                                      "params.%s: must match [A-Za-z0-9_.-]{1,128} (no slashes)",
+                                      bad);
+        if (s->rollback && s->new_id)
+                return xmem_error_set(err, -EINVAL, "params.new: not with params.rollback");
+        return 0;
+}
+
 int api_check_attach(union api_params *p, struct xmem_error *err)
 {
         return api_attach_validate(&p->attach, err);

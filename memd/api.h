@@ -91,7 +91,16 @@ struct api_discard {
         uint64_t length;
 };
 
+/* checkpoint, delete-snapshot, snapshots, restore (memd/checkpoint.c) */
+struct api_snapshot {
+        const char *id;       /* checkpoint: the container; snapshots: a filter (NULL: all) */
+        const char *name;     /* checkpoint: NULL picks one; delete-snapshot, restore: required */
+        const char *rollback; /* restore: roll this running container back */
+        const char *new_id;   /* restore: start a new container from it (not yet) */
+};
+
 union api_params {
+        struct api_snapshot snapshot;
         struct api_discard discard;
         struct api_attach attach;
         struct api_id id;
@@ -118,13 +127,16 @@ int api_attach_validate(struct api_attach *a, struct xmem_error *err);
 /* The methods' typed fields and their checks beyond JSON types (for
  * api_methods[], memd/methods.c). */
 extern const struct json_field api_attach_fields[], api_detach_fields[], api_stats_fields[],
-        api_no_fields[], api_hello_fields[], api_register_fields[],
-        api_discard_fields[];
+    api_no_fields[], api_hello_fields[], api_register_fields[], api_discard_fields[],
+    api_checkpoint_fields[], api_snapshots_fields[], api_delete_snapshot_fields[],
+    api_restore_fields[];
 int api_check_attach(union api_params *p, struct xmem_error *err);
 int api_check_id(union api_params *p, struct xmem_error *err); /* a valid id, if any */
 int api_check_hello(union api_params *p, struct xmem_error *err);
 int api_check_register(union api_params *p, struct xmem_error *err);
 int api_check_discard(union api_params *p, struct xmem_error *err);
+/* ids and snapshot names valid; restore: exactly one of rollback and new */
+int api_check_snapshot(union api_params *p, struct xmem_error *err);
 
 /* Parse and validate one datagram. On failure ERR holds the complete reply
  * message ("attach: params.id: ...", "request: invalid JSON: ...") and *RET is

@@ -28,6 +28,7 @@ int manager_new(const struct manager_config *cfg, struct manager **ret, struct x
                 return xmem_error_set(err, -ENOMEM, "out of memory");
         m->cfg = *cfg;
         m->listen_fd = m->containers_dirfd = m->state_dirfd = m->state_lockfd = -1;
+        m->snap_dirfd = -1;
         if (!m->cfg.cgroup_root)
                 m->cfg.cgroup_root = CGROUP_FS_ROOT;
         if (!m->cfg.bounds.conns)

@@ -63,6 +63,7 @@ struct manager {
         struct fork_token *tokens;
         int exit_code;
         int state_dirfd, state_lockfd; /* memd/state.c */
+        int snap_dirfd;                /* STATE_DIR/snapshots: manifests (memd/manifest.c) */
         bool keep; /* stopping by signal: live containers' regions stay (container_keep) */
 };
 
@@ -135,3 +136,14 @@ int method_discard(struct api_call *call, union api_params *p, struct xmem_error
  * processes waiting for shim.resume; a bad file moved aside. */
 int adopt_all(struct manager *m, struct xmem_error *err);
 int method_resume(struct api_call *call, union api_params *p, struct xmem_error *err);
+
+/* checkpoint.c, restore.c: checkpoints (docs/memd.md "Checkpoints") */
+int method_checkpoint(struct api_call *call, union api_params *p, struct xmem_error *err);
+int method_snapshots(struct api_call *call, union api_params *p, struct xmem_error *err);
+int method_delete_snapshot(struct api_call *call, union api_params *p, struct xmem_error *err);
+int method_restore(struct api_call *call, union api_params *p, struct xmem_error *err);
+/* Freeze C's cgroup (its freezer found through its process PID) until every
+ * task is frozen; thaw it (always, after a freeze that succeeded). */
+int checkpoint_freeze(struct manager *m, struct container *c, pid_t pid, struct cgroup_freezer *f,
+                      struct xmem_error *err);
+void checkpoint_thaw(struct container *c, struct cgroup_freezer *f);

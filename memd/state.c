@@ -68,7 +68,7 @@ static const struct json_field region_fields[] = {
     {},
 };
 
-static int hex_key(const char *s, uint8_t key[XMEM_KEY_SIZE])
+int state_hex_key(const char *s, uint8_t key[XMEM_KEY_SIZE])
 {
         if (strlen(s) != 2 * XMEM_KEY_SIZE)
                 return -EINVAL;
@@ -109,7 +109,8 @@ static int parse_regions(json_object *arr, const char *where, struct state_proce
                                      sizeof(in), false, at, err);
                 if (r < 0)
                         return r;
-                if (in.id == 0 || hex_key(in.key, p->regions[i].ref.key) < 0 || !*in.appliance)
+                if (in.id == 0 || state_hex_key(in.key, p->regions[i].ref.key) < 0 ||
+                    !*in.appliance)
                         return xmem_error_set(err, -EINVAL,
                                               "%s: needs an id > 0, a key of 32 hex digits and "
                                               "an appliance",
@@ -235,16 +236,24 @@ int state_open(struct manager *m, struct xmem_error *err)
         m->state_dirfd = openat(fd, STATE_SUBDIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (m->state_dirfd < 0)
                 return xmem_error_set(err, negative_errno(), "%s/" STATE_SUBDIR ": %m", dir);
+        /* checkpoints' manifests (memd/manifest.c) */
+        if (mkdirat(fd, STATE_SNAPSHOTS, 0700) < 0 && errno != EEXIST)
+                return xmem_error_set(err, negative_errno(), "%s/" STATE_SNAPSHOTS ": %m", dir);
+        m->snap_dirfd =
+            openat(fd, STATE_SNAPSHOTS, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (m->snap_dirfd < 0)
+                return xmem_error_set(err, negative_errno(), "%s/" STATE_SNAPSHOTS ": %m", dir);
         return 0;
 }
 
 void state_close(struct manager *m)
 {
         m->state_dirfd = safe_close(m->state_dirfd);
+        m->snap_dirfd = safe_close(m->snap_dirfd);
         m->state_lockfd = safe_close(m->state_lockfd);
 }
 
-static const char *appliance_of(const struct manager *m, const struct xmem_transport *t)
+const char *state_appliance_name(const struct manager *m, const struct xmem_transport *t)
 {
         for (size_t i = 0; i < m->n_transports; i++)
                 if (m->transports[i] == t)
@@ -255,6 +264,28 @@ static const char *appliance_of(const struct manager *m, const struct xmem_trans
 static json_object *u64(uint64_t v)
 {
         return json_object_new_int64((int64_t)MIN(v, (uint64_t)INT64_MAX));
+}
+
+json_object *state_region_json(const char *appliance, const struct xmem_region_ref *ref)
+{
+        json_object *r = json_object_new_object();
+        char key[2 * XMEM_KEY_SIZE + 1];
+
+        for (size_t k = 0; k < XMEM_KEY_SIZE; k++)
+                snprintf(key + 2 * k, 3, "%02x", ref->key[k]);
+        json_object_object_add(r, "appliance", json_object_new_string(appliance));
+        json_object_object_add(r, "id", u64(ref->id));
+        json_object_object_add(r, "key", json_object_new_string(key));
+        return r;
+}
+
+struct xmem_transport *state_transport_of(const struct manager *m, const char *uri)
+{
+        for (size_t i = 0; i < m->n_transports; i++)
+                if (strcmp(uri, m->cfg.appliances[i]) == 0 ||
+                    strcmp(uri, xmem_transport_uri(m->transports[i])) == 0)
+                        return m->transports[i];
+        return NULL;
 }
 
 static json_object *process_to_json(const struct manager *m, const struct process *p)
@@ -269,18 +300,9 @@ static json_object *process_to_json(const struct manager *m, const struct proces
         json_object_object_add(o, "arena_size", u64(p->store->size));
         json_object_object_add(o, "memfd_ino", u64(p->memfd_ino));
         json_object_object_add(o, "acct_slot", u64(p->acct_slot));
-        for (size_t i = 0; i < n; i++) {
-                json_object *r = json_object_new_object();
-                char key[2 * XMEM_KEY_SIZE + 1];
-
-                for (size_t k = 0; k < XMEM_KEY_SIZE; k++)
-                        snprintf(key + 2 * k, 3, "%02x", refs[i].key[k]);
-                json_object_object_add(r, "appliance",
-                                       json_object_new_string(appliance_of(m, ts[i])));
-                json_object_object_add(r, "id", u64(refs[i].id));
-                json_object_object_add(r, "key", json_object_new_string(key));
-                json_object_array_add(regs, r);
-        }
+        for (size_t i = 0; i < n; i++)
+                json_object_array_add(regs,
+                                      state_region_json(state_appliance_name(m, ts[i]), &refs[i]));
         json_object_object_add(o, "regions", regs);
         return o;
 }
@@ -321,35 +343,69 @@ static int write_all(int fd, const char *s, size_t len)
         return 0;
 }
 
-int state_save(struct manager *m, const struct container *c, struct xmem_error *err)
+int state_write_json(int dirfd, const char *stem, json_object *o, struct xmem_error *err)
 {
-        _cleanup_json_ json_object *o = NULL;
         char name[API_ID_MAX + 16], tmp[API_ID_MAX + 24];
-        const char *text;
+        const char *text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
         int fd, r;
 
-        if (m->state_dirfd < 0)
-                return 0;
-        o = container_state_json(m, c);
-        text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
-        snprintf(name, sizeof(name), "%s.json", c->id);
-        snprintf(tmp, sizeof(tmp), ".%s.json.tmp", c->id);
-        fd = openat(m->state_dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
-                    0600);
+        snprintf(name, sizeof(name), "%s.json", stem);
+        snprintf(tmp, sizeof(tmp), ".%s.json.tmp", stem);
+        fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
         if (fd < 0)
                 return xmem_error_set(err, negative_errno(), "state file %s: %m", tmp);
         r = write_all(fd, text, strlen(text));
         if (r >= 0 && fsync(fd) < 0)
                 r = negative_errno();
         close(fd);
-        if (r >= 0 && renameat(m->state_dirfd, tmp, m->state_dirfd, name) < 0)
+        if (r >= 0 && renameat(dirfd, tmp, dirfd, name) < 0)
                 r = negative_errno();
-        if (r >= 0 && fsync(m->state_dirfd) < 0)
+        if (r >= 0 && fsync(dirfd) < 0)
                 r = negative_errno();
         if (r < 0) {
-                (void)unlinkat(m->state_dirfd, tmp, 0);
+                (void)unlinkat(dirfd, tmp, 0);
                 return xmem_error_set(err, r, "state file %s: %s", name, strerror(-r));
         }
+        return 0;
+}
+
+int state_save(struct manager *m, const struct container *c, struct xmem_error *err)
+{
+        _cleanup_json_ json_object *o = NULL;
+
+        if (m->state_dirfd < 0)
+                return 0;
+        o = container_state_json(m, c);
+        return state_write_json(m->state_dirfd, c->id, o, err);
+}
+
+int state_read_file(int dirfd, const char *name, char **ret, size_t *ret_len,
+                    struct xmem_error *err)
+{
+        _cleanup_close_ int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        struct stat st;
+        char *buf;
+        size_t got = 0;
+
+        if (fd < 0 || fstat(fd, &st) < 0)
+                return xmem_error_set(err, negative_errno(), "%m");
+        if (!S_ISREG(st.st_mode) || st.st_size > STATE_MAX_FILE)
+                return xmem_error_set(err, -EINVAL, "not a regular file of at most %u bytes",
+                                      STATE_MAX_FILE);
+        buf = malloc((size_t)st.st_size + 1);
+        if (!buf)
+                return xmem_error_set(err, -ENOMEM, "out of memory");
+        while (got < (size_t)st.st_size) {
+                ssize_t k = read(fd, buf + got, (size_t)st.st_size - got);
+                if (k <= 0) {
+                        free(buf);
+                        return xmem_error_set(err, k < 0 ? negative_errno() : -EIO, "short read");
+                }
+                got += (size_t)k;
+        }
+        buf[got] = 0;
+        *ret = buf;
+        *ret_len = got;
         return 0;
 }
 

@@ -1,0 +1,278 @@
+/* test_lifecycle.c: a container's life cycle through xmemctl, on real runc
+ * containers attached by the hook to a real memd and appliance: checkpoint
+ * (frozen, flushed, snapshotted on the appliance, manifest written, thawed),
+ * snapshots, delete-snapshot, restore --rollback (a verifying workload sees
+ * the snapshot's contents again), top, and bad input (unknown container or
+ * snapshot, a snapshot of another container, bad names, an appliance that
+ * does not answer: clear error, container thawed, nothing changed). Root;
+ * skips without runc. */
+#include "containers.c"
+
+static struct ctr_env env;
+
+static void need_root_runc(void)
+{
+        struct cmd_result r;
+
+        if (!harness_is_root())
+                cr_skip_test("container tests need root");
+        ctr_run((const char *const[]){"runc", "--version", NULL}, NULL, 10, &r);
+        if (!ctr_exited(&r, 0))
+                cr_skip_test("runc is not installed");
+        if (access("/sys/fs/cgroup/freezer/freezer.state", F_OK) != 0 &&
+            access("/sys/fs/cgroup/freezer", F_OK) != 0 &&
+            access("/sys/fs/cgroup/cgroup.freeze", F_OK) != 0 &&
+            access("/sys/fs/cgroup/cgroup.controllers", F_OK) != 0)
+                cr_skip_test("no cgroup freezer on this host");
+}
+
+static void setup(void)
+{
+        struct cmd_result r;
+
+        if (!harness_is_root())
+                return;
+        ctr_env_init(&env);
+        /* the workload beside container_fill in the rootfs */
+        ctr_run((const char *const[]){getenv("XMEM_MKROOTFS"), env.rootfs, getenv("XMEM_FILL"),
+                                      getenv("XMEM_LIFECYCLE_PROG"), NULL},
+                NULL, 60, &r);
+        cr_assert(ctr_exited(&r, 0), "mkrootfs: %s", r.err);
+        ctr_memd_start(&env);
+}
+
+static void teardown(void)
+{
+        if (env.dir[0])
+                ctr_env_cleanup(&env);
+}
+
+/* external-first: the workload's data is in its arena, which is what a
+ * checkpoint holds (local memory is not in it: docs/memd.md "Checkpoints") */
+static const char *xmem_64m = "{\"io.xmem.enable\":\"true\",\"io.xmem.local-limit\":\"64M\","
+                              "\"io.xmem.external\":\"1G\",\"io.xmem.policy\":\"external-first\"}";
+
+/* runc's path (harness_child_spawn does not search PATH). */
+static const char *runc_path(void)
+{
+        static char found[256];
+        const char *path = getenv("PATH") ?: "/usr/sbin:/usr/bin:/sbin:/bin";
+
+        while (!found[0] && *path) {
+                size_t n = strcspn(path, ":");
+                snprintf(found, sizeof(found), "%.*s/runc", (int)n, path);
+                if (access(found, X_OK) != 0)
+                        found[0] = 0;
+                path += n + (path[n] == ':');
+        }
+        return found[0] ? found : "runc";
+}
+
+/* A running container NAME with the workload over MIB MiB, "ready"; nearly
+ * all of it in the arena (the allocator's first block may be local). */
+static void start_workload(struct harness_child *c, const char *name, unsigned mib)
+{
+        char bundle[256], arg[16], line[256];
+        unsigned ext = 0, local = 0;
+
+        snprintf(arg, sizeof(arg), "%u", mib);
+        ctr_bundle(&env, name, (const char *const[]){"/bin/lifecycle_prog", arg, NULL}, xmem_64m,
+                   env.sock, bundle, sizeof(bundle));
+        harness_child_spawn(c,
+                            (const char *const[]){runc_path(), "--root", env.runc_root, "run",
+                                                  "--bundle", bundle, name, NULL},
+                            NULL, NULL, true);
+        cr_assert_eq(harness_child_follow(c, "ready", 60000, line, sizeof(line)) >= 0, true,
+                     "workload not ready: %s", line);
+        cr_assert(sscanf(line, "ready ext=%u local=%u", &ext, &local) == 2 && local <= 2, "%s",
+                  line);
+}
+
+static void stop_workload(struct harness_child *c, const char *name)
+{
+        if (c->pid > 0) {
+                harness_child_say(c, "exit");
+                (void)harness_child_wait(c, 10000);
+        }
+        harness_child_kill(c);
+        ctr_run(
+            (const char *const[]){"runc", "--root", env.runc_root, "delete", "--force", name, NULL},
+            NULL, 10, &(struct cmd_result){});
+}
+
+/* Say CMD, expect the answer WANT (prefix) within 60 s. */
+static void ask(struct harness_child *c, const char *cmd, const char *want)
+{
+        char line[256];
+
+        harness_child_say(c, cmd);
+        cr_assert(harness_child_line(c, line, sizeof(line), 60000) == 1, "%s: no answer", cmd);
+        cr_assert(strncmp(line, want, strlen(want)) == 0, "%s: '%s', want '%s'", cmd, line, want);
+}
+
+/* xmemctl --socket SOCK ARGS...: true when it exited 0. */
+static bool ctl(struct cmd_result *r, const char *const *args)
+{
+        const char *argv[16] = {getenv("XMEM_CTL"), "--socket", env.sock};
+        size_t n = 3;
+
+        for (; *args && n < 15; args++)
+                argv[n++] = *args;
+        argv[n] = NULL;
+        ctr_run(argv, NULL, 60, r);
+        return ctr_exited(r, 0);
+}
+
+static void freezer_state(const char *name, char *buf, size_t len)
+{
+        char path[256];
+
+        snprintf(path, sizeof(path), "/sys/fs/cgroup/freezer%s/%s/freezer.state", env.cgroup_parent,
+                 name);
+        if (!ctr_read_file(path, buf, len))
+                snprintf(buf, len, "(none)");
+}
+
+Test(lifecycle, checkpoint_rollback_and_snapshots, .init = setup, .fini = teardown, .timeout = 240)
+{
+        struct harness_child c = {.pid = -1};
+        char name[64], snap[80], state[64];
+        struct cmd_result r;
+        int64_t snaps0;
+
+        need_root_runc();
+        snprintf(name, sizeof(name), "lc-%d-a", (int)getpid());
+        snprintf(snap, sizeof(snap), "lc-%d-snap", (int)getpid());
+        start_workload(&c, name, 128);
+        snaps0 = ctr_appliance_stat(&env, "snapshots");
+
+        cr_assert(
+            ctl(&r, (const char *const[]){"--json", "checkpoint", name, "--name", snap, NULL}),
+            "checkpoint: %s%s", r.out, r.err);
+        cr_expect(strstr(r.out, "\"ok\":true") && strstr(r.out, "\"arenas\":1"), "%s", r.out);
+        cr_expect(harness_json_u64(r.out, "data_bytes") >= 126ULL << 20, "%s", r.out);
+        cr_expect(ctr_appliance_stat(&env, "snapshots") > snaps0, "no snapshot on the appliance");
+        freezer_state(name, state, sizeof(state));
+        cr_expect(strncmp(state, "THAWED", 6) == 0, "left %s", state);
+        /* the workload runs on: a new generation everywhere, verified */
+        ask(&c, "write 1", "wrote 1");
+        ask(&c, "check 1", "ok 1");
+
+        /* listed, for this container and for all */
+        cr_assert(ctl(&r, (const char *const[]){"snapshots", name, NULL}), "%s", r.err);
+        cr_expect(strstr(r.out, snap), "%s", r.out);
+        cr_assert(ctl(&r, (const char *const[]){"--json", "snapshots", NULL}), "%s", r.err);
+        cr_expect(strstr(r.out, snap), "%s", r.out);
+
+        /* rolled back: the running process sees generation 0 again */
+        cr_assert(ctl(&r, (const char *const[]){"restore", snap, "--rollback", name, NULL}),
+                  "restore: %s%s", r.out, r.err);
+        cr_expect(strstr(r.out, "rolled"), "%s", r.out);
+        ask(&c, "xcheck 0", "ok 0");
+        freezer_state(name, state, sizeof(state));
+        cr_expect(strncmp(state, "THAWED", 6) == 0, "left %s", state);
+        /* and it keeps working: write, and roll back a second time */
+        ask(&c, "write 2", "wrote 2");
+        ask(&c, "check 2", "ok 2");
+        cr_assert(ctl(&r, (const char *const[]){"restore", snap, "--rollback", name, NULL}), "%s",
+                  r.err);
+        ask(&c, "xcheck 0", "ok 0");
+
+        /* deleted: gone from the list and from the appliance */
+        cr_assert(ctl(&r, (const char *const[]){"delete-snapshot", snap, NULL}), "%s", r.err);
+        cr_assert(ctl(&r, (const char *const[]){"snapshots", NULL}), "%s", r.err);
+        cr_expect(!strstr(r.out, snap), "%s", r.out);
+        cr_expect_eq(ctr_appliance_stat(&env, "snapshots"), snaps0, "snapshot regions left");
+        cr_expect(!ctl(&r, (const char *const[]){"restore", snap, "--rollback", name, NULL}));
+        cr_expect(strstr(r.err, "no snapshot named"), "%s", r.err);
+        stop_workload(&c, name);
+}
+
+Test(lifecycle, bad_input_changes_nothing, .init = setup, .fini = teardown, .timeout = 240)
+{
+        struct harness_child a = {.pid = -1}, b = {.pid = -1};
+        char na[64], nb[64], snap[80], longname[200], state[64];
+        struct cmd_result r;
+
+        need_root_runc();
+        snprintf(na, sizeof(na), "lc-%d-a", (int)getpid());
+        snprintf(nb, sizeof(nb), "lc-%d-b", (int)getpid());
+        snprintf(snap, sizeof(snap), "lc-%d-snap", (int)getpid());
+        memset(longname, 'x', 129);
+        longname[129] = 0;
+        start_workload(&a, na, 16);
+        start_workload(&b, nb, 16);
+
+        cr_expect(!ctl(&r, (const char *const[]){"checkpoint", "lc-nosuch", NULL}));
+        cr_expect(strstr(r.err, "no container lc-nosuch") && strstr(r.err, "ENOENT"), "%s", r.err);
+        cr_expect(!ctl(&r, (const char *const[]){"checkpoint", na, "--name", "a/b", NULL}));
+        cr_expect(strstr(r.err, "params.name") && strstr(r.err, "no slashes"), "%s", r.err);
+        cr_expect(!ctl(&r, (const char *const[]){"checkpoint", na, "--name", longname, NULL}));
+        cr_expect(strstr(r.err, "params.name"), "%s", r.err);
+        cr_expect(!ctl(&r, (const char *const[]){"checkpoint", NULL}));
+        cr_expect(strstr(r.err, "checkpoint: missing operand"), "%s", r.err);
+        cr_expect(!ctl(&r, (const char *const[]){"restore", "x", NULL}));
+        cr_expect(strstr(r.err, "--rollback ID or --new ID is required"), "%s", r.err);
+        cr_expect(!ctl(&r, (const char *const[]){"delete-snapshot", "lc-nosuch", NULL}));
+        cr_expect(strstr(r.err, "no snapshot named lc-nosuch"), "%s", r.err);
+        cr_expect(!ctl(&r, (const char *const[]){"delete-snapshot", "../../etc/passwd", NULL}));
+        cr_expect(strstr(r.err, "params.name"), "%s", r.err);
+
+        /* a snapshot of A cannot roll B back; a second one of the same name is refused */
+        cr_assert(ctl(&r, (const char *const[]){"checkpoint", na, "--name", snap, NULL}), "%s",
+                  r.err);
+        cr_expect(!ctl(&r, (const char *const[]){"checkpoint", nb, "--name", snap, NULL}));
+        cr_expect(strstr(r.err, "exists already") && strstr(r.err, "EEXIST"), "%s", r.err);
+        ask(&b, "write 3", "wrote 3");
+        cr_expect(!ctl(&r, (const char *const[]){"restore", snap, "--rollback", nb, NULL}));
+        cr_expect(strstr(r.err, "is of container") && strstr(r.err, na), "%s", r.err);
+        ask(&b, "check 3", "ok 3");
+
+        /* the appliance stops answering: the checkpoint fails, A is thawed, no
+         * snapshot is recorded */
+        ask(&a, "write 4", "wrote 4");
+        kill(env.app.pid, SIGSTOP);
+        cr_expect(!ctl(&r, (const char *const[]){"checkpoint", na, "--name", "lc-down", NULL}));
+        kill(env.app.pid, SIGCONT);
+        cr_expect(strstr(r.err, "writing back process") && strstr(r.err, "ETIMEDOUT"), "%s", r.err);
+        freezer_state(na, state, sizeof(state));
+        cr_expect(strncmp(state, "THAWED", 6) == 0, "left %s", state);
+        cr_assert(ctl(&r, (const char *const[]){"snapshots", na, NULL}), "%s", r.err);
+        cr_expect(!strstr(r.out, "lc-down") && strstr(r.out, snap), "%s", r.out);
+        ask(&a, "check 4", "ok 4");
+        cr_expect(ctl(&r, (const char *const[]){"delete-snapshot", snap, NULL}), "%s", r.err);
+        stop_workload(&a, na);
+        stop_workload(&b, nb);
+}
+
+Test(lifecycle, top_shows_every_container, .init = setup, .fini = teardown, .timeout = 240)
+{
+        struct harness_child c = {.pid = -1};
+        struct cmd_result r;
+        char name[64];
+
+        need_root_runc();
+        snprintf(name, sizeof(name), "lc-%d-top", (int)getpid());
+        start_workload(&c, name, 128);
+        harness_child_say(&c, "write 5"); /* faults while top samples */
+        cr_assert(ctl(&r, (const char *const[]){"--json", "top", "--interval", "0.5", "--count",
+                                                "3", NULL}),
+                  "%s", r.err);
+        {
+                int lines = 0;
+                for (const char *p = r.out; (p = strchr(p, '\n')); p++)
+                        lines++;
+                cr_expect_eq(lines, 3, "one JSON object per interval: %s", r.out);
+        }
+        cr_expect(strstr(r.out, name) && strstr(r.out, "\"faults_per_s\"") &&
+                      strstr(r.out, "\"p99_fault_us\"") && strstr(r.out, "\"in_mb_per_s\""),
+                  "%s", r.out);
+        cr_expect(ctl(&r, (const char *const[]){"top", "--count", "1", "--interval", "0.1", NULL}),
+                  "%s", r.err);
+        cr_expect(strstr(r.out, "FAULTS/s") && strstr(r.out, name), "%s", r.out);
+        cr_expect(!ctl(&r, (const char *const[]){"top", "--interval", "0", NULL}));
+        cr_expect(strstr(r.err, "--interval"), "%s", r.err);
+        cr_expect(!ctl(&r, (const char *const[]){"top", "--count", "x", NULL}));
+        cr_expect(strstr(r.err, "--count"), "%s", r.err);
+        stop_workload(&c, name);
+}
