@@ -228,7 +228,7 @@ int method_checkpoint(struct api_call *call, union api_params *p, struct xmem_er
         struct cgroup_freezer f = {};
         struct manifest mf = {};
         struct process *first = NULL;
-        uint64_t t0, wrote;
+        uint64_t t0, wrote, pause;
         char name[API_ID_MAX + 1];
         size_t n = 0;
         int r;
@@ -254,16 +254,20 @@ int method_checkpoint(struct api_call *call, union api_params *p, struct xmem_er
         t0 = clock_us(CLOCK_MONOTONIC);
         wrote = atomic_load(&k->written_back_bytes);
         r = checkpoint_freeze(call->m, c, first->pid, &f, err);
+        if (r < 0)
+                goto out;
+        r = ckpt_arenas(call->m, c, &mf, err);
+        checkpoint_thaw(c, &f);
+        pause = clock_us(CLOCK_MONOTONIC) - t0;
+        /* The manifest only names the snapshots, which exist now: written
+         * after the thaw, so its size (the extents) is not in the pause. A
+         * crash right here leaks the snapshot regions, never a manifest
+         * without them. */
+        if (r >= 0)
+                r = manifest_save(call->m, &mf, err);
+        if (r < 0)
+                (void)free_snapshots(call->m, &mf, mf.n_arenas);
         if (r >= 0) {
-                r = ckpt_arenas(call->m, c, &mf, err);
-                if (r >= 0)
-                        r = manifest_save(call->m, &mf, err);
-                if (r < 0)
-                        (void)free_snapshots(call->m, &mf, mf.n_arenas);
-                checkpoint_thaw(c, &f);
-        }
-        if (r >= 0) {
-                uint64_t pause = clock_us(CLOCK_MONOTONIC) - t0;
                 call->result = manifest_summary_json(&mf);
                 json_object_object_add(call->result, "written_back_bytes",
                                        u64(atomic_load(&k->written_back_bytes) - wrote));
@@ -271,7 +275,7 @@ int method_checkpoint(struct api_call *call, union api_params *p, struct xmem_er
                 log_info("container %s: checkpoint %s (%zu arena(s), paused %llu us)", c->id, name,
                          mf.n_arenas, (unsigned long long)pause);
         }
-        mf.json_ = NULL;
+out:
         manifest_done(&mf);
         return r;
 }
