@@ -104,6 +104,9 @@ static void print_snapshot_result(const char *verb, json_object *res)
                         print_snapshot(json_object_array_get_idx(arr, i));
         } else if (strcmp(verb, "delete-snapshot") == 0)
                 printf("deleted snapshot %s\n", get_str(res, "name"));
+        else if (strcmp(verb, "restore") == 0 && json_object_object_get_ex(res, "new", NULL))
+                printf("container %s: its next %" PRIu64 " process(es) start from snapshot %s\n",
+                       get_str(res, "new"), get_u64(res, "arenas"), get_str(res, "name"));
         else if (strcmp(verb, "restore") == 0)
                 printf("rolled %s back to snapshot %s (paused %.1f ms)\n",
                        get_str(res, "rolled_back"), get_str(res, "name"),
@@ -259,7 +262,7 @@ static void usage(void)
                "  checkpoint ID [--name NAME]\n"
                "  snapshots [ID]\n"
                "  delete-snapshot NAME\n"
-               "  restore NAME --rollback ID\n"
+               "  restore NAME --rollback ID | --new ID\n"
                "  top [--interval SECONDS] [--count N]\n");
 }
 

@@ -134,6 +134,8 @@ static int attach(int fd, const struct oci_state *s, const char *cgroup,
         json_object_object_add(p, "policy", json_object_new_string(x->policy));
         if (x->appliance[0])
                 json_object_object_add(p, "appliance", json_object_new_string(x->appliance));
+        if (x->restore[0]) /* its first processes start from the snapshot */
+                json_object_object_add(p, "restore", json_object_new_string(x->restore));
         r = memd_call(fd, "attach", p, &result, err);
         if (r < 0)
                 return r;

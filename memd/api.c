@@ -109,6 +109,10 @@ int api_attach_validate(struct api_attach *a, struct xmem_error *err)
                                       "params.local_alloc_limit: must not exceed local_limit");
         if (a->appliance && (a->appliance[0] == 0 || strlen(a->appliance) >= 256))
                 return xmem_error_set(err, -EINVAL, "params.appliance: must be an endpoint URI");
+        if (a->restore && !api_id_valid(a->restore))
+                return xmem_error_set(err, -EINVAL,
+                                      "params.restore: must be a snapshot name "
+                                      "[A-Za-z0-9_.-]{1,128}");
         a->policy = pol;
         a->local_alloc_limit = alloc;
         return 0;
@@ -125,6 +129,7 @@ const struct json_field api_attach_fields[] = {
         F("policy", STRING, false, struct api_attach, policy_text),
         F("local_alloc_limit", SIZE, false, struct api_attach, local_alloc_limit),
         F("appliance", STRING, false, struct api_attach, appliance),
+        F("restore", STRING, false, struct api_attach, restore),
         {},
 };
 const struct json_field api_detach_fields[] = {

@@ -68,6 +68,7 @@ struct api_attach {
         const char *policy_text; /* NULL: local-first */
         uint64_t local_alloc_limit; /* 0: half the local limit */
         const char *appliance;      /* NULL: all of memd's appliances */
+        const char *restore;        /* a snapshot its first processes start from (NULL: none) */
         struct api_policy policy;   /* parsed from policy_text */
 };
 

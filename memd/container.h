@@ -41,6 +41,21 @@ struct process {
         struct process *next;
 };
 
+/* A snapshot's arena a new process of the container starts from (restore
+ * --new, io.xmem.restore): a copy-on-write clone of its regions, the pages
+ * with data (a bit each), where it was mapped and how much of it was used. */
+struct restore_arena {
+        struct store *store;
+        uint8_t *written;
+        uint64_t base, size, used;
+};
+
+struct restore_plan {
+        char *name;
+        size_t n, next; /* arenas, and the next one to hand out */
+        struct restore_arena *arenas;
+};
+
 struct container {
         char *id;
         char *cgroup_dir;  /* as attached: the absolute directory */
@@ -55,6 +70,7 @@ struct container {
         uint32_t chunk_size; /* the stripe over appliances (the arena's state is per page) */
         struct residency *residency;
         struct pager *pager; /* its own fault reader and fill workers */
+        struct restore_plan *restore; /* NULL: its processes start with fresh arenas */
         struct process *processes;
         size_t n_processes;
         /* The accounting page (xmem/acct.h, docs/memd.md "Container-wide
@@ -77,6 +93,14 @@ struct container {
         bool saved;
         struct container *next;
 };
+
+/* restore.c: the clones of snapshot NAME for C's next processes (ERR: an
+ * unknown snapshot, appliances or stripe that are not C's); taken one per
+ * shim.hello, in order (false: none left, the plan is freed). */
+int restore_plan_make(struct manager *m, struct container *c, const char *name,
+                      struct xmem_error *err);
+bool restore_plan_take(struct container *c, struct restore_arena *ret);
+void restore_plan_free(struct restore_plan *p);
 
 /* Headroom kept free under the local limit: limit/8, from 4 MiB to 64 MiB. */
 uint64_t container_headroom(uint64_t local_limit);

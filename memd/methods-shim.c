@@ -83,6 +83,7 @@ int method_hello(struct api_call *call, union api_params *params, struct xmem_er
         _cleanup_close_ int pidfd = -1, devfd = -1;
         _cleanup_free_ uint8_t *written = NULL;
         struct store *from = NULL;
+        struct restore_arena ra = {};
         struct process *p;
         uint64_t size = c->external;
         int r;
@@ -101,6 +102,10 @@ int method_hello(struct api_call *call, union api_params *params, struct xmem_er
                         return xmem_error_set(err, -ENOENT,
                                               "params.fork_token: unknown or "
                                               "expired token");
+        } else if (restore_plan_take(c, &ra)) { /* a snapshot's arena, at its base */
+                from = ra.store;
+                written = ra.written;
+                size = ra.size;
         }
         pidfd = fcntl(cn->pidfd, F_DUPFD_CLOEXEC, 3);
         devfd = uffd_dev_open();
@@ -120,6 +125,12 @@ int method_hello(struct api_call *call, union api_params *params, struct xmem_er
         }
         call->result = json_object_new_object();
         hello_result(call->result, c, p, h->version);
+        if (ra.store) { /* docs/api.md "shim.hello": map it there, keep [0, used) */
+                json_object_object_add(call->result, "restore_base",
+                                       json_object_new_int64((int64_t)ra.base));
+                json_object_object_add(call->result, "restore_used",
+                                       json_object_new_int64((int64_t)ra.used));
+        }
         call->reply_fds[0] = p->arena->memfd;
         call->reply_fds[1] = devfd;
         call->n_reply_fds = 2;
@@ -127,7 +138,8 @@ int method_hello(struct api_call *call, union api_params *params, struct xmem_er
                 call->reply_fds[call->n_reply_fds++] = c->acct_fd;
         call->close_after = TAKE_FD(devfd);
         log_debug("container %s: process %d: arena of %llu bytes%s", c->id, (int)cn->pid,
-                  (unsigned long long)size, from ? " from a fork clone" : "");
+                  (unsigned long long)size,
+                  ra.store ? " from a snapshot" : from ? " from a fork clone" : "");
         return 0;
 }
 

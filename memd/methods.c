@@ -98,7 +98,9 @@ static int method_attach(struct api_call *call, union api_params *p, struct xmem
         /* on disk before memd answers: a restarted memd re-adopts it */
         c->manager = m;
         c->saved = true;
-        r = state_save(m, c, err);
+        r = a->restore ? restore_plan_make(m, c, a->restore, err) : 0;
+        if (r >= 0)
+                r = state_save(m, c, err);
         if (r >= 0)
                 r = ctrsock_open(m, c, err);
         if (r < 0) {

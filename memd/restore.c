@@ -1,7 +1,9 @@
 /* restore.c: the admin method restore (docs/api.md): --rollback freezes a
  * running container, drops its arenas' resident pages, reverts their regions
  * to the snapshot on the appliances and thaws it, so its processes see the
- * snapshot's contents. */
+ * snapshot's contents; --new (and attach's restore, io.xmem.restore) gives a
+ * container's next processes copy-on-write clones of the snapshot's regions,
+ * to be mapped at the snapshot's virtual bases. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +14,7 @@
 #include "manifest.h"
 #include "memd.h"
 #include "residency.h"
+#include "state.h"
 #include "store.h"
 
 /* The process of C whose regions the snapshot arena MA was taken of. */
@@ -135,6 +138,148 @@ static int rollback(struct api_call *call, const struct manifest *mf, const char
         return 0;
 }
 
+void restore_plan_free(struct restore_plan *p)
+{
+        if (!p)
+                return;
+        for (size_t i = p->next; i < p->n; i++) {
+                store_free(p->arenas[i].store);
+                free(p->arenas[i].written);
+        }
+        free(p->arenas);
+        free(p->name);
+        free(p);
+}
+
+bool restore_plan_take(struct container *c, struct restore_arena *ret)
+{
+        struct restore_plan *p = c->restore;
+
+        if (!p)
+                return false;
+        *ret = p->arenas[p->next++];
+        if (p->next == p->n) {
+                c->restore = NULL;
+                restore_plan_free(p);
+        }
+        return true;
+}
+
+/* Are MA's regions on C's appliances, in C's order? */
+static int same_appliances(struct manager *m, const struct container *c,
+                           const struct manifest *mf, const struct manifest_arena *ma,
+                           struct xmem_error *err)
+{
+        if (mf->chunk_size != c->chunk_size || ma->n_regions != c->n_transports)
+                return xmem_error_set(err, -EINVAL,
+                                      "snapshot %s: striped over %zu appliance(s) by %u bytes, "
+                                      "container %s over %zu by %u",
+                                      mf->name, ma->n_regions, mf->chunk_size, c->id,
+                                      c->n_transports, c->chunk_size);
+        for (size_t i = 0; i < ma->n_regions; i++)
+                if (state_transport_of(m, ma->regions[i].appliance) != c->transports[i])
+                        return xmem_error_set(err, -EINVAL,
+                                              "snapshot %s: its region %zu is on %s, not on "
+                                              "container %s's appliance %s",
+                                              mf->name, i, ma->regions[i].appliance, c->id,
+                                              state_appliance_name(m, c->transports[i]));
+        return 0;
+}
+
+static int plan_arena(struct manager *m, struct container *c, const struct manifest *mf,
+                      const struct manifest_arena *ma, struct restore_arena *ra,
+                      struct xmem_error *err)
+{
+        struct xmem_region_ref snaps[MANAGER_MAX_APPLIANCES];
+        int r = same_appliances(m, c, mf, ma, err);
+
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < ma->n_regions; i++)
+                snaps[i] = ma->regions[i].snap;
+        ra->written = extent_bits(ma);
+        if (!ra->written)
+                return xmem_error_set(err, -ENOMEM, "out of memory");
+        /* a metadata copy on each appliance: the chunks stay shared */
+        r = store_xmem_clone_of(c->transports, c->n_transports, ma->size, c->chunk_size, snaps,
+                                &ra->store, err);
+        if (r < 0)
+                return xmem_error_prefix(err, "snapshot %s", mf->name);
+        ra->base = ma->base;
+        ra->size = ma->size;
+        /* the data the allocator must not hand out again; the arena's last
+         * page is the shim's root table (shim/root.c), kept apart */
+        ra->used = 0;
+        for (size_t i = 0; i < ma->n_extents; i++)
+                ra->used = MAX(ra->used, MIN(ma->extents[i].offset + ma->extents[i].len,
+                                             ma->size - ARENA_PAGE_SIZE));
+        return 0;
+}
+
+int restore_plan_make(struct manager *m, struct container *c, const char *name,
+                      struct xmem_error *err)
+{
+        struct restore_plan *p;
+        struct manifest mf = {};
+        int r = manifest_load(m, name, &mf, err);
+
+        if (r < 0)
+                return r;
+        p = calloc(1, sizeof(*p));
+        if (p)
+                p->arenas = calloc(mf.n_arenas, sizeof(*p->arenas));
+        if (p)
+                p->name = strdup(name);
+        if (!p || !p->arenas || !p->name) {
+                restore_plan_free(p);
+                manifest_done(&mf);
+                return xmem_error_set(err, -ENOMEM, "out of memory");
+        }
+        for (; p->n < mf.n_arenas; p->n++) {
+                r = plan_arena(m, c, &mf, &mf.arenas[p->n], &p->arenas[p->n], err);
+                if (r < 0) {
+                        free(p->arenas[p->n].written);
+                        break;
+                }
+        }
+        manifest_done(&mf);
+        if (r < 0) {
+                restore_plan_free(p);
+                return r;
+        }
+        restore_plan_free(c->restore);
+        c->restore = p;
+        log_info("container %s: its next %zu process(es) start from snapshot %s", c->id, p->n,
+                 name);
+        return 0;
+}
+
+static int restore_new(struct api_call *call, const char *name, const char *id,
+                       struct xmem_error *err)
+{
+        struct container *c = manager_find_container(call->m, id);
+        int r;
+
+        if (!c)
+                return xmem_error_set(err, -ENOENT,
+                                      "params.new: no container %s (attach it first, or start "
+                                      "it with io.xmem.restore=%s)",
+                                      id, name);
+        if (c->n_processes || c->restore)
+                return xmem_error_set(err, -EBUSY,
+                                      "params.new: container %s has processes or a restore "
+                                      "already: only a new container starts from a snapshot",
+                                      id);
+        r = restore_plan_make(call->m, c, name, err);
+        if (r < 0)
+                return r;
+        call->result = json_object_new_object();
+        json_object_object_add(call->result, "name", json_object_new_string(name));
+        json_object_object_add(call->result, "new", json_object_new_string(id));
+        json_object_object_add(call->result, "arenas", json_object_new_int64((int64_t)c->restore->n));
+        return 0;
+}
+
 int method_restore(struct api_call *call, union api_params *p, struct xmem_error *err)
 {
         struct manifest mf = {};
@@ -147,10 +292,8 @@ int method_restore(struct api_call *call, union api_params *p, struct xmem_error
                 return r;
         if (p->snapshot.rollback)
                 r = rollback(call, &mf, p->snapshot.rollback, err);
-        else
-                r = xmem_error_set(err, -EOPNOTSUPP,
-                                   "params.new: starting a new container from a snapshot is not "
-                                   "supported yet");
         manifest_done(&mf);
+        if (r >= 0 && p->snapshot.new_id)
+                r = restore_new(call, p->snapshot.name, p->snapshot.new_id, err);
         return r;
 }

@@ -17,10 +17,11 @@
 #define A_RESTORE "io.xmem.restore"
 #define MAX_RATIO 1000
 
-/* memd has no memory-mapped-file store nor restore yet: these two keys are
- * validated for form, then refused with a plain "not supported yet". */
+/* memd has no memory-mapped-file store yet: that key is validated for form,
+ * then refused with a plain "not supported yet". A restore is memd's
+ * (attach's restore: docs/api.md). */
 #define HAVE_FILE_DIR 0
-#define HAVE_RESTORE 0
+#define HAVE_RESTORE 1
 
 static const char *const known_keys[] = {
         A_ENABLE, A_LOCAL, A_EXTERNAL, A_POLICY, A_APPLIANCE, A_FILE_DIR, A_RESTORE,

@@ -30,6 +30,9 @@ struct shim_arena_info {
         int devfd;
         int acctfd;        /* the container's accounting page (-1: memd sent none) */
         uint32_t acct_slot; /* this process's slot in it */
+        /* A snapshot's arena (restore): map it at RESTORE_BASE, and keep its
+         * first RESTORE_USED bytes (the snapshot's data) from the allocator. */
+        uint64_t restore_base, restore_used;
 };
 
 struct shim_state {
@@ -42,8 +45,12 @@ struct shim_state {
         uint64_t base, size;
         struct shim_policy policy;
 
-        pthread_mutex_t lock; /* range */
+        pthread_mutex_t lock; /* range, the root page */
         struct range range;
+        /* Pages of RANGE held for nothing yet: the root page until the first
+         * xmem_root_set writes it (a fork child with no more in use needs no
+         * arena of its own). */
+        uint64_t reserved_pages;
         /* What this process has charged to the accounting page (atomics, so
          * the same as its slot there). external_credit: a forked child's
          * inherited external bytes, never charged (the clone shares the

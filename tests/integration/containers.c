@@ -114,7 +114,9 @@ void ctr_memd_start(struct ctr_env *e)
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
 
         harness_init(&e->app);
-        harness_appliance_start(&e->app, NULL);
+        harness_appliance_start(&e->app, e->pool_size[0] ? (const char *const[]){"--pool-size",
+                                                                                 e->pool_size, NULL}
+                                                          : NULL);
         snprintf(dir, sizeof(dir), "%s/memd", e->dir);
         mkdir(dir, 0755);
         snprintf(e->sock, sizeof(e->sock), "%s/memd.sock", dir);

@@ -19,6 +19,7 @@ struct ctr_env {
         char memd_log[160];
         char runc_root[128];
         char cgroup_parent[64]; /* "/xmem-test-PID" */
+        char pool_size[16];     /* the appliance's --pool-size ("": its default) */
 };
 
 struct cmd_result {

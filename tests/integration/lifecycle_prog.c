@@ -8,14 +8,30 @@
  *   check G   every word is generation G's          -> "ok G" | "bad G N" (N wrong words)
  *   xcheck G  the same for the arena's blocks only  -> "ok G" | "bad G N"
  *   dirty G K the first K MiB get generation G      -> "dirtied G K"
- *   exit                                             -> exits 0 */
+ *   sample G  the first and last word of each arena block -> "ok G" | "bad G N"
+ *   root      names the block directory "lifecycle" (xmem_root_set) -> "root R"
+ *   exit                                             -> exits 0
+ * "lifecycle_prog restored" starts from a snapshot instead: it finds the
+ * block directory with xmem_root_get("lifecycle") (else prints "no root",
+ * exits 5) and prints "restored ext=E local=L"; its local blocks were not in
+ * the snapshot and are never touched (only xcheck and sample). */
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <xmem/xmem.h>
+
 #define BLOCK (1UL << 20)
+#define DIR_MAGIC 0x524944454c4358ULL
+
+/* The block directory: itself a 1 MiB block (so it lies in the arena), the
+ * root a restored process starts from. */
+struct dir {
+        uint64_t magic, mib;
+        uint64_t *blocks[];
+};
 
 static uint64_t word(uint64_t off, uint64_t gen)
 {
@@ -46,6 +62,23 @@ static void find_arena_blocks(uint64_t **blocks, uint64_t n, uint64_t *ret_ext)
                 fclose(f);
 }
 
+/* Does [P, P+LEN) lie in the arena mapping? */
+static bool addr_in_arena(const void *p, size_t len)
+{
+        FILE *f = fopen("/proc/self/maps", "r");
+        char line[512];
+        bool in = false;
+
+        while (f && !in && fgets(line, sizeof(line), f)) {
+                unsigned long lo, hi;
+                in = strstr(line, "xmem-arena") && sscanf(line, "%lx-%lx", &lo, &hi) == 2 &&
+                     (unsigned long)p >= lo && (unsigned long)p + len <= hi;
+        }
+        if (f)
+                fclose(f);
+        return in;
+}
+
 static void write_gen(uint64_t **blocks, uint64_t n, uint64_t gen)
 {
         for (uint64_t b = 0; b < n; b++)
@@ -63,31 +96,71 @@ static uint64_t check_gen(uint64_t **blocks, uint64_t n, uint64_t gen, bool aren
         return bad;
 }
 
-int main(int argc, char **argv)
+static int64_t sample_gen(uint64_t **blocks, uint64_t n, uint64_t gen)
 {
-        uint64_t mib = argc > 1 ? strtoull(argv[1], NULL, 10) : 0, **blocks, g, k, ext;
-        char line[128];
+        uint64_t bad = 0, last = BLOCK / 8 - 1;
 
-        if (mib == 0 || !(blocks = calloc(mib, sizeof(*blocks))) ||
-            !(in_arena = calloc(mib, sizeof(*in_arena))))
-                return 64;
-        for (uint64_t b = 0; b < mib; b++)
-                if (!(blocks[b] = malloc(BLOCK))) {
-                        printf("malloc failed at %llu MiB\n", (unsigned long long)b);
-                        return 3;
+        for (uint64_t b = 0; b < n; b++)
+                if (in_arena[b])
+                        bad += (blocks[b][0] != word(b * BLOCK, gen)) +
+                               (blocks[b][last] != word(b * BLOCK + last * 8, gen));
+        return (int64_t)bad;
+}
+
+static struct dir *start(int argc, char **argv)
+{
+        uint64_t mib = argc > 1 ? strtoull(argv[1], NULL, 10) : 0, ext;
+        struct dir *d;
+
+        if (argc > 1 && strcmp(argv[1], "restored") == 0) {
+                d = xmem_available() ? xmem_root_get("lifecycle") : NULL;
+                if (!d || d->magic != DIR_MAGIC || !(in_arena = calloc(d->mib, sizeof(bool)))) {
+                        printf("no root\n");
+                        exit(5);
                 }
-        write_gen(blocks, mib, 0);
-        find_arena_blocks(blocks, mib, &ext);
+                find_arena_blocks(d->blocks, d->mib, &ext);
+                printf("restored ext=%llu local=%llu\n", (unsigned long long)ext,
+                       (unsigned long long)(d->mib - ext));
+                return d;
+        }
+        if (mib == 0 || mib > (BLOCK - sizeof(*d)) / 8 || !(d = malloc(BLOCK)) ||
+            !(in_arena = calloc(mib, sizeof(*in_arena))))
+                exit(64);
+        /* the allocator's first block may be local: the directory must be in
+         * the arena, where a snapshot keeps it */
+        for (int tries = 0; tries < 4 && !addr_in_arena(d, BLOCK); tries++)
+                if (!(d = malloc(BLOCK)))
+                        exit(3);
+        d->magic = DIR_MAGIC;
+        d->mib = mib;
+        for (uint64_t b = 0; b < mib; b++)
+                if (!(d->blocks[b] = malloc(BLOCK))) {
+                        printf("malloc failed at %llu MiB\n", (unsigned long long)b);
+                        exit(3);
+                }
+        write_gen(d->blocks, mib, 0);
+        find_arena_blocks(d->blocks, mib, &ext);
         printf("ready ext=%llu local=%llu\n", (unsigned long long)ext,
                (unsigned long long)(mib - ext));
+        return d;
+}
+
+int main(int argc, char **argv)
+{
+        struct dir *d = start(argc, argv);
+        uint64_t mib = d->mib, **blocks = d->blocks, g, k;
+        char line[128];
+
         fflush(stdout);
         while (fgets(line, sizeof(line), stdin)) {
                 if (sscanf(line, "write %llu", (unsigned long long *)&g) == 1) {
                         write_gen(blocks, mib, g);
                         printf("wrote %llu\n", (unsigned long long)g);
                 } else if (sscanf(line, "check %llu", (unsigned long long *)&g) == 1 ||
-                           sscanf(line, "xcheck %llu", (unsigned long long *)&g) == 1) {
-                        uint64_t bad = check_gen(blocks, mib, g, line[0] == 'x');
+                           sscanf(line, "xcheck %llu", (unsigned long long *)&g) == 1 ||
+                           sscanf(line, "sample %llu", (unsigned long long *)&g) == 1) {
+                        uint64_t bad = line[0] == 's' ? (uint64_t)sample_gen(blocks, mib, g)
+                                                      : check_gen(blocks, mib, g, line[0] == 'x');
                         if (bad)
                                 printf("bad %llu %llu\n", (unsigned long long)g,
                                        (unsigned long long)bad);
@@ -97,6 +170,8 @@ int main(int argc, char **argv)
                                   (unsigned long long *)&k) == 2) {
                         write_gen(blocks, k < mib ? k : mib, g);
                         printf("dirtied %llu %llu\n", (unsigned long long)g, (unsigned long long)k);
+                } else if (strncmp(line, "root", 4) == 0) {
+                        printf("root %d\n", xmem_available() ? xmem_root_set("lifecycle", d) : -38);
                 } else if (strncmp(line, "exit", 4) == 0)
                         return 0;
                 else

@@ -26,6 +26,8 @@ static void need_root_runc(void)
                 cr_skip_test("no cgroup freezer on this host");
 }
 
+static const char *pool_size; /* the appliance's, for the tests that need more */
+
 static void setup(void)
 {
         struct cmd_result r;
@@ -33,6 +35,8 @@ static void setup(void)
         if (!harness_is_root())
                 return;
         ctr_env_init(&env);
+        if (pool_size)
+                snprintf(env.pool_size, sizeof(env.pool_size), "%s", pool_size);
         /* the workload beside container_fill in the rootfs */
         ctr_run((const char *const[]){getenv("XMEM_MKROOTFS"), env.rootfs, getenv("XMEM_FILL"),
                                       getenv("XMEM_LIFECYCLE_PROG"), NULL},
@@ -68,22 +72,32 @@ static const char *runc_path(void)
         return found[0] ? found : "runc";
 }
 
-/* A running container NAME with the workload over MIB MiB, "ready"; nearly
- * all of it in the arena (the allocator's first block may be local). */
-static void start_workload(struct harness_child *c, const char *name, unsigned mib)
+/* Start container NAME running the workload with ARG ("MIB", or "restored")
+ * and ANNOTATIONS; wait for its first line, starting with WANT. */
+static void start_container(struct harness_child *c, const char *name, const char *arg,
+                            const char *annotations, const char *want, char *line, size_t len)
 {
-        char bundle[256], arg[16], line[256];
-        unsigned ext = 0, local = 0;
+        char bundle[256];
 
-        snprintf(arg, sizeof(arg), "%u", mib);
-        ctr_bundle(&env, name, (const char *const[]){"/bin/lifecycle_prog", arg, NULL}, xmem_64m,
-                   env.sock, bundle, sizeof(bundle));
+        ctr_bundle(&env, name, (const char *const[]){"/bin/lifecycle_prog", arg, NULL},
+                   annotations, env.sock, bundle, sizeof(bundle));
         harness_child_spawn(c,
                             (const char *const[]){runc_path(), "--root", env.runc_root, "run",
                                                   "--bundle", bundle, name, NULL},
                             NULL, NULL, true);
-        cr_assert_eq(harness_child_follow(c, "ready", 60000, line, sizeof(line)) >= 0, true,
-                     "workload not ready: %s", line);
+        cr_assert_eq(harness_child_follow(c, want, 60000, line, len) >= 0, true,
+                     "%s: not %s: %s", name, want, line);
+}
+
+/* A running container NAME with the workload over MIB MiB, "ready"; nearly
+ * all of it in the arena (the allocator's first block may be local). */
+static void start_workload(struct harness_child *c, const char *name, unsigned mib)
+{
+        char arg[16], line[256];
+        unsigned ext = 0, local = 0;
+
+        snprintf(arg, sizeof(arg), "%u", mib);
+        start_container(c, name, arg, xmem_64m, "ready", line, sizeof(line));
         cr_assert(sscanf(line, "ready ext=%u local=%u", &ext, &local) == 2 && local <= 2, "%s",
                   line);
 }
@@ -275,4 +289,148 @@ Test(lifecycle, top_shows_every_container, .init = setup, .fini = teardown, .tim
         cr_expect(!ctl(&r, (const char *const[]){"top", "--count", "x", NULL}));
         cr_expect(strstr(r.err, "--count"), "%s", r.err);
         stop_workload(&c, name);
+}
+
+/* The annotations of a container started from snapshot SNAP. */
+static const char *restore_annotations(const char *snap, const char *external)
+{
+        static char buf[512];
+
+        snprintf(buf, sizeof(buf),
+                 "{\"io.xmem.enable\":\"true\",\"io.xmem.local-limit\":\"64M\","
+                 "\"io.xmem.external\":\"%s\",\"io.xmem.policy\":\"external-first\","
+                 "\"io.xmem.restore\":\"%s\"}",
+                 external, snap);
+        return buf;
+}
+
+Test(lifecycle, restore_into_new_containers, .init = setup, .fini = teardown, .timeout = 240)
+{
+        struct harness_child a = {.pid = -1}, b = {.pid = -1}, n = {.pid = -1};
+        char na[64], nb[64], nn[64], snap[80], line[256], sock[300], env_sock[320];
+        const char *preload = getenv("XMEM_SHIM");
+        struct harness_cg cg = {};
+        struct cmd_result r;
+        unsigned ext = 0, local = 0;
+
+        need_root_runc();
+        snprintf(na, sizeof(na), "lc-%d-src", (int)getpid());
+        snprintf(nb, sizeof(nb), "lc-%d-dst", (int)getpid());
+        snprintf(nn, sizeof(nn), "lc-%d-new", (int)getpid());
+        snprintf(snap, sizeof(snap), "lc-%d-snap", (int)getpid());
+        start_workload(&a, na, 64);
+        ask(&a, "write 7", "wrote 7");
+        ask(&a, "root", "root 0");
+        cr_assert(ctl(&r, (const char *const[]){"checkpoint", na, "--name", snap, NULL}), "%s",
+                  r.err);
+
+        /* a new container from it: the data at the same addresses, found by its root */
+        start_container(&b, nb, "restored", restore_annotations(snap, "1G"), "restored", line,
+                        sizeof(line));
+        cr_assert(sscanf(line, "restored ext=%u local=%u", &ext, &local) == 2 && ext >= 62, "%s",
+                  line);
+        ask(&b, "xcheck 7", "ok 7");
+        /* its own copy: its writes are not the source's, nor the source's its */
+        ask(&b, "write 8", "wrote 8");
+        ask(&a, "write 9", "wrote 9");
+        ask(&b, "xcheck 8", "ok 8");
+        ask(&a, "xcheck 9", "ok 9");
+        stop_workload(&b, nb);
+
+        /* an unknown snapshot stops the container with memd's error */
+        {
+                char bundle[256];
+                ctr_bundle(&env, "lc-nosnap",
+                           (const char *const[]){"/bin/lifecycle_prog", "restored", NULL},
+                           restore_annotations("lc-nosuch", "1G"), env.sock, bundle,
+                           sizeof(bundle));
+                ctr_runc_run(&env, NULL, bundle, "lc-nosnap", 60, &r);
+                cr_expect(!ctr_exited(&r, 0), "started without its snapshot: %s", r.out);
+                cr_expect(strstr(r.err, "no snapshot named lc-nosuch"), "%s", r.err);
+        }
+
+        /* xmemctl restore --new: an attached container's next process */
+        cr_assert(harness_cg_create(&cg, nn));
+        cr_assert(ctl(&r, (const char *const[]){"attach", nn, "--cgroup", cg.path, "--local-limit",
+                                                "64M", "--external", "1G", "--policy",
+                                                "external-first", NULL}),
+                  "%s", r.err);
+        cr_expect(!ctl(&r, (const char *const[]){"restore", snap, "--new", "lc-nosuch", NULL}));
+        cr_expect(strstr(r.err, "no container lc-nosuch"), "%s", r.err);
+        cr_expect(!ctl(&r, (const char *const[]){"restore", snap, "--new", nn, "--rollback", na,
+                                                 NULL}));
+        cr_expect(strstr(r.err, "params.new: not with params.rollback"), "%s", r.err);
+        cr_assert(ctl(&r, (const char *const[]){"restore", snap, "--new", nn, NULL}), "%s", r.err);
+        cr_expect(strstr(r.out, nn) && strstr(r.out, "start from snapshot"), "%s", r.out);
+        snprintf(sock, sizeof(sock), "%.200s", env.sock);
+        *strrchr(sock, '/') = 0;
+        snprintf(env_sock, sizeof(env_sock), "XMEM_SOCKET=%s/containers/%s/memd.sock", sock, nn);
+        {
+                char pre[300];
+                snprintf(pre, sizeof(pre), "LD_PRELOAD=%s", preload);
+                harness_child_spawn(&n,
+                                    (const char *const[]){getenv("XMEM_LIFECYCLE_PROG"),
+                                                          "restored", NULL},
+                                    (const char *const[]){pre, env_sock, NULL}, &cg, true);
+        }
+        cr_assert(harness_child_follow(&n, "restored", 30000, line, sizeof(line)) >= 0, "%s",
+                  line);
+        ask(&n, "xcheck 7", "ok 7");
+        cr_expect(!ctl(&r, (const char *const[]){"restore", snap, "--new", nn, NULL}));
+        cr_expect(strstr(r.err, "EBUSY"), "%s", r.err);
+        harness_child_kill(&n);
+        (void)ctl(&r, (const char *const[]){"detach", nn, "--force", NULL});
+        harness_cg_remove(&cg);
+        stop_workload(&a, na);
+        cr_expect(ctl(&r, (const char *const[]){"delete-snapshot", snap, NULL}), "%s", r.err);
+}
+
+static void setup_big(void)
+{
+        pool_size = "3G";
+        setup();
+}
+
+Test(lifecycle, ten_clones_share_the_snapshot, .init = setup_big, .fini = teardown, .timeout = 480)
+{
+        enum { CLONES = 10 };
+        struct harness_child src = {.pid = -1}, c[CLONES];
+        char name[CLONES][64], ns[64], snap[80], line[256];
+        int64_t used0, used1, chunk = ctr_appliance_stat(&env, "chunk_size");
+        struct cmd_result r;
+
+        need_root_runc();
+        snprintf(ns, sizeof(ns), "lc-%d-big", (int)getpid());
+        snprintf(snap, sizeof(snap), "lc-%d-big-snap", (int)getpid());
+        /* the source: 1000 MiB of data, checkpointed, then gone */
+        start_container(&src, ns, "1000",
+                        "{\"io.xmem.enable\":\"true\",\"io.xmem.local-limit\":\"64M\","
+                        "\"io.xmem.external\":\"2G\",\"io.xmem.policy\":\"external-first\"}",
+                        "ready", line, sizeof(line));
+        ask(&src, "root", "root 0");
+        cr_assert(ctl(&r, (const char *const[]){"--json", "checkpoint", ns, "--name", snap, NULL}),
+                  "%s", r.err);
+        cr_expect(harness_json_u64(r.out, "data_bytes") >= 990ULL << 20, "%s", r.out);
+        stop_workload(&src, ns);
+        used0 = ctr_appliance_stat(&env, "chunks_used");
+        for (int i = 0; i < CLONES; i++) {
+                c[i] = (struct harness_child){.pid = -1};
+                snprintf(name[i], sizeof(name[i]), "lc-%d-clone%d", (int)getpid(), i);
+                start_container(&c[i], name[i], "restored", restore_annotations(snap, "2G"),
+                                "restored", line, sizeof(line));
+                ask(&c[i], "sample 0", "ok 0");
+        }
+        /* ten live containers, each reading its 1000 MiB snapshot: the pool
+         * holds the snapshot once, and what the clones wrote of their own */
+        used1 = ctr_appliance_stat(&env, "chunks_used");
+        cr_log_info("pool: %lld chunks of %lld bytes before the clones, %lld with 10 clones running",
+                    (long long)used0, (long long)chunk, (long long)used1);
+        printf("# ten clones of a %lld MiB snapshot: pool +%lld MiB (a copy each: +%d MiB)\n",
+               (long long)(used0 * chunk >> 20), (long long)((used1 - used0) * chunk >> 20),
+               CLONES * 1000);
+        cr_expect_lt((used1 - used0) * chunk, 256LL << 20, "the clones copied: %lld -> %lld chunks",
+                     (long long)used0, (long long)used1);
+        for (int i = 0; i < CLONES; i++)
+                stop_workload(&c[i], name[i]);
+        cr_expect(ctl(&r, (const char *const[]){"delete-snapshot", snap, NULL}), "%s", r.err);
 }

@@ -68,6 +68,12 @@ Test(annotations, happy)
         cr_expect_eq(x.external, 1ULL << 30);
         cr_expect_str_eq(x.policy, "ratio:3");
         cr_expect_str_eq(x.appliance, "tcp://127.0.0.1:7070");
+        cr_expect_str_eq(x.restore, "");
+        cr_assert_eq(annotate("{\"io.xmem.enable\":\"true\",\"io.xmem.local-limit\":\"64M\","
+                              "\"io.xmem.restore\":\"web-1.snap_2\"}",
+                              &x, &err),
+                     0, "%s", err.msg);
+        cr_expect_str_eq(x.restore, "web-1.snap_2");
 }
 
 Test(annotations, defaults)
@@ -138,9 +144,6 @@ Test(annotations, sad_one_line_naming_the_key)
                 { "{\"io.xmem.enable\":\"true\",\"io.xmem.local-limit\":\"64M\","
                   "\"io.xmem.file-dir\":\"/var/lib/xmem\"}",
                   "io.xmem.file-dir: memory-mapped files are not supported yet" },
-                { "{\"io.xmem.enable\":\"true\",\"io.xmem.local-limit\":\"64M\","
-                  "\"io.xmem.restore\":\"snap-1\"}",
-                  "io.xmem.restore: restore is not supported yet" },
                 { "{\"io.xmem.enable\":\"true\",\"io.xmem.local-limit\":\"64M\","
                   "\"io.xmem.restore\":\"../x\"}",
                   "io.xmem.restore: \"../x\" is not a snapshot name (use [A-Za-z0-9_.-]{1,128})" },
