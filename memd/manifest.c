@@ -161,10 +161,9 @@ static int parse_arena(json_object *o, size_t i, struct manifest_arena *a, struc
         r = json_dispatch_at(o, arena_fields, &in, sizeof(in), false, where, err);
         if (r < 0)
                 return r;
-        if (in.pid == 0 || in.pid > INT32_MAX)
-                return xmem_error_set(err, -EINVAL, "%s.pid: must be a pid", where);
-        if (in.size == 0 || in.size > API_MAX_SIZE || in.size % 4096)
-                return xmem_error_set(err, -EINVAL, "%s.size: must be pages, at most 1P", where);
+        r = state_check_arena(where, in.pid, "size", in.size, err);
+        if (r < 0)
+                return r;
         if (in.base == 0 || in.base % 4096 || in.base >= MANIFEST_MAX_ADDR ||
             in.size > MANIFEST_MAX_ADDR - in.base)
                 return xmem_error_set(err, -EINVAL, "%s.base: must be a page-aligned address",

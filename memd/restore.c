@@ -166,9 +166,8 @@ bool restore_plan_take(struct container *c, struct restore_arena *ret)
 }
 
 /* Are MA's regions on C's appliances, in C's order? */
-static int same_appliances(struct manager *m, const struct container *c,
-                           const struct manifest *mf, const struct manifest_arena *ma,
-                           struct xmem_error *err)
+static int same_appliances(struct manager *m, const struct container *c, const struct manifest *mf,
+                           const struct manifest_arena *ma, struct xmem_error *err)
 {
         if (mf->chunk_size != c->chunk_size || ma->n_regions != c->n_transports)
                 return xmem_error_set(err, -EINVAL,
@@ -276,7 +275,8 @@ static int restore_new(struct api_call *call, const char *name, const char *id,
         call->result = json_object_new_object();
         json_object_object_add(call->result, "name", json_object_new_string(name));
         json_object_object_add(call->result, "new", json_object_new_string(id));
-        json_object_object_add(call->result, "arenas", json_object_new_int64((int64_t)c->restore->n));
+        json_object_object_add(call->result, "arenas",
+                               json_object_new_int64((int64_t)c->restore->n));
         return 0;
 }
 

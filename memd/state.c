@@ -122,6 +122,17 @@ static int parse_regions(json_object *arr, const char *where, struct state_proce
         return 0;
 }
 
+int state_check_arena(const char *where, uint64_t pid, const char *size_name, uint64_t size,
+                      struct xmem_error *err)
+{
+        if (pid == 0 || pid > INT32_MAX)
+                return xmem_error_set(err, -EINVAL, "%s.pid: must be a pid", where);
+        if (size == 0 || size > API_MAX_SIZE || size % 4096)
+                return xmem_error_set(err, -EINVAL, "%s.%s: must be pages, at most 1P", where,
+                                      size_name);
+        return 0;
+}
+
 static int parse_process(json_object *o, size_t i, struct state_process *p, struct xmem_error *err)
 {
         struct state_proc_in in = {};
@@ -132,11 +143,9 @@ static int parse_process(json_object *o, size_t i, struct state_process *p, stru
         r = json_dispatch_at(o, proc_fields, &in, sizeof(in), false, where, err);
         if (r < 0)
                 return r;
-        if (in.pid == 0 || in.pid > INT32_MAX)
-                return xmem_error_set(err, -EINVAL, "%s.pid: must be a pid", where);
-        if (in.arena_size == 0 || in.arena_size > API_MAX_SIZE || in.arena_size % 4096)
-                return xmem_error_set(err, -EINVAL, "%s.arena_size: must be pages, at most 1P",
-                                      where);
+        r = state_check_arena(where, in.pid, "arena_size", in.arena_size, err);
+        if (r < 0)
+                return r;
         if (in.acct_slot >= XMEM_ACCT_SLOTS)
                 return xmem_error_set(err, -EINVAL, "%s.acct_slot: must be below %d", where,
                                       (int)XMEM_ACCT_SLOTS);

@@ -77,6 +77,10 @@ json_object *state_region_json(const char *appliance, const struct xmem_region_r
 /* How memd names transport T: its --appliance URI, else the one it reached. */
 const char *state_appliance_name(const struct manager *m, const struct xmem_transport *t);
 int state_hex_key(const char *s, uint8_t key[XMEM_KEY_SIZE]);
+/* A recorded process's PID and its arena's SIZE (field SIZE_NAME) in range;
+ * ERR names WHERE.FIELD. */
+int state_check_arena(const char *where, uint64_t pid, const char *size_name, uint64_t size,
+                      struct xmem_error *err);
 /* The transport of memd's appliance URI (as configured or as reached), or NULL. */
 struct xmem_transport *state_transport_of(const struct manager *m, const char *uri);
 

@@ -94,7 +94,8 @@ __attribute__((visibility("default"))) void *xmem_root_get(const char *name)
         page = root_page();
         for (size_t i = 0; page->magic == ROOT_MAGIC && i < sizeof(page->e) / sizeof(page->e[0]);
              i++)
-                if (page->e[i].name[0] && strncmp(page->e[i].name, name, sizeof(page->e[i].name)) == 0) {
+                if (page->e[i].name[0] &&
+                    strncmp(page->e[i].name, name, sizeof(page->e[i].name)) == 0) {
                         /* the page is the application's memory: trust no pointer in it */
                         if (root_target_ok((void *)page->e[i].ptr))
                                 found = (void *)page->e[i].ptr;

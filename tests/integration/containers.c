@@ -146,6 +146,20 @@ void ctr_memd_start(struct ctr_env *e)
         cr_assert_fail("memd did not listen on %s within 10 s", e->sock);
 }
 
+void ctr_env_setup_with(struct ctr_env *e, const char *const *progs)
+{
+        const char *argv[16] = {need_env("XMEM_MKROOTFS"), e->rootfs};
+        struct cmd_result r;
+        size_t n = 2;
+
+        for (; *progs && n < 15; progs++)
+                argv[n++] = *progs;
+        argv[n] = NULL;
+        ctr_run(argv, NULL, 60, &r);
+        cr_assert(ctr_exited(&r, 0), "mkrootfs: %s", r.err);
+        ctr_memd_start(e);
+}
+
 void ctr_env_cleanup(struct ctr_env *e)
 {
         char cmd[512];

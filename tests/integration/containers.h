@@ -38,6 +38,9 @@ bool ctr_exited(const struct cmd_result *r, int code);
 void ctr_env_init(struct ctr_env *e);
 /* Start the appliance (harness) and memd on it. */
 void ctr_memd_start(struct ctr_env *e);
+/* After ctr_env_init: the programs PROGS (NULL-terminated paths) added to
+ * the rootfs, then ctr_memd_start. */
+void ctr_env_setup_with(struct ctr_env *e, const char *const *progs);
 void ctr_env_cleanup(struct ctr_env *e);
 
 /* A runc bundle DIR/NAME: `runc spec`, rootfs, ARGS, ANNOTATIONS (JSON

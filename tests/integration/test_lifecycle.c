@@ -30,19 +30,14 @@ static const char *pool_size; /* the appliance's, for the tests that need more *
 
 static void setup(void)
 {
-        struct cmd_result r;
-
         if (!harness_is_root())
                 return;
         ctr_env_init(&env);
         if (pool_size)
                 snprintf(env.pool_size, sizeof(env.pool_size), "%s", pool_size);
         /* the workload beside container_fill in the rootfs */
-        ctr_run((const char *const[]){getenv("XMEM_MKROOTFS"), env.rootfs, getenv("XMEM_FILL"),
-                                      getenv("XMEM_LIFECYCLE_PROG"), NULL},
-                NULL, 60, &r);
-        cr_assert(ctr_exited(&r, 0), "mkrootfs: %s", r.err);
-        ctr_memd_start(&env);
+        ctr_env_setup_with(&env, (const char *const[]){need_env("XMEM_FILL"),
+                                                       need_env("XMEM_LIFECYCLE_PROG"), NULL});
 }
 
 static void teardown(void)
@@ -79,14 +74,14 @@ static void start_container(struct harness_child *c, const char *name, const cha
 {
         char bundle[256];
 
-        ctr_bundle(&env, name, (const char *const[]){"/bin/lifecycle_prog", arg, NULL},
-                   annotations, env.sock, bundle, sizeof(bundle));
+        ctr_bundle(&env, name, (const char *const[]){"/bin/lifecycle_prog", arg, NULL}, annotations,
+                   env.sock, bundle, sizeof(bundle));
         harness_child_spawn(c,
                             (const char *const[]){runc_path(), "--root", env.runc_root, "run",
                                                   "--bundle", bundle, name, NULL},
                             NULL, NULL, true);
-        cr_assert_eq(harness_child_follow(c, want, 60000, line, len) >= 0, true,
-                     "%s: not %s: %s", name, want, line);
+        cr_assert_eq(harness_child_follow(c, want, 60000, line, len) >= 0, true, "%s: not %s: %s",
+                     name, want, line);
 }
 
 /* A running container NAME with the workload over MIB MiB, "ready"; nearly
@@ -351,14 +346,14 @@ Test(lifecycle, restore_into_new_containers, .init = setup, .fini = teardown, .t
 
         /* xmemctl restore --new: an attached container's next process */
         cr_assert(harness_cg_create(&cg, nn));
-        cr_assert(ctl(&r, (const char *const[]){"attach", nn, "--cgroup", cg.path, "--local-limit",
-                                                "64M", "--external", "1G", "--policy",
-                                                "external-first", NULL}),
-                  "%s", r.err);
+        cr_assert(
+            ctl(&r, (const char *const[]){"attach", nn, "--cgroup", cg.path, "--local-limit", "64M",
+                                          "--external", "1G", "--policy", "external-first", NULL}),
+            "%s", r.err);
         cr_expect(!ctl(&r, (const char *const[]){"restore", snap, "--new", "lc-nosuch", NULL}));
         cr_expect(strstr(r.err, "no container lc-nosuch"), "%s", r.err);
-        cr_expect(!ctl(&r, (const char *const[]){"restore", snap, "--new", nn, "--rollback", na,
-                                                 NULL}));
+        cr_expect(
+            !ctl(&r, (const char *const[]){"restore", snap, "--new", nn, "--rollback", na, NULL}));
         cr_expect(strstr(r.err, "params.new: not with params.rollback"), "%s", r.err);
         cr_assert(ctl(&r, (const char *const[]){"restore", snap, "--new", nn, NULL}), "%s", r.err);
         cr_expect(strstr(r.out, nn) && strstr(r.out, "start from snapshot"), "%s", r.out);
@@ -368,13 +363,11 @@ Test(lifecycle, restore_into_new_containers, .init = setup, .fini = teardown, .t
         {
                 char pre[300];
                 snprintf(pre, sizeof(pre), "LD_PRELOAD=%s", preload);
-                harness_child_spawn(&n,
-                                    (const char *const[]){getenv("XMEM_LIFECYCLE_PROG"),
-                                                          "restored", NULL},
-                                    (const char *const[]){pre, env_sock, NULL}, &cg, true);
+                harness_child_spawn(
+                    &n, (const char *const[]){getenv("XMEM_LIFECYCLE_PROG"), "restored", NULL},
+                    (const char *const[]){pre, env_sock, NULL}, &cg, true);
         }
-        cr_assert(harness_child_follow(&n, "restored", 30000, line, sizeof(line)) >= 0, "%s",
-                  line);
+        cr_assert(harness_child_follow(&n, "restored", 30000, line, sizeof(line)) >= 0, "%s", line);
         ask(&n, "xcheck 7", "ok 7");
         cr_expect(!ctl(&r, (const char *const[]){"restore", snap, "--new", nn, NULL}));
         cr_expect(strstr(r.err, "EBUSY"), "%s", r.err);
@@ -423,8 +416,9 @@ Test(lifecycle, ten_clones_share_the_snapshot, .init = setup_big, .fini = teardo
         /* ten live containers, each reading its 1000 MiB snapshot: the pool
          * holds the snapshot once, and what the clones wrote of their own */
         used1 = ctr_appliance_stat(&env, "chunks_used");
-        cr_log_info("pool: %lld chunks of %lld bytes before the clones, %lld with 10 clones running",
-                    (long long)used0, (long long)chunk, (long long)used1);
+        cr_log_info(
+            "pool: %lld chunks of %lld bytes before the clones, %lld with 10 clones running",
+            (long long)used0, (long long)chunk, (long long)used1);
         printf("# ten clones of a %lld MiB snapshot: pool +%lld MiB (a copy each: +%d MiB)\n",
                (long long)(used0 * chunk >> 20), (long long)((used1 - used0) * chunk >> 20),
                CLONES * 1000);
