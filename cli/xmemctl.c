@@ -88,7 +88,7 @@ static void print_snapshot(json_object *o)
 static void print_snapshot_result(const char *verb, json_object *res)
 {
         json_object *arr;
-        char a[32], b[32];
+        char a[32], b[32], c[32];
 
         if (strcmp(verb, "checkpoint") == 0)
                 printf("checkpoint %s of %s: %" PRIu64 " arena(s), %s of data, %s written back, "
@@ -102,7 +102,11 @@ static void print_snapshot_result(const char *verb, json_object *res)
                        "DATA");
                 for (size_t i = 0; i < json_object_array_length(arr); i++)
                         print_snapshot(json_object_array_get_idx(arr, i));
-        } else if (strcmp(verb, "delete-snapshot") == 0)
+        } else if (strcmp(verb, "resize") == 0)
+                printf("container %s: external %s (at most %s, %s in use)\n", get_str(res, "id"),
+                       sz(a, get_u64(res, "external")), sz(b, get_u64(res, "external_max")),
+                       sz(c, get_u64(res, "external_in_use")));
+        else if (strcmp(verb, "delete-snapshot") == 0)
                 printf("deleted snapshot %s\n", get_str(res, "name"));
         else if (strcmp(verb, "restore") == 0 && json_object_object_get_ex(res, "new", NULL))
                 printf("container %s: its next %" PRIu64 " process(es) start from snapshot %s\n",
@@ -159,11 +163,13 @@ static int attach_params(int argc, char **argv, json_object *params)
                 { "policy", required_argument, NULL, 'p' },
                 { "local-alloc-limit", required_argument, NULL, 'a' },
                 { "appliance", required_argument, NULL, 'A' },
+                { "external-max", required_argument, NULL, 'M' },
                 {},
         };
         static const char *const keys[128] = {
                 ['g'] = "cgroup", ['l'] = "local_limit", ['e'] = "external",
                 ['p'] = "policy", ['a'] = "local_alloc_limit", ['A'] = "appliance",
+                ['M'] = "external_max",
         };
         int c;
 
@@ -221,10 +227,44 @@ static int snapshot_params(int argc, char **argv, json_object *params, const cha
         return 0;
 }
 
+/* "resize ID --external SIZE": each option given is a change (memd's
+ * resize takes what is there). */
+static int resize_params(int argc, char **argv, json_object *params, char *why, size_t why_len)
+{
+        static const struct option opts[] = {
+            {"external", required_argument, NULL, 'e'},
+            {},
+        };
+        int c;
+
+        optind = 1;
+        opterr = 0;
+        while ((c = getopt_long(argc, argv, "", opts, NULL)) >= 0) {
+                if (c != 'e') {
+                        snprintf(why, why_len, "resize: unknown option %s", argv[optind - 1]);
+                        return -EINVAL;
+                }
+                json_object_object_add(params, "external", json_object_new_string(optarg));
+        }
+        if (optind != argc - 1) {
+                snprintf(why, why_len, "resize: %s",
+                         optind == argc ? "missing container id" : "one container id only");
+                return -EINVAL;
+        }
+        if (!json_object_object_get_ex(params, "external", NULL)) {
+                snprintf(why, why_len, "resize: --external SIZE is required");
+                return -EINVAL;
+        }
+        json_object_object_add(params, "id", json_object_new_string(argv[optind]));
+        return 0;
+}
+
 static int build(int argc, char **argv, json_object *params, char *why, size_t why_len)
 {
         const char *verb = argv[0];
 
+        if (strcmp(verb, "resize") == 0)
+                return resize_params(argc, argv, params, why, why_len);
         if (strcmp(verb, "checkpoint") == 0)
                 return snapshot_params(argc, argv, params, "id", false, why, why_len);
         if (strcmp(verb, "snapshots") == 0)
@@ -257,8 +297,9 @@ static void usage(void)
                "  stats ID\n"
                "  attach ID --cgroup DIR --local-limit SIZE --external SIZE\n"
                "         [--policy local-first|external-first|ratio:N]\n"
-               "         [--local-alloc-limit SIZE] [--appliance URI]\n"
+               "         [--local-alloc-limit SIZE] [--appliance URI] [--external-max SIZE]\n"
                "  detach ID [--force]\n"
+               "  resize ID --external SIZE\n"
                "  checkpoint ID [--name NAME]\n"
                "  snapshots [ID]\n"
                "  delete-snapshot NAME\n"

@@ -99,6 +99,9 @@ int api_attach_validate(struct api_attach *a, struct xmem_error *err)
                 return xmem_error_set(err, -EINVAL, "params.local_limit: must be from 4M to 1P");
         if (a->external == 0 || a->external > API_MAX_SIZE)
                 return xmem_error_set(err, -EINVAL, "params.external: must be from 1 byte to 1P");
+        if (a->external_max && (a->external_max < a->external || a->external_max > API_MAX_SIZE))
+                return xmem_error_set(err, -EINVAL,
+                                      "params.external_max: must be from external to 1P");
         if (a->policy_text && api_policy_parse(a->policy_text, &pol) < 0)
                 return xmem_error_set(err, -EINVAL,
                                       "params.policy: must be local-first, external-first or "
@@ -126,6 +129,7 @@ const struct json_field api_attach_fields[] = {
         F("cgroup", STRING, true, struct api_attach, cgroup),
         F("local_limit", SIZE, true, struct api_attach, local_limit),
         F("external", SIZE, true, struct api_attach, external),
+        F("external_max", SIZE, false, struct api_attach, external_max),
         F("policy", STRING, false, struct api_attach, policy_text),
         F("local_alloc_limit", SIZE, false, struct api_attach, local_alloc_limit),
         F("appliance", STRING, false, struct api_attach, appliance),
@@ -180,6 +184,23 @@ const struct json_field api_restore_fields[] = {
         F("new", STRING, false, struct api_snapshot, new_id),
         {},
 };
+
+const struct json_field api_resize_fields[] = {
+        F("id", STRING, true, struct api_resize, id),
+        F("external", SIZE, false, struct api_resize, external),
+        {},
+};
+
+int api_check_resize(union api_params *p, struct xmem_error *err)
+{
+        if (!api_id_valid(p->resize.id))
+                return xmem_error_set(err, -EINVAL, "params.id: must match [A-Za-z0-9_.-]{1,128}");
+        if (p->resize.external > API_MAX_SIZE)
+                return xmem_error_set(err, -EINVAL, "params.external: must be from 1 byte to 1P");
+        if (!p->resize.external)
+                return xmem_error_set(err, -EINVAL, "params.external: nothing to resize");
+        return 0;
+}
 
 int api_check_snapshot(union api_params *p, struct xmem_error *err)
 {

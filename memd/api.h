@@ -65,6 +65,7 @@ struct api_attach {
         const char *cgroup;
         uint64_t local_limit;
         uint64_t external;
+        uint64_t external_max;   /* each arena's size: resize --external up to it (0: external) */
         const char *policy_text; /* NULL: local-first */
         uint64_t local_alloc_limit; /* 0: half the local limit */
         const char *appliance;      /* NULL: all of memd's appliances */
@@ -100,7 +101,14 @@ struct api_snapshot {
         const char *new_id;   /* restore: start a new container from it (not yet) */
 };
 
+/* resize: what is given changes (docs/api.md); more fields to come */
+struct api_resize {
+        const char *id;
+        uint64_t external; /* 0: unchanged */
+};
+
 union api_params {
+        struct api_resize resize;
         struct api_snapshot snapshot;
         struct api_discard discard;
         struct api_attach attach;
@@ -130,7 +138,7 @@ int api_attach_validate(struct api_attach *a, struct xmem_error *err);
 extern const struct json_field api_attach_fields[], api_detach_fields[], api_stats_fields[],
     api_no_fields[], api_hello_fields[], api_register_fields[], api_discard_fields[],
     api_checkpoint_fields[], api_snapshots_fields[], api_delete_snapshot_fields[],
-    api_restore_fields[];
+    api_restore_fields[], api_resize_fields[];
 int api_check_attach(union api_params *p, struct xmem_error *err);
 int api_check_id(union api_params *p, struct xmem_error *err); /* a valid id, if any */
 int api_check_hello(union api_params *p, struct xmem_error *err);
@@ -138,6 +146,7 @@ int api_check_register(union api_params *p, struct xmem_error *err);
 int api_check_discard(union api_params *p, struct xmem_error *err);
 /* ids and snapshot names valid; restore: exactly one of rollback and new */
 int api_check_snapshot(union api_params *p, struct xmem_error *err);
+int api_check_resize(union api_params *p, struct xmem_error *err);
 
 /* Parse and validate one datagram. On failure ERR holds the complete reply
  * message ("attach: params.id: ...", "request: invalid JSON: ...") and *RET is

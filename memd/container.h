@@ -62,6 +62,7 @@ struct container {
         char *cgroup_path; /* the same relative to the memory hierarchy ("/xmem/web-1") */
         struct cgroup *cg;
         uint64_t local_limit, external, local_alloc_limit, headroom;
+        uint64_t arena_size;      /* each new process's arena: external_max (resize within it) */
         struct arena_quota quota; /* external, in pages: what its arenas have written */
         struct api_policy policy;
         char *appliance;   /* NULL: striped over all of memd's appliances */

@@ -137,6 +137,8 @@ int method_discard(struct api_call *call, union api_params *p, struct xmem_error
 int adopt_all(struct manager *m, struct xmem_error *err);
 int method_resume(struct api_call *call, union api_params *p, struct xmem_error *err);
 
+/* resize.c: the limits of a running container */
+int method_resize(struct api_call *call, union api_params *p, struct xmem_error *err);
 /* checkpoint.c, restore.c: checkpoints (docs/memd.md "Checkpoints") */
 int method_checkpoint(struct api_call *call, union api_params *p, struct xmem_error *err);
 int method_snapshots(struct api_call *call, union api_params *p, struct xmem_error *err);

@@ -85,7 +85,7 @@ int method_hello(struct api_call *call, union api_params *params, struct xmem_er
         struct store *from = NULL;
         struct restore_arena ra = {};
         struct process *p;
-        uint64_t size = c->external;
+        uint64_t size = c->arena_size;
         int r;
 
         if ((p = container_find_process(

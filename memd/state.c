@@ -23,7 +23,7 @@
 struct state_top {
         uint64_t version;
         const char *id, *cgroup, *policy, *appliance;
-        uint64_t local_limit, external, local_alloc_limit, chunk_size;
+        uint64_t local_limit, external, external_max, local_alloc_limit, chunk_size;
         json_object *processes;
 };
 
@@ -33,6 +33,7 @@ static const struct json_field top_fields[] = {
     {"cgroup", JSON_FIELD_STRING, true, offsetof(struct state_top, cgroup)},
     {"local_limit", JSON_FIELD_U64, true, offsetof(struct state_top, local_limit)},
     {"external", JSON_FIELD_U64, true, offsetof(struct state_top, external)},
+    {"external_max", JSON_FIELD_U64, false, offsetof(struct state_top, external_max)},
     {"local_alloc_limit", JSON_FIELD_U64, true, offsetof(struct state_top, local_alloc_limit)},
     {"policy", JSON_FIELD_STRING, true, offsetof(struct state_top, policy)},
     {"appliance", JSON_FIELD_STRING, false, offsetof(struct state_top, appliance)},
@@ -178,6 +179,7 @@ int state_parse(const char *buf, size_t len, struct state_container *ret, struct
                                        .cgroup = t.cgroup,
                                        .local_limit = t.local_limit,
                                        .external = t.external,
+                                       .external_max = t.external_max,
                                        .policy_text = t.policy,
                                        .local_alloc_limit = t.local_alloc_limit,
                                        .appliance = t.appliance};
@@ -326,6 +328,7 @@ static json_object *container_state_json(const struct manager *m, const struct c
         json_object_object_add(o, "cgroup", json_object_new_string(c->cgroup_dir));
         json_object_object_add(o, "local_limit", u64(c->local_limit));
         json_object_object_add(o, "external", u64(c->external));
+        json_object_object_add(o, "external_max", u64(c->arena_size));
         json_object_object_add(o, "local_alloc_limit", u64(c->local_alloc_limit));
         json_object_object_add(
             o, "policy", json_object_new_string(api_policy_format(&c->policy, pol, sizeof(pol))));

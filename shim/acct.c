@@ -65,9 +65,10 @@ bool shim_charge(enum shim_placement where, uint64_t size, bool limited)
         struct xmem_acct *a = shim_state.acct;
         bool local = where == SHIM_LOCAL;
         uint64_t *total = local ? &a->h.local_bytes : &a->h.external_bytes;
-        uint64_t limit = !limited || !attached()       ? UINT64_MAX
-                         : local                        ? shim_state.policy.local_alloc_limit
-                                                        : shim_state.policy.external_quota;
+        /* the external quota is read live: memd changes it (resize) */
+        uint64_t limit = !limited || !attached() ? UINT64_MAX
+                         : local                 ? shim_state.policy.local_alloc_limit
+                                                 : ld(&a->h.external_quota);
 
         if (!add_within(total, size, limit))
                 return false;
@@ -122,7 +123,9 @@ enum shim_placement shim_place(uint64_t size, bool try_external)
                         /* the shim cannot see residency: what is in use is an upper bound */
                         .resident_cache = ext,
                 };
-                enum shim_placement where = shim_policy_place(&shim_state.policy, &u, size, room);
+                struct shim_policy pol = shim_state.policy;
+                pol.external_quota = ld(&a->h.external_quota); /* live: resize */
+                enum shim_placement where = shim_policy_place(&pol, &u, size, room);
 
                 if (where == SHIM_NONE)
                         break;

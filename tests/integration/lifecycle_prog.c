@@ -10,6 +10,8 @@
  *   dirty G K the first K MiB get generation G      -> "dirtied G K"
  *   sample G  the first and last word of each arena block -> "ok G" | "bad G N"
  *   root      names the block directory "lifecycle" (xmem_root_set) -> "root R"
+ *   grow K    K more blocks of generation 0      -> "grew K" | "grow refused after N"
+ *             (all or none: the N it got are freed again)
  *   exit                                             -> exits 0
  * "lifecycle_prog restored" starts from a snapshot instead: it finds the
  * block directory with xmem_root_get("lifecycle") (else prints "no root",
@@ -32,6 +34,7 @@ struct dir {
         uint64_t magic, mib;
         uint64_t *blocks[];
 };
+#define DIR_MAX ((BLOCK - sizeof(struct dir)) / sizeof(uint64_t *))
 
 static uint64_t word(uint64_t off, uint64_t gen)
 {
@@ -114,7 +117,7 @@ static struct dir *start(int argc, char **argv)
 
         if (argc > 1 && strcmp(argv[1], "restored") == 0) {
                 d = xmem_available() ? xmem_root_get("lifecycle") : NULL;
-                if (!d || d->magic != DIR_MAGIC || !(in_arena = calloc(d->mib, sizeof(bool)))) {
+                if (!d || d->magic != DIR_MAGIC || !(in_arena = calloc(DIR_MAX, sizeof(bool)))) {
                         printf("no root\n");
                         exit(5);
                 }
@@ -123,8 +126,8 @@ static struct dir *start(int argc, char **argv)
                        (unsigned long long)(d->mib - ext));
                 return d;
         }
-        if (mib == 0 || mib > (BLOCK - sizeof(*d)) / 8 || !(d = malloc(BLOCK)) ||
-            !(in_arena = calloc(mib, sizeof(*in_arena))))
+        if (mib == 0 || mib > DIR_MAX || !(d = malloc(BLOCK)) ||
+            !(in_arena = calloc(DIR_MAX, sizeof(*in_arena))))
                 exit(64);
         /* the allocator's first block may be local: the directory must be in
          * the arena, where a snapshot keeps it */
@@ -145,22 +148,47 @@ static struct dir *start(int argc, char **argv)
         return d;
 }
 
+/* K more blocks of generation 0, all or none. */
+static void grow(struct dir *d, uint64_t k)
+{
+        uint64_t got = 0, ext;
+
+        for (; got < k && d->mib + got < DIR_MAX; got++) {
+                uint64_t b = d->mib + got, *p = malloc(BLOCK);
+                if (!p)
+                        break;
+                d->blocks[b] = p;
+                for (uint64_t w = 0; w < BLOCK / 8; w++)
+                        p[w] = word(b * BLOCK + w * 8, 0);
+        }
+        if (got < k) {
+                printf("grow refused after %llu\n", (unsigned long long)got);
+                while (got > 0)
+                        free(d->blocks[d->mib + --got]);
+                return;
+        }
+        d->mib += k;
+        find_arena_blocks(d->blocks, d->mib, &ext);
+        printf("grew %llu\n", (unsigned long long)k);
+}
+
 int main(int argc, char **argv)
 {
         struct dir *d = start(argc, argv);
-        uint64_t mib = d->mib, **blocks = d->blocks, g, k;
+        uint64_t **blocks = d->blocks, g, k;
         char line[128];
 
         fflush(stdout);
         while (fgets(line, sizeof(line), stdin)) {
                 if (sscanf(line, "write %llu", (unsigned long long *)&g) == 1) {
-                        write_gen(blocks, mib, g);
+                        write_gen(blocks, d->mib, g);
                         printf("wrote %llu\n", (unsigned long long)g);
                 } else if (sscanf(line, "check %llu", (unsigned long long *)&g) == 1 ||
                            sscanf(line, "xcheck %llu", (unsigned long long *)&g) == 1 ||
                            sscanf(line, "sample %llu", (unsigned long long *)&g) == 1) {
-                        uint64_t bad = line[0] == 's' ? (uint64_t)sample_gen(blocks, mib, g)
-                                                      : check_gen(blocks, mib, g, line[0] == 'x');
+                        uint64_t bad = line[0] == 's'
+                                           ? (uint64_t)sample_gen(blocks, d->mib, g)
+                                           : check_gen(blocks, d->mib, g, line[0] == 'x');
                         if (bad)
                                 printf("bad %llu %llu\n", (unsigned long long)g,
                                        (unsigned long long)bad);
@@ -168,8 +196,10 @@ int main(int argc, char **argv)
                                 printf("ok %llu\n", (unsigned long long)g);
                 } else if (sscanf(line, "dirty %llu %llu", (unsigned long long *)&g,
                                   (unsigned long long *)&k) == 2) {
-                        write_gen(blocks, k < mib ? k : mib, g);
+                        write_gen(blocks, k < d->mib ? k : d->mib, g);
                         printf("dirtied %llu %llu\n", (unsigned long long)g, (unsigned long long)k);
+                } else if (sscanf(line, "grow %llu", (unsigned long long *)&k) == 1) {
+                        grow(d, k);
                 } else if (strncmp(line, "root", 4) == 0) {
                         printf("root %d\n", xmem_available() ? xmem_root_set("lifecycle", d) : -38);
                 } else if (strncmp(line, "exit", 4) == 0)

@@ -286,6 +286,21 @@ Test(lifecycle, top_shows_every_container, .init = setup, .fini = teardown, .tim
         stop_workload(&c, name);
 }
 
+/* The workload with ARG under the shim, in CG, on memd's socket of container
+ * ID (attached with xmemctl, not a runc container). */
+static void spawn_attached(struct harness_child *c, const struct harness_cg *cg, const char *id,
+                           const char *arg)
+{
+        char dir[200], sock[320], pre[300];
+
+        snprintf(dir, sizeof(dir), "%.199s", env.sock);
+        *strrchr(dir, '/') = 0;
+        snprintf(sock, sizeof(sock), "XMEM_SOCKET=%s/containers/%s/memd.sock", dir, id);
+        snprintf(pre, sizeof(pre), "LD_PRELOAD=%s", need_env("XMEM_SHIM"));
+        harness_child_spawn(c, (const char *const[]){need_env("XMEM_LIFECYCLE_PROG"), arg, NULL},
+                            (const char *const[]){pre, sock, NULL}, cg, true);
+}
+
 /* The annotations of a container started from snapshot SNAP. */
 static const char *restore_annotations(const char *snap, const char *external)
 {
@@ -302,8 +317,7 @@ static const char *restore_annotations(const char *snap, const char *external)
 Test(lifecycle, restore_into_new_containers, .init = setup, .fini = teardown, .timeout = 240)
 {
         struct harness_child a = {.pid = -1}, b = {.pid = -1}, n = {.pid = -1};
-        char na[64], nb[64], nn[64], snap[80], line[256], sock[300], env_sock[320];
-        const char *preload = getenv("XMEM_SHIM");
+        char na[64], nb[64], nn[64], snap[80], line[256];
         struct harness_cg cg = {};
         struct cmd_result r;
         unsigned ext = 0, local = 0;
@@ -357,16 +371,7 @@ Test(lifecycle, restore_into_new_containers, .init = setup, .fini = teardown, .t
         cr_expect(strstr(r.err, "params.new: not with params.rollback"), "%s", r.err);
         cr_assert(ctl(&r, (const char *const[]){"restore", snap, "--new", nn, NULL}), "%s", r.err);
         cr_expect(strstr(r.out, nn) && strstr(r.out, "start from snapshot"), "%s", r.out);
-        snprintf(sock, sizeof(sock), "%.200s", env.sock);
-        *strrchr(sock, '/') = 0;
-        snprintf(env_sock, sizeof(env_sock), "XMEM_SOCKET=%s/containers/%s/memd.sock", sock, nn);
-        {
-                char pre[300];
-                snprintf(pre, sizeof(pre), "LD_PRELOAD=%s", preload);
-                harness_child_spawn(
-                    &n, (const char *const[]){getenv("XMEM_LIFECYCLE_PROG"), "restored", NULL},
-                    (const char *const[]){pre, env_sock, NULL}, &cg, true);
-        }
+        spawn_attached(&n, &cg, nn, "restored");
         cr_assert(harness_child_follow(&n, "restored", 30000, line, sizeof(line)) >= 0, "%s", line);
         ask(&n, "xcheck 7", "ok 7");
         cr_expect(!ctl(&r, (const char *const[]){"restore", snap, "--new", nn, NULL}));
@@ -427,4 +432,99 @@ Test(lifecycle, ten_clones_share_the_snapshot, .init = setup_big, .fini = teardo
         for (int i = 0; i < CLONES; i++)
                 stop_workload(&c[i], name[i]);
         cr_expect(ctl(&r, (const char *const[]){"delete-snapshot", snap, NULL}), "%s", r.err);
+}
+
+/* The container NAME's external quota as memd reports it. */
+static int64_t quota_of(const char *name)
+{
+        return ctr_memd_stat(&env, name, "external_quota");
+}
+
+Test(lifecycle, resize_external_while_running, .init = setup, .fini = teardown, .timeout = 240)
+{
+        struct harness_child a = {.pid = -1}, g = {.pid = -1}, race[2];
+        char na[64], ng[64], snap[80], state[64], line[256];
+        struct harness_cg cg = {};
+        struct cmd_result r;
+
+        need_root_runc();
+        snprintf(na, sizeof(na), "lc-%d-rs", (int)getpid());
+        snprintf(ng, sizeof(ng), "lc-%d-grow", (int)getpid());
+        snprintf(snap, sizeof(snap), "lc-%d-rs-snap", (int)getpid());
+        start_workload(&a, na, 128);
+
+        /* hot remove: not below what is in use; down to 512M while it runs */
+        cr_expect(!ctl(&r, (const char *const[]){"resize", na, "--external", "64M", NULL}));
+        cr_expect(strstr(r.err, "more than 64M: free it first") && strstr(r.err, "EBUSY"), "%s",
+                  r.err);
+        cr_expect_eq(quota_of(na), 1LL << 30, "a refused resize changed the quota");
+        cr_assert(ctl(&r, (const char *const[]){"resize", na, "--external", "512M", NULL}), "%s",
+                  r.err);
+        cr_expect(strstr(r.out, "external 512M"), "%s", r.out);
+        cr_expect_eq(quota_of(na), 512LL << 20);
+        ask(&a, "write 1", "wrote 1");
+        ask(&a, "xcheck 1", "ok 1");
+        /* hot add: back up to its arenas' size, not beyond */
+        cr_expect(!ctl(&r, (const char *const[]){"resize", na, "--external", "2G", NULL}));
+        cr_expect(strstr(r.err, "beyond container") && strstr(r.err, "external_max"), "%s", r.err);
+        cr_assert(ctl(&r, (const char *const[]){"resize", na, "--external", "1G", NULL}), "%s",
+                  r.err);
+        ask(&a, "xcheck 1", "ok 1");
+
+        /* bad input */
+        cr_expect(!ctl(&r, (const char *const[]){"resize", "lc-nosuch", "--external", "1G", NULL}));
+        cr_expect(strstr(r.err, "no container lc-nosuch"), "%s", r.err);
+        cr_expect(!ctl(&r, (const char *const[]){"resize", na, "--external", "12Q", NULL}));
+        cr_expect(strstr(r.err, "params.external"), "%s", r.err);
+        cr_expect(!ctl(&r, (const char *const[]){"resize", na, NULL}));
+        cr_expect(strstr(r.err, "--external SIZE is required"), "%s", r.err);
+
+        /* a rollback racing a resize: both are served (one after the other),
+         * the container ends thawed with the snapshot's data */
+        cr_assert(ctl(&r, (const char *const[]){"checkpoint", na, "--name", snap, NULL}), "%s",
+                  r.err);
+        ask(&a, "write 2", "wrote 2");
+        for (int i = 0; i < 2; i++) {
+                const char *rs[] = {"restore", snap, "--rollback", na, NULL};
+                const char *rz[] = {"resize", na, "--external", "768M", NULL};
+                const char *const *args = i ? rz : rs;
+                const char *argv[8] = {need_env("XMEM_CTL"), "--socket", env.sock};
+                for (int k = 0; args[k]; k++)
+                        argv[3 + k] = args[k];
+                race[i] = (struct harness_child){.pid = -1};
+                harness_child_spawn(&race[i], argv, NULL, NULL, true);
+        }
+        for (int i = 0; i < 2; i++) {
+                int st = harness_child_wait(&race[i], 60000);
+                cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s failed: %d",
+                          i ? "resize" : "rollback", st);
+                harness_child_kill(&race[i]);
+        }
+        freezer_state(na, state, sizeof(state));
+        cr_expect(strncmp(state, "THAWED", 6) == 0, "left %s", state);
+        cr_expect_eq(quota_of(na), 768LL << 20);
+        ask(&a, "xcheck 1", "ok 1");
+        cr_expect(ctl(&r, (const char *const[]){"delete-snapshot", snap, NULL}), "%s", r.err);
+        stop_workload(&a, na);
+
+        /* growing past the first quota: an arena of 512M, a quota of 64M */
+        cr_assert(harness_cg_create(&cg, ng));
+        cr_assert(
+            ctl(&r, (const char *const[]){"attach", ng, "--cgroup", cg.path, "--local-limit", "64M",
+                                          "--external", "64M", "--external-max", "512M", "--policy",
+                                          "external-first", "--local-alloc-limit", "4M", NULL}),
+            "%s", r.err);
+        spawn_attached(&g, &cg, ng, "32");
+        cr_assert(harness_child_follow(&g, "ready", 30000, line, sizeof(line)) >= 0, "%s", line);
+        ask(&g, "grow 64", "grow refused after");
+        cr_assert(ctl(&r, (const char *const[]){"resize", ng, "--external", "256M", NULL}), "%s",
+                  r.err);
+        ask(&g, "grow 64", "grew 64");
+        ask(&g, "write 3", "wrote 3");
+        ask(&g, "xcheck 3", "ok 3");
+        cr_expect(!ctl(&r, (const char *const[]){"resize", ng, "--external", "64M", NULL}));
+        cr_expect(strstr(r.err, "EBUSY"), "%s", r.err);
+        harness_child_kill(&g);
+        (void)ctl(&r, (const char *const[]){"detach", ng, "--force", NULL});
+        harness_cg_remove(&cg);
 }
