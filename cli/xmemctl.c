@@ -106,6 +106,10 @@ static void print_snapshot_result(const char *verb, json_object *res)
                 printf("container %s: external %s (at most %s, %s in use)\n", get_str(res, "id"),
                        sz(a, get_u64(res, "external")), sz(b, get_u64(res, "external_max")),
                        sz(c, get_u64(res, "external_in_use")));
+        else if (strcmp(verb, "move") == 0)
+                printf("moved %s to %s (%" PRIu64 " arena(s), %s copied by the appliances)\n",
+                       get_str(res, "id"), get_str(res, "appliance"), get_u64(res, "arenas"),
+                       sz(a, get_u64(res, "copied_bytes")));
         else if (strcmp(verb, "delete-snapshot") == 0)
                 printf("deleted snapshot %s\n", get_str(res, "name"));
         else if (strcmp(verb, "restore") == 0 && json_object_object_get_ex(res, "new", NULL))
@@ -227,12 +231,14 @@ static int snapshot_params(int argc, char **argv, json_object *params, const cha
         return 0;
 }
 
-/* "resize ID --external SIZE": each option given is a change (memd's
- * resize takes what is there). */
-static int resize_params(int argc, char **argv, json_object *params, char *why, size_t why_len)
+/* "resize ID --external SIZE" (each option given is a change: memd's
+ * resize takes what is there), "move ID --to-appliance URI": OPTION into
+ * KEY, which is required, and the container id. */
+static int id_and_option(int argc, char **argv, json_object *params, const char *option,
+                         const char *key, char *why, size_t why_len)
 {
-        static const struct option opts[] = {
-            {"external", required_argument, NULL, 'e'},
+        const struct option opts[] = {
+            {option, required_argument, NULL, 'o'},
             {},
         };
         int c;
@@ -240,19 +246,19 @@ static int resize_params(int argc, char **argv, json_object *params, char *why, 
         optind = 1;
         opterr = 0;
         while ((c = getopt_long(argc, argv, "", opts, NULL)) >= 0) {
-                if (c != 'e') {
-                        snprintf(why, why_len, "resize: unknown option %s", argv[optind - 1]);
+                if (c != 'o') {
+                        snprintf(why, why_len, "%s: unknown option %s", argv[0], argv[optind - 1]);
                         return -EINVAL;
                 }
-                json_object_object_add(params, "external", json_object_new_string(optarg));
+                json_object_object_add(params, key, json_object_new_string(optarg));
         }
         if (optind != argc - 1) {
-                snprintf(why, why_len, "resize: %s",
+                snprintf(why, why_len, "%s: %s", argv[0],
                          optind == argc ? "missing container id" : "one container id only");
                 return -EINVAL;
         }
-        if (!json_object_object_get_ex(params, "external", NULL)) {
-                snprintf(why, why_len, "resize: --external SIZE is required");
+        if (!json_object_object_get_ex(params, key, NULL)) {
+                snprintf(why, why_len, "%s: --%s is required", argv[0], option);
                 return -EINVAL;
         }
         json_object_object_add(params, "id", json_object_new_string(argv[optind]));
@@ -264,7 +270,9 @@ static int build(int argc, char **argv, json_object *params, char *why, size_t w
         const char *verb = argv[0];
 
         if (strcmp(verb, "resize") == 0)
-                return resize_params(argc, argv, params, why, why_len);
+                return id_and_option(argc, argv, params, "external", "external", why, why_len);
+        if (strcmp(verb, "move") == 0)
+                return id_and_option(argc, argv, params, "to-appliance", "to", why, why_len);
         if (strcmp(verb, "checkpoint") == 0)
                 return snapshot_params(argc, argv, params, "id", false, why, why_len);
         if (strcmp(verb, "snapshots") == 0)
@@ -300,6 +308,7 @@ static void usage(void)
                "         [--local-alloc-limit SIZE] [--appliance URI] [--external-max SIZE]\n"
                "  detach ID [--force]\n"
                "  resize ID --external SIZE\n"
+               "  move ID --to-appliance URI\n"
                "  checkpoint ID [--name NAME]\n"
                "  snapshots [ID]\n"
                "  delete-snapshot NAME\n"
@@ -343,6 +352,7 @@ int main(int argc, char **argv)
         /* a terminal sees what memd is doing; a pipe gets only the result */
         progress = !arg_json && isatty(STDERR_FILENO) &&
                    (strcmp(argv[i], "checkpoint") == 0 || strcmp(argv[i], "restore") == 0 ||
+                    strcmp(argv[i], "move") == 0 ||
                     strcmp(argv[i], "delete-snapshot") == 0);
         if (progress)
                 fprintf(stderr, "xmemctl: %s %s ...", argv[i], argc > i + 1 ? argv[i + 1] : "");

@@ -191,6 +191,21 @@ const struct json_field api_resize_fields[] = {
         {},
 };
 
+const struct json_field api_move_fields[] = {
+        F("id", STRING, true, struct api_move, id),
+        F("to", STRING, true, struct api_move, to),
+        {},
+};
+
+int api_check_move(union api_params *p, struct xmem_error *err)
+{
+        if (!api_id_valid(p->move.id))
+                return xmem_error_set(err, -EINVAL, "params.id: must match [A-Za-z0-9_.-]{1,128}");
+        if (!p->move.to[0] || strlen(p->move.to) >= 256)
+                return xmem_error_set(err, -EINVAL, "params.to: must be an appliance URI");
+        return 0;
+}
+
 int api_check_resize(union api_params *p, struct xmem_error *err)
 {
         if (!api_id_valid(p->resize.id))

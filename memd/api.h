@@ -107,7 +107,13 @@ struct api_resize {
         uint64_t external; /* 0: unchanged */
 };
 
+struct api_move {
+        const char *id;
+        const char *to; /* one of memd's appliances */
+};
+
 union api_params {
+        struct api_move move;
         struct api_resize resize;
         struct api_snapshot snapshot;
         struct api_discard discard;
@@ -138,7 +144,7 @@ int api_attach_validate(struct api_attach *a, struct xmem_error *err);
 extern const struct json_field api_attach_fields[], api_detach_fields[], api_stats_fields[],
     api_no_fields[], api_hello_fields[], api_register_fields[], api_discard_fields[],
     api_checkpoint_fields[], api_snapshots_fields[], api_delete_snapshot_fields[],
-    api_restore_fields[], api_resize_fields[];
+    api_restore_fields[], api_resize_fields[], api_move_fields[];
 int api_check_attach(union api_params *p, struct xmem_error *err);
 int api_check_id(union api_params *p, struct xmem_error *err); /* a valid id, if any */
 int api_check_hello(union api_params *p, struct xmem_error *err);
@@ -147,6 +153,7 @@ int api_check_discard(union api_params *p, struct xmem_error *err);
 /* ids and snapshot names valid; restore: exactly one of rollback and new */
 int api_check_snapshot(union api_params *p, struct xmem_error *err);
 int api_check_resize(union api_params *p, struct xmem_error *err);
+int api_check_move(union api_params *p, struct xmem_error *err);
 
 /* Parse and validate one datagram. On failure ERR holds the complete reply
  * message ("attach: params.id: ...", "request: invalid JSON: ...") and *RET is

@@ -89,42 +89,6 @@ static int arenas_ready(struct container *c, size_t *ret_n, struct process **ret
         return 0;
 }
 
-/* The pages of A that hold data (written, or inherited, or in the store). */
-static int arena_extents(struct arena *a, struct manifest_arena *ma)
-{
-        size_t cap = 64;
-
-        ma->extents = calloc(cap, sizeof(*ma->extents));
-        if (!ma->extents)
-                return -ENOMEM;
-        pthread_mutex_lock(&a->lock);
-        for (uint64_t c = 0; c < a->n_chunks; c++) {
-                struct manifest_extent *last =
-                    ma->n_extents ? &ma->extents[ma->n_extents - 1] : NULL;
-                uint64_t off = c * a->chunk_size;
-
-                if (!a->stored[c] && a->charge[c] == PAGE_UNCHARGED)
-                        continue;
-                if (last &&
-                    (last->offset + last->len == off || ma->n_extents == MANIFEST_MAX_EXTENTS)) {
-                        last->len = off + a->chunk_size - last->offset; /* over the cap: wider */
-                        continue;
-                }
-                if (ma->n_extents == cap) {
-                        struct manifest_extent *e = realloc(ma->extents, 2 * cap * sizeof(*e));
-                        if (!e) {
-                                pthread_mutex_unlock(&a->lock);
-                                return -ENOMEM;
-                        }
-                        ma->extents = e;
-                        cap *= 2;
-                }
-                ma->extents[ma->n_extents++] = (struct manifest_extent){off, a->chunk_size};
-        }
-        pthread_mutex_unlock(&a->lock);
-        return 0;
-}
-
 struct ckpt {
         struct manager *m;
         struct process *p;
@@ -143,7 +107,7 @@ static int ckpt_then(struct arena *a, void *data)
         size_t n = store_xmem_regions(k->p->store, &ts, &refs);
         int r;
 
-        if (arena_extents(a, k->ma) < 0)
+        if (manifest_extents_of(a, k->ma) < 0)
                 return xmem_error_set(k->err, -ENOMEM, "out of memory");
         r = store_xmem_snapshot(k->p->store, snaps, k->err);
         if (r < 0)

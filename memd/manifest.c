@@ -8,10 +8,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "arena.h"
 #include "log.h"
 #include "macro.h"
 #include "manifest.h"
 #include "memd.h"
+#include "pages.h"
 #include "state.h"
 
 bool manifest_name_valid(const char *name)
@@ -257,6 +259,43 @@ void manifest_done(struct manifest *m)
 }
 
 /* ---- building ---- */
+
+/* The pages of A that hold data (written, or inherited, or in the store). */
+int manifest_extents_of(struct arena *a, struct manifest_arena *ma)
+{
+        size_t cap = 64;
+
+        ma->extents = calloc(cap, sizeof(*ma->extents));
+        if (!ma->extents)
+                return -ENOMEM;
+        pthread_mutex_lock(&a->lock);
+        for (uint64_t c = 0; c < a->n_chunks; c++) {
+                struct manifest_extent *last =
+                    ma->n_extents ? &ma->extents[ma->n_extents - 1] : NULL;
+                uint64_t off = c * a->chunk_size;
+
+                if (!a->stored[c] && a->charge[c] == PAGE_UNCHARGED)
+                        continue;
+                if (last &&
+                    (last->offset + last->len == off || ma->n_extents == MANIFEST_MAX_EXTENTS)) {
+                        last->len = off + a->chunk_size - last->offset; /* over the cap: wider */
+                        continue;
+                }
+                if (ma->n_extents == cap) {
+                        struct manifest_extent *e = realloc(ma->extents, 2 * cap * sizeof(*e));
+                        if (!e) {
+                                pthread_mutex_unlock(&a->lock);
+                                return -ENOMEM;
+                        }
+                        ma->extents = e;
+                        cap *= 2;
+                }
+                ma->extents[ma->n_extents++] = (struct manifest_extent){off, a->chunk_size};
+        }
+        pthread_mutex_unlock(&a->lock);
+        return 0;
+}
+
 
 static json_object *u64(uint64_t v)
 {

@@ -59,6 +59,12 @@ int manifest_parse(const char *buf, size_t len, struct manifest *ret, struct xme
 void manifest_done(struct manifest *m);
 
 struct manager;
+struct arena;
+/* MA's extents: the pages of A that hold data (written, inherited, or in
+ * the store), at most MANIFEST_MAX_EXTENTS runs (past that the last widens).
+ * -ENOMEM. */
+int manifest_extents_of(struct arena *a, struct manifest_arena *ma);
+
 /* The manifest as JSON (what manifest_parse reads back). */
 json_object *manifest_to_json(const struct manifest *m);
 /* The summary `snapshots` lists: name, container, created_ms, arenas,

@@ -139,6 +139,8 @@ int method_resume(struct api_call *call, union api_params *p, struct xmem_error 
 
 /* resize.c: the limits of a running container */
 int method_resize(struct api_call *call, union api_params *p, struct xmem_error *err);
+/* move.c: a running container's regions to another appliance */
+int method_move(struct api_call *call, union api_params *p, struct xmem_error *err);
 /* checkpoint.c, restore.c: checkpoints (docs/memd.md "Checkpoints") */
 int method_checkpoint(struct api_call *call, union api_params *p, struct xmem_error *err);
 int method_snapshots(struct api_call *call, union api_params *p, struct xmem_error *err);

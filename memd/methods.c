@@ -26,6 +26,7 @@ const struct api_method api_methods[] = {
     {"list", api_no_fields, NULL, ADMIN, 0, method_list},
     {"stats", api_stats_fields, api_check_id, ADMIN | CONTAINER, 0, method_stats},
     {"resize", api_resize_fields, api_check_resize, ADMIN, 0, method_resize},
+    {"move", api_move_fields, api_check_move, ADMIN, 0, method_move},
     {"checkpoint", api_checkpoint_fields, api_check_snapshot, ADMIN, 0, method_checkpoint},
     {"snapshots", api_snapshots_fields, api_check_snapshot, ADMIN, 0, method_snapshots},
     {"delete-snapshot", api_delete_snapshot_fields, api_check_snapshot, ADMIN, 0,

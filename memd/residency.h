@@ -177,3 +177,10 @@ int residency_flush_arena(struct residency *r, struct arena *a,
  * are not charged to the quota). When THEN fails nothing changed. */
 int residency_drop_arena(struct residency *r, struct arena *a, const uint8_t *has_data,
                          int (*then)(struct arena *a, void *data), void *data);
+/* Serve A from S from now on (a move: S holds the same data). Call it from
+ * residency_flush_arena's THEN, so nothing is written back meanwhile. Fills
+ * already in flight may still read the old store: free it only after
+ * residency_wait_fills. */
+void residency_swap_store(struct arena *a, struct store *s);
+/* Wait (at most MS ms: -EBUSY) until no fill of A is in flight. */
+int residency_wait_fills(struct arena *a, unsigned ms);

@@ -213,3 +213,26 @@ int residency_drop_arena(struct residency *r, struct arena *a, const uint8_t *ha
         free(fl);
         return ret;
 }
+
+void residency_swap_store(struct arena *a, struct store *s)
+{
+        pthread_mutex_lock(&a->lock);
+        a->store = s; /* fills claimed from now on read S */
+        pthread_mutex_unlock(&a->lock);
+}
+
+int residency_wait_fills(struct arena *a, unsigned ms)
+{
+        for (unsigned waited = 0;; waited++) {
+                bool quiet = atomic_load(&a->async_inflight) == 0;
+                pthread_mutex_lock(&a->lock);
+                for (uint64_t c = 0; c < a->n_chunks && quiet; c++)
+                        quiet = a->state[c] != CHUNK_FILLING;
+                pthread_mutex_unlock(&a->lock);
+                if (quiet)
+                        return 0;
+                if (waited >= ms)
+                        return -EBUSY;
+                usleep(1000);
+        }
+}

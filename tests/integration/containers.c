@@ -113,10 +113,23 @@ void ctr_memd_start(struct ctr_env *e)
         char dir[128];
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
 
+        const char *app_args[8] = {NULL};
+        size_t n = 0;
+
+        if (e->want_second) {
+                harness_init(&e->second);
+                harness_appliance_start(&e->second, NULL);
+        }
         harness_init(&e->app);
-        harness_appliance_start(&e->app, e->pool_size[0] ? (const char *const[]){"--pool-size",
-                                                                                 e->pool_size, NULL}
-                                                          : NULL);
+        if (e->pool_size[0]) {
+                app_args[n++] = "--pool-size";
+                app_args[n++] = e->pool_size;
+        }
+        if (e->want_second) {
+                app_args[n++] = "--peer";
+                app_args[n++] = e->second.tcp_uri;
+        }
+        harness_appliance_start(&e->app, app_args);
         snprintf(dir, sizeof(dir), "%s/memd", e->dir);
         mkdir(dir, 0755);
         snprintf(e->sock, sizeof(e->sock), "%s/memd.sock", dir);
@@ -128,6 +141,10 @@ void ctr_memd_start(struct ctr_env *e)
                 dup2(fd, 2);
                 char state[300];
                 snprintf(state, sizeof(state), "%s/state", dir);
+                if (e->want_second)
+                        execl(need_env("XMEM_MEMD"), "memd", "--socket", e->sock, "--appliance",
+                              e->app.tcp_uri, "--appliance", e->second.tcp_uri, "--log-level",
+                              "debug", "--state-dir", state, NULL);
                 execl(need_env("XMEM_MEMD"), "memd", "--socket", e->sock, "--appliance",
                       e->app.tcp_uri, "--log-level", "debug", "--state-dir", state, NULL);
                 _exit(127);
@@ -172,6 +189,9 @@ void ctr_env_cleanup(struct ctr_env *e)
         if (e->app.pid > 0)
                 harness_cleanup(&e->app);
         e->app.pid = 0;
+        if (e->second.pid > 0)
+                harness_cleanup(&e->second);
+        e->second.pid = 0;
         /* XMEM_KEEP_TMP=1 keeps DIR (memd's log, bundles) for a look after a failure */
         /* runc's cgroupfs manager made the parent in every v1 controller */
         snprintf(cmd, sizeof(cmd),
@@ -305,12 +325,17 @@ int64_t ctr_memd_stat(const struct ctr_env *e, const char *id, const char *field
 
 int64_t ctr_appliance_stat(const struct ctr_env *e, const char *field)
 {
+        return ctr_proc_stat(&e->app, field);
+}
+
+int64_t ctr_proc_stat(const struct harness_proc *app, const char *field)
+{
         struct xmem_transport *t = NULL;
         char *text = NULL;
         json_object *o, *v;
         int64_t n = -1;
 
-        if (xmem_transport_open(e->app.tcp_uri, NULL, &t, NULL) < 0)
+        if (xmem_transport_open(app->tcp_uri, NULL, &t, NULL) < 0)
                 return -1;
         if (xmem_stats(t, NULL, &text) == 0 && (o = json_tokener_parse(text))) {
                 if (json_object_object_get_ex(o, field, &v))

@@ -20,6 +20,11 @@ struct ctr_env {
         char runc_root[128];
         char cgroup_parent[64]; /* "/xmem-test-PID" */
         char pool_size[16];     /* the appliance's --pool-size ("": its default) */
+        /* A second appliance (second.pid > 0 when started): set
+         * WANT_SECOND before ctr_memd_start; APP then copies to it (--peer)
+         * and memd has both (--appliance APP --appliance SECOND). */
+        bool want_second;
+        struct harness_proc second;
 };
 
 struct cmd_result {
@@ -64,6 +69,8 @@ int ctr_memd_count(const struct ctr_env *e);
 int64_t ctr_memd_stat(const struct ctr_env *e, const char *id, const char *field);
 /* The harness appliance's own stats: FIELD (e.g. "regions", "chunks_used") or -1. */
 int64_t ctr_appliance_stat(const struct ctr_env *e, const char *field);
+/* The same of the appliance APP. */
+int64_t ctr_proc_stat(const struct harness_proc *app, const char *field);
 /* Is NAME's memory cgroup (PARENT/NAME under the v1 memory or v2 tree) there? */
 bool ctr_cgroup_exists(const struct ctr_env *e, const char *name);
 /* Read a whole file into BUF (NUL-terminated); false if unreadable. */

@@ -477,7 +477,7 @@ Test(lifecycle, resize_external_while_running, .init = setup, .fini = teardown, 
         cr_expect(!ctl(&r, (const char *const[]){"resize", na, "--external", "12Q", NULL}));
         cr_expect(strstr(r.err, "params.external"), "%s", r.err);
         cr_expect(!ctl(&r, (const char *const[]){"resize", na, NULL}));
-        cr_expect(strstr(r.err, "--external SIZE is required"), "%s", r.err);
+        cr_expect(strstr(r.err, "resize: --external is required"), "%s", r.err);
 
         /* a rollback racing a resize: both are served (one after the other),
          * the container ends thawed with the snapshot's data */
@@ -527,4 +527,73 @@ Test(lifecycle, resize_external_while_running, .init = setup, .fini = teardown, 
         harness_child_kill(&g);
         (void)ctl(&r, (const char *const[]){"detach", ng, "--force", NULL});
         harness_cg_remove(&cg);
+}
+
+static void setup_two(void)
+{
+        if (!harness_is_root())
+                return;
+        ctr_env_init(&env);
+        env.want_second = true;
+        ctr_env_setup_with(&env, (const char *const[]){need_env("XMEM_LIFECYCLE_PROG"), NULL});
+}
+
+Test(lifecycle, move_between_appliances, .init = setup_two, .fini = teardown, .timeout = 240)
+{
+        struct harness_child a = {.pid = -1}, mv = {.pid = -1};
+        char na[64], ann[512], line[256];
+        const char *to = env.second.tcp_uri;
+        int64_t a0, b0, b1;
+        struct cmd_result r;
+        int st;
+
+        need_root_runc();
+        snprintf(na, sizeof(na), "lc-%d-mv", (int)getpid());
+        snprintf(ann, sizeof(ann),
+                 "{\"io.xmem.enable\":\"true\",\"io.xmem.local-limit\":\"64M\","
+                 "\"io.xmem.external\":\"1G\",\"io.xmem.policy\":\"external-first\","
+                 "\"io.xmem.appliance\":\"%s\"}",
+                 env.app.tcp_uri);
+        start_container(&a, na, "128", ann, "ready", line, sizeof(line));
+        ask(&a, "write 1", "wrote 1");
+        a0 = ctr_appliance_stat(&env, "chunks_used");
+        b0 = ctr_proc_stat(&env.second, "chunks_used");
+
+        cr_expect(!ctl(&r, (const char *const[]){"move", na, "--to-appliance", "tcp://x:1", NULL}));
+        cr_expect(strstr(r.err, "not one of memd's appliances"), "%s", r.err);
+        cr_expect(
+            !ctl(&r, (const char *const[]){"move", na, "--to-appliance", env.app.tcp_uri, NULL}));
+        cr_expect(strstr(r.err, "already"), "%s", r.err);
+        cr_expect(!ctl(&r, (const char *const[]){"move", na, NULL}));
+        cr_expect(strstr(r.err, "move: --to-appliance is required"), "%s", r.err);
+
+        /* the move runs while the workload writes and verifies */
+        harness_child_spawn(&mv,
+                            (const char *const[]){need_env("XMEM_CTL"), "--socket", env.sock,
+                                                  "move", na, "--to-appliance", to, NULL},
+                            NULL, NULL, true);
+        ask(&a, "write 2", "wrote 2");
+        ask(&a, "xcheck 2", "ok 2");
+        st = harness_child_wait(&mv, 120000);
+        (void)harness_child_line(&mv, line, sizeof(line), 1000);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "move failed: %s", line);
+        cr_expect(strstr(line, "copied by the appliances"), "%s", line);
+        harness_child_kill(&mv);
+        ask(&a, "xcheck 2", "ok 2");
+        ask(&a, "write 3", "wrote 3");
+        ask(&a, "xcheck 3", "ok 3");
+        /* the data went appliance to appliance: the second holds it now, the
+         * first has let its regions go */
+        b1 = ctr_proc_stat(&env.second, "chunks_used");
+        cr_expect_geq(b1 - b0, 64 * 16, "the second appliance got %lld chunks",
+                      (long long)(b1 - b0));
+        cr_expect_lt(ctr_appliance_stat(&env, "chunks_used"), a0 / 4, "the first kept %lld chunks",
+                     (long long)ctr_appliance_stat(&env, "chunks_used"));
+        cr_assert(ctl(&r, (const char *const[]){"list", NULL}), "%s", r.err);
+        /* back again: the second appliance has no --peer, so it refuses to copy */
+        cr_expect(
+            !ctl(&r, (const char *const[]){"move", na, "--to-appliance", env.app.tcp_uri, NULL}));
+        cr_expect(strstr(r.err, "--peer"), "%s", r.err);
+        ask(&a, "xcheck 3", "ok 3");
+        stop_workload(&a, na);
 }
