@@ -129,6 +129,10 @@ void ctr_memd_start(struct ctr_env *e)
                 app_args[n++] = "--peer";
                 app_args[n++] = e->second.tcp_uri;
         }
+        if (e->appliance_uri[0]) {
+                app_args[n++] = "--listen";
+                app_args[n++] = e->appliance_uri;
+        }
         harness_appliance_start(&e->app, app_args);
         snprintf(dir, sizeof(dir), "%s/memd", e->dir);
         mkdir(dir, 0755);
@@ -146,7 +150,8 @@ void ctr_memd_start(struct ctr_env *e)
                               e->app.tcp_uri, "--appliance", e->second.tcp_uri, "--log-level",
                               "debug", "--state-dir", state, NULL);
                 execl(need_env("XMEM_MEMD"), "memd", "--socket", e->sock, "--appliance",
-                      e->app.tcp_uri, "--log-level", "debug", "--state-dir", state, NULL);
+                      e->appliance_uri[0] ? e->appliance_uri : e->app.tcp_uri, "--log-level",
+                      "debug", "--state-dir", state, NULL);
                 _exit(127);
         }
         snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", e->sock);
@@ -177,10 +182,25 @@ void ctr_env_setup_with(struct ctr_env *e, const char *const *progs)
         ctr_memd_start(e);
 }
 
+/* Containers a failed test left under the parent: thawed (a checkpoint cut
+ * short), their processes killed, their cgroups removed in every controller. */
+static void ctr_cgroups_reap(const struct ctr_env *e)
+{
+        char cmd[1024];
+
+        snprintf(cmd, sizeof(cmd),
+                 "(for d in /sys/fs/cgroup/freezer%1$s/*/; do echo THAWED > $d/freezer.state; "
+                 "done; for d in /sys/fs/cgroup/memory%1$s/*/; do kill -9 $(cat $d/cgroup.procs) "
+                 "; done; sleep 0.2; rmdir /sys/fs/cgroup/*%1$s/*/) >/dev/null 2>&1",
+                 e->cgroup_parent);
+        (void)!system(cmd);
+}
+
 void ctr_env_cleanup(struct ctr_env *e)
 {
         char cmd[512];
 
+        ctr_cgroups_reap(e);
         if (e->memd_pid > 0) {
                 kill(e->memd_pid, SIGTERM);
                 waitpid(e->memd_pid, NULL, 0);

@@ -25,6 +25,9 @@ struct ctr_env {
          * and memd has both (--appliance APP --appliance SECOND). */
         bool want_second;
         struct harness_proc second;
+        /* Set before ctr_memd_start: the appliance also listens on this tcp
+         * URI, and memd reaches it by it (another host's address). */
+        char appliance_uri[128];
 };
 
 struct cmd_result {

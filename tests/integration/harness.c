@@ -40,7 +40,7 @@ void harness_init(struct harness_proc *p)
 /* A free loopback port, never one this process handed out lately: a port
  * planned (harness_plan) but not yet bound is free to the kernel too, and
  * it would hand it out again. */
-static uint16_t free_port(void)
+uint16_t harness_free_port(void)
 {
         static uint16_t given[16];
         static unsigned n_given;
@@ -151,7 +151,7 @@ static bool unix_ready(const char *path)
 void harness_plan(struct harness_proc *p)
 {
         if (!p->port)
-                p->port = free_port();
+                p->port = harness_free_port();
         snprintf(p->tcp_uri, sizeof(p->tcp_uri), "tcp://127.0.0.1:%u", p->port);
         snprintf(p->unix_uri, sizeof(p->unix_uri), "unix://%s/appliance.sock", p->dir);
         snprintf(p->shm_uri, sizeof(p->shm_uri), "shm://%s/appliance.sock", p->dir);

@@ -597,3 +597,155 @@ Test(lifecycle, move_between_appliances, .init = setup_two, .fini = teardown, .t
         ask(&a, "xcheck 3", "ok 3");
         stop_workload(&a, na);
 }
+
+/* A second "host": a network namespace reached over a veth pair. */
+static char netns[64], veth[16];
+static int subnet;
+
+static void netns_down(void)
+{
+        char cmd[256];
+
+        if (!netns[0])
+                return;
+        /* the veth pair goes with the namespace */
+        snprintf(cmd, sizeof(cmd), "ip netns del %s 2>/dev/null; ip link del %sa 2>/dev/null",
+                 netns, veth);
+        (void)!system(cmd);
+        netns[0] = 0;
+}
+
+static void setup_hosts(void)
+{
+        char cmd[1024];
+
+        if (!harness_is_root())
+                return;
+        subnet = 10 + getpid() % 240;
+        snprintf(netns, sizeof(netns), "lc-%d-host2", (int)getpid());
+        snprintf(veth, sizeof(veth), "lc%d", (int)getpid() % 10000000);
+        snprintf(cmd, sizeof(cmd),
+                 "set -e; ip netns add %1$s; ip link add %2$sa type veth peer name %2$sb; "
+                 "ip link set %2$sb netns %1$s; ip addr add 10.231.%3$d.1/24 dev %2$sa; "
+                 "ip link set %2$sa up; ip -n %1$s addr add 10.231.%3$d.2/24 dev %2$sb; "
+                 "ip -n %1$s link set %2$sb up; ip -n %1$s link set lo up",
+                 netns, veth, subnet);
+        if (system(cmd) != 0) {
+                netns_down();
+                return; /* the test skips */
+        }
+        ctr_env_init(&env);
+        snprintf(env.appliance_uri, sizeof(env.appliance_uri), "tcp://10.231.%d.1:%u", subnet,
+                 (unsigned)harness_free_port());
+        ctr_env_setup_with(&env, (const char *const[]){need_env("XMEM_LIFECYCLE_PROG"), NULL});
+}
+
+static void teardown_hosts(void)
+{
+        teardown();
+        netns_down();
+}
+
+/* A second memd in NETNS, with its own sockets and state directory in DIR,
+ * on the same appliance by its address there. */
+static pid_t memd2_start(const char *dir, char *sock, size_t len)
+{
+        char cmd[1024];
+        pid_t pid;
+
+        snprintf(sock, len, "%s/memd.sock", dir);
+        snprintf(cmd, sizeof(cmd),
+                 /* nsenter, not ip netns exec: that one mounts a sysfs of the new
+                  * namespace over /sys, without the cgroup hierarchies */
+                 "exec nsenter --net=/run/netns/%s %s --socket %s --state-dir %s/state "
+                 "--appliance %s "
+                 "--log-level debug 2>%s/memd.log",
+                 netns, need_env("XMEM_MEMD"), sock, dir, env.appliance_uri, dir);
+        pid = fork();
+        cr_assert(pid >= 0);
+        if (pid == 0) {
+                execl("/bin/sh", "sh", "-c", cmd, NULL);
+                _exit(127);
+        }
+        for (int i = 0; i < 200; i++) {
+                int fd = harness_connect_unix(sock);
+                if (fd >= 0) {
+                        close(fd);
+                        return pid;
+                }
+                cr_assert(waitpid(pid, NULL, WNOHANG) == 0, "memd in %s exited, see %s/memd.log",
+                          netns, dir);
+                usleep(50000);
+        }
+        cr_assert_fail("memd in %s did not listen", netns);
+        return -1;
+}
+
+Test(lifecycle, reattach_on_another_host_without_copying, .init = setup_hosts,
+     .fini = teardown_hosts, .timeout = 240)
+{
+        struct harness_child a = {.pid = -1}, b = {.pid = -1};
+        char na[64], nb[64], snap[80], line[256], dir2[200], sock2[256], from[512], to[512];
+        char bundle[256], ns1[64], ns2[64];
+        struct cmd_result r;
+        int64_t used0, used1;
+        unsigned ext = 0, local = 0;
+        pid_t memd2;
+
+        need_root_runc();
+        if (!netns[0])
+                cr_skip_test("cannot make a network namespace and veth pair here");
+        snprintf(na, sizeof(na), "lc-%d-h1", (int)getpid());
+        snprintf(nb, sizeof(nb), "lc-%d-h2", (int)getpid());
+        snprintf(snap, sizeof(snap), "lc-%d-h1-snap", (int)getpid());
+        /* host 1: a container writes, names its data, is checkpointed, and ends */
+        start_workload(&a, na, 64);
+        ask(&a, "write 7", "wrote 7");
+        ask(&a, "root", "root 0");
+        cr_assert(ctl(&r, (const char *const[]){"checkpoint", na, "--name", snap, NULL}), "%s",
+                  r.err);
+        stop_workload(&a, na);
+
+        /* host 2: its own memd, network namespace, sockets and state directory;
+         * the manifest is all that travels */
+        snprintf(dir2, sizeof(dir2), "%s/host2", env.dir);
+        cr_assert_eq(mkdir(dir2, 0755), 0);
+        memd2 = memd2_start(dir2, sock2, sizeof(sock2));
+        snprintf(ns1, sizeof(ns1), "/proc/%d/ns/net", (int)env.memd_pid);
+        snprintf(ns2, sizeof(ns2), "/proc/%d/ns/net", (int)memd2);
+        {
+                char l1[64] = "", l2[64] = "";
+                cr_assert(readlink(ns1, l1, sizeof(l1) - 1) > 0);
+                /* memd2 is sh's exec of nsenter's exec: the same pid */
+                for (int i = 0;
+                     i < 100 && readlink(ns2, l2, sizeof(l2) - 1) > 0 && strcmp(l1, l2) == 0; i++)
+                        usleep(20000);
+                cr_expect_str_neq(l1, l2, "the second memd shares the first's network namespace");
+        }
+        snprintf(from, sizeof(from), "%s/memd/state/snapshots/%s.json", env.dir, snap);
+        snprintf(to, sizeof(to), "%s/state/snapshots/%s.json", dir2, snap);
+        {
+                char cmd[1200];
+                snprintf(cmd, sizeof(cmd), "cp '%s' '%s'", from, to);
+                cr_assert_eq(system(cmd), 0);
+        }
+        used0 = ctr_appliance_stat(&env, "chunks_used");
+        ctr_bundle(&env, nb, (const char *const[]){"/bin/lifecycle_prog", "restored", NULL},
+                   restore_annotations(snap, "1G"), sock2, bundle, sizeof(bundle));
+        harness_child_spawn(&b,
+                            (const char *const[]){runc_path(), "--root", env.runc_root, "run",
+                                                  "--bundle", bundle, nb, NULL},
+                            NULL, NULL, true);
+        cr_assert(harness_child_follow(&b, "restored", 60000, line, sizeof(line)) >= 0, "%s", line);
+        cr_assert(sscanf(line, "restored ext=%u local=%u", &ext, &local) == 2 && ext >= 62, "%s",
+                  line);
+        ask(&b, "xcheck 7", "ok 7");
+        used1 = ctr_appliance_stat(&env, "chunks_used");
+        printf("# host 2 read host 1's %u MiB: the pool went from %lld to %lld chunks\n", ext,
+               (long long)used0, (long long)used1);
+        cr_expect_lt(used1 - used0, 64, "data was copied: %lld -> %lld chunks", (long long)used0,
+                     (long long)used1);
+        stop_workload(&b, nb);
+        kill(memd2, SIGTERM);
+        waitpid(memd2, NULL, 0);
+}
