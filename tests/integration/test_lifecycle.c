@@ -10,22 +10,6 @@
 
 static struct ctr_env env;
 
-static void need_root_runc(void)
-{
-        struct cmd_result r;
-
-        if (!harness_is_root())
-                cr_skip_test("container tests need root");
-        ctr_run((const char *const[]){"runc", "--version", NULL}, NULL, 10, &r);
-        if (!ctr_exited(&r, 0))
-                cr_skip_test("runc is not installed");
-        if (access("/sys/fs/cgroup/freezer/freezer.state", F_OK) != 0 &&
-            access("/sys/fs/cgroup/freezer", F_OK) != 0 &&
-            access("/sys/fs/cgroup/cgroup.freeze", F_OK) != 0 &&
-            access("/sys/fs/cgroup/cgroup.controllers", F_OK) != 0)
-                cr_skip_test("no cgroup freezer on this host");
-}
-
 static const char *pool_size; /* the appliance's, for the tests that need more */
 
 static void setup(void)
@@ -44,6 +28,22 @@ static void teardown(void)
 {
         if (env.dir[0])
                 ctr_env_cleanup(&env);
+}
+
+static void need_root_runc(void)
+{
+        struct cmd_result r;
+
+        if (!harness_is_root())
+                harness_skip(teardown, "container tests need root");
+        ctr_run((const char *const[]){"runc", "--version", NULL}, NULL, 10, &r);
+        if (!ctr_exited(&r, 0))
+                harness_skip(teardown, "runc is not installed");
+        if (access("/sys/fs/cgroup/freezer/freezer.state", F_OK) != 0 &&
+            access("/sys/fs/cgroup/freezer", F_OK) != 0 &&
+            access("/sys/fs/cgroup/cgroup.freeze", F_OK) != 0 &&
+            access("/sys/fs/cgroup/cgroup.controllers", F_OK) != 0)
+                harness_skip(teardown, "no cgroup freezer on this host");
 }
 
 /* external-first: the workload's data is in its arena, which is what a
@@ -694,7 +694,7 @@ Test(lifecycle, reattach_on_another_host_without_copying, .init = setup_hosts,
 
         need_root_runc();
         if (!netns[0])
-                cr_skip_test("cannot make a network namespace and veth pair here");
+                harness_skip(teardown_hosts, "cannot make a network namespace and veth pair here");
         snprintf(na, sizeof(na), "lc-%d-h1", (int)getpid());
         snprintf(nb, sizeof(nb), "lc-%d-h2", (int)getpid());
         snprintf(snap, sizeof(snap), "lc-%d-h1-snap", (int)getpid());
@@ -748,4 +748,73 @@ Test(lifecycle, reattach_on_another_host_without_copying, .init = setup_hosts,
         stop_workload(&b, nb);
         kill(memd2, SIGTERM);
         waitpid(memd2, NULL, 0);
+}
+
+/* xmem-runtime ARGS... with XMEM_SOCKET on the test's memd. */
+static void runtime(struct cmd_result *r, const char *const *args)
+{
+        const char *argv[16] = {need_env("XMEM_RUNTIME_EXE"), "--root", env.runc_root};
+        char sock[200];
+        size_t n = 3;
+
+        for (; *args && n < 15; args++)
+                argv[n++] = *args;
+        argv[n] = NULL;
+        snprintf(sock, sizeof(sock), "XMEM_SOCKET=%s", env.sock);
+        ctr_run(argv, (const char *const[]){sock, NULL}, 120, r);
+}
+
+Test(lifecycle, criu_checkpoint_takes_the_external_memory, .init = setup, .fini = teardown,
+     .timeout = 240)
+{
+        struct harness_child a = {.pid = -1};
+        char na[64], img[200], marker[300], name[200] = "", state[64];
+        struct cmd_result r, check;
+
+        need_root_runc();
+        snprintf(na, sizeof(na), "lc-%d-criu", (int)getpid());
+        snprintf(img, sizeof(img), "%s/criu-image", env.dir);
+        start_workload(&a, na, 32);
+        ask(&a, "write 4", "wrote 4");
+        /* the external memory is snapshotted by memd beside CRIU's image,
+         * whatever CRIU then does */
+        runtime(&r, (const char *const[]){"checkpoint", "--leave-running", "--image-path", img, na,
+                                          NULL});
+        snprintf(marker, sizeof(marker), "%s/xmem-snapshot", img);
+        cr_assert(ctr_read_file(marker, name, sizeof(name)), "no %s: %s", marker, r.err);
+        name[strcspn(name, "\n")] = 0;
+        cr_assert(ctl(&check, (const char *const[]){"snapshots", na, NULL}), "%s", check.err);
+        cr_expect(strstr(check.out, name), "%s not in %s", name, check.out);
+        freezer_state(na, state, sizeof(state));
+        cr_expect(strncmp(state, "THAWED", 6) == 0, "left %s", state);
+        ask(&a, "xcheck 4", "ok 4");
+        /* restoring such an image is refused with what to do instead */
+        {
+                struct cmd_result rr;
+                runtime(&rr, (const char *const[]){"restore", "--image-path", img, "--bundle",
+                                                   env.dir, "lc-criu-restored", NULL});
+                cr_expect(!ctr_exited(&rr, 0));
+                cr_expect(strstr(rr.err, "io.xmem.restore=") && strstr(rr.err, name), "%s", rr.err);
+        }
+        cr_expect(ctl(&check, (const char *const[]){"delete-snapshot", name, NULL}), "%s",
+                  check.err);
+        stop_workload(&a, na);
+        /* CRIU itself: where it works it dumped the process state too; here it
+         * cannot, and says why */
+        if (ctr_exited(&r, 0))
+                return;
+        {
+                struct cmd_result c;
+                char why[200];
+                ctr_run((const char *const[]){"criu", "check", NULL}, NULL, 30, &c);
+                snprintf(why, sizeof(why), "%s",
+                         strstr(ctr_exited(&c, 0) ? r.err : c.err, "Error") ?: r.err);
+                why[strcspn(why, "\n")] = 0;
+                if (!ctr_exited(&c, 0))
+                        harness_skip(teardown,
+                                     "CRIU does not work on this kernel (criu check: %s): only "
+                                     "the external memory was checkpointed",
+                                     why);
+                harness_skip(teardown, "CRIU cannot dump a process holding a userfaultfd: %s", why);
+        }
 }

@@ -392,6 +392,25 @@ Test(runtime_args, runtime_path_removed_and_run_short_bundle)
         runtime_args_done(&a);
 }
 
+Test(runtime_args, checkpoint_and_restore)
+{
+        char *ck[] = {"xmem-runtime", "--root", "/r", "checkpoint", "--leave-running",
+                      "--image-path", "/img", "--work-path=/w", "ctr", NULL};
+        char *rs[] = {"xmem-runtime", "restore", "-b", "/b", "--detach", "ctr2", NULL};
+        struct runtime_args a = args_of(ck), b = args_of(rs);
+
+        cr_expect_str_eq(a.command, "checkpoint");
+        cr_expect(!a.creates);
+        cr_expect_str_eq(a.image_path, "/img");
+        cr_expect_str_eq(a.id, "ctr");
+        expect_argv(&a, (const char *const *)ck);
+        cr_expect_str_eq(b.bundle, "/b");
+        cr_expect_str_eq(b.id, "ctr2");
+        cr_expect_null(b.image_path);
+        runtime_args_done(&a);
+        runtime_args_done(&b);
+}
+
 Test(runtime_args, other_commands_and_sad)
 {
         char *kill[] = { "xmem-runtime", "--root", "create", "kill", "create", NULL };
