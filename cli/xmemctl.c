@@ -168,12 +168,13 @@ static int attach_params(int argc, char **argv, json_object *params)
                 { "local-alloc-limit", required_argument, NULL, 'a' },
                 { "appliance", required_argument, NULL, 'A' },
                 { "external-max", required_argument, NULL, 'M' },
+                { "restore", required_argument, NULL, 'R' },
                 {},
         };
         static const char *const keys[128] = {
                 ['g'] = "cgroup", ['l'] = "local_limit", ['e'] = "external",
                 ['p'] = "policy", ['a'] = "local_alloc_limit", ['A'] = "appliance",
-                ['M'] = "external_max",
+                ['M'] = "external_max", ['R'] = "restore",
         };
         int c;
 
@@ -306,6 +307,7 @@ static void usage(void)
                "  attach ID --cgroup DIR --local-limit SIZE --external SIZE\n"
                "         [--policy local-first|external-first|ratio:N]\n"
                "         [--local-alloc-limit SIZE] [--appliance URI] [--external-max SIZE]\n"
+               "         [--restore SNAPSHOT]\n"
                "  detach ID [--force]\n"
                "  resize ID --external SIZE\n"
                "  move ID --to-appliance URI\n"

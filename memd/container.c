@@ -214,6 +214,7 @@ void container_free(struct container *c)
         while (c->processes)
                 container_remove_process(c, c->processes);
         restore_plan_free(c->restore);
+        free(c->restore_name);
         pager_free(c->pager);
         residency_free(c->residency);
         if (c->cg) /* also after an attach that failed half way */

@@ -37,6 +37,9 @@ struct process {
         uint64_t start_time;
         uint64_t memfd_ino;
         bool pending;
+        /* 1 + its arena's index in the snapshot it was restored from (0: none):
+         * after an exec (a wrapper, a shell) the new image gets it again */
+        size_t restore_slot;
         struct container *container;
         struct process *next;
 };
@@ -48,6 +51,7 @@ struct restore_arena {
         struct store *store;
         uint8_t *written;
         uint64_t base, size, used;
+        size_t index; /* its place in the snapshot's manifest */
 };
 
 struct restore_plan {
@@ -72,6 +76,7 @@ struct container {
         struct residency *residency;
         struct pager *pager; /* its own fault reader and fill workers */
         struct restore_plan *restore; /* NULL: its processes start with fresh arenas */
+        char *restore_name;           /* the snapshot it was started from (NULL: none) */
         struct process *processes;
         size_t n_processes;
         /* The accounting page (xmem/acct.h, docs/memd.md "Container-wide
@@ -101,6 +106,10 @@ struct container {
 int restore_plan_make(struct manager *m, struct container *c, const char *name,
                       struct xmem_error *err);
 bool restore_plan_take(struct container *c, struct restore_arena *ret);
+/* The arena INDEX of C's snapshot cloned again, first in line (a process
+ * that had it exec'd: its new image takes it). */
+int restore_plan_again(struct manager *m, struct container *c, size_t index,
+                       struct xmem_error *err);
 void restore_plan_free(struct restore_plan *p);
 
 /* Headroom kept free under the local limit: limit/8, from 4 MiB to 64 MiB. */

@@ -88,9 +88,17 @@ int method_hello(struct api_call *call, union api_params *params, struct xmem_er
         uint64_t size = c->arena_size;
         int r;
 
-        if ((p = container_find_process(
-                 c, cn->pid))) /* exec, or a pid reused: the old arena is gone */
+        if ((p = container_find_process(c, cn->pid))) {
+                /* exec, or a pid reused: the old arena is gone; one from a
+                 * snapshot goes to the new image (a wrapper or a shell took it) */
+                size_t again = p->restore_slot;
                 container_remove_process(c, p);
+                if (again && restore_plan_again(call->m, c, again - 1, err) < 0) {
+                        log_error("container %s: process %d: %s", c->id, (int)cn->pid,
+                                  xmem_error_str(err));
+                        *err = (struct xmem_error){};
+                }
+        }
         if (c->n_processes >= call->m->cfg.bounds.processes)
                 return xmem_error_set(err, -EUSERS,
                                       "container %s: %zu processes use external "
@@ -126,6 +134,7 @@ int method_hello(struct api_call *call, union api_params *params, struct xmem_er
         call->result = json_object_new_object();
         hello_result(call->result, c, p, h->version);
         if (ra.store) { /* docs/api.md "shim.hello": map it there, keep [0, used) */
+                p->restore_slot = ra.index + 1;
                 json_object_object_add(call->result, "restore_base",
                                        json_object_new_int64((int64_t)ra.base));
                 json_object_object_add(call->result, "restore_used",

@@ -215,18 +215,28 @@ static int plan_arena(struct manager *m, struct container *c, const struct manif
         return 0;
 }
 
-int restore_plan_make(struct manager *m, struct container *c, const char *name,
-                      struct xmem_error *err)
+/* A plan of NAME's arenas (ONLY: that one alone; SIZE_MAX: all), followed
+ * by what is left of C's plan (REST). */
+static int plan_new(struct manager *m, struct container *c, const char *name, size_t only,
+                    const struct restore_plan *rest, struct restore_plan **ret,
+                    struct xmem_error *err)
 {
+        size_t left = rest ? rest->n - rest->next : 0, first, count;
         struct restore_plan *p;
         struct manifest mf = {};
         int r = manifest_load(m, name, &mf, err);
 
         if (r < 0)
                 return r;
+        if (only != SIZE_MAX && only >= mf.n_arenas) {
+                manifest_done(&mf);
+                return xmem_error_set(err, -ESTALE, "snapshot %s: no arena %zu", name, only);
+        }
+        first = only == SIZE_MAX ? 0 : only;
+        count = only == SIZE_MAX ? mf.n_arenas : 1;
         p = calloc(1, sizeof(*p));
         if (p)
-                p->arenas = calloc(mf.n_arenas, sizeof(*p->arenas));
+                p->arenas = calloc(count + left, sizeof(*p->arenas));
         if (p)
                 p->name = strdup(name);
         if (!p || !p->arenas || !p->name) {
@@ -234,8 +244,9 @@ int restore_plan_make(struct manager *m, struct container *c, const char *name,
                 manifest_done(&mf);
                 return xmem_error_set(err, -ENOMEM, "out of memory");
         }
-        for (; p->n < mf.n_arenas; p->n++) {
-                r = plan_arena(m, c, &mf, &mf.arenas[p->n], &p->arenas[p->n], err);
+        for (; p->n < count; p->n++) {
+                r = plan_arena(m, c, &mf, &mf.arenas[first + p->n], &p->arenas[p->n], err);
+                p->arenas[p->n].index = first + p->n;
                 if (r < 0) {
                         free(p->arenas[p->n].written);
                         break;
@@ -246,10 +257,58 @@ int restore_plan_make(struct manager *m, struct container *c, const char *name,
                 restore_plan_free(p);
                 return r;
         }
-        restore_plan_free(c->restore);
+        *ret = p;
+        return 0;
+}
+
+/* C's plan becomes P (the arenas left in the old one are P's now). */
+static void plan_set(struct container *c, struct restore_plan *p)
+{
+        struct restore_plan *old = c->restore;
+
+        if (old) {
+                memcpy(&p->arenas[p->n], &old->arenas[old->next],
+                       (old->n - old->next) * sizeof(*p->arenas));
+                p->n += old->n - old->next;
+                old->next = old->n; /* handed over: nothing of it to free */
+                restore_plan_free(old);
+        }
         c->restore = p;
+}
+
+int restore_plan_make(struct manager *m, struct container *c, const char *name,
+                      struct xmem_error *err)
+{
+        struct restore_plan *p;
+        char *keep = strdup(name);
+        int r = keep ? plan_new(m, c, name, SIZE_MAX, NULL, &p, err)
+                     : xmem_error_set(err, -ENOMEM, "out of memory");
+
+        if (r < 0) {
+                free(keep);
+                return r;
+        }
+        restore_plan_free(c->restore);
+        c->restore = NULL;
+        plan_set(c, p);
+        free(c->restore_name);
+        c->restore_name = keep;
         log_info("container %s: its next %zu process(es) start from snapshot %s", c->id, p->n,
                  name);
+        return 0;
+}
+
+int restore_plan_again(struct manager *m, struct container *c, size_t index, struct xmem_error *err)
+{
+        struct restore_plan *p;
+        int r;
+
+        if (!c->restore_name)
+                return 0;
+        r = plan_new(m, c, c->restore_name, index, c->restore, &p, err);
+        if (r < 0)
+                return r;
+        plan_set(c, p); /* first in line: the same pid's next image takes it */
         return 0;
 }
 

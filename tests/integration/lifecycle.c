@@ -140,17 +140,30 @@ static __attribute__((unused)) void freezer_state(const char *name, char *buf, s
 
 /* The workload with ARG under the shim, in CG, on memd's socket of container
  * ID (attached with xmemctl, not a runc container). */
-static void spawn_attached(struct harness_child *c, const struct harness_cg *cg, const char *id,
-                           const char *arg)
+/* The same with the libraries FIRST (NULL: none) preloaded before the shim,
+ * and with NO_ASLR under `setarch -R` (the same address layout every run). */
+static void spawn_attached_with(struct harness_child *c, const struct harness_cg *cg,
+                                const char *id, const char *arg, const char *first, bool no_aslr)
 {
-        char dir[200], sock[320], pre[300];
+        char dir[200], sock[320], pre[600];
+        const char *prog = need_env("XMEM_LIFECYCLE_PROG");
 
         snprintf(dir, sizeof(dir), "%.199s", env.sock);
         *strrchr(dir, '/') = 0;
         snprintf(sock, sizeof(sock), "XMEM_SOCKET=%s/containers/%s/memd.sock", dir, id);
-        snprintf(pre, sizeof(pre), "LD_PRELOAD=%s", need_env("XMEM_SHIM"));
-        harness_child_spawn(c, (const char *const[]){need_env("XMEM_LIFECYCLE_PROG"), arg, NULL},
-                            (const char *const[]){pre, sock, NULL}, cg, true);
+        snprintf(pre, sizeof(pre), "LD_PRELOAD=%s%s%s", first ?: "", first ? ":" : "",
+                 need_env("XMEM_SHIM"));
+        harness_child_spawn(
+            c,
+            no_aslr ? (const char *const[]){"/usr/bin/setarch", "x86_64", "-R", prog, arg, NULL}
+                    : (const char *const[]){prog, arg, NULL},
+            (const char *const[]){pre, sock, NULL}, cg, true);
+}
+
+static void spawn_attached(struct harness_child *c, const struct harness_cg *cg, const char *id,
+                           const char *arg)
+{
+        spawn_attached_with(c, cg, id, arg, NULL, false);
 }
 
 /* The annotations of a container started from snapshot SNAP. */

@@ -6,7 +6,7 @@
  * the first host's data without a copy. Root; skips without runc. */
 #include "lifecycle.c"
 
-Test(lifecycle, restore_into_new_containers, .init = setup, .fini = teardown, .timeout = 240)
+Test(migrate, restore_into_new_containers, .init = setup, .fini = teardown, .timeout = 240)
 {
         struct harness_child a = {.pid = -1}, b = {.pid = -1}, n = {.pid = -1};
         char na[64], nb[64], nn[64], snap[80], line[256];
@@ -81,7 +81,7 @@ static void setup_big(void)
         setup();
 }
 
-Test(lifecycle, ten_clones_share_the_snapshot, .init = setup_big, .fini = teardown, .timeout = 480)
+Test(migrate, ten_clones_share_the_snapshot, .init = setup_big, .fini = teardown, .timeout = 480)
 {
         enum { CLONES = 10 };
         struct harness_child src = {.pid = -1}, c[CLONES];
@@ -135,7 +135,7 @@ static void setup_two(void)
         ctr_env_setup_with(&env, (const char *const[]){need_env("XMEM_LIFECYCLE_PROG"), NULL});
 }
 
-Test(lifecycle, move_between_appliances, .init = setup_two, .fini = teardown, .timeout = 240)
+Test(migrate, move_between_appliances, .init = setup_two, .fini = teardown, .timeout = 240)
 {
         struct harness_child a = {.pid = -1}, mv = {.pid = -1};
         char na[64], ann[512], line[256];
@@ -278,8 +278,8 @@ static pid_t memd2_start(const char *dir, char *sock, size_t len)
         return -1;
 }
 
-Test(lifecycle, reattach_on_another_host_without_copying, .init = setup_hosts,
-     .fini = teardown_hosts, .timeout = 240)
+Test(migrate, reattach_on_another_host_without_copying, .init = setup_hosts, .fini = teardown_hosts,
+     .timeout = 240)
 {
         struct harness_child a = {.pid = -1}, b = {.pid = -1};
         char na[64], nb[64], snap[80], line[256], dir2[200], sock2[256], from[512], to[512];
@@ -345,4 +345,93 @@ Test(lifecycle, reattach_on_another_host_without_copying, .init = setup_hosts,
         stop_workload(&b, nb);
         kill(memd2, SIGTERM);
         waitpid(memd2, NULL, 0);
+}
+
+/* Put PID into a freezer cgroup of its own, NAME (a checkpoint freezes the
+ * process's freezer cgroup and never the root one). */
+static void freezer_enter(const char *name, pid_t pid, char *dir, size_t len)
+{
+        char procs[300], text[32];
+        int fd;
+
+        snprintf(dir, len, "/sys/fs/cgroup/freezer/%s", name);
+        cr_assert(mkdir(dir, 0755) == 0 || errno == EEXIST, "%s: %m", dir);
+        snprintf(procs, sizeof(procs), "%s/cgroup.procs", dir);
+        snprintf(text, sizeof(text), "%d", (int)pid);
+        fd = open(procs, O_WRONLY | O_CLOEXEC);
+        cr_assert(fd >= 0 && write(fd, text, strlen(text)) > 0, "%s: %m", procs);
+        close(fd);
+}
+
+/* Attach container ID in CG, starting from snapshot SNAP. */
+static void attach_restored(const char *id, const struct harness_cg *cg, const char *snap)
+{
+        struct cmd_result r;
+
+        cr_assert(ctl(&r, (const char *const[]){"attach", id, "--cgroup", cg->path, "--local-limit",
+                                                "64M", "--external", "256M", "--policy",
+                                                "external-first", "--restore", snap, NULL}),
+                  "%s", r.err);
+}
+
+Test(migrate, through_an_exec_and_at_a_taken_address, .init = setup, .fini = teardown,
+     .timeout = 120)
+{
+        struct harness_child src = {.pid = -1}, dst = {.pid = -1}, via = {.pid = -1};
+        char ns[64], nd[64], nv[64], snap[80], line[256], frz[200] = "";
+        struct harness_cg cs = {}, cd = {}, cv = {};
+        const char *crypto = "/usr/lib/x86_64-linux-gnu/libcrypto.so.3";
+        struct cmd_result r;
+        int st;
+
+        need_root_runc();
+        if (access("/usr/bin/setarch", X_OK) != 0 || access(crypto, R_OK) != 0 ||
+            access("/sys/fs/cgroup/freezer", F_OK) != 0)
+                harness_skip(teardown, "needs setarch, %s and the v1 freezer", crypto);
+        snprintf(ns, sizeof(ns), "lc-%d-fixsrc", (int)getpid());
+        snprintf(nd, sizeof(nd), "lc-%d-fixdst", (int)getpid());
+        snprintf(nv, sizeof(nv), "lc-%d-fixvia", (int)getpid());
+        snprintf(snap, sizeof(snap), "lc-%d-fix-snap", (int)getpid());
+        cr_assert(harness_cg_create(&cs, ns) && harness_cg_create(&cd, nd) &&
+                  harness_cg_create(&cv, nv));
+        /* the source, with the same layout every run (no ASLR) */
+        cr_assert(ctl(&r, (const char *const[]){"attach", ns, "--cgroup", cs.path, "--local-limit",
+                                                "64M", "--external", "256M", "--policy",
+                                                "external-first", NULL}),
+                  "%s", r.err);
+        spawn_attached_with(&src, &cs, ns, "8", NULL, true);
+        cr_assert(harness_child_follow(&src, "ready", 30000, line, sizeof(line)) >= 0, "%s", line);
+        ask(&src, "root", "root 0");
+        freezer_enter(ns, src.pid, frz, sizeof(frz));
+        cr_assert(ctl(&r, (const char *const[]){"checkpoint", ns, "--name", snap, NULL}), "%s",
+                  r.err);
+        harness_child_kill(&src);
+        /* through a wrapper: setarch (under the shim too) takes the
+         * snapshot's arena first, then execs the program, which gets it again */
+        attach_restored(nv, &cv, snap);
+        spawn_attached_with(&via, &cv, nv, "restored", NULL, true);
+        cr_assert(harness_child_follow(&via, "restored", 30000, line, sizeof(line)) >= 0, "%s",
+                  line);
+        ask(&via, "xcheck 0", "ok 0");
+        harness_child_kill(&via);
+        /* the restored process loads a large library first: with the same
+         * layout, it lies where the snapshot's arena was */
+        attach_restored(nd, &cd, snap);
+        spawn_attached_with(&dst, &cd, nd, "restored", crypto, true);
+        (void)harness_child_follow(&dst, "xmem-shim", 30000, line, sizeof(line));
+        st = harness_child_wait(&dst, 30000);
+        cr_expect(strstr(line, "the snapshot's arena cannot be mapped at its address") &&
+                      strstr(line, "the address is taken"),
+                  "%s", line);
+        cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 127, "status %d", st);
+        harness_child_kill(&dst);
+        (void)ctl(&r, (const char *const[]){"detach", nd, "--force", NULL});
+        (void)ctl(&r, (const char *const[]){"detach", nv, "--force", NULL});
+        (void)ctl(&r, (const char *const[]){"detach", ns, "--force", NULL});
+        (void)ctl(&r, (const char *const[]){"delete-snapshot", snap, NULL});
+        harness_cg_remove(&cs);
+        harness_cg_remove(&cd);
+        harness_cg_remove(&cv);
+        if (frz[0])
+                (void)rmdir(frz);
 }
