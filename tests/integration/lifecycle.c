@@ -20,8 +20,56 @@ static void setup(void)
                                                        need_env("XMEM_LIFECYCLE_PROG"), NULL});
 }
 
+/* Memory (and freezer) cgroups of processes a test runs outside runc:
+ * killed and removed at teardown, also after a failed assertion. */
+static struct harness_cg test_cgs[4];
+static char test_freezers[4][200];
+
+/* A memory cgroup NAME for a test's own processes (removed at teardown). */
+static struct harness_cg *test_cg(const char *name)
+{
+        for (size_t i = 0; i < ELEMENTSOF(test_cgs); i++)
+                if (!test_cgs[i].version) {
+                        cr_assert(harness_cg_create(&test_cgs[i], name), "no memory cgroup");
+                        return &test_cgs[i];
+                }
+        cr_assert_fail("more than %zu test cgroups", ELEMENTSOF(test_cgs));
+        return NULL;
+}
+
+/* Put PID into a freezer cgroup of its own, NAME (a checkpoint freezes the
+ * process's freezer cgroup and never the root one); removed at teardown. */
+static __attribute__((unused)) void test_freezer(const char *name, pid_t pid)
+{
+        char procs[300], text[32], *dir = NULL;
+        int fd;
+
+        for (size_t i = 0; i < ELEMENTSOF(test_freezers) && !dir; i++)
+                if (!test_freezers[i][0])
+                        dir = test_freezers[i];
+        cr_assert(dir, "too many test freezer cgroups");
+        snprintf(dir, sizeof(test_freezers[0]), "/sys/fs/cgroup/freezer/%s", name);
+        cr_assert(mkdir(dir, 0755) == 0 || errno == EEXIST, "%s: %m", dir);
+        snprintf(procs, sizeof(procs), "%s/cgroup.procs", dir);
+        snprintf(text, sizeof(text), "%d", (int)pid);
+        fd = open(procs, O_WRONLY | O_CLOEXEC);
+        cr_assert(fd >= 0 && write(fd, text, strlen(text)) > 0, "%s: %m", procs);
+        close(fd);
+}
+
 static void teardown(void)
 {
+        for (size_t i = 0; i < ELEMENTSOF(test_cgs); i++)
+                if (test_cgs[i].version) {
+                        harness_cg_kill_all(test_cgs[i].path);
+                        harness_cg_remove(&test_cgs[i]);
+                        test_cgs[i] = (struct harness_cg){};
+                }
+        for (size_t i = 0; i < ELEMENTSOF(test_freezers); i++)
+                if (test_freezers[i][0]) {
+                        (void)rmdir(test_freezers[i]);
+                        test_freezers[i][0] = 0;
+                }
         if (env.dir[0])
                 ctr_env_cleanup(&env);
 }

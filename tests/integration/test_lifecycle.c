@@ -163,7 +163,7 @@ Test(lifecycle, resize_external_while_running, .init = setup, .fini = teardown, 
 {
         struct harness_child a = {.pid = -1}, g = {.pid = -1}, race[2];
         char na[64], ng[64], snap[80], state[64], line[256];
-        struct harness_cg cg = {};
+        struct harness_cg *cg;
         struct cmd_result r;
 
         need_root_runc();
@@ -227,13 +227,13 @@ Test(lifecycle, resize_external_while_running, .init = setup, .fini = teardown, 
         stop_workload(&a, na);
 
         /* growing past the first quota: an arena of 512M, a quota of 64M */
-        cr_assert(harness_cg_create(&cg, ng));
-        cr_assert(
-            ctl(&r, (const char *const[]){"attach", ng, "--cgroup", cg.path, "--local-limit", "64M",
-                                          "--external", "64M", "--external-max", "512M", "--policy",
-                                          "external-first", "--local-alloc-limit", "4M", NULL}),
-            "%s", r.err);
-        spawn_attached(&g, &cg, ng, "32");
+        cg = test_cg(ng);
+        cr_assert(ctl(&r, (const char *const[]){"attach", ng, "--cgroup", cg->path, "--local-limit",
+                                                "64M", "--external", "64M", "--external-max",
+                                                "512M", "--policy", "external-first",
+                                                "--local-alloc-limit", "4M", NULL}),
+                  "%s", r.err);
+        spawn_attached(&g, cg, ng, "32");
         cr_assert(harness_child_follow(&g, "ready", 30000, line, sizeof(line)) >= 0, "%s", line);
         ask(&g, "grow 64", "grow refused after");
         cr_assert(ctl(&r, (const char *const[]){"resize", ng, "--external", "256M", NULL}), "%s",
@@ -245,7 +245,6 @@ Test(lifecycle, resize_external_while_running, .init = setup, .fini = teardown, 
         cr_expect(strstr(r.err, "EBUSY"), "%s", r.err);
         harness_child_kill(&g);
         (void)ctl(&r, (const char *const[]){"detach", ng, "--force", NULL});
-        harness_cg_remove(&cg);
 }
 
 /* xmem-runtime ARGS... with XMEM_SOCKET on the test's memd. */

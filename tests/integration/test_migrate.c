@@ -10,7 +10,7 @@ Test(migrate, restore_into_new_containers, .init = setup, .fini = teardown, .tim
 {
         struct harness_child a = {.pid = -1}, b = {.pid = -1}, n = {.pid = -1};
         char na[64], nb[64], nn[64], snap[80], line[256];
-        struct harness_cg cg = {};
+        struct harness_cg *cg;
         struct cmd_result r;
         unsigned ext = 0, local = 0;
 
@@ -51,11 +51,11 @@ Test(migrate, restore_into_new_containers, .init = setup, .fini = teardown, .tim
         }
 
         /* xmemctl restore --new: an attached container's next process */
-        cr_assert(harness_cg_create(&cg, nn));
-        cr_assert(
-            ctl(&r, (const char *const[]){"attach", nn, "--cgroup", cg.path, "--local-limit", "64M",
-                                          "--external", "1G", "--policy", "external-first", NULL}),
-            "%s", r.err);
+        cg = test_cg(nn);
+        cr_assert(ctl(&r, (const char *const[]){"attach", nn, "--cgroup", cg->path, "--local-limit",
+                                                "64M", "--external", "1G", "--policy",
+                                                "external-first", NULL}),
+                  "%s", r.err);
         cr_expect(!ctl(&r, (const char *const[]){"restore", snap, "--new", "lc-nosuch", NULL}));
         cr_expect(strstr(r.err, "no container lc-nosuch"), "%s", r.err);
         cr_expect(
@@ -63,14 +63,13 @@ Test(migrate, restore_into_new_containers, .init = setup, .fini = teardown, .tim
         cr_expect(strstr(r.err, "params.new: not with params.rollback"), "%s", r.err);
         cr_assert(ctl(&r, (const char *const[]){"restore", snap, "--new", nn, NULL}), "%s", r.err);
         cr_expect(strstr(r.out, nn) && strstr(r.out, "start from snapshot"), "%s", r.out);
-        spawn_attached(&n, &cg, nn, "restored");
+        spawn_attached(&n, cg, nn, "restored");
         cr_assert(harness_child_follow(&n, "restored", 30000, line, sizeof(line)) >= 0, "%s", line);
         ask(&n, "xcheck 7", "ok 7");
         cr_expect(!ctl(&r, (const char *const[]){"restore", snap, "--new", nn, NULL}));
         cr_expect(strstr(r.err, "EBUSY"), "%s", r.err);
         harness_child_kill(&n);
         (void)ctl(&r, (const char *const[]){"detach", nn, "--force", NULL});
-        harness_cg_remove(&cg);
         stop_workload(&a, na);
         cr_expect(ctl(&r, (const char *const[]){"delete-snapshot", snap, NULL}), "%s", r.err);
 }
@@ -347,22 +346,6 @@ Test(migrate, reattach_on_another_host_without_copying, .init = setup_hosts, .fi
         waitpid(memd2, NULL, 0);
 }
 
-/* Put PID into a freezer cgroup of its own, NAME (a checkpoint freezes the
- * process's freezer cgroup and never the root one). */
-static void freezer_enter(const char *name, pid_t pid, char *dir, size_t len)
-{
-        char procs[300], text[32];
-        int fd;
-
-        snprintf(dir, len, "/sys/fs/cgroup/freezer/%s", name);
-        cr_assert(mkdir(dir, 0755) == 0 || errno == EEXIST, "%s: %m", dir);
-        snprintf(procs, sizeof(procs), "%s/cgroup.procs", dir);
-        snprintf(text, sizeof(text), "%d", (int)pid);
-        fd = open(procs, O_WRONLY | O_CLOEXEC);
-        cr_assert(fd >= 0 && write(fd, text, strlen(text)) > 0, "%s: %m", procs);
-        close(fd);
-}
-
 /* Attach container ID in CG, starting from snapshot SNAP. */
 static void attach_restored(const char *id, const struct harness_cg *cg, const char *snap)
 {
@@ -378,8 +361,8 @@ Test(migrate, through_an_exec_and_at_a_taken_address, .init = setup, .fini = tea
      .timeout = 120)
 {
         struct harness_child src = {.pid = -1}, dst = {.pid = -1}, via = {.pid = -1};
-        char ns[64], nd[64], nv[64], snap[80], line[256], frz[200] = "";
-        struct harness_cg cs = {}, cd = {}, cv = {};
+        char ns[64], nd[64], nv[64], snap[80], line[256];
+        struct harness_cg *cs, *cd, *cv;
         const char *crypto = "/usr/lib/x86_64-linux-gnu/libcrypto.so.3";
         struct cmd_result r;
         int st;
@@ -392,32 +375,33 @@ Test(migrate, through_an_exec_and_at_a_taken_address, .init = setup, .fini = tea
         snprintf(nd, sizeof(nd), "lc-%d-fixdst", (int)getpid());
         snprintf(nv, sizeof(nv), "lc-%d-fixvia", (int)getpid());
         snprintf(snap, sizeof(snap), "lc-%d-fix-snap", (int)getpid());
-        cr_assert(harness_cg_create(&cs, ns) && harness_cg_create(&cd, nd) &&
-                  harness_cg_create(&cv, nv));
+        cs = test_cg(ns);
+        cd = test_cg(nd);
+        cv = test_cg(nv);
         /* the source, with the same layout every run (no ASLR) */
-        cr_assert(ctl(&r, (const char *const[]){"attach", ns, "--cgroup", cs.path, "--local-limit",
+        cr_assert(ctl(&r, (const char *const[]){"attach", ns, "--cgroup", cs->path, "--local-limit",
                                                 "64M", "--external", "256M", "--policy",
                                                 "external-first", NULL}),
                   "%s", r.err);
-        spawn_attached_with(&src, &cs, ns, "8", NULL, true);
+        spawn_attached_with(&src, cs, ns, "8", NULL, true);
         cr_assert(harness_child_follow(&src, "ready", 30000, line, sizeof(line)) >= 0, "%s", line);
         ask(&src, "root", "root 0");
-        freezer_enter(ns, src.pid, frz, sizeof(frz));
+        test_freezer(ns, src.pid);
         cr_assert(ctl(&r, (const char *const[]){"checkpoint", ns, "--name", snap, NULL}), "%s",
                   r.err);
         harness_child_kill(&src);
         /* through a wrapper: setarch (under the shim too) takes the
          * snapshot's arena first, then execs the program, which gets it again */
-        attach_restored(nv, &cv, snap);
-        spawn_attached_with(&via, &cv, nv, "restored", NULL, true);
+        attach_restored(nv, cv, snap);
+        spawn_attached_with(&via, cv, nv, "restored", NULL, true);
         cr_assert(harness_child_follow(&via, "restored", 30000, line, sizeof(line)) >= 0, "%s",
                   line);
         ask(&via, "xcheck 0", "ok 0");
         harness_child_kill(&via);
         /* the restored process loads a large library first: with the same
          * layout, it lies where the snapshot's arena was */
-        attach_restored(nd, &cd, snap);
-        spawn_attached_with(&dst, &cd, nd, "restored", crypto, true);
+        attach_restored(nd, cd, snap);
+        spawn_attached_with(&dst, cd, nd, "restored", crypto, true);
         (void)harness_child_follow(&dst, "xmem-shim", 30000, line, sizeof(line));
         st = harness_child_wait(&dst, 30000);
         cr_expect(strstr(line, "the snapshot's arena cannot be mapped at its address") &&
@@ -429,9 +413,4 @@ Test(migrate, through_an_exec_and_at_a_taken_address, .init = setup, .fini = tea
         (void)ctl(&r, (const char *const[]){"detach", nv, "--force", NULL});
         (void)ctl(&r, (const char *const[]){"detach", ns, "--force", NULL});
         (void)ctl(&r, (const char *const[]){"delete-snapshot", snap, NULL});
-        harness_cg_remove(&cs);
-        harness_cg_remove(&cd);
-        harness_cg_remove(&cv);
-        if (frz[0])
-                (void)rmdir(frz);
 }
