@@ -34,6 +34,7 @@ int manager_new(const struct manager_config *cfg, struct manager **ret, struct x
         pthread_mutex_init(&m->jobs_lock, NULL);
         m->jobs_tail = &m->jobs_done;
         m->listen_fd = m->containers_dirfd = m->state_dirfd = m->state_lockfd = m->jobs_efd = -1;
+        m->snap_dirfd = -1;
         if (!m->cfg.cgroup_root)
                 m->cfg.cgroup_root = CGROUP_FS_ROOT;
         if (!m->cfg.bounds.conns)
