@@ -137,9 +137,13 @@ static int parse_regions(json_object *arr, const char *where, struct state_proce
         return 0;
 }
 
-static bool arena_size_valid(uint64_t size)
+static int check_size(const char *where, const char *size_name, uint64_t size,
+                      struct xmem_error *err)
 {
-        return size > 0 && size <= API_MAX_SIZE && size % 4096 == 0;
+        if (size == 0 || size > API_MAX_SIZE || size % 4096)
+                return xmem_error_set(err, -EINVAL, "%s.%s: must be pages, at most 1P", where,
+                                      size_name);
+        return 0;
 }
 
 int state_check_arena(const char *where, uint64_t pid, const char *size_name, uint64_t size,
@@ -147,10 +151,7 @@ int state_check_arena(const char *where, uint64_t pid, const char *size_name, ui
 {
         if (pid == 0 || pid > INT32_MAX)
                 return xmem_error_set(err, -EINVAL, "%s.pid: must be a pid", where);
-        if (!arena_size_valid(size))
-                return xmem_error_set(err, -EINVAL, "%s.%s: must be pages, at most 1P", where,
-                                      size_name);
-        return 0;
+        return check_size(where, size_name, size, err);
 }
 
 /* A fork token's clone (memd/methods-shim.c): regions a restarted memd
@@ -163,11 +164,10 @@ static int parse_clone(json_object *o, size_t i, struct state_process *p, struct
 
         snprintf(where, sizeof(where), "fork_clones[%zu]", i);
         r = json_dispatch_at(o, clone_fields, &in, sizeof(in), false, where, err);
+        if (r >= 0)
+                r = check_size(where, "arena_size", in.arena_size, err);
         if (r < 0)
                 return r;
-        if (!arena_size_valid(in.arena_size))
-                return xmem_error_set(err, -EINVAL, "%s.arena_size: must be pages, at most 1P",
-                                      where);
         p->arena_size = in.arena_size;
         return parse_regions(in.regions, where, p, err);
 }

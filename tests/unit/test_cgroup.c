@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cgroup.h"
+#include "unit-files.h"
 
 static char tmp[] = "/tmp/xmem-cgroup-XXXXXX";
 static char v1[PATH_MAX], v2[PATH_MAX];
@@ -205,16 +206,7 @@ Test(cgroup, create_move_remove)
 /* FILE under the test's temp dir, with TEXT (parents created). */
 static void put(const char *file, const char *text)
 {
-        char path[PATH_MAX], cmd[PATH_MAX + 16];
-        FILE *f;
-
-        snprintf(path, sizeof(path), "%s/%s", tmp, file);
-        snprintf(cmd, sizeof(cmd), "mkdir -p \"$(dirname '%s')\"", path);
-        cr_assert_eq(system(cmd), 0);
-        f = fopen(path, "w");
-        cr_assert_not_null(f);
-        fputs(text, f);
-        fclose(f);
+        unit_put_file(tmp, file, text, 0644);
 }
 
 static void get(const char *file, char *buf, size_t len)
