@@ -1,12 +1,15 @@
 /* xmemctl.c: the operator's command line for memd: list, stats, attach,
- * detach; cdi generate (cdi.c) writes a CDI spec. Human output by default,
- * the raw reply with --json; errors in one line on stderr. */
+ * detach, convert, resize, move, checkpoint, snapshots, delete-snapshot,
+ * restore, top (cli/top.c); cdi generate (cdi.c) writes a CDI spec. Human
+ * output by default, the raw reply with --json; errors in one line on
+ * stderr; a progress line on a terminal while memd works. */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cdi.h"
@@ -14,6 +17,7 @@
 #include "macro.h"
 #include "memd-client.h"
 #include "parse.h"
+#include "top.h"
 
 static const char *arg_socket = "/run/xmem/memd.sock";
 static bool arg_json, arg_socket_set;
@@ -73,6 +77,61 @@ static void print_container(json_object *c)
                get_u64(c, "processes"), get_str(c, "cgroup"));
 }
 
+static void print_snapshot(json_object *o)
+{
+        char a[32], when[32];
+        time_t t = (time_t)(get_u64(o, "created_ms") / 1000);
+
+        strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", localtime(&t));
+        printf("%-32s %-20s %-19s %6" PRIu64 " %8s\n", get_str(o, "name"), get_str(o, "container"),
+               when, get_u64(o, "arenas"), sz(a, get_u64(o, "data_bytes")));
+}
+
+static void print_snapshot_result(const char *verb, json_object *res)
+{
+        json_object *arr;
+        char a[32], b[32], c[32];
+
+        if (strcmp(verb, "checkpoint") == 0)
+                printf("checkpoint %s of %s: %" PRIu64 " arena(s), %s of data, %s written back, "
+                       "paused %.1f ms\n",
+                       get_str(res, "name"), get_str(res, "container"), get_u64(res, "arenas"),
+                       sz(a, get_u64(res, "data_bytes")), sz(b, get_u64(res, "written_back_bytes")),
+                       get_u64(res, "pause_us") / 1000.0);
+        else if (strcmp(verb, "snapshots") == 0 &&
+                 json_object_object_get_ex(res, "snapshots", &arr)) {
+                printf("%-32s %-20s %-19s %6s %8s\n", "NAME", "CONTAINER", "CREATED", "ARENAS",
+                       "DATA");
+                for (size_t i = 0; i < json_object_array_length(arr); i++)
+                        print_snapshot(json_object_array_get_idx(arr, i));
+        } else if (strcmp(verb, "resize") == 0) {
+                printf("container %s: local limit %s%s, external %s (at most %s", get_str(res, "id"),
+                       sz(a, get_u64(res, "local_limit")),
+                       json_object_get_boolean(json_object_object_get(res, "pending"))
+                           ? " (pending)"
+                           : "",
+                       sz(b, get_u64(res, "external")), sz(c, get_u64(res, "external_max")));
+                if (json_object_object_get_ex(res, "external_in_use", NULL))
+                        printf(", %s in use", sz(a, get_u64(res, "external_in_use")));
+                printf(")\n");
+        } else if (strcmp(verb, "convert") == 0)
+                printf("container %s: conversion to %s requested (%" PRIu64 ")\n",
+                       get_str(res, "id"), get_str(res, "to"), get_u64(res, "request"));
+        else if (strcmp(verb, "move") == 0)
+                printf("moved %s to %s (%" PRIu64 " arena(s), %s copied by the appliances)\n",
+                       get_str(res, "id"), get_str(res, "appliance"), get_u64(res, "arenas"),
+                       sz(a, get_u64(res, "copied_bytes")));
+        else if (strcmp(verb, "delete-snapshot") == 0)
+                printf("deleted snapshot %s\n", get_str(res, "name"));
+        else if (strcmp(verb, "restore") == 0 && json_object_object_get_ex(res, "new", NULL))
+                printf("container %s: its next %" PRIu64 " process(es) start from snapshot %s\n",
+                       get_str(res, "new"), get_u64(res, "arenas"), get_str(res, "name"));
+        else if (strcmp(verb, "restore") == 0)
+                printf("rolled %s back to snapshot %s (paused %.1f ms)\n",
+                       get_str(res, "rolled_back"), get_str(res, "name"),
+                       get_u64(res, "pause_us") / 1000.0);
+}
+
 static void print_result(const char *verb, json_object *res)
 {
         json_object *arr, *lat;
@@ -105,7 +164,8 @@ static void print_result(const char *verb, json_object *res)
                        get_str(res, "socket"));
         } else if (strcmp(verb, "detach") == 0) {
                 printf("detached %s\n", get_str(res, "id"));
-        }
+        } else
+                print_snapshot_result(verb, res);
 }
 
 /* Build attach params from "ID --cgroup DIR --local-limit S --external S ...". */
@@ -119,12 +179,14 @@ static int attach_params(int argc, char **argv, json_object *params)
                 { "local-alloc-limit", required_argument, NULL, 'a' },
                 { "appliance", required_argument, NULL, 'A' },
                 { "file-dir", required_argument, NULL, 'f' },
+                { "external-max", required_argument, NULL, 'M' },
+                { "restore", required_argument, NULL, 'R' },
                 {},
         };
         static const char *const keys[128] = {
                 ['g'] = "cgroup", ['l'] = "local_limit", ['e'] = "external",
                 ['p'] = "policy", ['a'] = "local_alloc_limit", ['A'] = "appliance",
-                ['f'] = "file_dir",
+                ['f'] = "file_dir", ['M'] = "external_max", ['R'] = "restore",
         };
         int c;
 
@@ -140,20 +202,112 @@ static int attach_params(int argc, char **argv, json_object *params)
         return 0;
 }
 
-/* "VERB ID OPTION VALUE": params id and KEY. */
-static int id_option(int argc, char **argv, const char *option, const char *key,
-                     json_object *params)
+/* "NAME [--name N]", "restore NAME --rollback ID|--new ID": options into
+ * PARAMS by KEYS, then POSITIONAL (the operand's key) from the one operand
+ * left (none: OPTIONAL_OPERAND decides). */
+static int snapshot_params(int argc, char **argv, json_object *params, const char *positional,
+                           bool optional_operand, char *why, size_t why_len)
 {
-        if (argc != 4 || strcmp(argv[2], option) != 0)
+        static const struct option opts[] = {
+                { "name", required_argument, NULL, 'n' },
+                { "rollback", required_argument, NULL, 'r' },
+                { "new", required_argument, NULL, 'N' },
+                {},
+        };
+        static const char *const keys[128] = { ['n'] = "name", ['r'] = "rollback", ['N'] = "new" };
+        bool restore = strcmp(argv[0], "restore") == 0;
+        int c;
+
+        optind = 1;
+        opterr = 0;
+        while ((c = getopt_long(argc, argv, "", opts, NULL)) >= 0) {
+                bool ok = c != '?' && c < 128 && keys[c] &&
+                          (restore ? c != 'n' : c == 'n' && strcmp(argv[0], "checkpoint") == 0);
+                if (!ok) {
+                        snprintf(why, why_len, "%s: unknown option %s", argv[0], argv[optind - 1]);
+                        return -EINVAL;
+                }
+                json_object_object_add(params, keys[c], json_object_new_string(optarg));
+        }
+        if (optind < argc - 1 || (optind == argc && !optional_operand)) {
+                snprintf(why, why_len, "%s: %s", argv[0],
+                         optind == argc ? "missing operand" : "one operand only");
                 return -EINVAL;
-        json_object_object_add(params, "id", json_object_new_string(argv[1]));
-        json_object_object_add(params, key, json_object_new_string(argv[3]));
+        }
+        if (optind == argc - 1)
+                json_object_object_add(params, positional, json_object_new_string(argv[optind]));
+        if (restore && !json_object_object_get_ex(params, "rollback", NULL) &&
+            !json_object_object_get_ex(params, "new", NULL)) {
+                snprintf(why, why_len, "restore: --rollback ID or --new ID is required");
+                return -EINVAL;
+        }
         return 0;
 }
 
-static int build(int argc, char **argv, json_object *params)
+/* "VERB ID --OPTION VALUE..." (resize, convert, move): OPTIONS are pairs of
+ * an option and its params key, NULL-terminated; each given goes into its
+ * key (memd's method takes what is there), at least one is required, and
+ * the container id. */
+static int id_and_options(int argc, char **argv, json_object *params,
+                          const char *const *options, char *why, size_t why_len)
+{
+        struct option opts[4] = {};
+        size_t n = 0;
+        bool any = false;
+        int c;
+
+        for (; options[2 * n] && n < ELEMENTSOF(opts) - 1; n++)
+                opts[n] = (struct option){ options[2 * n], required_argument, NULL, 'a' + (int)n };
+        optind = 1;
+        opterr = 0;
+        while ((c = getopt_long(argc, argv, "", opts, NULL)) >= 0) {
+                if (c < 'a' || c >= 'a' + (int)n) {
+                        snprintf(why, why_len, "%s: unknown option %s", argv[0], argv[optind - 1]);
+                        return -EINVAL;
+                }
+                json_object_object_add(params, options[2 * (c - 'a') + 1],
+                                       json_object_new_string(optarg));
+                any = true;
+        }
+        if (optind != argc - 1) {
+                snprintf(why, why_len, "%s: %s", argv[0],
+                         optind == argc ? "missing container id" : "one container id only");
+                return -EINVAL;
+        }
+        if (!any) {
+                if (n == 1)
+                        snprintf(why, why_len, "%s: --%s is required", argv[0], options[0]);
+                else
+                        snprintf(why, why_len, "%s: --%s or --%s is required", argv[0], options[0],
+                                 options[2]);
+                return -EINVAL;
+        }
+        json_object_object_add(params, "id", json_object_new_string(argv[optind]));
+        return 0;
+}
+
+static int build(int argc, char **argv, json_object *params, char *why, size_t why_len)
 {
         const char *verb = argv[0];
+
+        if (strcmp(verb, "resize") == 0)
+                return id_and_options(argc, argv, params,
+                                      (const char *const[]){ "local-limit", "local_limit",
+                                                             "external", "external", NULL },
+                                      why, why_len);
+        if (strcmp(verb, "convert") == 0)
+                return id_and_options(argc, argv, params, (const char *const[]){ "to", "to", NULL },
+                                      why, why_len);
+        if (strcmp(verb, "move") == 0)
+                return id_and_options(argc, argv, params,
+                                      (const char *const[]){ "to-appliance", "to", NULL }, why,
+                                      why_len);
+        if (strcmp(verb, "checkpoint") == 0)
+                return snapshot_params(argc, argv, params, "id", false, why, why_len);
+        if (strcmp(verb, "snapshots") == 0)
+                return snapshot_params(argc, argv, params, "id", true, why, why_len);
+        if (strcmp(verb, "delete-snapshot") == 0 || strcmp(verb, "restore") == 0)
+                return snapshot_params(argc, argv, params, "name", false, why, why_len);
 
         if (strcmp(verb, "list") == 0)
                 return argc == 1 ? 0 : -EINVAL;
@@ -169,10 +323,7 @@ static int build(int argc, char **argv, json_object *params)
         }
         if (strcmp(verb, "attach") == 0)
                 return attach_params(argc, argv, params);
-        if (strcmp(verb, "resize") == 0)
-                return id_option(argc, argv, "--local-limit", "local_limit", params);
-        if (strcmp(verb, "convert") == 0)
-                return id_option(argc, argv, "--to", "to", params);
+        snprintf(why, why_len, "unknown command %s", verb);
         return -EOPNOTSUPP;
 }
 
@@ -184,9 +335,16 @@ static void usage(void)
                "  attach ID --cgroup DIR --local-limit SIZE --external SIZE\n"
                "         [--policy local-first|external-first|ratio:N]\n"
                "         [--local-alloc-limit SIZE] [--appliance URI] [--file-dir DIR]\n"
+               "         [--external-max SIZE] [--restore SNAPSHOT]\n"
                "  detach ID [--force]\n"
                "  convert ID --to local|file\n"
-               "  resize ID --local-limit SIZE\n"
+               "  resize ID [--local-limit SIZE] [--external SIZE]\n"
+               "  move ID --to-appliance URI\n"
+               "  checkpoint ID [--name NAME]\n"
+               "  snapshots [ID]\n"
+               "  delete-snapshot NAME\n"
+               "  restore NAME --rollback ID | --new ID\n"
+               "  top [--interval SECONDS] [--count N]\n"
                "  cdi generate [--output FILE] [--variant NAME=LOCAL:EXTERNAL]...\n"
                "         [--hook PATH] [--shim PATH]\n"
                "         a CDI spec: `--device xmem.io/memory=default` (or =NAME) attaches\n"
@@ -197,7 +355,9 @@ int main(int argc, char **argv)
 {
         _cleanup_json_ json_object *reply = NULL;
         json_object *params = json_object_new_object(), *v, *e;
-        int i = 1;
+        char why[256] = "";
+        bool progress;
+        int i = 1, r;
 
         for (; i < argc && argv[i][0] == '-'; i++) {
                 if (strcmp(argv[i], "--json") == 0)
@@ -217,12 +377,28 @@ int main(int argc, char **argv)
                 json_object_put(params);
                 return cdi_main(argc - i, argv + i, arg_socket_set ? arg_socket : NULL);
         }
-        if (i >= argc || build(argc - i, argv + i, params) < 0) {
+        if (i < argc && strcmp(argv[i], "top") == 0) {
                 json_object_put(params);
+                return ctl_top(arg_socket, arg_json, argc - i, argv + i);
+        }
+        if (i >= argc || build(argc - i, argv + i, params, why, sizeof(why)) < 0) {
+                json_object_put(params);
+                if (why[0])
+                        return fail("%s (see --help)%s", why, "");
                 return fail("%s%s: bad command line (see --help)", i < argc ? argv[i] : "no command",
                             "");
         }
-        if (call(argv[i], params, &reply) != 0)
+        /* a terminal sees what memd is doing; a pipe gets only the result */
+        progress = !arg_json && isatty(STDERR_FILENO) &&
+                   (strcmp(argv[i], "checkpoint") == 0 || strcmp(argv[i], "restore") == 0 ||
+                    strcmp(argv[i], "move") == 0 ||
+                    strcmp(argv[i], "delete-snapshot") == 0);
+        if (progress)
+                fprintf(stderr, "xmemctl: %s %s ...", argv[i], argc > i + 1 ? argv[i + 1] : "");
+        r = call(argv[i], params, &reply);
+        if (progress)
+                fprintf(stderr, "\r\033[K");
+        if (r != 0)
                 return EXIT_FAILURE;
         if (arg_json)
                 printf("%s\n", json_object_to_json_string_ext(reply, JSON_C_TO_STRING_PLAIN));

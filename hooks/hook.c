@@ -188,6 +188,8 @@ static int attach(int fd, const struct oci_state *s, const char *cgroup,
                 json_object_object_add(p, "appliance", json_object_new_string(x->appliance));
         if (x->file_dir[0])
                 json_object_object_add(p, "file_dir", json_object_new_string(x->file_dir));
+        if (x->restore[0]) /* its first processes start from the snapshot */
+                json_object_object_add(p, "restore", json_object_new_string(x->restore));
         r = memd_call(fd, "attach", p, &result, err);
         if (r < 0)
                 return r;

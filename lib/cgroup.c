@@ -83,14 +83,15 @@ int cgroup_detect(const char *fs_root, enum cgroup_version *ret_version, char **
         return -ENOENT;
 }
 
-/* One line "ID:CONTROLLERS:PATH": does it name the memory cgroup for VERSION? */
-static bool line_matches(const char *id, const char *ctrls, enum cgroup_version version)
+/* One line "ID:CONTROLLERS:PATH": does it name CONTROLLER's v1 cgroup (NULL:
+ * the v2 unified one)? */
+static bool line_matches(const char *id, const char *ctrls, const char *controller)
 {
-        if (version == CGROUP_V2)
+        if (!controller)
                 return strcmp(id, "0") == 0 && ctrls[0] == '\0';
         for (const char *p = ctrls; *p;) {
                 size_t n = strcspn(p, ",");
-                if (n == 6 && strncmp(p, "memory", 6) == 0)
+                if (n == strlen(controller) && strncmp(p, controller, n) == 0)
                         return true;
                 p += n;
                 if (*p == ',')
@@ -100,6 +101,11 @@ static bool line_matches(const char *id, const char *ctrls, enum cgroup_version 
 }
 
 int cgroup_parse_proc(const char *text, enum cgroup_version version, char **ret_path)
+{
+        return cgroup_parse_proc_controller(text, version == CGROUP_V2 ? NULL : "memory", ret_path);
+}
+
+int cgroup_parse_proc_controller(const char *text, const char *controller, char **ret_path)
 {
         _cleanup_free_ char *copy = strdup(text);
         char *save = NULL;
@@ -113,7 +119,7 @@ int cgroup_parse_proc(const char *text, enum cgroup_version version, char **ret_
                 *c1 = *c2 = '\0';
                 if (c2[1] != '/')
                         return -EINVAL;
-                if (line_matches(line, c1 + 1, version)) {
+                if (line_matches(line, c1 + 1, controller)) {
                         char *p = strdup(c2 + 1);
                         if (!p)
                                 return -ENOMEM;
@@ -390,4 +396,102 @@ int cgroup_set_limit(const struct cgroup *cg, uint64_t limit)
         if (r < 0)
                 return r;
         return write_text(path, val);
+}
+
+int cgroup_freezer_find(const char *fs_root, const char *proc_root, const struct cgroup *cg,
+                        pid_t pid, struct cgroup_freezer *ret)
+{
+        _cleanup_free_ char *rel = NULL;
+        char path[4096], buf[8192];
+        int r;
+
+        if (cg->version == CGROUP_V2) {
+                r = cg_path(cg, "cgroup.freeze", path, sizeof(path));
+                if (r < 0)
+                        return r;
+                if (access(path, F_OK) < 0)
+                        return errno == ENOENT ? -EPERM : -errno; /* the root has none */
+                ret->dir = strdup(cg->dir);
+                ret->version = CGROUP_V2;
+                return ret->dir ? 0 : -ENOMEM;
+        }
+        snprintf(path, sizeof(path), "%s/%d/cgroup", proc_root, (int)pid);
+        r = read_text(path, buf, sizeof(buf));
+        if (r < 0)
+                return r == -ENOENT ? -ESRCH : r;
+        r = cgroup_parse_proc_controller(buf, "freezer", &rel);
+        if (r < 0)
+                return r;
+        if (strcmp(rel, "/") == 0 || strstr(rel, "/.."))
+                return -EPERM;
+        if (asprintf(&ret->dir, "%s/freezer%s", fs_root, rel) < 0)
+                return -ENOMEM;
+        ret->version = CGROUP_V1;
+        return 0;
+}
+
+void cgroup_freezer_done(struct cgroup_freezer *f)
+{
+        free(f->dir);
+        f->dir = NULL;
+}
+
+static int freezer_file(const struct cgroup_freezer *f, const char *name, char *buf, size_t len)
+{
+        int n = snprintf(buf, len, "%s/%s", f->dir, name);
+        return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+/* Frozen yet? v1 freezer.state "FROZEN", v2 cgroup.events "frozen 1". */
+static int freezer_frozen(const struct cgroup_freezer *f)
+{
+        char path[4096], buf[4096];
+        int r;
+
+        if (f->version == CGROUP_V1) {
+                r = freezer_file(f, "freezer.state", path, sizeof(path));
+                if (r >= 0)
+                        r = read_text(path, buf, sizeof(buf));
+                return r < 0 ? r : strncmp(buf, "FROZEN", 6) == 0;
+        }
+        r = freezer_file(f, "cgroup.events", path, sizeof(path));
+        if (r >= 0)
+                r = read_text(path, buf, sizeof(buf));
+        return r < 0 ? r : strstr(buf, "frozen 1") != NULL;
+}
+
+int cgroup_freeze(const struct cgroup_freezer *f, unsigned timeout_ms)
+{
+        char path[4096];
+        int r;
+
+        r = freezer_file(f, f->version == CGROUP_V1 ? "freezer.state" : "cgroup.freeze", path,
+                         sizeof(path));
+        if (r >= 0)
+                r = write_text(path, f->version == CGROUP_V1 ? "FROZEN" : "1");
+        for (unsigned waited = 0; r >= 0; waited++) {
+                r = freezer_frozen(f);
+                if (r != 0)
+                        break;
+                if (waited >= timeout_ms) {
+                        r = -ETIMEDOUT;
+                        break;
+                }
+                usleep(1000);
+        }
+        if (r < 0) {
+                (void)cgroup_thaw(f);
+                return r;
+        }
+        return 0;
+}
+
+int cgroup_thaw(const struct cgroup_freezer *f)
+{
+        char path[4096];
+        int r;
+
+        r = freezer_file(f, f->version == CGROUP_V1 ? "freezer.state" : "cgroup.freeze", path,
+                         sizeof(path));
+        return r < 0 ? r : write_text(path, f->version == CGROUP_V1 ? "THAWED" : "0");
 }

@@ -27,6 +27,9 @@ int cgroup_detect(const char *fs_root, enum cgroup_version *ret_version, char **
 /* From the text of /proc/PID/cgroup, the path (starting with '/') of the
  * memory cgroup for VERSION. -ENOENT when absent, -EINVAL on garbage. */
 int cgroup_parse_proc(const char *text, enum cgroup_version version, char **ret_path);
+/* The same for the v1 hierarchy of CONTROLLER ("freezer"), or with NULL the
+ * v2 unified one ("0::PATH"). */
+int cgroup_parse_proc_controller(const char *text, const char *controller, char **ret_path);
 /* The same from PROC_ROOT/PID/cgroup (PROC_ROOT normally "/proc"). */
 int cgroup_pid_path(const char *proc_root, pid_t pid, enum cgroup_version version,
                     char **ret_path);
@@ -73,6 +76,24 @@ int cgroup_set_limit(const struct cgroup *cg, uint64_t limit);
 int cgroup_set_oom_pause(const struct cgroup *cg, bool pause);
 /* v1: is a task of CG waiting at the limit (memory.oom_control under_oom)? */
 bool cgroup_under_oom(const struct cgroup *cg);
+
+/* Freezing a container (checkpoint, rollback): v2 cgroup.freeze in the
+ * container's own cgroup (CG, the memory one is the unified one); v1 the
+ * freezer hierarchy's cgroup of the container's process PID, found from
+ * PROC_ROOT/PID/cgroup (runc puts every controller at the same path, but a
+ * process's own line is what counts). The root cgroup is never frozen
+ * (-EPERM). */
+struct cgroup_freezer {
+        enum cgroup_version version;
+        char *dir; /* the cgroup whose freeze file is written */
+};
+int cgroup_freezer_find(const char *fs_root, const char *proc_root, const struct cgroup *cg,
+                        pid_t pid, struct cgroup_freezer *ret);
+void cgroup_freezer_done(struct cgroup_freezer *f);
+/* Freeze and wait until every task is frozen (v1 freezer.state FROZEN, v2
+ * cgroup.events frozen 1), at most TIMEOUT_MS: -ETIMEDOUT (then thaw). */
+int cgroup_freeze(const struct cgroup_freezer *f, unsigned timeout_ms);
+int cgroup_thaw(const struct cgroup_freezer *f);
 
 /* memory.high for a v2 limit: 1/16 (at least 1 MiB, at most 64 MiB) below it. */
 uint64_t cgroup_high_for(uint64_t limit);

@@ -237,36 +237,6 @@ static int adopt_container(struct manager *m, struct state_container *s, const c
         return 0;
 }
 
-static int read_file(int dirfd, const char *name, char **ret, size_t *ret_len,
-                     struct xmem_error *err)
-{
-        _cleanup_close_ int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-        struct stat st;
-        char *buf;
-        size_t got = 0;
-
-        if (fd < 0 || fstat(fd, &st) < 0)
-                return xmem_error_set(err, negative_errno(), "%m");
-        if (!S_ISREG(st.st_mode) || st.st_size > STATE_MAX_FILE)
-                return xmem_error_set(err, -EINVAL, "not a regular file of at most %u bytes",
-                                      STATE_MAX_FILE);
-        buf = malloc((size_t)st.st_size + 1);
-        if (!buf)
-                return xmem_error_set(err, -ENOMEM, "out of memory");
-        while (got < (size_t)st.st_size) {
-                ssize_t k = read(fd, buf + got, (size_t)st.st_size - got);
-                if (k <= 0) {
-                        free(buf);
-                        return xmem_error_set(err, k < 0 ? negative_errno() : -EIO, "short read");
-                }
-                got += (size_t)k;
-        }
-        buf[got] = 0;
-        *ret = buf;
-        *ret_len = got;
-        return 0;
-}
-
 static void adopt_file(struct manager *m, const char *name)
 {
         struct state_container s = {};
@@ -275,7 +245,7 @@ static void adopt_file(struct manager *m, const char *name)
         size_t len = 0;
         int r;
 
-        r = read_file(m->state_dirfd, name, &buf, &len, &err);
+        r = state_read_file(m->state_dirfd, name, &buf, &len, &err);
         if (r == -EINVAL) {
                 state_move_aside(m, name, xmem_error_str(&err));
                 return;

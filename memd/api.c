@@ -100,6 +100,9 @@ int api_attach_validate(struct api_attach *a, struct xmem_error *err)
                 return xmem_error_set(err, -EINVAL, "params.local_limit: must be from 4M to 1P");
         if (a->external == 0 || a->external > API_MAX_SIZE)
                 return xmem_error_set(err, -EINVAL, "params.external: must be from 1 byte to 1P");
+        if (a->external_max && (a->external_max < a->external || a->external_max > API_MAX_SIZE))
+                return xmem_error_set(err, -EINVAL,
+                                      "params.external_max: must be from external to 1P");
         if (a->policy_text && api_policy_parse(a->policy_text, &pol) < 0)
                 return xmem_error_set(err, -EINVAL,
                                       "params.policy: must be local-first, external-first or "
@@ -113,6 +116,10 @@ int api_attach_validate(struct api_attach *a, struct xmem_error *err)
         if (a->file_dir && (!cgroup_path_ok(a->file_dir) || strlen(a->file_dir) >= 4096))
                 return xmem_error_set(err, -EINVAL,
                                       "params.file_dir: must be an absolute, normalised path");
+        if (a->restore && !api_id_valid(a->restore))
+                return xmem_error_set(err, -EINVAL,
+                                      "params.restore: must be a snapshot name "
+                                      "[A-Za-z0-9_.-]{1,128}");
         a->policy = pol;
         a->local_alloc_limit = alloc;
         return 0;
@@ -126,10 +133,12 @@ const struct json_field api_attach_fields[] = {
         F("cgroup", STRING, true, struct api_attach, cgroup),
         F("local_limit", SIZE, true, struct api_attach, local_limit),
         F("external", SIZE, true, struct api_attach, external),
+        F("external_max", SIZE, false, struct api_attach, external_max),
         F("policy", STRING, false, struct api_attach, policy_text),
         F("local_alloc_limit", SIZE, false, struct api_attach, local_alloc_limit),
         F("appliance", STRING, false, struct api_attach, appliance),
         F("file_dir", STRING, false, struct api_attach, file_dir),
+        F("restore", STRING, false, struct api_attach, restore),
         {},
 };
 const struct json_field api_detach_fields[] = {
@@ -149,6 +158,7 @@ const struct json_field api_convert_fields[] = {
 const struct json_field api_resize_fields[] = {
         F("id", STRING, true, struct api_resize, id),
         F("local_limit", SIZE, false, struct api_resize, local_limit),
+        F("external", SIZE, false, struct api_resize, external),
         {},
 };
 const struct json_field api_no_fields[] = {
@@ -170,6 +180,63 @@ const struct json_field api_discard_fields[] = {
         F("length", U64, true, struct api_discard, length),
         {},
 };
+
+const struct json_field api_checkpoint_fields[] = {
+        F("id", STRING, true, struct api_snapshot, id),
+        F("name", STRING, false, struct api_snapshot, name),
+        {},
+};
+const struct json_field api_snapshots_fields[] = {
+        F("id", STRING, false, struct api_snapshot, id),
+        {},
+};
+const struct json_field api_delete_snapshot_fields[] = {
+        F("name", STRING, true, struct api_snapshot, name),
+        {},
+};
+const struct json_field api_restore_fields[] = {
+        F("name", STRING, true, struct api_snapshot, name),
+        F("rollback", STRING, false, struct api_snapshot, rollback),
+        F("new", STRING, false, struct api_snapshot, new_id),
+        {},
+};
+
+const struct json_field api_move_fields[] = {
+        F("id", STRING, true, struct api_move, id),
+        F("to", STRING, true, struct api_move, to),
+        {},
+};
+
+int api_check_move(union api_params *p, struct xmem_error *err)
+{
+        if (!api_id_valid(p->move.id))
+                return xmem_error_set(err, -EINVAL, "params.id: must match [A-Za-z0-9_.-]{1,128}");
+        if (!p->move.to[0] || strlen(p->move.to) >= 256)
+                return xmem_error_set(err, -EINVAL, "params.to: must be an appliance URI");
+        return 0;
+}
+
+int api_check_snapshot(union api_params *p, struct xmem_error *err)
+{
+        const struct api_snapshot *s = &p->snapshot;
+        const char *bad = NULL;
+
+        if (s->id && !api_id_valid(s->id))
+                bad = "id";
+        else if (s->name && !api_id_valid(s->name))
+                bad = "name";
+        else if (s->rollback && !api_id_valid(s->rollback))
+                bad = "rollback";
+        else if (s->new_id && !api_id_valid(s->new_id))
+                bad = "new";
+        if (bad)
+                return xmem_error_set(err, -EINVAL,
+                                      "params.%s: must match [A-Za-z0-9_.-]{1,128} (no slashes)",
+                                      bad);
+        if (s->rollback && s->new_id)
+                return xmem_error_set(err, -EINVAL, "params.new: not with params.rollback");
+        return 0;
+}
 
 int api_check_attach(union api_params *p, struct xmem_error *err)
 {
@@ -197,10 +264,14 @@ int api_check_resize(union api_params *p, struct xmem_error *err)
 
         if (!api_id_valid(rs->id))
                 return xmem_error_set(err, -EINVAL, "params.id: must match [A-Za-z0-9_.-]{1,128}");
-        if (rs->local_limit == 0)
-                return xmem_error_set(err, -EINVAL, "params: nothing to resize (local_limit)");
-        if (rs->local_limit < API_MIN_LOCAL_LIMIT || rs->local_limit > API_MAX_SIZE)
+        if (rs->local_limit == 0 && rs->external == 0)
+                return xmem_error_set(err, -EINVAL,
+                                      "params: nothing to resize (local_limit, external)");
+        if (rs->local_limit &&
+            (rs->local_limit < API_MIN_LOCAL_LIMIT || rs->local_limit > API_MAX_SIZE))
                 return xmem_error_set(err, -EINVAL, "params.local_limit: must be from 4M to 1P");
+        if (rs->external > API_MAX_SIZE)
+                return xmem_error_set(err, -EINVAL, "params.external: must be from 1 byte to 1P");
         return 0;
 }
 

@@ -66,10 +66,12 @@ struct api_attach {
         const char *cgroup;
         uint64_t local_limit;
         uint64_t external;
+        uint64_t external_max;   /* each arena's size: resize --external up to it (0: external) */
         const char *policy_text; /* NULL: local-first */
         uint64_t local_alloc_limit; /* 0: half the local limit */
         const char *appliance;      /* NULL: all of memd's appliances */
         const char *file_dir;       /* file memory's directory; NULL: memd's --file-dir */
+        const char *restore;        /* a snapshot its first processes start from (NULL: none) */
         struct api_policy policy;   /* parsed from policy_text */
 };
 
@@ -99,16 +101,31 @@ struct api_convert {
         int target;     /* XMEM_CONVERT_*, from TO */
 };
 
-/* resize: fields beyond id are each optional (issue 11 adds "external"); at
- * least one is required. */
+/* resize: fields beyond id are each optional; at least one is required
+ * (docs/api.md) */
 struct api_resize {
         const char *id;
         uint64_t local_limit; /* 0: unchanged */
+        uint64_t external;    /* 0: unchanged */
 };
 
+/* checkpoint, delete-snapshot, snapshots, restore (memd/checkpoint.c) */
+struct api_snapshot {
+        const char *id;       /* checkpoint: the container; snapshots: a filter (NULL: all) */
+        const char *name;     /* checkpoint: NULL picks one; delete-snapshot, restore: required */
+        const char *rollback; /* restore: roll this running container back */
+        const char *new_id;   /* restore: start a new container from it (not yet) */
+};
+
+struct api_move {
+        const char *id;
+        const char *to; /* one of memd's appliances */
+};
 union api_params {
         struct api_convert convert;
         struct api_resize resize;
+        struct api_move move;
+        struct api_snapshot snapshot;
         struct api_discard discard;
         struct api_attach attach;
         struct api_id id;
@@ -135,16 +152,20 @@ int api_attach_validate(struct api_attach *a, struct xmem_error *err);
 /* The methods' typed fields and their checks beyond JSON types (for
  * api_methods[], memd/methods.c). */
 extern const struct json_field api_attach_fields[], api_detach_fields[], api_stats_fields[],
-        api_no_fields[], api_hello_fields[], api_register_fields[],
-        api_discard_fields[];
+    api_no_fields[], api_hello_fields[], api_register_fields[], api_discard_fields[],
+    api_checkpoint_fields[], api_snapshots_fields[], api_delete_snapshot_fields[],
+    api_restore_fields[], api_resize_fields[], api_move_fields[];
 int api_check_attach(union api_params *p, struct xmem_error *err);
 int api_check_id(union api_params *p, struct xmem_error *err); /* a valid id, if any */
 int api_check_hello(union api_params *p, struct xmem_error *err);
 int api_check_register(union api_params *p, struct xmem_error *err);
 int api_check_discard(union api_params *p, struct xmem_error *err);
-extern const struct json_field api_convert_fields[], api_resize_fields[];
+extern const struct json_field api_convert_fields[];
 int api_check_resize(union api_params *p, struct xmem_error *err);
 int api_check_convert(union api_params *p, struct xmem_error *err);
+/* ids and snapshot names valid; restore: exactly one of rollback and new */
+int api_check_snapshot(union api_params *p, struct xmem_error *err);
+int api_check_move(union api_params *p, struct xmem_error *err);
 
 /* Parse and validate one datagram. On failure ERR holds the complete reply
  * message ("attach: params.id: ...", "request: invalid JSON: ...") and *RET is

@@ -103,6 +103,8 @@ int container_new(const struct api_attach *a, enum cgroup_version version, const
         c->acct_fd = c->sock_dirfd = c->sock_fd = c->file_dirfd = -1;
         c->local_limit = c->applied_limit = a->local_limit;
         c->external = ALIGN_UP(a->external, (uint64_t)stripe * n_transports);
+        c->arena_size =
+            MAX(c->external, ALIGN_UP(a->external_max, (uint64_t)stripe * n_transports));
         c->quota.limit = c->external / ARENA_PAGE_SIZE;
         c->local_alloc_limit = a->local_alloc_limit;
         c->headroom = container_headroom(a->local_limit);
@@ -147,6 +149,8 @@ void container_free(struct container *c)
                 sd_event_source_disable_unref(p->exit_src);
                 process_teardown(c, p);
         }
+        restore_plan_free(c->restore);
+        free(c->restore_name);
         pager_free(c->pager);
         residency_free(c->residency);
         if (c->cg && !c->oom_unpaused) /* also after an attach that failed half way */
@@ -168,6 +172,8 @@ bool container_same(const struct container *c, const struct api_attach *a)
 
         return strcmp(c->cgroup_dir, a->cgroup) == 0 && c->local_limit == a->local_limit &&
                c->external == ALIGN_UP(a->external, (uint64_t)c->chunk_size * c->n_transports) &&
+               c->arena_size == MAX(c->external, ALIGN_UP(a->external_max, (uint64_t)c->chunk_size *
+                                                                               c->n_transports)) &&
                c->local_alloc_limit == a->local_alloc_limit && c->policy.kind == a->policy.kind &&
                c->policy.ratio == a->policy.ratio &&
                strcmp(c->appliance ? c->appliance : "", app) == 0 &&
@@ -421,6 +427,7 @@ json_object *container_to_json(const struct container *c)
         json_object_object_add(o, "cgroup", json_object_new_string(c->cgroup_dir));
         json_object_object_add(o, "local_limit", u64(c->local_limit));
         json_object_object_add(o, "external", u64(c->external));
+        json_object_object_add(o, "external_max", u64(c->arena_size));
         json_object_object_add(o, "local_alloc_limit", u64(c->local_alloc_limit));
         json_object_object_add(o, "policy",
                                json_object_new_string(api_policy_format(&c->policy, pol,

@@ -66,9 +66,28 @@ struct process {
         uint64_t start_time;
         uint64_t memfd_ino;
         bool pending;
+        /* 1 + its arena's index in the snapshot it was restored from (0: none):
+         * after an exec (a wrapper, a shell) the new image gets it again */
+        size_t restore_slot;
         struct container *container;
         struct job teardown; /* its teardown on the worker (memd/reap.c) */
         struct process *next;
+};
+
+/* A snapshot's arena a new process of the container starts from (restore
+ * --new, io.xmem.restore): a copy-on-write clone of its regions, the pages
+ * with data (a bit each), where it was mapped and how much of it was used. */
+struct restore_arena {
+        struct store *store;
+        uint8_t *written;
+        uint64_t base, size, used;
+        size_t index; /* its place in the snapshot's manifest */
+};
+
+struct restore_plan {
+        char *name;
+        size_t n, next; /* arenas, and the next one to hand out */
+        struct restore_arena *arenas;
 };
 
 struct container {
@@ -82,6 +101,16 @@ struct container {
         uint64_t applied_limit;
         bool resize_pending;
         uint64_t resize_since_usec;
+        uint64_t resize_local_seen; /* the shims' local bytes at the last check */
+        /* A lowered limit's write on the worker (it reclaims: seconds) */
+        struct {
+                struct job job;
+                uint64_t target;
+                int r;      /* its result, once BUSY is false again */
+                bool busy;  /* queued or running (atomic) */
+                bool ready; /* a result the event loop has not looked at */
+        } step;
+        uint64_t arena_size;      /* each new process's arena: external_max (resize within it) */
         struct arena_quota quota; /* external, in pages: what its arenas have written */
         struct api_policy policy;
         char *appliance;   /* NULL: striped over all of memd's appliances */
@@ -92,6 +121,8 @@ struct container {
         uint32_t chunk_size; /* the stripe over appliances (the arena's state is per page) */
         struct residency *residency;
         struct pager *pager; /* its own fault reader and fill workers */
+        struct restore_plan *restore; /* NULL: its processes start with fresh arenas */
+        char *restore_name;           /* the snapshot it was started from (NULL: none) */
         struct process *processes;
         size_t n_processes;
         /* The accounting page (xmem/acct.h, docs/memd.md "Container-wide
@@ -163,6 +194,18 @@ void reaper_queue(struct container *c, struct process *p);
 void reaper_queue_store(struct container *c, struct store *s);
 /* Tear P down now (its pager entry, residency, arena, regions, pidfd). */
 void process_teardown(struct container *c, struct process *p);
+
+/* restore.c: the clones of snapshot NAME for C's next processes (ERR: an
+ * unknown snapshot, appliances or stripe that are not C's); taken one per
+ * shim.hello, in order (false: none left, the plan is freed). */
+int restore_plan_make(struct manager *m, struct container *c, const char *name,
+                      struct xmem_error *err);
+bool restore_plan_take(struct container *c, struct restore_arena *ret);
+/* The arena INDEX of C's snapshot cloned again, first in line (a process
+ * that had it exec'd: its new image takes it). */
+int restore_plan_again(struct manager *m, struct container *c, size_t index,
+                       struct xmem_error *err);
+void restore_plan_free(struct restore_plan *p);
 
 /* Headroom kept free under the local limit: limit/8, from 4 MiB to 64 MiB. */
 uint64_t container_headroom(uint64_t local_limit);

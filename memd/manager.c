@@ -18,6 +18,7 @@
 #include "transport/transport.h"
 
 #define CHECK_INTERVAL_USEC 1000000ULL
+#define RESIZE_CHECK_INTERVAL_USEC 100000ULL
 #define WORKERS_WAIT_MS 30000
 
 int manager_new(const struct manager_config *cfg, struct manager **ret, struct xmem_error *err)
@@ -34,6 +35,7 @@ int manager_new(const struct manager_config *cfg, struct manager **ret, struct x
         pthread_mutex_init(&m->jobs_lock, NULL);
         m->jobs_tail = &m->jobs_done;
         m->listen_fd = m->containers_dirfd = m->state_dirfd = m->state_lockfd = m->jobs_efd = -1;
+        m->snap_dirfd = -1;
         if (!m->cfg.cgroup_root)
                 m->cfg.cgroup_root = CGROUP_FS_ROOT;
         if (!m->cfg.bounds.conns)
@@ -137,10 +139,15 @@ static int on_check(sd_event_source *s, uint64_t usec, void *userdata)
                 }
         }
         usec = manager_now_usec(m);
-        for (struct container *c = m->containers; c; c = c->next)
+        bool resizing = false;
+        for (struct container *c = m->containers; c; c = c->next) {
                 container_resize_tick(c, usec);
+                resizing |= c->resize_pending;
+        }
         fork_tokens_free(m, NULL, usec > FORK_TOKEN_TTL_USEC ? usec - FORK_TOKEN_TTL_USEC : 0);
-        (void)sd_event_source_set_time_relative(s, CHECK_INTERVAL_USEC);
+        /* a lowered limit comes down a step per check: faster while one does */
+        (void)sd_event_source_set_time_relative(s, resizing ? RESIZE_CHECK_INTERVAL_USEC
+                                                             : CHECK_INTERVAL_USEC);
         return sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
 }
 

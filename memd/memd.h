@@ -67,6 +67,7 @@ struct manager {
         struct fork_token *tokens;
         int exit_code;
         int state_dirfd, state_lockfd; /* memd/state.c */
+        int snap_dirfd;                /* STATE_DIR/snapshots: manifests (memd/manifest.c) */
         bool keep; /* stopping by signal: live containers' regions stay (container_keep) */
         struct metrics *metrics; /* memd/metrics.c; NULL: off */
         /* The containers' worker threads (memd/worker.c) and the jobs they
@@ -171,3 +172,18 @@ void jobs_forget_conn(struct conn *cn);
  * processes waiting for shim.resume; a bad file moved aside. */
 int adopt_all(struct manager *m, struct xmem_error *err);
 int method_resume(struct api_call *call, union api_params *p, struct xmem_error *err);
+
+/* resize.c: the limits of a running container */
+int method_resize(struct api_call *call, union api_params *p, struct xmem_error *err);
+/* move.c: a running container's regions to another appliance */
+int method_move(struct api_call *call, union api_params *p, struct xmem_error *err);
+/* checkpoint.c, restore.c: checkpoints (docs/memd.md "Checkpoints") */
+int method_checkpoint(struct api_call *call, union api_params *p, struct xmem_error *err);
+int method_snapshots(struct api_call *call, union api_params *p, struct xmem_error *err);
+int method_delete_snapshot(struct api_call *call, union api_params *p, struct xmem_error *err);
+int method_restore(struct api_call *call, union api_params *p, struct xmem_error *err);
+/* Freeze C's cgroup (its freezer found through its process PID) until every
+ * task is frozen; thaw it (always, after a freeze that succeeded). */
+int checkpoint_freeze(struct manager *m, struct container *c, pid_t pid, struct cgroup_freezer *f,
+                      struct xmem_error *err);
+void checkpoint_thaw(struct container *c, struct cgroup_freezer *f);

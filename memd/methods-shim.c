@@ -113,13 +113,22 @@ int method_hello(struct api_call *call, union api_params *params, struct xmem_er
         _cleanup_close_ int pidfd = -1, devfd = -1;
         _cleanup_free_ uint8_t *written = NULL;
         struct store *from = NULL;
+        struct restore_arena ra = {};
         struct process *p;
-        uint64_t size = c->external;
+        uint64_t size = c->arena_size;
         int r;
 
-        if ((p = container_find_process(
-                 c, cn->pid))) /* exec, or a pid reused: the old arena is gone */
+        if ((p = container_find_process(c, cn->pid))) {
+                /* exec, or a pid reused: the old arena is gone; one from a
+                 * snapshot goes to the new image (a wrapper or a shell took it) */
+                size_t again = p->restore_slot;
                 container_remove_process(c, p);
+                if (again && restore_plan_again(call->m, c, again - 1, err) < 0) {
+                        log_error("container %s: process %d: %s", c->id, (int)cn->pid,
+                                  xmem_error_str(err));
+                        *err = (struct xmem_error){};
+                }
+        }
         if (c->n_processes >= call->m->cfg.bounds.processes)
                 return xmem_error_set(err, -EUSERS,
                                       "container %s: %zu processes use external "
@@ -131,6 +140,10 @@ int method_hello(struct api_call *call, union api_params *params, struct xmem_er
                         return xmem_error_set(err, -ENOENT,
                                               "params.fork_token: unknown or "
                                               "expired token");
+        } else if (restore_plan_take(c, &ra)) { /* a snapshot's arena, at its base */
+                from = ra.store;
+                written = ra.written;
+                size = ra.size;
         }
         pidfd = fcntl(cn->pidfd, F_DUPFD_CLOEXEC, 3);
         devfd = uffd_dev_open();
@@ -151,6 +164,13 @@ int method_hello(struct api_call *call, union api_params *params, struct xmem_er
         }
         call->result = json_object_new_object();
         hello_result(call->result, c, p, h->version);
+        if (ra.store) { /* docs/api.md "shim.hello": map it there, keep [0, used) */
+                p->restore_slot = ra.index + 1;
+                json_object_object_add(call->result, "restore_base",
+                                       json_object_new_int64((int64_t)ra.base));
+                json_object_object_add(call->result, "restore_used",
+                                       json_object_new_int64((int64_t)ra.used));
+        }
         call->reply_fds[0] = p->arena->memfd;
         call->reply_fds[1] = devfd;
         call->n_reply_fds = 2;
@@ -160,7 +180,8 @@ int method_hello(struct api_call *call, union api_params *params, struct xmem_er
         }
         call->close_after = TAKE_FD(devfd);
         log_debug("container %s: process %d: arena of %llu bytes%s", c->id, (int)cn->pid,
-                  (unsigned long long)size, from ? " from a fork clone" : "");
+                  (unsigned long long)size,
+                  ra.store ? " from a snapshot" : from ? " from a fork clone" : "");
         return 0;
 }
 

@@ -17,7 +17,6 @@ static int method_detach(struct api_call *call, union api_params *p, struct xmem
 static int method_list(struct api_call *call, union api_params *p, struct xmem_error *err);
 static int method_stats(struct api_call *call, union api_params *p, struct xmem_error *err);
 static int method_convert(struct api_call *call, union api_params *p, struct xmem_error *err);
-static int method_resize(struct api_call *call, union api_params *p, struct xmem_error *err);
 
 #define ADMIN API_CALLER_ADMIN
 #define CONTAINER API_CALLER_CONTAINER
@@ -29,6 +28,12 @@ const struct api_method api_methods[] = {
     {"stats", api_stats_fields, api_check_id, ADMIN | CONTAINER, 0, method_stats, 0},
     {"convert", api_convert_fields, api_check_convert, ADMIN, 0, method_convert, 0},
     {"resize", api_resize_fields, api_check_resize, ADMIN, 0, method_resize, 0},
+    {"move", api_move_fields, api_check_move, ADMIN, 0, method_move, 0},
+    {"checkpoint", api_checkpoint_fields, api_check_snapshot, ADMIN, 0, method_checkpoint, 0},
+    {"snapshots", api_snapshots_fields, api_check_snapshot, ADMIN, 0, method_snapshots, 0},
+    {"delete-snapshot", api_delete_snapshot_fields, api_check_snapshot, ADMIN, 0,
+     method_delete_snapshot, 0},
+    {"restore", api_restore_fields, api_check_snapshot, ADMIN, 0, method_restore, 0},
     {"shim.hello", api_hello_fields, api_check_hello, CONTAINER, 0, method_hello, 0},
     {"shim.register", api_register_fields, api_check_register, CONTAINER, 1, method_register, 0},
     {"shim.fork", api_no_fields, NULL, CONTAINER, 0, method_fork, 0},
@@ -101,7 +106,9 @@ static int method_attach(struct api_call *call, union api_params *p, struct xmem
         /* on disk before memd answers: a restarted memd re-adopts it */
         c->manager = m;
         c->saved = true;
-        r = state_save(m, c, err);
+        r = a->restore ? restore_plan_make(m, c, a->restore, err) : 0;
+        if (r >= 0)
+                r = state_save(m, c, err);
         if (r >= 0)
                 r = ctrsock_open(m, c, err);
         if (r < 0) {
@@ -189,26 +196,5 @@ static int method_convert(struct api_call *call, union api_params *p, struct xme
         json_object_object_add(call->result, "id", json_object_new_string(c->id));
         json_object_object_add(call->result, "to", json_object_new_string(cv->to));
         json_object_object_add(call->result, "request", json_object_new_int64((int64_t)seq));
-        return 0;
-}
-
-/* A new local limit while the container runs (memd/resize.c). */
-static int method_resize(struct api_call *call, union api_params *p, struct xmem_error *err)
-{
-        struct api_resize *rs = &p->resize;
-        struct container *c = manager_find_container(call->m, rs->id);
-        int r;
-
-        if (!c)
-                return xmem_error_set(err, -ENOENT, "no container %s", rs->id);
-        r = container_resize(c, rs->local_limit, manager_now_usec(call->m), err);
-        if (r < 0)
-                return r;
-        r = state_save(call->m, c, err); /* a restarted memd keeps the new limit */
-        if (r < 0)
-                return r;
-        call->result = container_to_json(c);
-        json_object_object_add(call->result, "pending",
-                               json_object_new_boolean(c->resize_pending));
         return 0;
 }

@@ -173,3 +173,18 @@ int residency_write_back(struct residency *r, struct arena *a, uint64_t off, uin
  * write-protect: those chunks stay DIRTY, nothing is lost, no snapshot). */
 int residency_flush_arena(struct residency *r, struct arena *a,
                           int (*then)(struct arena *a, void *data), void *data);
+/* A rollback: hold every resident chunk of A (their faults wait) and wait for
+ * the fills in flight, run THEN(A, DATA) (the store takes older contents: a
+ * revert on the appliance), then drop every page from A's memfd, so the
+ * process refaults each page from the store. HAS_DATA (a bit per page) says
+ * which pages the store now holds data for (the others read as zeros and
+ * are not charged to the quota). When THEN fails nothing changed. */
+int residency_drop_arena(struct residency *r, struct arena *a, const uint8_t *has_data,
+                         int (*then)(struct arena *a, void *data), void *data);
+/* Serve A from S from now on (a move: S holds the same data). Call it from
+ * residency_flush_arena's THEN, so nothing is written back meanwhile. Fills
+ * already in flight may still read the old store: free it only after
+ * residency_wait_fills. */
+void residency_swap_store(struct arena *a, struct store *s);
+/* Wait (at most MS ms: -EBUSY) until no fill of A is in flight. */
+int residency_wait_fills(struct arena *a, unsigned ms);

@@ -1,8 +1,12 @@
-/* snapshot.c: the fork snapshot (residency_flush_arena, see residency.h): a
- * consistent cut of one arena, every dirty page written back to its store,
- * with nothing written back to that store until the caller has cloned it. */
+/* snapshot.c: the fork and checkpoint snapshot (residency_flush_arena, see
+ * residency.h): a consistent cut of one arena, every dirty page written back
+ * to its store, with nothing written back to that store until the caller has
+ * cloned it; and its reverse for a rollback (residency_drop_arena). */
 #include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "macro.h"
 #include "pages.h"
@@ -58,7 +62,9 @@ static int flush_protect(struct arena *a, uint8_t *fl)
 }
 
 /* Write the held dirty chunks back in runs of up to buf_size bytes; a failed
- * run's chunks get FL_FAILED. */
+ * run's chunks, and every dirty chunk after it, get FL_FAILED: the first
+ * failure ends the flush (an appliance that does not answer costs one
+ * timeout, not one per run). */
 static int flush_writeback(struct residency *r, struct arena *a, uint8_t *fl)
 {
         uint64_t max_run = MAX(r->buf_size / a->chunk_size, (size_t)1);
@@ -72,11 +78,13 @@ static int flush_writeback(struct residency *r, struct arena *a, uint8_t *fl)
                         c++;
                         continue;
                 }
-                int rr = residency_write_back(r, a, c * a->chunk_size, k * (uint64_t)a->chunk_size);
+                int rr = ret < 0 ? ret
+                                 : residency_write_back(r, a, c * a->chunk_size,
+                                                        k * (uint64_t)a->chunk_size);
                 if (rr < 0) {
                         for (uint64_t j = c; j < c + k; j++)
                                 fl[j] |= FL_FAILED;
-                        ret = ret ?: rr;
+                        ret = rr;
                 }
                 c += k;
         }
@@ -134,4 +142,100 @@ int residency_flush_arena(struct residency *r, struct arena *a,
         pthread_mutex_unlock(&r->evict_lock);
         free(fl);
         return ret;
+}
+
+/* Any chunk of A in a fill right now? */
+static bool any_filling(struct arena *a)
+{
+        bool found = false;
+
+        pthread_mutex_lock(&a->lock);
+        for (uint64_t c = 0; c < a->n_chunks && !found; c++)
+                found = a->state[c] == CHUNK_FILLING;
+        pthread_mutex_unlock(&a->lock);
+        return found;
+}
+
+#define DROP_WAIT_MS 5000 /* fills in flight finish within the appliance timeout */
+
+int residency_drop_arena(struct residency *r, struct arena *a, const uint8_t *has_data,
+                         int (*then)(struct arena *a, void *data), void *data)
+{
+        uint8_t *fl = calloc(a->n_chunks, 1);
+        int ret = 0;
+
+        if (!fl)
+                return -ENOMEM;
+        pthread_mutex_lock(&r->evict_lock);
+        /* Hold every resident chunk, and wait out the fills in flight: one that
+         * read the store before THEN must not install its data after it. */
+        for (unsigned waited = 0;;) {
+                uint64_t caught = flush_catch(a, fl);
+                if (caught == 0 && !any_filling(a))
+                        break;
+                if (caught == 0 && ++waited > DROP_WAIT_MS) {
+                        ret = -EBUSY;
+                        break;
+                }
+                if (caught == 0)
+                        usleep(1000);
+        }
+        if (ret == 0)
+                ret = then(a, data);
+        if (ret < 0) {
+                flush_release(a, fl); /* as it was: dirty pages stay dirty */
+                pthread_mutex_unlock(&r->evict_lock);
+                free(fl);
+                return ret;
+        }
+        /* The old contents leave the memfd (and the process's page tables) */
+        if (fallocate(a->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t)a->size) < 0)
+                ret = negative_errno();
+        uint64_t dropped = 0;
+        pthread_mutex_lock(&a->lock);
+        for (uint64_t c = 0; c < a->n_chunks; c++) {
+                bool data_here = has_data[c / 8] >> (c % 8) & 1;
+                if (fl[c] & FL_HELD) {
+                        pages_evicted(a, c, false);
+                        dropped++;
+                }
+                a->stored[c] = data_here;
+                if (!data_here)
+                        pages_uncharge(a, c);
+                else if (a->charge[c] == PAGE_UNCHARGED) {
+                        if (a->quota) /* the snapshot's data counts again, even over */
+                                atomic_fetch_add(&a->quota->used, 1);
+                        a->charge[c] = PAGE_CHARGED;
+                }
+        }
+        pthread_mutex_unlock(&a->lock);
+        atomic_fetch_sub(&r->resident, dropped * a->chunk_size);
+        if (a->uffd >= 0)
+                (void)uffd_wake(a->uffd, a->base, a->size);
+        pthread_mutex_unlock(&r->evict_lock);
+        free(fl);
+        return ret;
+}
+
+void residency_swap_store(struct arena *a, struct store *s)
+{
+        pthread_mutex_lock(&a->lock);
+        a->store = s; /* fills claimed from now on read S */
+        pthread_mutex_unlock(&a->lock);
+}
+
+int residency_wait_fills(struct arena *a, unsigned ms)
+{
+        for (unsigned waited = 0;; waited++) {
+                bool quiet = atomic_load(&a->async_inflight) == 0;
+                pthread_mutex_lock(&a->lock);
+                for (uint64_t c = 0; c < a->n_chunks && quiet; c++)
+                        quiet = a->state[c] != CHUNK_FILLING;
+                pthread_mutex_unlock(&a->lock);
+                if (quiet)
+                        return 0;
+                if (waited >= ms)
+                        return -EBUSY;
+                usleep(1000);
+        }
 }

@@ -23,7 +23,7 @@
 struct state_top {
         uint64_t version;
         const char *id, *cgroup, *policy, *appliance, *file_dir;
-        uint64_t local_limit, external, local_alloc_limit, chunk_size, acct_ino;
+        uint64_t local_limit, external, external_max, local_alloc_limit, chunk_size, acct_ino;
         json_object *processes, *fork_clones;
 };
 
@@ -33,6 +33,7 @@ static const struct json_field top_fields[] = {
     {"cgroup", JSON_FIELD_STRING, true, offsetof(struct state_top, cgroup)},
     {"local_limit", JSON_FIELD_U64, true, offsetof(struct state_top, local_limit)},
     {"external", JSON_FIELD_U64, true, offsetof(struct state_top, external)},
+    {"external_max", JSON_FIELD_U64, false, offsetof(struct state_top, external_max)},
     {"local_alloc_limit", JSON_FIELD_U64, true, offsetof(struct state_top, local_alloc_limit)},
     {"policy", JSON_FIELD_STRING, true, offsetof(struct state_top, policy)},
     {"appliance", JSON_FIELD_STRING, false, offsetof(struct state_top, appliance)},
@@ -82,7 +83,7 @@ static const struct json_field region_fields[] = {
     {},
 };
 
-static int hex_key(const char *s, uint8_t key[XMEM_KEY_SIZE])
+int state_hex_key(const char *s, uint8_t key[XMEM_KEY_SIZE])
 {
         if (strlen(s) != 2 * XMEM_KEY_SIZE)
                 return -EINVAL;
@@ -123,7 +124,8 @@ static int parse_regions(json_object *arr, const char *where, struct state_proce
                                      sizeof(in), false, at, err);
                 if (r < 0)
                         return r;
-                if (in.id == 0 || hex_key(in.key, p->regions[i].ref.key) < 0 || !*in.appliance)
+                if (in.id == 0 || state_hex_key(in.key, p->regions[i].ref.key) < 0 ||
+                    !*in.appliance)
                         return xmem_error_set(err, -EINVAL,
                                               "%s: needs an id > 0, a key of 32 hex digits and "
                                               "an appliance",
@@ -135,9 +137,21 @@ static int parse_regions(json_object *arr, const char *where, struct state_proce
         return 0;
 }
 
-static bool arena_size_valid(uint64_t size)
+static int check_size(const char *where, const char *size_name, uint64_t size,
+                      struct xmem_error *err)
 {
-        return size > 0 && size <= API_MAX_SIZE && size % 4096 == 0;
+        if (size == 0 || size > API_MAX_SIZE || size % 4096)
+                return xmem_error_set(err, -EINVAL, "%s.%s: must be pages, at most 1P", where,
+                                      size_name);
+        return 0;
+}
+
+int state_check_arena(const char *where, uint64_t pid, const char *size_name, uint64_t size,
+                      struct xmem_error *err)
+{
+        if (pid == 0 || pid > INT32_MAX)
+                return xmem_error_set(err, -EINVAL, "%s.pid: must be a pid", where);
+        return check_size(where, size_name, size, err);
 }
 
 /* A fork token's clone (memd/methods-shim.c): regions a restarted memd
@@ -150,11 +164,10 @@ static int parse_clone(json_object *o, size_t i, struct state_process *p, struct
 
         snprintf(where, sizeof(where), "fork_clones[%zu]", i);
         r = json_dispatch_at(o, clone_fields, &in, sizeof(in), false, where, err);
+        if (r >= 0)
+                r = check_size(where, "arena_size", in.arena_size, err);
         if (r < 0)
                 return r;
-        if (!arena_size_valid(in.arena_size))
-                return xmem_error_set(err, -EINVAL, "%s.arena_size: must be pages, at most 1P",
-                                      where);
         p->arena_size = in.arena_size;
         return parse_regions(in.regions, where, p, err);
 }
@@ -193,11 +206,9 @@ static int parse_process(json_object *o, size_t i, struct state_process *p, stru
         r = json_dispatch_at(o, proc_fields, &in, sizeof(in), false, where, err);
         if (r < 0)
                 return r;
-        if (in.pid == 0 || in.pid > INT32_MAX)
-                return xmem_error_set(err, -EINVAL, "%s.pid: must be a pid", where);
-        if (!arena_size_valid(in.arena_size))
-                return xmem_error_set(err, -EINVAL, "%s.arena_size: must be pages, at most 1P",
-                                      where);
+        r = state_check_arena(where, in.pid, "arena_size", in.arena_size, err);
+        if (r < 0)
+                return r;
         if (in.acct_slot >= XMEM_ACCT_SLOTS)
                 return xmem_error_set(err, -EINVAL, "%s.acct_slot: must be below %d", where,
                                       (int)XMEM_ACCT_SLOTS);
@@ -230,6 +241,7 @@ int state_parse(const char *buf, size_t len, struct state_container *ret, struct
                                        .cgroup = t.cgroup,
                                        .local_limit = t.local_limit,
                                        .external = t.external,
+                                       .external_max = t.external_max,
                                        .policy_text = t.policy,
                                        .local_alloc_limit = t.local_alloc_limit,
                                        .appliance = t.appliance,
@@ -306,16 +318,24 @@ int state_open(struct manager *m, struct xmem_error *err)
         m->state_dirfd = openat(fd, STATE_SUBDIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (m->state_dirfd < 0)
                 return xmem_error_set(err, negative_errno(), "%s/" STATE_SUBDIR ": %m", dir);
+        /* checkpoints' manifests (memd/manifest.c) */
+        if (mkdirat(fd, STATE_SNAPSHOTS, 0700) < 0 && errno != EEXIST)
+                return xmem_error_set(err, negative_errno(), "%s/" STATE_SNAPSHOTS ": %m", dir);
+        m->snap_dirfd =
+            openat(fd, STATE_SNAPSHOTS, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (m->snap_dirfd < 0)
+                return xmem_error_set(err, negative_errno(), "%s/" STATE_SNAPSHOTS ": %m", dir);
         return 0;
 }
 
 void state_close(struct manager *m)
 {
         m->state_dirfd = safe_close(m->state_dirfd);
+        m->snap_dirfd = safe_close(m->snap_dirfd);
         m->state_lockfd = safe_close(m->state_lockfd);
 }
 
-static const char *appliance_of(const struct manager *m, const struct xmem_transport *t)
+const char *state_appliance_name(const struct manager *m, const struct xmem_transport *t)
 {
         for (size_t i = 0; i < m->n_transports; i++)
                 if (m->transports[i] == t)
@@ -328,6 +348,28 @@ static json_object *u64(uint64_t v)
         return json_object_new_int64((int64_t)MIN(v, (uint64_t)INT64_MAX));
 }
 
+json_object *state_region_json(const char *appliance, const struct xmem_region_ref *ref)
+{
+        json_object *r = json_object_new_object();
+        char key[2 * XMEM_KEY_SIZE + 1];
+
+        for (size_t k = 0; k < XMEM_KEY_SIZE; k++)
+                snprintf(key + 2 * k, 3, "%02x", ref->key[k]);
+        json_object_object_add(r, "appliance", json_object_new_string(appliance));
+        json_object_object_add(r, "id", u64(ref->id));
+        json_object_object_add(r, "key", json_object_new_string(key));
+        return r;
+}
+
+struct xmem_transport *state_transport_of(const struct manager *m, const char *uri)
+{
+        for (size_t i = 0; i < m->n_transports; i++)
+                if (strcmp(uri, m->cfg.appliances[i]) == 0 ||
+                    strcmp(uri, xmem_transport_uri(m->transports[i])) == 0)
+                        return m->transports[i];
+        return NULL;
+}
+
 static json_object *regions_to_json(const struct manager *m, const struct store *s)
 {
         json_object *regs = json_object_new_array();
@@ -335,18 +377,9 @@ static json_object *regions_to_json(const struct manager *m, const struct store 
         const struct xmem_region_ref *refs;
         size_t n = store_xmem_regions(s, &ts, &refs);
 
-        for (size_t i = 0; i < n; i++) {
-                json_object *r = json_object_new_object();
-                char key[2 * XMEM_KEY_SIZE + 1];
-
-                for (size_t k = 0; k < XMEM_KEY_SIZE; k++)
-                        snprintf(key + 2 * k, 3, "%02x", refs[i].key[k]);
-                json_object_object_add(r, "appliance",
-                                       json_object_new_string(appliance_of(m, ts[i])));
-                json_object_object_add(r, "id", u64(refs[i].id));
-                json_object_object_add(r, "key", json_object_new_string(key));
-                json_object_array_add(regs, r);
-        }
+        for (size_t i = 0; i < n; i++)
+                json_object_array_add(regs,
+                                      state_region_json(state_appliance_name(m, ts[i]), &refs[i]));
         return regs;
 }
 
@@ -388,6 +421,7 @@ static json_object *container_state_json(const struct manager *m, const struct c
         json_object_object_add(o, "cgroup", json_object_new_string(c->cgroup_dir));
         json_object_object_add(o, "local_limit", u64(c->local_limit));
         json_object_object_add(o, "external", u64(c->external));
+        json_object_object_add(o, "external_max", u64(c->arena_size));
         json_object_object_add(o, "local_alloc_limit", u64(c->local_alloc_limit));
         json_object_object_add(
             o, "policy", json_object_new_string(api_policy_format(&c->policy, pol, sizeof(pol))));
@@ -419,35 +453,69 @@ static int write_all(int fd, const char *s, size_t len)
         return 0;
 }
 
-int state_save(struct manager *m, const struct container *c, struct xmem_error *err)
+int state_write_json(int dirfd, const char *stem, json_object *o, struct xmem_error *err)
 {
-        _cleanup_json_ json_object *o = NULL;
         char name[API_ID_MAX + 16], tmp[API_ID_MAX + 24];
-        const char *text;
+        const char *text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
         int fd, r;
 
-        if (m->state_dirfd < 0)
-                return 0;
-        o = container_state_json(m, c);
-        text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
-        snprintf(name, sizeof(name), "%s.json", c->id);
-        snprintf(tmp, sizeof(tmp), ".%s.json.tmp", c->id);
-        fd = openat(m->state_dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
-                    0600);
+        snprintf(name, sizeof(name), "%s.json", stem);
+        snprintf(tmp, sizeof(tmp), ".%s.json.tmp", stem);
+        fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
         if (fd < 0)
                 return xmem_error_set(err, negative_errno(), "state file %s: %m", tmp);
         r = write_all(fd, text, strlen(text));
         if (r >= 0 && fsync(fd) < 0)
                 r = negative_errno();
         close(fd);
-        if (r >= 0 && renameat(m->state_dirfd, tmp, m->state_dirfd, name) < 0)
+        if (r >= 0 && renameat(dirfd, tmp, dirfd, name) < 0)
                 r = negative_errno();
-        if (r >= 0 && fsync(m->state_dirfd) < 0)
+        if (r >= 0 && fsync(dirfd) < 0)
                 r = negative_errno();
         if (r < 0) {
-                (void)unlinkat(m->state_dirfd, tmp, 0);
+                (void)unlinkat(dirfd, tmp, 0);
                 return xmem_error_set(err, r, "state file %s: %s", name, strerror(-r));
         }
+        return 0;
+}
+
+int state_save(struct manager *m, const struct container *c, struct xmem_error *err)
+{
+        _cleanup_json_ json_object *o = NULL;
+
+        if (m->state_dirfd < 0)
+                return 0;
+        o = container_state_json(m, c);
+        return state_write_json(m->state_dirfd, c->id, o, err);
+}
+
+int state_read_file(int dirfd, const char *name, char **ret, size_t *ret_len,
+                    struct xmem_error *err)
+{
+        _cleanup_close_ int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        struct stat st;
+        char *buf;
+        size_t got = 0;
+
+        if (fd < 0 || fstat(fd, &st) < 0)
+                return xmem_error_set(err, negative_errno(), "%m");
+        if (!S_ISREG(st.st_mode) || st.st_size > STATE_MAX_FILE)
+                return xmem_error_set(err, -EINVAL, "not a regular file of at most %u bytes",
+                                      STATE_MAX_FILE);
+        buf = malloc((size_t)st.st_size + 1);
+        if (!buf)
+                return xmem_error_set(err, -ENOMEM, "out of memory");
+        while (got < (size_t)st.st_size) {
+                ssize_t k = read(fd, buf + got, (size_t)st.st_size - got);
+                if (k <= 0) {
+                        free(buf);
+                        return xmem_error_set(err, k < 0 ? negative_errno() : -EIO, "short read");
+                }
+                got += (size_t)k;
+        }
+        buf[got] = 0;
+        *ret = buf;
+        *ret_len = got;
         return 0;
 }
 

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <json-c/json.h>
 
 #include "api.h"
 #include "error.h"
@@ -15,6 +16,7 @@
 #include "transport/transport.h"
 
 #define STATE_VERSION 1
+#define STATE_SNAPSHOTS "snapshots" /* checkpoints' manifests, beside containers/ */
 #define STATE_MAX_FILE (4U << 20) /* 1024 processes x 15 regions fit easily */
 
 struct state_region {
@@ -65,6 +67,26 @@ int state_remove(struct manager *m, const struct container *c);
 /* Move the file NAME in containers/ aside to NAME.bad (never deleted), with a
  * one-line error naming it and WHY. */
 void state_move_aside(struct manager *m, const char *name, const char *why);
+
+/* Write O as the file STEM.json in DIRFD crash-consistently (a tmp file,
+ * fsync, rename, fsync of the directory). */
+int state_write_json(int dirfd, const char *stem, json_object *o, struct xmem_error *err);
+/* Read the regular file NAME in DIRFD (at most STATE_MAX_FILE bytes; -EINVAL
+ * otherwise) into *RET (malloc'd, NUL-terminated). */
+int state_read_file(int dirfd, const char *name, char **ret, size_t *ret_len,
+                    struct xmem_error *err);
+/* A region as recorded: {"appliance": the URI memd reached it by, "id", "key"
+ * (32 hex digits)}; the key parsed back. */
+json_object *state_region_json(const char *appliance, const struct xmem_region_ref *ref);
+/* How memd names transport T: its --appliance URI, else the one it reached. */
+const char *state_appliance_name(const struct manager *m, const struct xmem_transport *t);
+int state_hex_key(const char *s, uint8_t key[XMEM_KEY_SIZE]);
+/* A recorded process's PID and its arena's SIZE (field SIZE_NAME) in range;
+ * ERR names WHERE.FIELD. */
+int state_check_arena(const char *where, uint64_t pid, const char *size_name, uint64_t size,
+                      struct xmem_error *err);
+/* The transport of memd's appliance URI (as configured or as reached), or NULL. */
+struct xmem_transport *state_transport_of(const struct manager *m, const char *uri);
 
 /* The start time of PID (field 22 of /proc/PID/stat), -ESRCH when gone. */
 int state_proc_start_time(pid_t pid, uint64_t *ret);

@@ -271,26 +271,9 @@ static struct store_xmem *xmem_alloc(uint64_t size, size_t n, uint32_t stripe)
  * copy-on-write); the new store owns the clones. */
 static int xmem_clone(struct store *s, struct store **ret, struct xmem_error *err)
 {
-        struct store_xmem *x = (struct store_xmem *)s, *c;
+        struct store_xmem *x = (struct store_xmem *)s;
 
-        c = xmem_alloc(x->base.size, x->n, x->stripe);
-        if (!c)
-                return xmem_error_set(err, -ENOMEM, "store: out of memory");
-        for (size_t i = 0; i < x->n; i++) {
-                int r;
-
-                c->t[i] = x->t[i];
-                r = xmem_region_clone(x->t[i], &x->region[i], &c->region[i]);
-                if (r < 0) {
-                        xmem_free(&c->base);
-                        return xmem_error_set(err, r, "store: cloning region %llu on %s: %s",
-                                              (unsigned long long)x->region[i].id,
-                                              xmem_transport_uri(x->t[i]), strerror(-r));
-                }
-                c->n_alloc++;
-        }
-        *ret = &c->base;
-        return 0;
+        return store_xmem_clone_of(x->t, x->n, x->base.size, x->stripe, x->region, ret, err);
 }
 
 /* Regions for SIZE bytes over N transports: allocated anew (REFS NULL) or
@@ -363,4 +346,65 @@ int store_xmem_open(struct xmem_transport *const *transports, size_t n, uint64_t
                     struct xmem_error *err)
 {
         return xmem_regions(transports, n, size, stripe, refs, ret, err);
+}
+
+int store_xmem_snapshot(struct store *s, struct xmem_region_ref *ret_snaps, struct xmem_error *err)
+{
+        struct store_xmem *x = (struct store_xmem *)s;
+
+        assert(s->ops == &store_xmem_ops);
+        for (size_t i = 0; i < x->n; i++) {
+                int r = xmem_region_snapshot(x->t[i], &x->region[i], &ret_snaps[i]);
+                if (r < 0) {
+                        while (i-- > 0)
+                                (void)xmem_region_free(x->t[i], &ret_snaps[i]);
+                        return xmem_error_set(err, r, "snapshot of region %llu on %s: %s",
+                                              (unsigned long long)x->region[i].id,
+                                              xmem_transport_uri(x->t[i]), strerror(-r));
+                }
+        }
+        return 0;
+}
+
+int store_xmem_revert(struct store *s, const struct xmem_region_ref *snaps, struct xmem_error *err)
+{
+        struct store_xmem *x = (struct store_xmem *)s;
+
+        assert(s->ops == &store_xmem_ops);
+        for (size_t i = 0; i < x->n; i++) {
+                int r = xmem_region_revert(x->t[i], &x->region[i], &snaps[i]);
+                if (r < 0)
+                        return xmem_error_set(err, r, "reverting region %llu on %s: %s",
+                                              (unsigned long long)x->region[i].id,
+                                              xmem_transport_uri(x->t[i]), strerror(-r));
+        }
+        return 0;
+}
+
+int store_xmem_clone_of(struct xmem_transport *const *transports, size_t n, uint64_t size,
+                        uint32_t stripe, const struct xmem_region_ref *snaps, struct store **ret,
+                        struct xmem_error *err)
+{
+        struct store_xmem *c;
+
+        if (n == 0 || stripe == 0 || size % stripe)
+                return xmem_error_set(err, -EINVAL, "store: bad geometry");
+        c = xmem_alloc(size, n, stripe);
+        if (!c)
+                return xmem_error_set(err, -ENOMEM, "store: out of memory");
+        for (size_t i = 0; i < n; i++) {
+                int r;
+
+                c->t[i] = transports[i];
+                r = xmem_region_clone(transports[i], &snaps[i], &c->region[i]);
+                if (r < 0) {
+                        xmem_free(&c->base);
+                        return xmem_error_set(err, r, "store: cloning region %llu on %s: %s",
+                                              (unsigned long long)snaps[i].id,
+                                              xmem_transport_uri(transports[i]), strerror(-r));
+                }
+                c->n_alloc++;
+        }
+        *ret = &c->base;
+        return 0;
 }

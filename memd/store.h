@@ -122,3 +122,16 @@ void store_xmem_keep(struct store *s);
 int store_xmem_open(struct xmem_transport *const *transports, size_t n, uint64_t size,
                     uint32_t stripe, const struct xmem_region_ref *refs, struct store **ret,
                     struct xmem_error *err);
+
+/* Checkpoints (memd/checkpoint.c): a read-only snapshot of each of S's
+ * regions on its appliance (a metadata copy), into RET_SNAPS (one per
+ * region, store_xmem_regions' order); none is left behind on failure. */
+int store_xmem_snapshot(struct store *s, struct xmem_region_ref *ret_snaps, struct xmem_error *err);
+/* Rollback: each of S's regions takes the contents of its snapshot SNAPS[i]
+ * (the appliance's REVERT; the snapshot must be of that region). */
+int store_xmem_revert(struct store *s, const struct xmem_region_ref *snaps, struct xmem_error *err);
+/* A new store of SIZE over TRANSPORTS whose regions are copy-on-write
+ * clones of SNAPS (one per transport): restore --new. */
+int store_xmem_clone_of(struct xmem_transport *const *transports, size_t n, uint64_t size,
+                        uint32_t stripe, const struct xmem_region_ref *snaps, struct store **ret,
+                        struct xmem_error *err);

@@ -18,10 +18,6 @@
 #define A_REQUIRED "io.xmem.required"
 #define MAX_RATIO 1000
 
-/* memd has no restore yet: the key is validated for form, then refused with a
- * plain "not supported yet". */
-#define HAVE_RESTORE 0
-
 static const char *const known_keys[] = {
         A_ENABLE, A_LOCAL, A_EXTERNAL, A_POLICY, A_APPLIANCE, A_FILE_DIR, A_RESTORE, A_REQUIRED,
 };
@@ -201,9 +197,6 @@ static int parse_extras(json_object *an, struct xmem_annotations *x, struct xmem
                                               A_RESTORE ": \"%s\" is not a snapshot name (use "
                                                         "[A-Za-z0-9_.-]{1,128})",
                                               quote(restore, q, sizeof(q)));
-                if (!HAVE_RESTORE)
-                        return xmem_error_set(err, -EOPNOTSUPP,
-                                              A_RESTORE ": restore is not supported yet");
                 snprintf(x->restore, sizeof(x->restore), "%s", restore);
         }
         return 0;

@@ -15,6 +15,12 @@ static const char *const global_with_value[] = {
 static const char *const create_with_value[] = {
         "bundle", "b", "console-socket", "pid-file", "preserve-fds", "config", "f",
 };
+/* Options of checkpoint/restore that take a value (runc's). */
+static const char *const criu_with_value[] = {
+        "image-path", "work-path", "parent-path", "page-server", "manage-cgroups-mode",
+        "empty-ns", "bundle", "b", "console-socket", "pid-file", "lsm-profile",
+        "lsm-mount-context",
+};
 
 /* If ARG is -NAME or --NAME (optionally =VALUE), the option name without
  * dashes and value; NULL when ARG is not an option. */
@@ -65,6 +71,31 @@ static void parse_create(int argc, char **argv, int i, struct runtime_args *a)
         }
 }
 
+/* checkpoint/restore: the image path, the bundle and the container id (the
+ * first operand). */
+static void parse_criu(int argc, char **argv, int i, struct runtime_args *a)
+{
+        for (; i < argc; i++) {
+                const char *value, *n;
+                size_t len;
+
+                n = opt_name(argv[i], &len, &value);
+                if (!n || strcmp(argv[i], "--") == 0) {
+                        if (!a->id && strcmp(argv[i], "--") != 0)
+                                a->id = argv[i];
+                        continue;
+                }
+                if (!in_list(n, len, criu_with_value, ELEMENTSOF(criu_with_value)))
+                        continue;
+                if (!value && i + 1 < argc)
+                        value = argv[++i];
+                if (is(n, len, "image-path"))
+                        a->image_path = value;
+                else if (is(n, len, "bundle") || is(n, len, "b"))
+                        a->bundle = value;
+        }
+}
+
 int runtime_args_parse(int argc, char **argv, struct runtime_args *ret, struct xmem_error *err)
 {
         struct runtime_args a = {};
@@ -100,6 +131,8 @@ int runtime_args_parse(int argc, char **argv, struct runtime_args *ret, struct x
                 a.creates = strcmp(a.command, "create") == 0 || strcmp(a.command, "run") == 0;
                 if (a.creates)
                         parse_create(argc, argv, i + 1, &a);
+                else if (strcmp(a.command, "checkpoint") == 0 || strcmp(a.command, "restore") == 0)
+                        parse_criu(argc, argv, i + 1, &a);
         }
         for (; i < argc; i++)
                 a.argv[a.argc++] = argv[i];

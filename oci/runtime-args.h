@@ -14,6 +14,10 @@ struct runtime_args {
         const char *bundle;       /* create/run: --bundle, NULL = the current directory */
         const char *config;       /* crun create --config FILE, NULL when absent */
         bool creates;             /* command is create or run */
+        /* checkpoint, restore: --image-path (NULL: runc's default,
+         * ./checkpoint) and the container id (NULL when absent) */
+        const char *image_path;
+        const char *id;
 };
 
 /* ARGV[0] is ours. Borrowed strings point into ARGV. */

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "annotations.h"
+#include "criu.h"
 #include "image.h"
 #include "oci.h"
 #include "paths.h"
@@ -176,6 +177,18 @@ int main(int argc, char **argv)
         if (!runtime) {
                 fprintf(stderr, PROG ": no runtime found (install runc or crun, or set "
                                 "XMEM_RUNTIME or --runtime-path)\n");
+                runtime_args_done(&a);
+                return EXIT_FAILURE;
+        }
+        /* CRIU: the external memory goes with the process image (criu.c) */
+        if (a.command && strcmp(a.command, "checkpoint") == 0)
+                r = criu_checkpoint_external(&a, &err);
+        else if (a.command && strcmp(a.command, "restore") == 0)
+                r = criu_restore_check(&a, &err);
+        else
+                r = 0;
+        if (r < 0) {
+                fprintf(stderr, PROG ": %s\n", xmem_error_str(&err));
                 runtime_args_done(&a);
                 return EXIT_FAILURE;
         }

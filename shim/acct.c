@@ -71,10 +71,10 @@ bool shim_charge(enum shim_placement where, uint64_t size, bool limited)
         }
         bool local = where == SHIM_LOCAL;
         uint64_t *total = local ? &a->h.local_bytes : &a->h.external_bytes;
-        /* the local allowance from the page: memd changes it on a resize */
-        uint64_t limit = !limited || !attached()       ? UINT64_MAX
-                         : local                        ? ld(&a->h.local_alloc_limit)
-                                                        : shim_state.policy.external_quota;
+        /* both allowances from the page: memd changes them on a resize */
+        uint64_t limit = !limited || !attached() ? UINT64_MAX
+                         : local                 ? ld(&a->h.local_alloc_limit)
+                                                 : ld(&a->h.external_quota);
 
         if (!add_within(total, size, limit))
                 return false;
@@ -130,7 +130,9 @@ enum shim_placement shim_place(uint64_t size, bool try_external)
                         .file_room = file_room,
                 };
                 struct shim_policy pol = shim_state.policy;
-                pol.local_alloc_limit = ld(&a->h.local_alloc_limit); /* resize */
+                /* resize: both allowances live from the page */
+                pol.local_alloc_limit = ld(&a->h.local_alloc_limit);
+                pol.external_quota = ld(&a->h.external_quota);
                 enum shim_placement where = shim_policy_place(&pol, &u, size, room);
 
                 if (where == SHIM_NONE)

@@ -72,6 +72,35 @@ static int arena_register(int uffd, uint64_t base, uint64_t size)
         return ioctl(uffd, UFFDIO_REGISTER, &reg) < 0 ? -errno : 0;
 }
 
+/* A restored arena that cannot be mapped where its pointers point: the
+ * process would run without its data, so it stops, loudly. */
+static void restore_fatal(uint64_t base, int r)
+{
+        char msg[200];
+        int n = snprintf(msg, sizeof(msg),
+                         "xmem-shim: process %d: the snapshot's arena cannot be mapped at its "
+                         "address 0x%llx: %s\n",
+                         (int)getpid(), (unsigned long long)base,
+                         r == -EEXIST ? "the address is taken" : strerror(-r));
+        if (write(STDERR_FILENO, msg, (size_t)n) < 0)
+                _exit(127);
+        _exit(127);
+}
+
+/* The allocator never hands out the snapshot's data [0, USED) nor the root
+ * page (the arena's last page, xmem_root_set). */
+static int range_reserve(uint64_t size, uint64_t used)
+{
+        bool pristine;
+        int r = range_claim(&shim_state.arena.range, size / SHIM_PAGE - 1, 1, &pristine);
+
+        if (r == 0)
+                shim_state.reserved_pages = 1;
+        if (r == 0 && used)
+                r = range_claim(&shim_state.arena.range, 0, used / SHIM_PAGE, &pristine);
+        return r;
+}
+
 /* ENOMEM from a syscall here is, as a rule, the container's cgroup at its
  * local limit: with v1's OOM killer paused (memd's choice), a kernel
  * allocation outside a page fault fails rather than waits until memd's
@@ -109,9 +138,12 @@ int shim_arena_attach(int sock, const char *token, const char **ret_step)
         if (r == 0) {
                 *ret_step = "mapping the arena";
                 while ((r = shim_zone_map(info.memfd, info.arena_size,
-                                          token ? shim_state.arena.base : 0, &base)) == -ENOMEM &&
+                                          token ? shim_state.arena.base : info.restore_base,
+                                          &base)) == -ENOMEM &&
                        enomem_wait(&waited))
                         ;
+                if (r < 0 && !token && info.restore_base)
+                        restore_fatal(info.restore_base, r);
         }
         if (r == 0) {
                 *ret_step = "UFFDIO_REGISTER";
@@ -125,6 +157,10 @@ int shim_arena_attach(int sock, const char *token, const char **ret_step)
                 if (r == 0 && !token) {
                         *ret_step = "the page bitmap";
                         r = shim_zone_range_setup(&shim_state.arena, info.arena_size);
+                }
+                if (r == 0 && !token) {
+                        *ret_step = "reserving the snapshot's pages";
+                        r = range_reserve(info.arena_size, info.restore_used);
                 }
                 if (r < 0)
                         shim_sys_munmap((void *)base, info.arena_size);
@@ -255,7 +291,8 @@ void shim_arena_atfork_child(void)
         shim_state.sock = shim_state.uffd = shim_state.devfd = shim_state.arena.fd = -1;
 
         if (!shim_state.fork_prepared) {
-                if (shim_state.arena.range.used == 0 && shim_state.file.range.used == 0)
+                if (shim_state.arena.range.used <= shim_state.reserved_pages &&
+                    shim_state.file.range.used == 0)
                         return; /* nothing external was in use: carry on local only */
                 child_fatal("shim.fork", -EPROTO);
         }

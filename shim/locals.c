@@ -163,6 +163,24 @@ int shim_locals_set(uint64_t start, uint64_t len, enum shim_placement where, uin
         return r;
 }
 
+bool shim_locals_split(uint64_t start, uint64_t first)
+{
+        bool done = false;
+
+        pthread_mutex_lock(&locals_mu);
+        for (unsigned i = 0; i < n_locals && !done; i++) {
+                struct shim_local *l = &locals[i];
+                if (l->start != start || l->len <= first || n_locals >= LOCALS_MAX)
+                        continue;
+                locals[n_locals++] = (struct shim_local){start + first, l->len - first,
+                                                         l->off + first, l->where};
+                l->len = first;
+                done = true;
+        }
+        pthread_mutex_unlock(&locals_mu);
+        return done;
+}
+
 void shim_locals_each(enum shim_placement where, void (*fn)(const struct shim_local *l))
 {
         pthread_mutex_lock(&locals_mu);

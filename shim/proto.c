@@ -123,6 +123,13 @@ static int hello_parse(const char *buf, size_t n, struct shim_arena_info *ret)
                 return -EBADMSG;
         if (shim_policy_parse(policy, ratio, limit, &info.policy) < 0)
                 return -EBADMSG;
+        /* a snapshot's arena: where it was mapped, how much of it is data */
+        r = jscan_get_u64(buf, n, "result", "restore_base", &info.restore_base);
+        if (r == 0)
+                r = jscan_get_u64(buf, n, "result", "restore_used", &info.restore_used);
+        if ((r < 0 && r != -ENOENT) || info.restore_base % SHIM_PAGE ||
+            info.restore_used % SHIM_PAGE || info.restore_used > info.arena_size)
+                return -EBADMSG;
         info.policy.external_quota = quota;
         /* a container with a file directory (docs/api.md "shim.file") */
         r = jscan_get_u64(buf, n, "result", "file_size", &info.file_size);

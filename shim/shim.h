@@ -31,6 +31,9 @@ struct shim_arena_info {
         int devfd;
         int acctfd;        /* the container's accounting page (-1: memd sent none) */
         uint32_t acct_slot; /* this process's slot in it */
+        /* A snapshot's arena (restore): map it at RESTORE_BASE, and keep its
+         * first RESTORE_USED bytes (the snapshot's data) from the allocator. */
+        uint64_t restore_base, restore_used;
 };
 
 /* A span of address space the shim hands out page ranges of: the external
@@ -53,7 +56,11 @@ struct shim_state {
         struct shim_zone arena, file;
         struct shim_policy policy;
 
-        pthread_mutex_t lock; /* the zones' ranges */
+        pthread_mutex_t lock; /* the zones' ranges, the root page */
+        /* Pages of the arena's range held for nothing yet: the root page until
+         * the first xmem_root_set writes it (a fork child with no more in use
+         * needs no arena of its own). */
+        uint64_t reserved_pages;
         /* What this process has charged to the accounting page (atomics, so
          * the same as its slot there). external_credit: a forked child's
          * inherited external bytes, never charged (the clone shares the
@@ -221,6 +228,9 @@ int shim_locals_purge(void *addr, size_t len);
 /* The tracked range in WHERE with the lowest start >= AFTER (a copy). */
 bool shim_locals_pick(enum shim_placement where, uint64_t after, struct shim_local *ret);
 /* Mark the range exactly [START, START+LEN) as in WHERE at file offset OFF. */
+/* Split the entry at START in two, its first FIRST bytes and the rest
+ * (false: no such entry, or no room for another). */
+bool shim_locals_split(uint64_t start, uint64_t first);
 int shim_locals_set(uint64_t start, uint64_t len, enum shim_placement where, uint64_t off);
 /* FN on every range in WHERE (under the table's lock: FN must not call in). */
 void shim_locals_each(enum shim_placement where, void (*fn)(const struct shim_local *l));

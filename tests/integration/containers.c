@@ -113,8 +113,27 @@ void ctr_memd_start(struct ctr_env *e)
         char dir[128];
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
 
+        const char *app_args[8] = {NULL};
+        size_t n = 0;
+
+        if (e->want_second) {
+                harness_init(&e->second);
+                harness_appliance_start(&e->second, NULL);
+        }
         harness_init(&e->app);
-        harness_appliance_start(&e->app, NULL);
+        if (e->pool_size[0]) {
+                app_args[n++] = "--pool-size";
+                app_args[n++] = e->pool_size;
+        }
+        if (e->want_second) {
+                app_args[n++] = "--peer";
+                app_args[n++] = e->second.tcp_uri;
+        }
+        if (e->appliance_uri[0]) {
+                app_args[n++] = "--listen";
+                app_args[n++] = e->appliance_uri;
+        }
+        harness_appliance_start(&e->app, app_args);
         snprintf(dir, sizeof(dir), "%s/memd", e->dir);
         mkdir(dir, 0755);
         snprintf(e->sock, sizeof(e->sock), "%s/memd.sock", dir);
@@ -128,8 +147,13 @@ void ctr_memd_start(struct ctr_env *e)
                 dup2(fd, 2);
                 char state[300];
                 snprintf(state, sizeof(state), "%s/state", dir);
+                if (e->want_second)
+                        execl(need_env("XMEM_MEMD"), "memd", "--socket", e->sock, "--appliance",
+                              e->app.tcp_uri, "--appliance", e->second.tcp_uri, "--log-level",
+                              "debug", "--state-dir", state, NULL);
                 execl(need_env("XMEM_MEMD"), "memd", "--socket", e->sock, "--appliance",
-                      e->app.tcp_uri, "--log-level", "debug", "--state-dir", state, NULL);
+                      e->appliance_uri[0] ? e->appliance_uri : e->app.tcp_uri, "--log-level",
+                      "debug", "--state-dir", state, NULL);
                 _exit(127);
         }
         harness_track(e->memd_pid, ""); /* DIR holds the containers' bundles: kept */
@@ -147,10 +171,39 @@ void ctr_memd_start(struct ctr_env *e)
         cr_assert_fail("memd did not listen on %s within 10 s", e->sock);
 }
 
+void ctr_env_setup_with(struct ctr_env *e, const char *const *progs)
+{
+        const char *argv[16] = {need_env("XMEM_MKROOTFS"), e->rootfs};
+        struct cmd_result r;
+        size_t n = 2;
+
+        for (; *progs && n < 15; progs++)
+                argv[n++] = *progs;
+        argv[n] = NULL;
+        ctr_run(argv, NULL, 60, &r);
+        cr_assert(ctr_exited(&r, 0), "mkrootfs: %s", r.err);
+        ctr_memd_start(e);
+}
+
+/* Containers a failed test left under the parent: thawed (a checkpoint cut
+ * short), their processes killed, their cgroups removed in every controller. */
+static void ctr_cgroups_reap(const struct ctr_env *e)
+{
+        char cmd[1024];
+
+        snprintf(cmd, sizeof(cmd),
+                 "(for d in /sys/fs/cgroup/freezer%1$s/*/; do echo THAWED > $d/freezer.state; "
+                 "done; for d in /sys/fs/cgroup/memory%1$s/*/; do kill -9 $(cat $d/cgroup.procs) "
+                 "; done; sleep 0.2; rmdir /sys/fs/cgroup/*%1$s/*/) >/dev/null 2>&1",
+                 e->cgroup_parent);
+        (void)!system(cmd);
+}
+
 void ctr_env_cleanup(struct ctr_env *e)
 {
         char cmd[512];
 
+        ctr_cgroups_reap(e);
         if (e->memd_pid > 0) {
                 kill(e->memd_pid, SIGTERM);
                 waitpid(e->memd_pid, NULL, 0);
@@ -160,6 +213,9 @@ void ctr_env_cleanup(struct ctr_env *e)
         if (e->app.pid > 0)
                 harness_cleanup(&e->app);
         e->app.pid = 0;
+        if (e->second.pid > 0)
+                harness_cleanup(&e->second);
+        e->second.pid = 0;
         /* XMEM_KEEP_TMP=1 keeps DIR (memd's log, bundles) for a look after a failure */
         /* runc's cgroupfs manager made the parent in every v1 controller */
         snprintf(cmd, sizeof(cmd),
@@ -293,12 +349,17 @@ int64_t ctr_memd_stat(const struct ctr_env *e, const char *id, const char *field
 
 int64_t ctr_appliance_stat(const struct ctr_env *e, const char *field)
 {
+        return ctr_proc_stat(&e->app, field);
+}
+
+int64_t ctr_proc_stat(const struct harness_proc *app, const char *field)
+{
         struct xmem_transport *t = NULL;
         char *text = NULL;
         json_object *o, *v;
         int64_t n = -1;
 
-        if (xmem_transport_open(e->app.tcp_uri, NULL, &t, NULL) < 0)
+        if (xmem_transport_open(app->tcp_uri, NULL, &t, NULL) < 0)
                 return -1;
         if (xmem_stats(t, NULL, &text) == 0 && (o = json_tokener_parse(text))) {
                 if (json_object_object_get_ex(o, field, &v))

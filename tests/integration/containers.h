@@ -19,6 +19,15 @@ struct ctr_env {
         char memd_log[160];
         char runc_root[128];
         char cgroup_parent[64]; /* "/xmem-test-PID" */
+        char pool_size[16];     /* the appliance's --pool-size ("": its default) */
+        /* A second appliance (second.pid > 0 when started): set
+         * WANT_SECOND before ctr_memd_start; APP then copies to it (--peer)
+         * and memd has both (--appliance APP --appliance SECOND). */
+        bool want_second;
+        struct harness_proc second;
+        /* Set before ctr_memd_start: the appliance also listens on this tcp
+         * URI, and memd reaches it by it (another host's address). */
+        char appliance_uri[128];
 };
 
 struct cmd_result {
@@ -37,6 +46,9 @@ bool ctr_exited(const struct cmd_result *r, int code);
 void ctr_env_init(struct ctr_env *e);
 /* Start the appliance (harness) and memd on it. */
 void ctr_memd_start(struct ctr_env *e);
+/* After ctr_env_init: the programs PROGS (NULL-terminated paths) added to
+ * the rootfs, then ctr_memd_start. */
+void ctr_env_setup_with(struct ctr_env *e, const char *const *progs);
 void ctr_env_cleanup(struct ctr_env *e);
 /* As root: ctr_env_init and ctr_memd_start (a test's .init); else nothing. */
 void ctr_env_start(struct ctr_env *e);
@@ -69,6 +81,8 @@ int ctr_memd_count(const struct ctr_env *e);
 int64_t ctr_memd_stat(const struct ctr_env *e, const char *id, const char *field);
 /* The harness appliance's own stats: FIELD (e.g. "regions", "chunks_used") or -1. */
 int64_t ctr_appliance_stat(const struct ctr_env *e, const char *field);
+/* The same of the appliance APP. */
+int64_t ctr_proc_stat(const struct harness_proc *app, const char *field);
 /* Is NAME's memory cgroup (PARENT/NAME under the v1 memory or v2 tree) there? */
 bool ctr_cgroup_exists(const struct ctr_env *e, const char *name);
 /* Read a whole file into BUF (NUL-terminated); false if unreadable. */

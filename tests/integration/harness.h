@@ -37,6 +37,9 @@ void harness_init(struct harness_proc *p);
  * starting anything: a test can name P (--peer) before it runs. */
 void harness_plan(struct harness_proc *p);
 
+/* A free tcp port (bound and released on 0.0.0.0). */
+uint16_t harness_free_port(void);
+
 /* Start xmem-appliance listening on a free loopback port and a unix socket in
  * P->dir, with EXTRA_ARGS (NULL-terminated, may be NULL) appended; waits until
  * both accept connections. Reuses P->port if already set (restart). Aborts

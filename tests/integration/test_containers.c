@@ -72,9 +72,6 @@ static const struct bad bad_cases[] = {
         { "{\"io.xmem.enable\":\"true\",\"io.xmem.locall-limit\":\"64M\"}",
           "io.xmem.locall-limit: unknown annotation (known: enable, local-limit, external, "
           "policy, appliance, file-dir, restore, required under io.xmem.)" },
-        { "{\"io.xmem.enable\":\"true\",\"io.xmem.local-limit\":\"64M\",\"io.xmem.restore\":"
-          "\"snap-1\"}",
-          "io.xmem.restore: restore is not supported yet" },
 };
 
 Test(containers, runtime_refuses_bad_annotations, .init = setup_memd, .fini = teardown,

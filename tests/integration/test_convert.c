@@ -77,13 +77,14 @@ static void ctl(const char *const *args, char *out, size_t len)
         cr_assert(harness_ctl(&e.md, out, len, args), "xmemctl %s: %s", args[0], out);
 }
 
-/* Poll the container's file_bytes until WANT says yes (10 s at most). */
+/* Poll the container's file_bytes until WANT says yes (30 s at most: converting
+ * back reads what the kernel dropped from the disk). */
 static uint64_t wait_file_bytes(bool (*want)(uint64_t))
 {
         static char s[16384];
         uint64_t v = 0;
 
-        for (int i = 0; i < 200; i++) {
+        for (int i = 0; i < 600; i++) {
                 ctl((const char *const[]){"--json", "stats", "cv", NULL}, s, sizeof(s));
                 v = harness_json_u64(s, "file_bytes");
                 if (want(v))
@@ -240,7 +241,8 @@ Test(convert, resize_lowers_and_raises_the_local_limit_live, .init = setup, .fin
         long t0 = harness_now_ms();
         ctl((const char *const[]){"resize", "cv", "--local-limit", "64M", NULL}, out, sizeof(out));
         uint64_t usage = 0, limit = 0;
-        for (int i = 0; i < 300; i++) {
+        /* reclaim of dirty file pages: seconds, I/O-bound (docs/memd.md) */
+        for (int i = 0; i < 900; i++) {
                 limit = harness_cg_u64(e.cg.path, "memory.limit_in_bytes", NULL);
                 usage = harness_cg_u64(e.cg.path, "memory.usage_in_bytes", NULL);
                 if (limit == 64 * MIB && usage <= 64 * MIB)

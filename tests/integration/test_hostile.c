@@ -29,16 +29,10 @@ static const char *xmem_64m = "{\"io.xmem.enable\":\"true\",\"io.xmem.local-limi
 
 static void setup(void)
 {
-        struct cmd_result r;
-
         if (!harness_is_root() || access("/sys/fs/cgroup/memory/cgroup.procs", F_OK) != 0)
                 return;
         ctr_env_init(&env);
-        ctr_run((const char *const[]){need_env("XMEM_MKROOTFS"), env.rootfs,
-                                      need_env("XMEM_HOSTILE_PROG"), NULL},
-                NULL, 60, &r);
-        cr_assert(ctr_exited(&r, 0), "mkrootfs: %s", r.err);
-        ctr_memd_start(&env);
+        ctr_env_setup_with(&env, (const char *const[]){need_env("XMEM_HOSTILE_PROG"), NULL});
 }
 
 static void teardown(void)

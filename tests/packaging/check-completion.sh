@@ -32,7 +32,8 @@ expect() {
 
 expect "list " "$xmemctl" "l"
 expect "attach " "$xmemctl" "a"
-expect "attach cdi convert detach list resize stats " "$xmemctl" ""
+expect "attach cdi checkpoint convert delete-snapshot detach list move resize restore snapshots stats top " "$xmemctl" ""
+expect "--external --local-limit " "$xmemctl" resize web "--"
 expect "--json " "$xmemctl" "--j"
 expect "--socket " "$xmemctl" "--so"
 expect "--local-alloc-limit --local-limit " "$xmemctl" attach web "--loc"

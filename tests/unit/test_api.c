@@ -132,7 +132,9 @@ Test(api, convert_resize_file_dir)
                 { "{\"xmem\":1,\"method\":\"convert\",\"params\":{\"id\":\"w\"}}",
                   "convert: params.to: missing" },
                 { "{\"xmem\":1,\"method\":\"resize\",\"params\":{\"id\":\"w\"}}",
-                  "resize: params: nothing to resize (local_limit)" },
+                  "resize: params: nothing to resize (local_limit, external)" },
+                { "{\"xmem\":1,\"method\":\"resize\",\"params\":{\"id\":\"w\",\"external\":\"2P\"}}",
+                  "resize: params.external: must be from 1 byte to 1P" },
                 { "{\"xmem\":1,\"method\":\"resize\",\"params\":{\"id\":\"w\",\"local_limit\":\"1M\"}}",
                   "resize: params.local_limit: must be from 4M to 1P" },
                 { "{\"xmem\":1,\"method\":\"attach\",\"params\":{\"id\":\"w\",\"cgroup\":\"/c/w\","
@@ -149,6 +151,13 @@ Test(api, convert_resize_file_dir)
                          "\"local_limit\":\"64M\"}}";
         cr_assert_eq(api_request_parse(ok, strlen(ok), &req, &err), 0, "%s", err.msg);
         cr_expect_eq(req.p.resize.local_limit, 64 << 20);
+        cr_expect_eq(req.p.resize.external, 0);
+        api_request_done(&req);
+        const char *both = "{\"xmem\":1,\"method\":\"resize\",\"params\":{\"id\":\"w\","
+                           "\"local_limit\":\"64M\",\"external\":\"1G\"}}";
+        cr_assert_eq(api_request_parse(both, strlen(both), &req, &err), 0, "%s", err.msg);
+        cr_expect_eq(req.p.resize.local_limit, 64 << 20);
+        cr_expect_eq(req.p.resize.external, 1ULL << 30);
         api_request_done(&req);
         const char *conv = "{\"xmem\":1,\"method\":\"convert\",\"params\":{\"id\":\"w\",\"to\":\"file\"}}";
         cr_assert_eq(api_request_parse(conv, strlen(conv), &req, &err), 0, "%s", err.msg);

@@ -1,6 +1,7 @@
 /* test_cgroup.c: lib/cgroup on fake cgroupfs trees (fixtures/cgroup/v1, v2),
  * copied to a temp dir so writes never touch the fixtures. */
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <libgen.h>
 #include <limits.h>
 #include <stdio.h>
@@ -10,6 +11,7 @@
 #include <unistd.h>
 
 #include "cgroup.h"
+#include "unit-files.h"
 
 static char tmp[] = "/tmp/xmem-cgroup-XXXXXX";
 static char v1[PATH_MAX], v2[PATH_MAX];
@@ -199,4 +201,82 @@ Test(cgroup, create_move_remove)
         cr_assert_eq(cgroup_move_pid(web, 77), 0);
         cgroup_free(child);
         cgroup_free(web);
+}
+
+/* FILE under the test's temp dir, with TEXT (parents created). */
+static void put(const char *file, const char *text)
+{
+        unit_put_file(tmp, file, text, 0644);
+}
+
+static void get(const char *file, char *buf, size_t len)
+{
+        char path[PATH_MAX];
+        FILE *f;
+
+        snprintf(path, sizeof(path), "%s/%s", tmp, file);
+        f = fopen(path, "r");
+        cr_assert_not_null(f);
+        buf[fread(buf, 1, len - 1, f)] = 0;
+        fclose(f);
+}
+
+Test(cgroup, parse_proc_controller)
+{
+        char *p = NULL;
+
+        cr_assert_eq(cgroup_parse_proc_controller("9:freezer:/x/y\n4:memory:/a\n", "freezer", &p),
+                     0);
+        cr_expect_str_eq(p, "/x/y");
+        free(p);
+        cr_assert_eq(cgroup_parse_proc_controller("4:memory:/a\n", "freezer", &p), -ENOENT);
+        cr_assert_eq(cgroup_parse_proc_controller("4:freezerx:/a\n", "freezer", &p), -ENOENT);
+}
+
+Test(cgroup, freezer_v1_from_the_process)
+{
+        struct cgroup_freezer f = {};
+        struct cgroup cg = {.version = CGROUP_V1, .dir = (char *)"/unused"};
+        char fs[PATH_MAX], proc[PATH_MAX], buf[64];
+
+        snprintf(fs, sizeof(fs), "%s/fz", tmp);
+        snprintf(proc, sizeof(proc), "%s/proc", tmp);
+        put("proc/42/cgroup", "11:freezer:/xmem/web-1\n4:memory:/xmem/web-1\n");
+        put("proc/43/cgroup", "11:freezer:/\n4:memory:/xmem/web-1\n");
+        put("proc/44/cgroup", "4:memory:/xmem/web-1\n");
+        put("fz/freezer/xmem/web-1/freezer.state", "THAWED\n");
+        cr_assert_eq(cgroup_freezer_find(fs, proc, &cg, 43, &f), -EPERM, "the root freezer");
+        cr_assert_eq(cgroup_freezer_find(fs, proc, &cg, 44, &f), -ENOENT);
+        cr_assert_eq(cgroup_freezer_find(fs, proc, &cg, 45, &f), -ESRCH);
+        cr_assert_eq(cgroup_freezer_find(fs, proc, &cg, 42, &f), 0);
+        cr_assert_eq(cgroup_freeze(&f, 100), 0); /* a plain file reads back FROZEN at once */
+        get("fz/freezer/xmem/web-1/freezer.state", buf, sizeof(buf));
+        cr_expect_str_eq(buf, "FROZEN");
+        cr_assert_eq(cgroup_thaw(&f), 0);
+        get("fz/freezer/xmem/web-1/freezer.state", buf, sizeof(buf));
+        cr_expect_str_eq(buf, "THAWED");
+        cgroup_freezer_done(&f);
+}
+
+Test(cgroup, freezer_v2_times_out_and_thaws)
+{
+        struct cgroup_freezer f = {};
+        char dir[PATH_MAX], buf[64];
+        struct cgroup cg = {.version = CGROUP_V2, .dir = dir};
+
+        snprintf(dir, sizeof(dir), "%s/u/web-1", tmp);
+        put("u/web-1/cgroup.freeze", "0\n");
+        put("u/web-1/cgroup.events", "populated 1\nfrozen 0\n");
+        cr_assert_eq(cgroup_freezer_find("/unused", "/unused", &cg, 1, &f), 0);
+        /* never frozen: a timeout, and thawed again */
+        cr_assert_eq(cgroup_freeze(&f, 20), -ETIMEDOUT);
+        get("u/web-1/cgroup.freeze", buf, sizeof(buf));
+        cr_expect_str_eq(buf, "0");
+        put("u/web-1/cgroup.events", "populated 1\nfrozen 1\n");
+        cr_assert_eq(cgroup_freeze(&f, 20), 0);
+        get("u/web-1/cgroup.freeze", buf, sizeof(buf));
+        cr_expect_str_eq(buf, "1");
+        cgroup_freezer_done(&f);
+        snprintf(dir, sizeof(dir), "%s/u", tmp); /* the root: no cgroup.freeze */
+        cr_assert_eq(cgroup_freezer_find("/unused", "/unused", &cg, 1, &f), -EPERM);
 }

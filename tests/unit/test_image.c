@@ -13,6 +13,7 @@
 #include "../../oci/elfread.h"
 #include "../../oci/image.h"
 #include "fdio.h"
+#include "unit-files.h"
 
 static char *slurp(const char *path, size_t *ret_len)
 {
@@ -91,17 +92,7 @@ static void put(const char *rel, const char *from)
 
 static void put_text(const char *rel, const char *text)
 {
-        char path[256], cmd[300];
-        FILE *f;
-
-        snprintf(path, sizeof(path), "%s/%s", root, rel);
-        snprintf(cmd, sizeof(cmd), "mkdir -p \"$(dirname '%s')\"", path);
-        cr_assert_eq(system(cmd), 0);
-        f = fopen(path, "w");
-        cr_assert(f);
-        fputs(text, f);
-        fclose(f);
-        chmod(path, 0755);
+        unit_put_file(root, rel, text, 0755);
 }
 
 static int check(const char *args_json, char *why, size_t len)

@@ -75,6 +75,12 @@ Test(annotations, happy)
                               "\"io.xmem.required\":\"false\"}", &x, &err),
                      0, "%s", err.msg);
         cr_expect(x.enable && !x.required);
+        cr_expect_str_eq(x.restore, "");
+        cr_assert_eq(annotate("{\"io.xmem.enable\":\"true\",\"io.xmem.local-limit\":\"64M\","
+                              "\"io.xmem.restore\":\"web-1.snap_2\"}",
+                              &x, &err),
+                     0, "%s", err.msg);
+        cr_expect_str_eq(x.restore, "web-1.snap_2");
 }
 
 Test(annotations, defaults)
@@ -146,9 +152,6 @@ Test(annotations, sad_one_line_naming_the_key)
                   "\"io.xmem.file-dir\":\"/var/lib/xmem/..\"}",
                   "io.xmem.file-dir: \"/var/lib/xmem/..\" is not an absolute, normalised path "
                   "(use e.g. /var/lib/xmem/files)" },
-                { "{\"io.xmem.enable\":\"true\",\"io.xmem.local-limit\":\"64M\","
-                  "\"io.xmem.restore\":\"snap-1\"}",
-                  "io.xmem.restore: restore is not supported yet" },
                 { "{\"io.xmem.enable\":\"true\",\"io.xmem.local-limit\":\"64M\","
                   "\"io.xmem.restore\":\"../x\"}",
                   "io.xmem.restore: \"../x\" is not a snapshot name (use [A-Za-z0-9_.-]{1,128})" },
@@ -398,6 +401,25 @@ Test(runtime_args, runtime_path_removed_and_run_short_bundle)
         expect_argv(&a, (const char *const[]){ "xmem-runtime", "-debug", "run", "-b=/b2", "-d",
                                                "ctr", NULL });
         runtime_args_done(&a);
+}
+
+Test(runtime_args, checkpoint_and_restore)
+{
+        char *ck[] = {"xmem-runtime", "--root", "/r", "checkpoint", "--leave-running",
+                      "--image-path", "/img", "--work-path=/w", "ctr", NULL};
+        char *rs[] = {"xmem-runtime", "restore", "-b", "/b", "--detach", "ctr2", NULL};
+        struct runtime_args a = args_of(ck), b = args_of(rs);
+
+        cr_expect_str_eq(a.command, "checkpoint");
+        cr_expect(!a.creates);
+        cr_expect_str_eq(a.image_path, "/img");
+        cr_expect_str_eq(a.id, "ctr");
+        expect_argv(&a, (const char *const *)ck);
+        cr_expect_str_eq(b.bundle, "/b");
+        cr_expect_str_eq(b.id, "ctr2");
+        cr_expect_null(b.image_path);
+        runtime_args_done(&a);
+        runtime_args_done(&b);
 }
 
 Test(runtime_args, other_commands_and_sad)
