@@ -39,6 +39,7 @@ struct arena_quota {
         _Atomic uint64_t used;
         uint64_t limit;
         _Atomic uint64_t refused; /* writes refused over the quota */
+        uint64_t discards;        /* shim.discard requests (event loop) */
 };
 
 struct arena {

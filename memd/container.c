@@ -508,6 +508,7 @@ json_object *container_stats_json(const struct container *c)
         json_object_object_add(o, "external_written_bytes",
                                u64(atomic_load(&c->quota.used) * ARENA_PAGE_SIZE));
         json_object_object_add(o, "quota_refused_writes", u64(atomic_load(&c->quota.refused)));
+        json_object_object_add(o, "discard_requests", u64(c->quota.discards));
         json_object_object_add(lat, "count", u64(lat_hist_count(&k->fault_latency)));
         json_object_object_add(lat, "p50", u64(lat_hist_quantile(&k->fault_latency, 0.5) / 1000));
         json_object_object_add(lat, "p99", u64(lat_hist_quantile(&k->fault_latency, 0.99) / 1000));

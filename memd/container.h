@@ -102,6 +102,11 @@ struct container {
         bool resize_pending;
         uint64_t resize_since_usec;
         uint64_t resize_local_seen; /* the shims' local bytes at the last check */
+        /* conversion (memd/resize.c): the last request's time, and an
+         * operator's "convert --to file" that automatic conversion back
+         * leaves alone until a resize or "convert --to local" */
+        uint64_t convert_at_usec;
+        bool convert_pinned;
         /* A lowered limit's write on the worker (it reclaims: seconds) */
         struct {
                 struct job job;
@@ -268,6 +273,9 @@ int container_resize(struct container *c, uint64_t local_limit, uint64_t now_use
 void container_resize_tick(struct container *c, uint64_t now_usec);
 /* Ask every shim of C to convert to TARGET (XMEM_CONVERT_*). */
 void container_convert_request(struct container *c, int target);
+/* Every second: memd's own conversion decision (docs/memd.md "Automatic
+ * conversion"). */
+void container_convert_tick(struct container *c, uint64_t now_usec);
 
 /* The attach result / list entry, and the stats object. */
 json_object *container_to_json(const struct container *c);

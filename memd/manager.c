@@ -142,6 +142,7 @@ static int on_check(sd_event_source *s, uint64_t usec, void *userdata)
         bool resizing = false;
         for (struct container *c = m->containers; c; c = c->next) {
                 container_resize_tick(c, usec);
+                container_convert_tick(c, usec);
                 resizing |= c->resize_pending;
         }
         fork_tokens_free(m, NULL, usec > FORK_TOKEN_TTL_USEC ? usec - FORK_TOKEN_TTL_USEC : 0);

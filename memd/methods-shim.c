@@ -390,6 +390,7 @@ int method_discard(struct api_call *call, union api_params *params, struct xmem_
                                       "params.length: [offset, offset+length) must lie in the "
                                       "arena of %llu bytes",
                                       (unsigned long long)p->arena->size);
+        call->conn->container->quota.discards++;
         call->result = json_object_new_object();
         json_object_object_add(
             call->result, "uncharged",

@@ -191,6 +191,7 @@ static int method_convert(struct api_call *call, union api_params *p, struct xme
                                       "memd --file-dir)",
                                       c->id);
         container_convert_request(c, cv->target);
+        c->convert_pinned = cv->target == XMEM_CONVERT_FILE;
         uint64_t seq = __atomic_load_n(&c->acct->h.convert, __ATOMIC_RELAXED) >> 8;
         call->result = json_object_new_object();
         json_object_object_add(call->result, "id", json_object_new_string(c->id));

@@ -49,6 +49,8 @@ void container_convert_request(struct container *c, int target)
 {
         uint64_t seq = (acct_ld(&c->acct->h.convert) >> 8) + 1;
 
+        c->convert_at_usec = c->manager ? manager_now_usec(c->manager) : 0;
+
         __atomic_store_n(&c->acct->h.convert, (seq << 8) | (uint64_t)target, __ATOMIC_RELEASE);
         log_info("container %s: conversion to %s requested (%llu)", c->id,
                  target == XMEM_CONVERT_FILE ? "file" : "local", (unsigned long long)seq);
@@ -78,6 +80,7 @@ int container_resize(struct container *c, uint64_t local_limit, uint64_t now_use
         alloc &= ~4095ULL;
         c->local_limit = local_limit;
         c->local_alloc_limit = alloc;
+        c->convert_pinned = false;
         c->headroom = container_headroom(local_limit);
         __atomic_store_n(&c->acct->h.local_alloc_limit, alloc, __ATOMIC_RELEASE);
         c->resize_pending = false;
@@ -174,6 +177,43 @@ void container_resize_tick(struct container *c, uint64_t now_usec)
         c->step.job = (struct job){.run = step_run};
         __atomic_store_n(&c->step.busy, true, __ATOMIC_RELEASE);
         worker_queue(c, &c->step.job);
+}
+
+/* A conversion is asked for again at most this often: each pass walks every
+ * range its shims own, and one that could not convert everything (file space
+ * gone) would otherwise be asked every second. */
+#define CONVERT_EVERY_USEC (5ULL * 1000000ULL)
+
+/* The slack around the allowance: an allocation or two over it is not worth
+ * moving 16 MiB pieces for, and a conversion back must leave room. */
+static uint64_t convert_slack(const struct container *c)
+{
+        return MAX(c->local_alloc_limit / 16, 4ULL << 20);
+}
+
+void container_convert_tick(struct container *c, uint64_t now_usec)
+{
+        if (c->file_dirfd < 0 || c->resize_pending ||
+            now_usec - c->convert_at_usec < CONVERT_EVERY_USEC)
+                return;
+        uint64_t local = acct_ld(&c->acct->h.local_bytes), conv = file_bytes(c);
+        uint64_t slack = convert_slack(c);
+
+        /* local memory charged past its allowance (a forked child's copies,
+         * a mapping grown with mremap, an allowance lowered): to file memory */
+        if (local > c->local_alloc_limit + slack) {
+                log_info("container %s: %llu bytes of local memory over its allowance of %llu",
+                         c->id, (unsigned long long)local,
+                         (unsigned long long)c->local_alloc_limit);
+                container_convert_request(c, XMEM_CONVERT_FILE);
+                return;
+        }
+        /* room again (memory freed, a limit raised): converted memory back */
+        if (conv && !c->convert_pinned && local + conv + slack <= c->local_alloc_limit) {
+                log_info("container %s: room for its %llu bytes of converted memory again",
+                         c->id, (unsigned long long)conv);
+                container_convert_request(c, XMEM_CONVERT_LOCAL);
+        }
 }
 
 /* What C's processes hold of the quota: the larger of memd's count of

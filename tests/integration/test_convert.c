@@ -77,15 +77,24 @@ static void ctl(const char *const *args, char *out, size_t len)
         cr_assert(harness_ctl(&e.md, out, len, args), "xmemctl %s: %s", args[0], out);
 }
 
+/* The container's stats, as JSON. */
+static const char *stats(void)
+{
+        static char s[16384];
+
+        ctl((const char *const[]){"--json", "stats", "cv", NULL}, s, sizeof(s));
+        return s;
+}
+
 /* Poll the container's file_bytes until WANT says yes (30 s at most: converting
  * back reads what the kernel dropped from the disk). */
 static uint64_t wait_file_bytes(bool (*want)(uint64_t))
 {
-        static char s[16384];
+        const char *s = "";
         uint64_t v = 0;
 
         for (int i = 0; i < 600; i++) {
-                ctl((const char *const[]){"--json", "stats", "cv", NULL}, s, sizeof(s));
+                s = stats();
                 v = harness_json_u64(s, "file_bytes");
                 if (want(v))
                         return v;
@@ -98,6 +107,11 @@ static uint64_t wait_file_bytes(bool (*want)(uint64_t))
 static bool all_in_file(uint64_t v)
 {
         return v >= 256 * MIB;
+}
+
+static bool all_in_file_200(uint64_t v)
+{
+        return v >= 128 * MIB;
 }
 
 static bool none_in_file(uint64_t v)
@@ -168,6 +182,33 @@ Test(convert, local_to_file_and_back_20_times_under_writers, .init = setup, .fin
         cr_expect_gt(after, before, "the writers went on (%lu, %lu)", before, after);
         stop_prog("verified 65536 pages");
         cr_log_info("%lu writes checked across 40 conversions", after);
+}
+
+/* memd decides by itself (docs/memd.md "Automatic conversion"): memory a
+ * process converted to file memory on its own comes back once memd sees room
+ * for it, while an operator's "convert --to file" stays until undone. */
+Test(convert, memd_converts_back_when_there_is_room, .init = setup, .fini = teardown,
+     .timeout = 300)
+{
+        char out[1024], line[256];
+
+        start_prog("512M", "480M", "200", "2", "ready 51200 pages 2 threads");
+        harness_child_say(&e.prog, "convert file");
+        cr_assert_eq(harness_child_line(&e.prog, line, sizeof(line), 60000), 1);
+        cr_assert(strncmp(line, "converted file", 14) == 0, "conv_prog: %s", line);
+        long t0 = harness_now_ms();
+        wait_file_bytes(none_in_file);
+        cr_log_info("memd converted 200 MiB back by itself in %ld ms", harness_now_ms() - t0);
+
+        ctl((const char *const[]){"convert", "cv", "--to", "file", NULL}, out, sizeof(out));
+        wait_file_bytes(all_in_file_200);
+        sleep(7); /* longer than memd's 5 s between its own requests */
+        uint64_t pinned = harness_json_u64(stats(), "file_bytes");
+        cr_expect_geq(pinned, 128 * MIB, "the operator's conversion was undone (%llu left)",
+                      (unsigned long long)pinned);
+        ctl((const char *const[]){"convert", "cv", "--to", "local", NULL}, out, sizeof(out));
+        wait_file_bytes(none_in_file);
+        stop_prog("verified 51200 pages");
 }
 
 Test(convert, bad_requests_are_refused, .init = setup, .fini = teardown)
