@@ -114,10 +114,13 @@ enum shim_placement shim_place(uint64_t size, bool try_external)
                 (void)shim_charge(SHIM_LOCAL, size, false);
                 return SHIM_LOCAL;
         }
-        /* memd away: its appliances may be too; file memory is the fallback */
-        room = try_external && !__atomic_load_n(&shim_state.memd_away, __ATOMIC_RELAXED) &&
-               shim_zone_room(&shim_state.arena, size);
         uint64_t file_room = shim_zone_room(&shim_state.file, size) ? size : 0;
+        /* memd away (restarting; its appliances may be unreachable too): file
+         * memory first where there is some, else the arena, whose pages wait
+         * for the next memd like every other page of it (ENOMEM here killed
+         * a container across a memd restart) */
+        room = try_external && shim_zone_room(&shim_state.arena, size) &&
+               !(file_room && __atomic_load_n(&shim_state.memd_away, __ATOMIC_RELAXED));
         /* another process may take the room between the decision and the
          * charge: decide again on the new counters */
         for (int i = 0; i < PLACE_TRIES; i++) {

@@ -398,6 +398,8 @@ pid_t ctr_run_async(const struct ctr_env *e, const char *bundle, const char *nam
                 snprintf(path, sizeof(path), "%s/%s.out", e->dir, name);
                 if ((f = fopen(path, "w"))) {
                         fprintf(f, "%s%s", r.out, r.err);
+                        if (!ctr_exited(&r, 0)) /* a signal, a timeout: say which */
+                                fprintf(f, "(runc run: wait status %#x)\n", r.status);
                         fclose(f);
                 }
                 _exit(ctr_exited(&r, 0) && strstr(r.out, expect) ? 0 : 1);

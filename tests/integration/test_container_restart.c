@@ -94,9 +94,20 @@ static void across_memd_restart(int sig, const char *id)
         snprintf(path, sizeof(path), "%s/%s.out", env.dir, name);
         if (!ctr_read_file(path, out, sizeof(out)))
                 out[0] = 0;
-        cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-                  "the container did not finish verified (status %#x): %s (see %s)", status, out,
-                  md.log);
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+                /* the log goes with the test's directory: its end, here */
+                char tail[2048] = "";
+                FILE *f = fopen(md.log, "r");
+                if (f && fseek(f, -(long)sizeof(tail) + 1, SEEK_END) != 0)
+                        rewind(f);
+                if (f) {
+                        tail[fread(tail, 1, sizeof(tail) - 1, f)] = 0;
+                        fclose(f);
+                }
+                cr_assert_fail("the container did not finish verified (status %#x): %s\n"
+                               "memd.log ends:\n%s",
+                               status, out, tail);
+        }
         runner = -1;
         cr_expect(strstr(out, "fill-ok again 384 MiB") && !strstr(out, "MISMATCH"), "%s", out);
         /* the poststop hook detached it: nothing left in memd or on disk */
