@@ -144,17 +144,16 @@ static int free_snapshots(struct manager *m, const struct manifest *mf, size_t n
         return ret;
 }
 
-static int ckpt_arenas(struct manager *m, struct container *c, struct manifest *mf,
-                       struct xmem_error *err)
+static int ckpt_arenas(struct manager *m, struct container *c, struct process *const *procs,
+                       size_t n, struct manifest *mf, struct xmem_error *err)
 {
         size_t i = 0;
         int r = 0;
 
-        for (struct process *p = c->processes; p && r >= 0; p = p->next) {
+        for (size_t j = 0; j < n && r >= 0; j++) {
+                struct process *p = procs[j];
                 struct ckpt k = {.m = m, .p = p, .ma = &mf->arenas[i], .err = err};
 
-                if (!p->registered)
-                        continue; /* never mapped: it holds no data */
                 k.ma->pid = p->pid;
                 k.ma->base = p->arena->base;
                 k.ma->size = p->arena->size;
@@ -185,63 +184,152 @@ static void manifest_of(const struct container *c, const char *name, struct mani
                                          .policy = c->policy};
 }
 
+/* A checkpoint on the container's worker (docs/memd.md "Off the event
+ * loop"): the freeze, the flush and the snapshots may wait for an appliance
+ * (a transport timeout, 10 s, when it does not answer), and the event loop
+ * serves every other container meanwhile. The processes are the ones
+ * registered when it was asked for: one that exits meanwhile is torn down on
+ * the same worker, after this job, so its arena stays until then. */
+struct ckpt_job {
+        struct job job;
+        struct manager *m;
+        char name[API_ID_MAX + 1];
+        struct manifest mf;
+        struct process **procs;
+        size_t n;
+        pid_t freeze_pid;
+        int r;
+        struct xmem_error err;
+        uint64_t pause, wrote;
+};
+
+static void ckpt_run(struct job *j)
+{
+        struct ckpt_job *cj = (struct ckpt_job *)j;
+        struct container *c = j->container;
+        const struct xmem_counters *k = &c->residency->counters;
+        struct cgroup_freezer f = {};
+        uint64_t t0 = clock_us(CLOCK_MONOTONIC);
+
+        cj->wrote = atomic_load(&k->written_back_bytes);
+        cj->r = checkpoint_freeze(cj->m, c, cj->freeze_pid, &f, &cj->err);
+        if (cj->r < 0)
+                return;
+        cj->r = ckpt_arenas(cj->m, c, cj->procs, cj->n, &cj->mf, &cj->err);
+        checkpoint_thaw(c, &f);
+        cj->pause = clock_us(CLOCK_MONOTONIC) - t0;
+        cj->wrote = atomic_load(&k->written_back_bytes) - cj->wrote;
+        /* The manifest only names the snapshots, which exist now: written
+         * after the thaw, so its size (the extents) is not in the pause. A
+         * crash right here leaks the snapshot regions, never a manifest
+         * without them. */
+        if (cj->r >= 0)
+                cj->r = manifest_save(cj->m, &cj->mf, &cj->err);
+        if (cj->r < 0)
+                (void)free_snapshots(cj->m, &cj->mf, cj->mf.n_arenas);
+}
+
+static void ckpt_abandon(struct job *j)
+{
+        struct ckpt_job *cj = (struct ckpt_job *)j;
+
+        manifest_done(&cj->mf);
+        free(cj->procs);
+}
+
+static int ckpt_done(struct job *j, struct api_call *call, struct xmem_error *err)
+{
+        struct ckpt_job *cj = (struct ckpt_job *)j;
+        struct container *c = j->container;
+        int r = cj->r;
+
+        c->lifecycle_busy = false;
+        c->checkpoint_name = NULL;
+        if (r < 0) {
+                *err = cj->err;
+        } else {
+                call->result = manifest_summary_json(&cj->mf);
+                json_object_object_add(call->result, "written_back_bytes", u64(cj->wrote));
+                json_object_object_add(call->result, "pause_us", u64(cj->pause));
+                log_info("container %s: checkpoint %s (%zu arena(s), paused %llu us)", c->id,
+                         cj->name, cj->mf.n_arenas, (unsigned long long)cj->pause);
+        }
+        ckpt_abandon(j);
+        return r;
+}
+
+static bool checkpoint_in_progress(struct manager *m, const char *name)
+{
+        for (struct container *c = m->containers; c; c = c->next)
+                if (c->checkpoint_name && strcmp(c->checkpoint_name, name) == 0)
+                        return true;
+        return false;
+}
+
+int container_lifecycle_check(const struct container *c, struct xmem_error *err)
+{
+        if (c->lifecycle_busy)
+                return xmem_error_set(err, -EBUSY,
+                                      "container %s: a checkpoint is in progress: try again when "
+                                      "it is done",
+                                      c->id);
+        return 0;
+}
+
 int method_checkpoint(struct api_call *call, union api_params *p, struct xmem_error *err)
 {
         struct container *c = call_container(call, p->snapshot.id, err);
-        const struct xmem_counters *k;
-        struct cgroup_freezer f = {};
-        struct manifest mf = {};
         struct process *first = NULL;
-        uint64_t t0, wrote, pause;
-        char name[API_ID_MAX + 1];
+        struct ckpt_job *cj;
         size_t n = 0;
         int r;
 
         if (!c)
                 return err->code;
-        k = &c->residency->counters;
-        if (p->snapshot.name)
-                snprintf(name, sizeof(name), "%s", p->snapshot.name);
-        else
-                snprintf(name, sizeof(name), "%.100s-%llu", c->id,
-                         (unsigned long long)(clock_us(CLOCK_REALTIME) / 1000));
-        if (manifest_exists(call->m, name))
-                return xmem_error_set(err, -EEXIST, "params.name: a snapshot %s exists already",
-                                      name);
+        r = container_lifecycle_check(c, err);
+        if (r < 0)
+                return r;
         r = arenas_ready(c, &n, &first, err);
         if (r < 0)
                 return r;
-        manifest_of(c, name, &mf);
-        mf.arenas = calloc(n, sizeof(*mf.arenas));
-        if (!mf.arenas)
+        cj = calloc(1, sizeof(*cj));
+        if (cj)
+                cj->procs = calloc(n, sizeof(*cj->procs));
+        if (cj && cj->procs)
+                cj->mf.arenas = calloc(n, sizeof(*cj->mf.arenas));
+        if (!cj || !cj->mf.arenas) {
+                if (cj)
+                        free(cj->procs);
+                free(cj);
                 return xmem_error_set(err, -ENOMEM, "out of memory");
-        t0 = clock_us(CLOCK_MONOTONIC);
-        wrote = atomic_load(&k->written_back_bytes);
-        r = checkpoint_freeze(call->m, c, first->pid, &f, err);
-        if (r < 0)
-                goto out;
-        r = ckpt_arenas(call->m, c, &mf, err);
-        checkpoint_thaw(c, &f);
-        pause = clock_us(CLOCK_MONOTONIC) - t0;
-        /* The manifest only names the snapshots, which exist now: written
-         * after the thaw, so its size (the extents) is not in the pause. A
-         * crash right here leaks the snapshot regions, never a manifest
-         * without them. */
-        if (r >= 0)
-                r = manifest_save(call->m, &mf, err);
-        if (r < 0)
-                (void)free_snapshots(call->m, &mf, mf.n_arenas);
-        if (r >= 0) {
-                call->result = manifest_summary_json(&mf);
-                json_object_object_add(call->result, "written_back_bytes",
-                                       u64(atomic_load(&k->written_back_bytes) - wrote));
-                json_object_object_add(call->result, "pause_us", u64(pause));
-                log_info("container %s: checkpoint %s (%zu arena(s), paused %llu us)", c->id, name,
-                         mf.n_arenas, (unsigned long long)pause);
         }
-out:
-        manifest_done(&mf);
-        return r;
+        if (p->snapshot.name)
+                snprintf(cj->name, sizeof(cj->name), "%s", p->snapshot.name);
+        else
+                snprintf(cj->name, sizeof(cj->name), "%.100s-%llu", c->id,
+                         (unsigned long long)(clock_us(CLOCK_REALTIME) / 1000));
+        /* a manifest, or one being made for another container */
+        if (manifest_exists(call->m, cj->name) || checkpoint_in_progress(call->m, cj->name)) {
+                xmem_error_set(err, -EEXIST, "params.name: a snapshot %s exists already",
+                               cj->name);
+                ckpt_abandon(&cj->job);
+                free(cj);
+                return -EEXIST;
+        }
+        for (struct process *pr = c->processes; pr; pr = pr->next)
+                if (pr->registered) /* never mapped: it holds no data */
+                        cj->procs[cj->n++] = pr;
+        manifest_of(c, cj->name, &cj->mf);
+        cj->m = call->m;
+        cj->freeze_pid = first->pid;
+        cj->job = (struct job){.run = ckpt_run,
+                               .done = ckpt_done,
+                               .abandon = ckpt_abandon,
+                               .method = "checkpoint",
+                               .container = c};
+        c->lifecycle_busy = true;
+        c->checkpoint_name = cj->name;
+        return job_defer(call, &cj->job);
 }
 
 struct list_ctx {

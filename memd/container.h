@@ -107,6 +107,10 @@ struct container {
          * leaves alone until a resize or "convert --to local" */
         uint64_t convert_at_usec;
         bool convert_pinned;
+        /* A checkpoint on its worker (memd/checkpoint.c): rollback, move
+         * and another checkpoint wait for it (EBUSY); its name meanwhile */
+        bool lifecycle_busy;
+        const char *checkpoint_name;
         /* A lowered limit's write on the worker (it reclaims: seconds) */
         struct {
                 struct job job;
@@ -271,6 +275,8 @@ int container_resize(struct container *c, uint64_t local_limit, uint64_t now_use
                      struct xmem_error *err);
 /* Every second: apply a lowered limit once it fits (or give up after 30 s). */
 void container_resize_tick(struct container *c, uint64_t now_usec);
+/* checkpoint.c: EBUSY while a checkpoint of C runs on its worker. */
+int container_lifecycle_check(const struct container *c, struct xmem_error *err);
 /* Ask every shim of C to convert to TARGET (XMEM_CONVERT_*). */
 void container_convert_request(struct container *c, int target);
 /* Every second: memd's own conversion decision (docs/memd.md "Automatic

@@ -122,6 +122,8 @@ int method_move(struct api_call *call, union api_params *p, struct xmem_error *e
 
         if (!c)
                 return err->code;
+        if ((r = container_lifecycle_check(c, err)) < 0)
+                return r;
         if (!to)
                 return xmem_error_set(err, -ENOENT, "params.to: %s is not one of memd's appliances",
                                       p->move.to);

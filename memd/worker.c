@@ -233,7 +233,8 @@ bool workers_wait(struct manager *m, unsigned timeout_ms)
 
 int job_defer(struct api_call *call, struct job *j)
 {
-        struct container *c = call->conn->container;
+        /* a shim method's container is its socket's; an admin method sets it */
+        struct container *c = j->container ? j->container : call->conn->container;
 
         j->conn = call->conn;
         j->loop_next = c->jobs;

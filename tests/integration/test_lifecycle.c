@@ -108,8 +108,34 @@ Test(lifecycle, bad_input_changes_nothing, .init = setup, .fini = teardown, .tim
          * snapshot is recorded */
         ask(&a, "write 4", "wrote 4");
         kill(env.app.pid, SIGSTOP);
-        cr_expect(!ctl(&r, (const char *const[]){"checkpoint", na, "--name", "lc-down", NULL}));
+        int fds[2];
+        cr_assert_eq(pipe(fds), 0);
+        pid_t slow = fork();
+        cr_assert_geq(slow, 0);
+        if (slow == 0) { /* the checkpoint that waits for the appliance */
+                close(fds[0]);
+                bool ok = ctl(&r, (const char *const[]){"checkpoint", na, "--name", "lc-down", NULL});
+                if (write(fds[1], r.err, strlen(r.err)) < 0)
+                        _exit(3);
+                _exit(ok ? 0 : 1);
+        }
+        close(fds[1]);
+        usleep(500000);
+        /* meanwhile memd serves everything else (the checkpoint is on A's
+         * worker), and refuses a second lifecycle change of A */
+        long t0 = harness_now_ms();
+        cr_expect(ctl(&r, (const char *const[]){"list", NULL}), "%s", r.err);
+        long took = harness_now_ms() - t0;
+        cr_expect_lt(took, 3000, "list took %ld ms during a checkpoint on a stopped appliance", took);
+        cr_expect(!ctl(&r, (const char *const[]){"checkpoint", na, "--name", "lc-again", NULL}));
+        cr_expect(strstr(r.err, "in progress") && strstr(r.err, "EBUSY"), "%s", r.err);
+        int st = -1;
+        cr_assert_eq(waitpid(slow, &st, 0), slow);
+        ssize_t got = read(fds[0], r.err, sizeof(r.err) - 1);
+        r.err[got > 0 ? got : 0] = 0;
+        close(fds[0]);
         kill(env.app.pid, SIGCONT);
+        cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 1, "the checkpoint ended %#x", st);
         cr_expect(strstr(r.err, "writing back process") && strstr(r.err, "ETIMEDOUT"), "%s", r.err);
         freezer_state(na, state, sizeof(state));
         cr_expect(strncmp(state, "THAWED", 6) == 0, "left %s", state);
