@@ -184,77 +184,110 @@ static void manifest_of(const struct container *c, const char *name, struct mani
                                          .policy = c->policy};
 }
 
-/* A checkpoint on the container's worker (docs/memd.md "Off the event
- * loop"): the freeze, the flush and the snapshots may wait for an appliance
- * (a transport timeout, 10 s, when it does not answer), and the event loop
- * serves every other container meanwhile. The processes are the ones
- * registered when it was asked for: one that exits meanwhile is torn down on
- * the same worker, after this job, so its arena stays until then. */
+/* A checkpoint on the container's worker (docs/memd.md "Checkpoints"): the
+ * freeze, the flush and the snapshots may wait for an appliance (a transport
+ * timeout, 10 s, when it does not answer), and the event loop serves every
+ * other container meanwhile. The processes are the ones registered when it
+ * was asked for: one that exits meanwhile is torn down on the same worker,
+ * after this job, so its arena stays until then. */
 struct ckpt_job {
-        struct job job;
-        struct manager *m;
+        struct lifecycle_job lj;
         char name[API_ID_MAX + 1];
-        struct manifest mf;
-        struct process **procs;
-        size_t n;
         pid_t freeze_pid;
-        int r;
-        struct xmem_error err;
-        uint64_t pause, wrote;
+        uint64_t wrote;
 };
+
+struct lifecycle_job *lifecycle_job_new(struct manager *m, struct container *c, size_t size,
+                                        size_t n, void (*run)(struct job *),
+                                        int (*done)(struct job *, struct api_call *,
+                                                    struct xmem_error *),
+                                        const char *method)
+{
+        struct lifecycle_job *lj = calloc(1, size);
+
+        if (!lj)
+                return NULL;
+        lj->procs = calloc(n ? n : 1, sizeof(*lj->procs));
+        if (!lj->procs) {
+                free(lj);
+                return NULL;
+        }
+        lj->m = m;
+        lj->job = (struct job){.run = run,
+                               .done = done,
+                               .abandon = lifecycle_job_abandon,
+                               .method = method,
+                               .container = c};
+        return lj;
+}
+
+void lifecycle_job_abandon(struct job *j)
+{
+        struct lifecycle_job *lj = (struct lifecycle_job *)j;
+
+        manifest_done(&lj->mf);
+        free(lj->procs);
+        lj->procs = NULL;
+}
+
+int lifecycle_job_end(struct job *j, struct xmem_error *err)
+{
+        struct lifecycle_job *lj = (struct lifecycle_job *)j;
+
+        j->container->lifecycle_busy = false;
+        j->container->checkpoint_name = NULL;
+        if (lj->r < 0)
+                *err = lj->err;
+        return lj->r;
+}
+
+int lifecycle_job_defer(struct api_call *call, struct lifecycle_job *lj)
+{
+        lj->job.container->lifecycle_busy = true;
+        return job_defer(call, &lj->job);
+}
 
 static void ckpt_run(struct job *j)
 {
         struct ckpt_job *cj = (struct ckpt_job *)j;
+        struct lifecycle_job *lj = &cj->lj;
         struct container *c = j->container;
         const struct xmem_counters *k = &c->residency->counters;
         struct cgroup_freezer f = {};
         uint64_t t0 = clock_us(CLOCK_MONOTONIC);
 
         cj->wrote = atomic_load(&k->written_back_bytes);
-        cj->r = checkpoint_freeze(cj->m, c, cj->freeze_pid, &f, &cj->err);
-        if (cj->r < 0)
+        lj->r = checkpoint_freeze(lj->m, c, cj->freeze_pid, &f, &lj->err);
+        if (lj->r < 0)
                 return;
-        cj->r = ckpt_arenas(cj->m, c, cj->procs, cj->n, &cj->mf, &cj->err);
+        lj->r = ckpt_arenas(lj->m, c, lj->procs, lj->n, &lj->mf, &lj->err);
         checkpoint_thaw(c, &f);
-        cj->pause = clock_us(CLOCK_MONOTONIC) - t0;
+        lj->pause_us = clock_us(CLOCK_MONOTONIC) - t0;
         cj->wrote = atomic_load(&k->written_back_bytes) - cj->wrote;
         /* The manifest only names the snapshots, which exist now: written
          * after the thaw, so its size (the extents) is not in the pause. A
          * crash right here leaks the snapshot regions, never a manifest
          * without them. */
-        if (cj->r >= 0)
-                cj->r = manifest_save(cj->m, &cj->mf, &cj->err);
-        if (cj->r < 0)
-                (void)free_snapshots(cj->m, &cj->mf, cj->mf.n_arenas);
-}
-
-static void ckpt_abandon(struct job *j)
-{
-        struct ckpt_job *cj = (struct ckpt_job *)j;
-
-        manifest_done(&cj->mf);
-        free(cj->procs);
+        if (lj->r >= 0)
+                lj->r = manifest_save(lj->m, &lj->mf, &lj->err);
+        if (lj->r < 0)
+                (void)free_snapshots(lj->m, &lj->mf, lj->mf.n_arenas);
 }
 
 static int ckpt_done(struct job *j, struct api_call *call, struct xmem_error *err)
 {
         struct ckpt_job *cj = (struct ckpt_job *)j;
-        struct container *c = j->container;
-        int r = cj->r;
+        int r = lifecycle_job_end(j, err);
 
-        c->lifecycle_busy = false;
-        c->checkpoint_name = NULL;
-        if (r < 0) {
-                *err = cj->err;
-        } else {
-                call->result = manifest_summary_json(&cj->mf);
+        if (r >= 0) {
+                call->result = manifest_summary_json(&cj->lj.mf);
                 json_object_object_add(call->result, "written_back_bytes", u64(cj->wrote));
-                json_object_object_add(call->result, "pause_us", u64(cj->pause));
-                log_info("container %s: checkpoint %s (%zu arena(s), paused %llu us)", c->id,
-                         cj->name, cj->mf.n_arenas, (unsigned long long)cj->pause);
+                json_object_object_add(call->result, "pause_us", u64(cj->lj.pause_us));
+                log_info("container %s: checkpoint %s (%zu arena(s), paused %llu us)",
+                         j->container->id, cj->name, cj->lj.mf.n_arenas,
+                         (unsigned long long)cj->lj.pause_us);
         }
-        ckpt_abandon(j);
+        lifecycle_job_abandon(j);
         return r;
 }
 
@@ -292,14 +325,13 @@ int method_checkpoint(struct api_call *call, union api_params *p, struct xmem_er
         r = arenas_ready(c, &n, &first, err);
         if (r < 0)
                 return r;
-        cj = calloc(1, sizeof(*cj));
+        cj = (struct ckpt_job *)lifecycle_job_new(call->m, c, sizeof(*cj), n, ckpt_run, ckpt_done,
+                                                  "checkpoint");
         if (cj)
-                cj->procs = calloc(n, sizeof(*cj->procs));
-        if (cj && cj->procs)
-                cj->mf.arenas = calloc(n, sizeof(*cj->mf.arenas));
-        if (!cj || !cj->mf.arenas) {
+                cj->lj.mf.arenas = calloc(n, sizeof(*cj->lj.mf.arenas));
+        if (!cj || !cj->lj.mf.arenas) {
                 if (cj)
-                        free(cj->procs);
+                        lifecycle_job_abandon(&cj->lj.job);
                 free(cj);
                 return xmem_error_set(err, -ENOMEM, "out of memory");
         }
@@ -312,24 +344,17 @@ int method_checkpoint(struct api_call *call, union api_params *p, struct xmem_er
         if (manifest_exists(call->m, cj->name) || checkpoint_in_progress(call->m, cj->name)) {
                 xmem_error_set(err, -EEXIST, "params.name: a snapshot %s exists already",
                                cj->name);
-                ckpt_abandon(&cj->job);
+                lifecycle_job_abandon(&cj->lj.job);
                 free(cj);
                 return -EEXIST;
         }
         for (struct process *pr = c->processes; pr; pr = pr->next)
                 if (pr->registered) /* never mapped: it holds no data */
-                        cj->procs[cj->n++] = pr;
-        manifest_of(c, cj->name, &cj->mf);
-        cj->m = call->m;
+                        cj->lj.procs[cj->lj.n++] = pr;
+        manifest_of(c, cj->name, &cj->lj.mf);
         cj->freeze_pid = first->pid;
-        cj->job = (struct job){.run = ckpt_run,
-                               .done = ckpt_done,
-                               .abandon = ckpt_abandon,
-                               .method = "checkpoint",
-                               .container = c};
-        c->lifecycle_busy = true;
         c->checkpoint_name = cj->name;
-        return job_defer(call, &cj->job);
+        return lifecycle_job_defer(call, &cj->lj);
 }
 
 struct list_ctx {

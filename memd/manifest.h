@@ -12,6 +12,7 @@
 #include <json-c/json.h>
 
 #include "api.h"
+#include "container.h"
 #include "error.h"
 #include "manager.h"
 #include "transport/transport.h"
@@ -80,3 +81,31 @@ int manifest_remove(struct manager *mgr, const char *name);
 bool manifest_exists(struct manager *mgr, const char *name);
 /* Call FN for each valid manifest (a bad file is logged and skipped). */
 int manifest_each(struct manager *mgr, int (*fn)(const struct manifest *m, void *data), void *data);
+
+/* checkpoint.c: a checkpoint's or a rollback's job on the container's worker
+ * (docs/memd.md "Checkpoints"): its manifest, the processes it works on
+ * (collected on the event loop), its result. */
+struct lifecycle_job {
+        struct job job;
+        struct manager *m;
+        struct manifest mf;
+        struct process **procs;
+        size_t n;
+        int r;
+        struct xmem_error err;
+        uint64_t pause_us;
+};
+/* A job of SIZE bytes (a struct lifecycle_job first) for N processes of C;
+ * NULL when out of memory. */
+struct lifecycle_job *lifecycle_job_new(struct manager *m, struct container *c, size_t size,
+                                        size_t n, void (*run)(struct job *),
+                                        int (*done)(struct job *, struct api_call *,
+                                                    struct xmem_error *),
+                                        const char *method);
+/* Frees what J holds (its abandon, and the end of its done). */
+void lifecycle_job_abandon(struct job *j);
+/* The start of its done, on the event loop: the container free for the next
+ * change; J's result (ERR set from it on failure). */
+int lifecycle_job_end(struct job *j, struct xmem_error *err);
+/* Queue J on its container's worker; the caller's connection waits. */
+int lifecycle_job_defer(struct api_call *call, struct lifecycle_job *lj);

@@ -93,61 +93,42 @@ static int rollback_arenas(struct container *c, const struct manifest *mf, struc
 
 /* A rollback on the container's worker, like a checkpoint (checkpoint.c):
  * the drops and reverts wait for the appliances. */
-struct rollback_job {
-        struct job job;
-        struct manager *m;
-        struct manifest mf;
-        struct process **procs;
-        int r;
-        struct xmem_error err;
-        uint64_t pause_us;
-};
-
 static void rollback_run(struct job *j)
 {
-        struct rollback_job *rj = (struct rollback_job *)j;
+        struct lifecycle_job *lj = (struct lifecycle_job *)j;
         struct container *c = j->container;
         struct cgroup_freezer f = {};
         struct timespec t0, t1;
 
         clock_gettime(CLOCK_MONOTONIC, &t0);
-        rj->r = checkpoint_freeze(rj->m, c, rj->procs[0]->pid, &f, &rj->err);
-        if (rj->r < 0)
+        lj->r = checkpoint_freeze(lj->m, c, lj->procs[0]->pid, &f, &lj->err);
+        if (lj->r < 0)
                 return;
-        rj->r = rollback_arenas(c, &rj->mf, rj->procs, &rj->err);
+        lj->r = rollback_arenas(c, &lj->mf, lj->procs, &lj->err);
         checkpoint_thaw(c, &f);
         clock_gettime(CLOCK_MONOTONIC, &t1);
-        rj->pause_us = (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_nsec - t0.tv_nsec) / 1000);
-}
-
-static void rollback_abandon(struct job *j)
-{
-        struct rollback_job *rj = (struct rollback_job *)j;
-
-        manifest_done(&rj->mf);
-        free(rj->procs);
+        lj->pause_us =
+            (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_nsec - t0.tv_nsec) / 1000);
 }
 
 static int rollback_done(struct job *j, struct api_call *call, struct xmem_error *err)
 {
-        struct rollback_job *rj = (struct rollback_job *)j;
-        struct container *c = j->container;
-        int r = rj->r;
+        struct lifecycle_job *lj = (struct lifecycle_job *)j;
+        int r = lifecycle_job_end(j, err);
 
-        c->lifecycle_busy = false;
-        if (r < 0) {
-                *err = rj->err;
-        } else {
+        if (r >= 0) {
                 call->result = json_object_new_object();
-                json_object_object_add(call->result, "name", json_object_new_string(rj->mf.name));
-                json_object_object_add(call->result, "rolled_back", json_object_new_string(c->id));
+                json_object_object_add(call->result, "name", json_object_new_string(lj->mf.name));
+                json_object_object_add(call->result, "rolled_back",
+                                       json_object_new_string(j->container->id));
                 json_object_object_add(call->result, "arenas",
-                                       json_object_new_int64((int64_t)rj->mf.n_arenas));
+                                       json_object_new_int64((int64_t)lj->mf.n_arenas));
                 json_object_object_add(call->result, "pause_us",
-                                       json_object_new_int64((int64_t)rj->pause_us));
-                log_info("container %s: rolled back to snapshot %s", c->id, rj->mf.name);
+                                       json_object_new_int64((int64_t)lj->pause_us));
+                log_info("container %s: rolled back to snapshot %s", j->container->id,
+                         lj->mf.name);
         }
-        rollback_abandon(j);
+        lifecycle_job_abandon(j);
         return r;
 }
 
@@ -156,7 +137,7 @@ static int rollback(struct api_call *call, struct manifest *mf, const char *id,
                     struct xmem_error *err)
 {
         struct container *c = manager_find_container(call->m, id);
-        struct rollback_job *rj;
+        struct lifecycle_job *lj;
         int r;
 
         if (!c)
@@ -168,34 +149,25 @@ static int rollback(struct api_call *call, struct manifest *mf, const char *id,
         r = container_lifecycle_check(c, err);
         if (r < 0)
                 return r;
-        rj = calloc(1, sizeof(*rj));
-        if (rj)
-                rj->procs = calloc(mf->n_arenas ? mf->n_arenas : 1, sizeof(*rj->procs));
-        if (!rj || !rj->procs) {
-                free(rj);
+        lj = lifecycle_job_new(call->m, c, sizeof(*lj), mf->n_arenas, rollback_run, rollback_done,
+                               "restore");
+        if (!lj)
                 return xmem_error_set(err, -ENOMEM, "out of memory");
-        }
         for (size_t i = 0; i < mf->n_arenas; i++) {
-                rj->procs[i] = process_of(c, &mf->arenas[i]);
-                if (!rj->procs[i]) {
-                        rollback_abandon(&rj->job); /* MF is not its yet */
-                        free(rj);
+                lj->procs[i] = process_of(c, &mf->arenas[i]);
+                if (!lj->procs[i]) {
+                        lifecycle_job_abandon(&lj->job); /* MF is not its yet */
+                        free(lj);
                         return xmem_error_set(err, -ESTALE,
                                               "snapshot %s: process %d of container %s has "
                                               "exited (or not resumed): nothing to roll back",
                                               mf->name, (int)mf->arenas[i].pid, id);
                 }
         }
-        rj->m = call->m;
-        rj->mf = *mf;
+        lj->n = mf->n_arenas;
+        lj->mf = *mf;
         *mf = (struct manifest){};
-        rj->job = (struct job){.run = rollback_run,
-                               .done = rollback_done,
-                               .abandon = rollback_abandon,
-                               .method = "restore",
-                               .container = c};
-        c->lifecycle_busy = true;
-        return job_defer(call, &rj->job);
+        return lifecycle_job_defer(call, lj);
 }
 
 void restore_plan_free(struct restore_plan *p)
