@@ -244,8 +244,13 @@ void manager_remove_container(struct manager *m, struct container *c)
                         *cp = c->next;
                         break;
                 }
-        /* the cgroup may be attached again at once: its OOM pause off now */
-        (void)cgroup_set_oom_pause(c->cg, false);
+        /* detached (or its cgroup gone): it may be attached again at once,
+         * its OOM pause off now. memd stopping leaves it on, as a crash
+         * does: the container waits for the next memd (its arena pages
+         * cannot be reclaimed without one) rather than meet the OOM killer;
+         * container_restart's SIGTERM case was SIGKILLed that way */
+        if (!m->keep)
+                (void)cgroup_set_oom_pause(c->cg, false);
         c->oom_unpaused = true;
         /* everything that may wait for an appliance happens on C's worker
          * thread (memd/worker.c): the event loop answers on */
