@@ -75,6 +75,9 @@ static void acct_clear_slot(struct xmem_acct *a, uint32_t slot)
         acct_sub(&a->h.external_bytes,
                  __atomic_exchange_n(&s->external_bytes, 0, __ATOMIC_RELAXED));
         __atomic_store_n(&s->file_bytes, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&s->convert_done, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&s->convert_failed, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&s->convert_errno, 0, __ATOMIC_RELAXED);
         __atomic_store_n(&s->pid, 0, __ATOMIC_RELAXED);
 }
 

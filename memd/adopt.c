@@ -113,6 +113,7 @@ static int adopt_process(struct manager *m, struct container *c, const struct st
         p->memfd_ino = sp->memfd_ino;
         p->acct_slot = sp->acct_slot;
         p->pending = true;
+        atomic_fetch_add(&c->residency->awaiting, 1);
         p->container = c;
         acct_mark_slot(c, p->acct_slot);
         p->next = c->processes;
@@ -229,6 +230,7 @@ static int adopt_container(struct manager *m, struct state_container *s, const c
                 container_free(c);
                 return r;
         }
+        container_ready(c); /* its processes are awaited one by one now */
         c->next = m->containers;
         m->containers = c;
         free_gone(s, gone, ts, n);
@@ -329,7 +331,7 @@ static int resume_done(struct job *j, struct api_call *call, struct xmem_error *
                 return rj->r;
         }
         p->registered = true;
-        p->pending = false;
+        process_pending_end(c, p);
         /* the accounting page it charges: the container's again */
         if (rj->acct_fd >= 0 && (r = acct_adopt(c, rj->acct_fd)) < 0)
                 log_error("container %s: process %d: the accounting page it sent: %s", c->id,

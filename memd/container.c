@@ -10,6 +10,7 @@
 
 #include "arena.h"
 #include "container.h"
+#include "errno-name.h"
 #include "filedir.h"
 #include "log.h"
 #include "macro.h"
@@ -77,6 +78,9 @@ static int container_start(struct container *c, const struct pager_opts *pager_o
          * budget shrinks as soon as the container's own memory grows. */
         residency_set_local_live(c->residency, &c->acct->h.local_bytes);
         residency_track_cgroup(c->residency, c->cg, c->local_limit, c->headroom);
+        /* an OOM is not the container's own until memd knows every process
+         * it serves: container_ready, once the caller has re-adopted them */
+        atomic_store(&c->residency->awaiting, 1);
         r = residency_start(c->residency);
         if (r < 0)
                 return xmem_error_set(err, r, "residency manager: %s", strerror(-r));
@@ -312,6 +316,18 @@ int container_serve(struct container *c, struct process *p, struct xmem_error *e
         return 0;
 }
 
+void container_ready(struct container *c)
+{
+        atomic_fetch_sub(&c->residency->awaiting, 1);
+}
+
+void process_pending_end(struct container *c, struct process *p)
+{
+        if (p->pending)
+                atomic_fetch_sub(&c->residency->awaiting, 1);
+        p->pending = false;
+}
+
 void container_remove_process(struct container *c, struct process *p)
 {
         struct xmem_error err = {};
@@ -330,6 +346,7 @@ void container_remove_process(struct container *c, struct process *p)
                 store_xmem_keep(p->store);
         }
         p->exit_src = sd_event_source_disable_unref(p->exit_src);
+        process_pending_end(c, p); /* no longer awaited */
         jobs_forget_process(c, p); /* a job of it on the worker finishes without it */
         /* it exited or exec'd: whatever it charged is gone with it */
         acct_release_slot(c, p);
@@ -460,6 +477,15 @@ static json_object *process_json(const struct container *c, const struct process
                                u64(__atomic_load_n(&s->external_bytes, __ATOMIC_RELAXED)));
         json_object_object_add(o, "file_bytes",
                                u64(__atomic_load_n(&s->file_bytes, __ATOMIC_RELAXED)));
+        /* its last conversion: which request, and what it left behind */
+        uint64_t done = __atomic_load_n(&s->convert_done, __ATOMIC_ACQUIRE);
+        json_object_object_add(o, "convert_done", u64(done >> 8));
+        json_object_object_add(o, "convert_failed",
+                               u64(__atomic_load_n(&s->convert_failed, __ATOMIC_RELAXED)));
+        uint64_t e = __atomic_load_n(&s->convert_errno, __ATOMIC_RELAXED);
+        if (e)
+                json_object_object_add(o, "convert_error",
+                                       json_object_new_string(errno_name((int)e)));
         return o;
 }
 
@@ -502,6 +528,8 @@ json_object *container_stats_json(const struct container *c)
         for (uint32_t i = 0; i < XMEM_ACCT_SLOTS; i++)
                 file += __atomic_load_n(&c->acct->slots[i].file_bytes, __ATOMIC_RELAXED);
         json_object_object_add(o, "file_bytes", u64(file));
+        json_object_object_add(o, "convert_requested",
+                               u64(__atomic_load_n(&c->acct->h.convert, __ATOMIC_RELAXED) >> 8));
         json_object_object_add(o, "refused_allocations",
                                u64(__atomic_load_n(&c->acct->h.refused, __ATOMIC_RELAXED)));
         /* memd's own count: the pages its arenas have written (pages.h) */

@@ -59,6 +59,7 @@ struct process {
         bool served;           /* the worker's view: in the pager and residency */
         bool forked;           /* served from a fork clone */
         uint32_t acct_slot;    /* its slot in the accounting page (0: the shared overflow slot) */
+        uint64_t convert_told; /* the last conversion outcome of its slot memd logged */
         /* The state directory's record (memd/state.h): the start time tells a
          * reused pid apart, the memfd's inode the arena shim.resume must send.
          * PENDING: re-adopted from the state directory by a restarted memd,
@@ -254,6 +255,11 @@ int container_register_prepare(struct process *p, int uffd, uint64_t base, uint6
 /* On C's worker: serve P's faults (residency, pager; may wait for the
  * evictor's lock during a write-back). */
 int container_serve(struct container *c, struct process *p, struct xmem_error *err);
+/* C's processes are all known (attached, or re-adopted with theirs): from
+ * here an OOM with nothing to evict is the container's own. Once. */
+void container_ready(struct container *c);
+/* P is no longer a re-adopted process awaiting shim.resume (resumed, or gone). */
+void process_pending_end(struct container *c, struct process *p);
 void container_remove_process(struct container *c, struct process *p);
 /* A clean stop (SIGTERM): write back every dirty page of C's arenas and leave
  * its regions and state file for the next memd (container_free then frees

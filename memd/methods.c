@@ -119,6 +119,7 @@ static int method_attach(struct api_call *call, union api_params *p, struct xmem
                 container_free(c);
                 return r;
         }
+        container_ready(c);
         c->next = m->containers;
         m->containers = c;
         log_info("container %s: attached (cgroup %s, local %llu, external %llu)", c->id,

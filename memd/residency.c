@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "cgroup.h"
+#include "log.h"
 #include "macro.h"
 #include "residency.h"
 
@@ -345,28 +346,63 @@ static bool wait_for_work(struct residency *r)
         return false;
 }
 
+/* Room lent above the limit while a restarted memd awaits the container's
+ * shims, a step at a time, at most this much in all. */
+#define RESUME_ROOM_STEP (4ULL << 20)
+#define RESUME_ROOM_MAX (32ULL << 20)
+
 /* v1 with the OOM killer paused (container.c): a task of the container waits
  * at the limit. Evict a quarter of the cache (at least 4 MiB): the uncharge
  * wakes it. With nothing left to evict the container itself is over its
- * limit: the kernel's OOM killer decides, as it would without xmem. */
-static void relieve_oom(struct residency *r)
+ * limit: the kernel's OOM killer decides, as it would without xmem. Not
+ * while arenas are awaited after a memd restart: their pages fill the usage
+ * and only their shims can hand them over, and a shim's shim.resume needs
+ * memory of the cgroup too (its sendmsg got ENOMEM at the limit). So the
+ * limit is raised a step (up to RESUME_ROOM_MAX) and given back once they
+ * resumed (repay_room); a restarted memd used to lift the pause at once,
+ * and the kernel killed a process of the container. True: look again at
+ * the next interval. */
+static bool relieve_oom(struct residency *r)
 {
         uint64_t resident = atomic_load(&r->resident), step = MAX(resident / 4, 4ULL << 20);
 
         atomic_fetch_add(&r->counters.oom_waits, 1);
         if (residency_evict_to(r, resident > step ? resident - step : 0) > 0 ||
             !cgroup_under_oom(r->cg))
-                return;
+                return false;
+        if (atomic_load(&r->awaiting) > 0 && r->lent < RESUME_ROOM_MAX &&
+            cgroup_set_limit(r->cg, r->cg_limit + r->lent + RESUME_ROOM_STEP) == 0) {
+                r->lent += RESUME_ROOM_STEP;
+                log_full_errno(r->lent == RESUME_ROOM_STEP ? LOG_INFO : LOG_DEBUG, 0, "cgroup %s: at its limit before its processes resumed: %llu MiB lent "
+                         "above the limit until they have",
+                         r->cg->dir, (unsigned long long)(r->lent >> 20));
+                return true;
+        }
         if (cgroup_set_oom_pause(r->cg, false) == 0) {
                 r->oom_released = true;
                 atomic_fetch_add(&r->counters.oom_released, 1);
         }
+        return false;
+}
+
+/* The room lent by relieve_oom back, once every awaited shim resumed and
+ * the usage is under the limit again (the evictor's doing). */
+static void repay_room(struct residency *r)
+{
+        uint64_t usage;
+
+        if (!r->lent || atomic_load(&r->awaiting) > 0 || read_usage(r, &usage) < 0 ||
+            usage > r->cg_limit || cgroup_set_limit(r->cg, r->cg_limit) < 0)
+                return;
+        log_info("cgroup %s: its processes resumed, the %llu MiB lent given back", r->cg->dir,
+                 (unsigned long long)(r->lent >> 20));
+        r->lent = 0;
 }
 
 static void *residency_thread(void *arg)
 {
         struct residency *r = arg;
-        bool oom = false;
+        bool oom = false, again = false;
 
         while (!__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE)) {
                 uint64_t budget, inflight, low;
@@ -376,7 +412,7 @@ static void *residency_thread(void *arg)
                         if (r->oom_released && cgroup_set_oom_pause(r->cg, true) == 0)
                                 r->oom_released = false; /* the kernel settled it */
                         else if (oom)
-                                relieve_oom(r);
+                                again = relieve_oom(r);
                         oom = false;
                         continue;
                 }
@@ -388,7 +424,11 @@ static void *residency_thread(void *arg)
                         if (residency_evict_to(r, low > inflight ? low - inflight : 0) > 0)
                                 continue;
                 }
+                repay_room(r);
                 oom = wait_for_work(r);
+                if (!oom && again) /* an OOM left for the awaited arenas */
+                        oom = cgroup_under_oom(r->cg);
+                again = again && oom;
         }
         return NULL;
 }

@@ -77,6 +77,11 @@ struct residency {
         int oom_fd;         /* v1: eventfd signalled at an OOM of the cgroup, or -1 */
         int oom_ctl_fd;     /* v1: memory.oom_control (the event's file) */
         bool oom_released;  /* nothing was left to evict: the OOM killer decides */
+        /* arenas of re-adopted processes that have not said shim.resume yet
+         * (memd/adopt.c): their pages are the container's too, so an OOM is
+         * not the container's own while any is awaited */
+        _Atomic unsigned awaiting;
+        uint64_t lent; /* bytes the limit was raised by meanwhile (the thread's) */
         unsigned interval_ms;          /* background refresh period */
 };
 

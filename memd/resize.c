@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "container.h"
+#include "errno-name.h"
 #include "log.h"
 #include "macro.h"
 #include "memd.h"
@@ -191,8 +192,26 @@ static uint64_t convert_slack(const struct container *c)
         return MAX(c->local_alloc_limit / 16, 4ULL << 20);
 }
 
+/* Log each conversion a shim finished with ranges left where they were. */
+static void convert_outcomes(struct container *c)
+{
+        for (struct process *p = c->processes; p; p = p->next) {
+                const struct xmem_acct_slot *s = &c->acct->slots[p->acct_slot];
+                uint64_t done = __atomic_load_n(&s->convert_done, __ATOMIC_ACQUIRE);
+                uint64_t failed = acct_ld(&s->convert_failed);
+                if (done == p->convert_told || !failed)
+                        continue;
+                p->convert_told = done;
+                log_warning("container %s: process %d's conversion %llu left %llu ranges where they "
+                         "were (%s)",
+                         c->id, (int)p->pid, (unsigned long long)(done >> 8),
+                         (unsigned long long)failed, errno_name((int)acct_ld(&s->convert_errno)));
+        }
+}
+
 void container_convert_tick(struct container *c, uint64_t now_usec)
 {
+        convert_outcomes(c);
         if (c->file_dirfd < 0 || c->resize_pending ||
             now_usec - c->convert_at_usec < CONVERT_EVERY_USEC)
                 return;

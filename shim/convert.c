@@ -519,6 +519,7 @@ int shim_convert(enum shim_placement to, struct shim_convert_stats *ret)
                 shim_locals_busy(false);
                 if (r < 0) {
                         stats.failed++;
+                        stats.error = (uint64_t)-r;
                         if (r == -ENOSPC)
                                 break; /* no file space: the rest stays */
                         continue;

@@ -27,14 +27,21 @@ static uint64_t convert_seen; /* the last conversion request acted on */
 static void convert_check(void)
 {
         uint64_t w = __atomic_load_n(&shim_state.acct->h.convert, __ATOMIC_ACQUIRE);
+        struct xmem_acct_slot *s = shim_state.slot;
+        struct shim_convert_stats st = {0};
+        int r = -EINVAL;
 
         if (w >> 8 == convert_seen >> 8)
                 return;
         convert_seen = w;
         if ((w & 0xff) == XMEM_CONVERT_FILE)
-                (void)shim_convert(SHIM_FILE, NULL);
+                r = shim_convert(SHIM_FILE, &st);
         else if ((w & 0xff) == XMEM_CONVERT_LOCAL)
-                (void)shim_convert(SHIM_LOCAL, NULL);
+                r = shim_convert(SHIM_LOCAL, &st);
+        /* the outcome for memd's stats (docs/api.md "The accounting page") */
+        __atomic_store_n(&s->convert_failed, r < 0 ? 1 : st.failed, __ATOMIC_RELAXED);
+        __atomic_store_n(&s->convert_errno, r < 0 ? (uint64_t)-r : st.error, __ATOMIC_RELAXED);
+        __atomic_store_n(&s->convert_done, w, __ATOMIC_RELEASE);
 }
 
 static void sleep_ms(unsigned ms)

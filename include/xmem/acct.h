@@ -8,7 +8,7 @@
 #include <stdint.h>
 
 #define XMEM_ACCT_MAGIC 0x544343414d454d58ULL /* "XMEMACCT" little endian */
-#define XMEM_ACCT_VERSION 1
+#define XMEM_ACCT_VERSION 2
 #define XMEM_ACCT_SIZE 16384ULL /* the memfd's size (sealed) */
 
 /* What one process has charged to the totals. Slot 0 is the overflow slot
@@ -19,6 +19,10 @@ struct xmem_acct_slot {
         uint64_t external_bytes; /* the shim: charged external bytes */
         uint64_t file_bytes;     /* the shim: its file memory in use (no limit: the
                                   * file system's free space is) */
+        uint64_t convert_done;   /* the shim: the last request (h.convert) it finished */
+        uint64_t convert_failed; /* the shim: ranges that request left where they were */
+        uint64_t convert_errno;  /* the shim: why the last of them failed (errno) */
+        uint64_t reserved;
 };
 
 struct xmem_acct_header {
@@ -46,4 +50,4 @@ struct xmem_acct {
         ((XMEM_ACCT_SIZE - sizeof(struct xmem_acct_header)) / sizeof(struct xmem_acct_slot))
 
 _Static_assert(sizeof(struct xmem_acct_header) == 64, "accounting header layout");
-_Static_assert(sizeof(struct xmem_acct_slot) == 32, "accounting slot layout");
+_Static_assert(sizeof(struct xmem_acct_slot) == 64, "accounting slot layout");

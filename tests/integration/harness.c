@@ -446,6 +446,20 @@ long harness_now_ms(void)
         return t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
+const char *harness_file_tail(const char *path, char *buf, size_t len)
+{
+        FILE *f = fopen(path, "r");
+
+        buf[0] = 0;
+        if (!f)
+                return buf;
+        if (fseek(f, -(long)len + 1, SEEK_END) != 0)
+                rewind(f);
+        buf[fread(buf, 1, len - 1, f)] = 0;
+        fclose(f);
+        return buf;
+}
+
 int harness_child_follow(struct harness_child *c, const char *want, int timeout_ms, char *last,
                          size_t len)
 {

@@ -197,6 +197,9 @@ int harness_child_follow(struct harness_child *c, const char *want, int timeout_
                          size_t len);
 /* CLOCK_MONOTONIC in milliseconds. */
 long harness_now_ms(void);
+/* The last LEN-1 bytes of the file at PATH into BUF ("" if it cannot be
+ * read): a log's end for a failure message. Returns BUF. */
+const char *harness_file_tail(const char *path, char *buf, size_t len);
 /* Send LINE and a newline to the child's stdin. */
 void harness_child_say(struct harness_child *c, const char *line);
 /* Is the child still running (not reaped here)? Reaps it when it exited. */

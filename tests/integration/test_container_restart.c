@@ -96,17 +96,10 @@ static void across_memd_restart(int sig, const char *id)
                 out[0] = 0;
         if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
                 /* the log goes with the test's directory: its end, here */
-                char tail[2048] = "";
-                FILE *f = fopen(md.log, "r");
-                if (f && fseek(f, -(long)sizeof(tail) + 1, SEEK_END) != 0)
-                        rewind(f);
-                if (f) {
-                        tail[fread(tail, 1, sizeof(tail) - 1, f)] = 0;
-                        fclose(f);
-                }
+                char tail[2048];
                 cr_assert_fail("the container did not finish verified (status %#x): %s\n"
                                "memd.log ends:\n%s",
-                               status, out, tail);
+                               status, out, harness_file_tail(md.log, tail, sizeof(tail)));
         }
         runner = -1;
         cr_expect(strstr(out, "fill-ok again 384 MiB") && !strstr(out, "MISMATCH"), "%s", out);

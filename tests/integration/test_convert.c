@@ -100,7 +100,9 @@ static uint64_t wait_file_bytes(bool (*want)(uint64_t))
                         return v;
                 usleep(50000);
         }
-        cr_assert_fail("file_bytes stayed at %llu: %s", (unsigned long long)v, s);
+        char tail[3072];
+        cr_assert_fail("file_bytes stayed at %llu: %s\nmemd.log ends:\n%s", (unsigned long long)v,
+                       s, harness_file_tail(e.md.log, tail, sizeof(tail)));
         return v;
 }
 

@@ -312,3 +312,51 @@ Test(restart, unclaimed_fork_clone_freed_after_crash, .init = setup, .fini = tea
                 usleep(100000);
         cr_expect_eq(harness_appliance_regions(e.app.tcp_uri), 0, "detach left regions on the appliance");
 }
+
+/* A container waiting at its limit while memd is away keeps waiting for the
+ * next memd until the processes whose arena pages fill it have resumed: only
+ * then is "nothing left to evict" the container's own doing. A new memd used
+ * to lift the OOM pause as soon as it saw the OOM, before any shim resumed,
+ * and the kernel killed a process of the container (container_restart's
+ * SIGTERM case, runc status 137). Here the arena's holder is stopped so it
+ * cannot resume, and a plain process (no shim) of the same cgroup waits at
+ * the limit. */
+Test(restart, oom_wait_kept_until_shims_resume, .init = setup, .fini = teardown, .timeout = 300)
+{
+        const char *prog = getenv("XMEM_PAGING_PROG");
+        uint64_t kills;
+
+        need_setup();
+        attach("sd-o", e.cg.path);
+        start_holder(&e.prog, "sd-o", "96"); /* its resident arena pages fill the budget */
+        harness_memd_signal(&e.md, SIGKILL);
+        cr_assert_eq(kill(e.prog.pid, SIGSTOP), 0);
+        /* 40 MiB of plain local memory beside them: over 64 MiB, it waits */
+        harness_child_spawn(&e.prog2, (const char *const[]){prog, "sigbus", "40", NULL}, NULL,
+                            &e.cg, true);
+        for (int i = 0; i < 100 && !harness_cg_u64(e.cg.path, "memory.oom_control", "under_oom");
+             i++)
+                usleep(100000);
+        cr_assert_eq(harness_cg_u64(e.cg.path, "memory.oom_control", "under_oom"), 1,
+                     "the plain process did not reach the limit");
+        harness_memd_restart(&e.md, e.memd_args);
+        wait_logged("re-adopted from the state directory", 10000);
+        sleep(2); /* memd's residency thread sees the OOM within its interval */
+        kills = harness_cg_oom_kills(&e.cg);
+        cr_expect_eq(kills, 0, "the new memd let the OOM killer in before the shim resumed (see %s)",
+                     e.md.log);
+        cr_expect_eq(harness_cg_u64(e.cg.path, "memory.oom_control", "oom_kill_disable"), 1,
+                     "the OOM pause was lifted");
+        cr_assert(harness_child_alive(&e.prog2), "the waiting process was killed");
+        /* the holder resumes: its pages go back to the appliance, the other
+         * process gets its room, both finish */
+        cr_assert_eq(kill(e.prog.pid, SIGCONT), 0);
+        wait_logged("resumed (", 20000);
+        expect_line(&e.prog2, "written", 60000);
+        for (int i = 0; i < 2; i++) {
+                struct harness_child *c = i ? &e.prog2 : &e.prog;
+                harness_child_say(c, "go");
+                expect_line(c, "read-ok", 120000);
+        }
+        cr_expect_eq(harness_cg_oom_kills(&e.cg), 0);
+}
