@@ -8,6 +8,7 @@
 #include "log.h"
 #include "macro.h"
 #include "memd.h"
+#include "parse.h"
 #include "pager.h"
 #include "state.h"
 #include "transport/transport.h"
@@ -122,6 +123,19 @@ static int method_attach(struct api_call *call, union api_params *p, struct xmem
         container_ready(c);
         c->next = m->containers;
         m->containers = c;
+        /* overcommit is the operator's to choose (pages are taken as they
+         * are written), but one container's quota beyond every pool is
+         * worth a line: its writes past the pools get ENOSPC from them */
+        uint64_t pools = 0;
+        for (size_t i = 0; i < n; i++)
+                pools += xmem_transport_hello(ts[i])->pool_size;
+        if (c->external > pools) {
+                char want[32], have[32];
+                log_warning("container %s: external quota %s is more than its appliances' "
+                            "pools hold (%s)",
+                            c->id, format_size(want, sizeof(want), c->external),
+                            format_size(have, sizeof(have), pools));
+        }
         log_info("container %s: attached (cgroup %s, local %llu, external %llu)", c->id,
                  c->cgroup_dir, (unsigned long long)c->local_limit,
                  (unsigned long long)c->external);

@@ -197,7 +197,8 @@ static uint64_t read_limit(void)
         return strtoull(buf, NULL, 10);
 }
 
-static void round_trip(void)
+/* POOLS_SMALL: the appliance's pool is below the 256 MiB quota. */
+static void round_trip(bool pools_small)
 {
         json_object *r = attach("64M", "256M", ",\"policy\":\"ratio:4\"");
 
@@ -205,6 +206,11 @@ static void round_trip(void)
         cr_expect_eq(json_object_get_int64(get(r, "result.local_limit")), 64 << 20);
         json_object_put(r);
         cr_expect_eq(read_limit(), 64ULL << 20, "the limit reached the cgroup file");
+        char tail[4096];
+        bool over = strstr(harness_file_tail(md.log, tail, sizeof(tail)),
+                           "external quota 256M is more than its appliances' pools hold");
+        /* the embedded appliance's pool is 64 MiB, the tcp one's larger */
+        cr_expect_eq(over, pools_small, "the warning (or its absence) is wrong: %s", tail);
         r = attach("64M", "256M", ",\"policy\":\"ratio:4\"");
         cr_expect(ok(r), "re-attach with the same parameters is idempotent: %s", errmsg(r));
         json_object_put(r);
@@ -228,12 +234,12 @@ static void round_trip(void)
 
 Test(memd_api, round_trip_embedded, .init = setup_embedded, .fini = teardown, .timeout = 60)
 {
-        round_trip();
+        round_trip(true);
 }
 
 Test(memd_api, round_trip_tcp, .init = setup_tcp, .fini = teardown, .timeout = 60)
 {
-        round_trip();
+        round_trip(false);
 }
 
 struct bad_case {
