@@ -243,9 +243,9 @@ void shim_locals_atfork_child(void);
  * every converted one back (SHIM_LOCAL), while the program runs. */
 struct shim_convert_stats {
         uint64_t ranges, bytes, failed, rounds, held_faults;
-        uint64_t error; /* errno of the last range that failed */
         uint64_t last_window_ns, max_window_ns; /* writers held (to file); the swap (back) */
         uint64_t total_ns;
+        uint64_t error; /* errno of the last range that failed */
 };
 int shim_convert(enum shim_placement to, struct shim_convert_stats *ret);
 void shim_convert_atfork_child(void);

@@ -32,6 +32,7 @@ int mallctl(const char *name, void *oldp, size_t *oldlenp, void *newp, size_t ne
 struct convert_stats { /* struct shim_convert_stats */
         uint64_t ranges, bytes, failed, rounds, held_faults;
         uint64_t last_window_ns, max_window_ns, total_ns;
+        uint64_t error;
 };
 
 static uint64_t **blocks;
