@@ -337,7 +337,7 @@ static void usage(void)
                "         [--local-alloc-limit SIZE] [--appliance URI] [--file-dir DIR]\n"
                "         [--external-max SIZE] [--restore SNAPSHOT]\n"
                "  detach ID [--force]\n"
-               "  convert ID --to local|file\n"
+               "  convert ID --to local|file|appliance\n"
                "  resize ID [--local-limit SIZE] [--external SIZE]\n"
                "  move ID --to-appliance URI\n"
                "  checkpoint ID [--name NAME]\n"

@@ -344,7 +344,7 @@ static int resume_done(struct job *j, struct api_call *call, struct xmem_error *
         resume_abandon(j);
         /* faults the last memd read but never answered wait for a wake-up:
          * woken, they fault again and this memd serves them */
-        (void)uffd_wake(p->arena->uffd, p->arena->base, p->arena->size);
+        arena_uffd_wake_all(p->arena);
         log_info("container %s: process %d resumed (%llu bytes resident)", c->id, (int)p->pid,
                  (unsigned long long)arena_resident_bytes(p->arena));
         call->result = json_object_new_object();

@@ -181,6 +181,14 @@ const struct json_field api_discard_fields[] = {
         {},
 };
 
+const struct json_field api_alias_fields[] = {
+        F("op", STRING, true, struct api_alias, op),
+        F("addr", U64, true, struct api_alias, addr),
+        F("offset", U64, true, struct api_alias, offset),
+        F("length", U64, true, struct api_alias, length),
+        {},
+};
+
 const struct json_field api_checkpoint_fields[] = {
         F("id", STRING, true, struct api_snapshot, id),
         F("name", STRING, false, struct api_snapshot, name),
@@ -253,8 +261,10 @@ int api_check_convert(union api_params *p, struct xmem_error *err)
                 c->target = XMEM_CONVERT_LOCAL;
         else if (strcmp(c->to, "file") == 0)
                 c->target = XMEM_CONVERT_FILE;
+        else if (strcmp(c->to, "appliance") == 0)
+                c->target = XMEM_CONVERT_APPLIANCE;
         else
-                return xmem_error_set(err, -EINVAL, "params.to: must be local or file");
+                return xmem_error_set(err, -EINVAL, "params.to: must be local, file or appliance");
         return 0;
 }
 
@@ -316,6 +326,22 @@ int api_check_register(union api_params *p, struct xmem_error *err)
 int api_check_discard(union api_params *p, struct xmem_error *err)
 {
         return check_pages(p->discard.offset, "offset", p->discard.length, "length", err);
+}
+
+int api_check_alias(union api_params *p, struct xmem_error *err)
+{
+        struct api_alias *a = &p->alias;
+        const char *const ops[] = {"pin", "remap", "live", "hold", "drop"};
+        bool known = false;
+
+        for (size_t i = 0; i < ELEMENTSOF(ops); i++)
+                known |= strcmp(a->op, ops[i]) == 0;
+        if (!known)
+                return xmem_error_set(err, -EINVAL, "params.op: must be pin, remap, live, hold or drop");
+        if (a->addr % 4096)
+                return xmem_error_set(err, -EINVAL, "params.addr: must be a multiple of the page "
+                                                    "size");
+        return check_pages(p->alias.offset, "offset", p->alias.length, "length", err);
 }
 
 struct envelope {

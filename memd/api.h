@@ -95,9 +95,17 @@ struct api_discard {
         uint64_t length;
 };
 
+/* shim.alias (memd/alias.h) */
+struct api_alias {
+        const char *op; /* pin, live, hold, drop */
+        uint64_t addr;
+        uint64_t offset;
+        uint64_t length;
+};
+
 struct api_convert {
         const char *id;
-        const char *to; /* "local" or "file" */
+        const char *to; /* "local", "file" or "appliance" */
         int target;     /* XMEM_CONVERT_*, from TO */
 };
 
@@ -127,6 +135,7 @@ union api_params {
         struct api_move move;
         struct api_snapshot snapshot;
         struct api_discard discard;
+        struct api_alias alias;
         struct api_attach attach;
         struct api_id id;
         struct api_hello hello;
@@ -152,7 +161,7 @@ int api_attach_validate(struct api_attach *a, struct xmem_error *err);
 /* The methods' typed fields and their checks beyond JSON types (for
  * api_methods[], memd/methods.c). */
 extern const struct json_field api_attach_fields[], api_detach_fields[], api_stats_fields[],
-    api_no_fields[], api_hello_fields[], api_register_fields[], api_discard_fields[],
+    api_no_fields[], api_hello_fields[], api_register_fields[], api_discard_fields[], api_alias_fields[],
     api_checkpoint_fields[], api_snapshots_fields[], api_delete_snapshot_fields[],
     api_restore_fields[], api_resize_fields[], api_move_fields[];
 int api_check_attach(union api_params *p, struct xmem_error *err);
@@ -160,6 +169,7 @@ int api_check_id(union api_params *p, struct xmem_error *err); /* a valid id, if
 int api_check_hello(union api_params *p, struct xmem_error *err);
 int api_check_register(union api_params *p, struct xmem_error *err);
 int api_check_discard(union api_params *p, struct xmem_error *err);
+int api_check_alias(union api_params *p, struct xmem_error *err);
 extern const struct json_field api_convert_fields[];
 int api_check_resize(union api_params *p, struct xmem_error *err);
 int api_check_convert(union api_params *p, struct xmem_error *err);

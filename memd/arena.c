@@ -30,6 +30,7 @@ static int arena_alloc(uint64_t size, uint32_t chunk_size, struct store *store, 
         a->store = store;
         stream_table_init(&a->streams);
         pthread_mutex_init(&a->lock, NULL);
+        pthread_rwlock_init(&a->alias_lock, NULL);
         a->state = calloc(a->n_chunks, 1);
         a->referenced = calloc(a->n_chunks, 1);
         a->evicted_at = calloc(a->n_chunks, sizeof(*a->evicted_at));
@@ -117,6 +118,8 @@ void arena_free(struct arena *a)
         safe_close(a->uffd);
         safe_close(a->memfd);
         pthread_mutex_destroy(&a->lock);
+        arena_aliases_free(a);
+        pthread_rwlock_destroy(&a->alias_lock);
         free(a->state);
         free(a->referenced);
         free(a->evicted_at);

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "alias.h"
 #include "stream.h"
 
 #define ARENA_PAGE_SIZE 4096U
@@ -67,6 +68,15 @@ struct arena {
         uint64_t clock_hand; /* eviction only, under lock */
         bool gone;           /* no longer served (atomic): retries give up */
         _Atomic uint64_t async_inflight; /* fetches the pager started without waiting */
+
+        /* Pages the process also maps elsewhere (alias.h): the table, sorted
+         * by chunk, under alias_lock; n_aliases is read without it (0: none,
+         * the usual case). pinned: per chunk, in a PINNED or HELD alias (the
+         * evictor leaves it), NULL until the first alias. */
+        pthread_rwlock_t alias_lock;
+        struct arena_alias *aliases;
+        _Atomic size_t n_aliases;
+        uint8_t *pinned;
 };
 
 /* A memfd ("xmem-arena", MFD_CLOEXEC) of SIZE bytes (rounded up to CHUNK_SIZE,
@@ -87,16 +97,30 @@ int arena_adopt(int memfd, uint64_t size, uint32_t chunk_size, struct store *sto
  * and the address where that process mapped the memfd. */
 void arena_attach(struct arena *a, int uffd, uint64_t base);
 
-static inline uint64_t arena_chunk_of(const struct arena *a, uint64_t addr)
-{
-        return (addr - a->base) / a->chunk_size;
-}
 static inline bool arena_contains(const struct arena *a, uint64_t addr)
 {
         return addr >= a->base && addr - a->base < a->size;
 }
+/* The chunk at ADDR: in the arena's own range, or in an alias served there
+ * (UINT64_MAX: neither). */
+static inline uint64_t arena_chunk_of(const struct arena *a, uint64_t addr)
+{
+        uint64_t c;
+
+        if (arena_contains(a, addr))
+                return (addr - a->base) / a->chunk_size;
+        return atomic_load(&a->n_aliases) && arena_alias_chunk(a, addr, &c) ? c : UINT64_MAX;
+}
+/* ADDR is an address memd serves for A (its range, a live or held alias). */
+static inline bool arena_owns(const struct arena *a, uint64_t addr)
+{
+        return arena_chunk_of(a, addr) != UINT64_MAX;
+}
+/* Where the process maps CHUNK (an alias's address for an aliased one). */
 static inline uint64_t arena_chunk_addr(const struct arena *a, uint64_t chunk)
 {
+        if (atomic_load(&a->n_aliases))
+                return arena_alias_addr(a, chunk);
         return a->base + chunk * a->chunk_size;
 }
 /* The arena is no longer served (pager_remove): fills retrying give up. */

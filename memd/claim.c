@@ -14,9 +14,13 @@
  * must be FREE) as one FILLING run. Arena lock held. */
 void claim_run(struct arena *a, uint64_t from, uint64_t to, uint64_t at, struct fill_job *j)
 {
-        uint64_t first = at, end = at + 1;
+        uint64_t first = at, end = at + 1, lo, hi;
         bool stored = false;
 
+        /* one run is one stretch of adjacent addresses (alias.h) */
+        arena_segment(a, at, &lo, &hi);
+        from = MAX(from, lo);
+        to = MIN(to, hi);
         while (first > from && a->state[first - 1] == CHUNK_FREE)
                 first--;
         while (end < to && a->state[end] == CHUNK_FREE)

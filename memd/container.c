@@ -415,6 +415,38 @@ int container_fork_store(struct container *c, struct process *p, struct store **
         return 0;
 }
 
+int container_alias_fill(struct process *p, uint64_t off, uint64_t len, struct xmem_error *err)
+{
+        struct arena *a = p->arena;
+        uint64_t n = 0, c, end = (off + len) / a->chunk_size;
+
+        if (fallocate(a->memfd, FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) < 0)
+                return xmem_error_set(err, -errno, "arena pages at %llu: %s",
+                                      (unsigned long long)off, strerror(errno));
+        pthread_mutex_lock(&a->lock);
+        for (c = off / a->chunk_size; c < end; c++) {
+                if (a->state[c] != CHUNK_FREE)
+                        continue; /* resident already: the copy writes it */
+                if (!pages_charge(a, c, PAGE_CHARGED))
+                        break;
+                pages_claim(a, c);
+                pages_installed(a, c, true, false);
+                n++;
+        }
+        pthread_mutex_unlock(&a->lock);
+        atomic_fetch_add(&p->container->residency->resident, n * a->chunk_size);
+        if (c < end) {
+                /* over the quota: what was allocated for the rest goes again */
+                (void)fallocate(a->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                                (off_t)(c * a->chunk_size), (off_t)((end - c) * a->chunk_size));
+                return xmem_error_set(err, -EDQUOT,
+                                      "container %s: its external quota has no room for %llu "
+                                      "bytes more",
+                                      p->container->id, (unsigned long long)len);
+        }
+        return 0;
+}
+
 uint64_t container_discard(struct process *p, uint64_t offset, uint64_t len)
 {
         struct arena *a = p->arena;

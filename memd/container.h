@@ -272,6 +272,10 @@ int container_fork_store(struct container *c, struct process *p, struct store **
                          uint8_t **ret_written, struct xmem_error *err);
 /* Process P gave [OFFSET, OFFSET+LEN) of its arena back (shim.discard); the
  * number of pages uncharged. */
+/* shim.alias pin: P's arena pages [OFF, OFF+LEN) resident and dirty at once
+ * (zeros where nothing was written: one fallocate, not a fault per page of
+ * the shim's copy), charged to the quota (-EDQUOT, ERR set: no room). */
+int container_alias_fill(struct process *p, uint64_t off, uint64_t len, struct xmem_error *err);
 uint64_t container_discard(struct process *p, uint64_t offset, uint64_t len);
 
 /* resize.c: a new local limit (the allowance keeps its share), applied now

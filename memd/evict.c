@@ -29,9 +29,9 @@
 #define EVICT_BATCH_MAX 512          /* victims per batch */
 
 /* One sweep over all N chunks from *HAND. */
-static size_t clock_sweep(uint8_t *state, uint8_t *referenced, uint64_t n, uint64_t *hand,
-                          uint64_t *out, bool *out_dirty, size_t max, size_t count, bool want_dirty,
-                          bool clear_ref)
+static size_t clock_sweep(uint8_t *state, uint8_t *referenced, const uint8_t *pinned, uint64_t n,
+                          uint64_t *hand, uint64_t *out, bool *out_dirty, size_t max, size_t count,
+                          bool want_dirty, bool clear_ref)
 {
         uint64_t start = *hand;
 
@@ -39,7 +39,7 @@ static size_t clock_sweep(uint8_t *state, uint8_t *referenced, uint64_t n, uint6
                 uint64_t i = (start + step) % n;
                 bool dirty = state[i] == CHUNK_DIRTY;
 
-                if (state[i] != CHUNK_PRESENT && !dirty)
+                if ((state[i] != CHUNK_PRESENT && !dirty) || (pinned && pinned[i]))
                         continue;
                 if (!referenced[i] && dirty == want_dirty) {
                         state[i] = CHUNK_EVICTING;
@@ -53,8 +53,8 @@ static size_t clock_sweep(uint8_t *state, uint8_t *referenced, uint64_t n, uint6
         return count;
 }
 
-size_t residency_clock_pick(uint8_t *state, uint8_t *referenced, uint64_t n, uint64_t *hand,
-                            uint64_t *out, bool *out_dirty, size_t max)
+size_t residency_clock_pick(uint8_t *state, uint8_t *referenced, const uint8_t *pinned, uint64_t n,
+                            uint64_t *hand, uint64_t *out, bool *out_dirty, size_t max)
 {
         size_t count = 0;
 
@@ -62,10 +62,10 @@ size_t residency_clock_pick(uint8_t *state, uint8_t *referenced, uint64_t n, uin
                 return 0;
         *hand %= n;
         for (int pass = 0; pass < 2 && count < max; pass++) {
-                count = clock_sweep(state, referenced, n, hand, out, out_dirty, max, count, false,
+                count = clock_sweep(state, referenced, pinned, n, hand, out, out_dirty, max, count, false,
                                     false);
                 if (count < max)
-                        count = clock_sweep(state, referenced, n, hand, out, out_dirty, max, count,
+                        count = clock_sweep(state, referenced, pinned, n, hand, out, out_dirty, max, count,
                                             true, true);
         }
         return count;
@@ -185,11 +185,11 @@ static void protect_and_write_back(struct residency *r, struct arena *a, const u
 
         for (size_t i = 0; i < n;) {
                 size_t k = residency_run_len(v, dirty, n, i, n, true);
-                uint64_t addr = arena_chunk_addr(a, v[i]), len = k * (uint64_t)a->chunk_size;
+                uint64_t len = k * (uint64_t)a->chunk_size;
                 int rr = 0;
 
                 if (dirty[i]) {
-                        rr = uffd_writeprotect(a->uffd, addr, len, true, false);
+                        rr = arena_uffd_wp(a, v[i], k, true, false);
                         if (rr == -ESRCH) /* the process is gone: nobody writes any more */
                                 rr = 0;
                         if (rr < 0)
@@ -249,7 +249,7 @@ static size_t punch_and_release(struct residency *r, struct arena *a, const uint
                 atomic_fetch_add(&r->counters.store_errors, punch_failed);
         /* Faults that arrived while EVICTING wait for this: they refault MISSING
          * (punched) or WP (kept: the pager un-protects or marks it dirty). */
-        (void)uffd_wake(a->uffd, arena_chunk_addr(a, v[i]), k * (uint64_t)a->chunk_size);
+        arena_uffd_wake(a, v[i], k);
         return freed;
 }
 
@@ -265,7 +265,7 @@ static size_t evict_batch_arena(struct residency *r, struct arena *a)
 
         pthread_mutex_lock(&a->lock);
         hand = a->clock_hand;
-        n = residency_clock_pick(a->state, a->referenced, a->n_chunks, &hand, victims, dirty, max);
+        n = residency_clock_pick(a->state, a->referenced, a->pinned, a->n_chunks, &hand, victims, dirty, max);
         a->clock_hand = hand;
         pthread_mutex_unlock(&a->lock);
         residency_sort_picks(victims, dirty, n);

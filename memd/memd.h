@@ -153,6 +153,7 @@ int method_register(struct api_call *call, union api_params *p, struct xmem_erro
 bool is_userfaultfd(int fd);
 int method_fork(struct api_call *call, union api_params *p, struct xmem_error *err);
 int method_discard(struct api_call *call, union api_params *p, struct xmem_error *err);
+int method_alias(struct api_call *call, union api_params *p, struct xmem_error *err);
 int method_file(struct api_call *call, union api_params *p, struct xmem_error *err);
 
 /* worker.c, the event loop's side: finished jobs come back through an

@@ -398,6 +398,30 @@ int method_discard(struct api_call *call, union api_params *params, struct xmem_
         return 0;
 }
 
+/* shim.alias: the caller maps pages of its arena at a second address (local
+ * memory converted to appliance memory, memd/alias.h). Only its own arena,
+ * only addresses of its own: the pages it can reach anyway. */
+int method_alias(struct api_call *call, union api_params *params, struct xmem_error *err)
+{
+        struct api_alias *al = &params->alias;
+        struct process *p = NULL;
+        int r = caller_process(call, &p, err);
+
+        if (r < 0)
+                return r;
+        r = arena_alias_op(p->arena, al->op, al->addr, al->offset, al->length, err);
+        if (r == 0 && strcmp(al->op, "pin") == 0 &&
+            (r = container_alias_fill(p, al->offset, al->length, err)) < 0) {
+                struct xmem_error ignored = {};
+                (void)arena_alias_op(p->arena, "drop", al->addr, al->offset, al->length,
+                                     &ignored);
+        }
+        if (r < 0)
+                return r;
+        call->result = json_object_new_object();
+        return 0;
+}
+
 int method_file(struct api_call *call, union api_params *params, struct xmem_error *err)
 {
         struct container *c = call->conn->container;

@@ -40,6 +40,7 @@ const struct api_method api_methods[] = {
     {"shim.fork", api_no_fields, NULL, CONTAINER, 0, method_fork, 0},
     {"shim.discard", api_discard_fields, api_check_discard, CONTAINER, 0, method_discard, 0},
     {"shim.file", api_no_fields, NULL, CONTAINER, 0, method_file, 0},
+    {"shim.alias", api_alias_fields, api_check_alias, CONTAINER, 0, method_alias, 0},
     /* after a memd restart: the arena memfd and the userfaultfd again, and
      * the accounting page the shim charges (adopt.c) */
     {"shim.resume", api_register_fields, api_check_register, CONTAINER, 2, method_resume, 1},
@@ -206,7 +207,7 @@ static int method_convert(struct api_call *call, union api_params *p, struct xme
                                       "memd --file-dir)",
                                       c->id);
         container_convert_request(c, cv->target);
-        c->convert_pinned = cv->target == XMEM_CONVERT_FILE;
+        c->convert_pinned = cv->target != XMEM_CONVERT_LOCAL;
         uint64_t seq = __atomic_load_n(&c->acct->h.convert, __ATOMIC_RELAXED) >> 8;
         call->result = json_object_new_object();
         json_object_object_add(call->result, "id", json_object_new_string(c->id));

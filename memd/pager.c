@@ -74,6 +74,8 @@ static bool prefetch_range(struct pager *p, struct fill_slot *s, uint64_t from, 
                         return false;
                 }
                 claim_run(a, c, MIN(to, a->n_chunks), c, &j);
+                if (arena_alias_held(a, c))
+                        writable = j.writable = false;
                 /* a prefetch over the quota is installed read-only: its
                  * writes come as faults and are charged one by one */
                 for (uint64_t k = j.first; writable && k < j.first + j.n; k++)
@@ -216,6 +218,8 @@ static void serve_missing(struct pager *p, struct fill_slot *s, uint64_t addr, b
         bool filling = false, refused = false;
 
         atomic_fetch_add(&s->r->counters.missing_faults, 1);
+        if (write && arena_alias_held(a, page))
+                j.writable = write = false; /* read-only: the write waits (alias.h) */
         pthread_mutex_lock(&a->lock);
         switch (a->state[page]) {
         case CHUNK_FREE:
@@ -261,6 +265,8 @@ static void serve_wp(struct fill_slot *s, uint64_t addr)
         int w;
 
         atomic_fetch_add(&s->r->counters.wp_faults, 1);
+        if (arena_alias_held(a, chunk))
+                return; /* going back to local memory: the write waits (alias.h) */
         pthread_mutex_lock(&a->lock);
         w = pages_written(a, chunk);
         if (w > 0) {
@@ -273,7 +279,7 @@ static void serve_wp(struct fill_slot *s, uint64_t addr)
                                      pages_written(a, chunk + 1) > 0
                                  ? 2
                                  : 1;
-                (void)uffd_writeprotect(a->uffd, start, n * a->chunk_size, false, false);
+                (void)arena_uffd_wp(a, chunk, n, false, false);
         } else if (w == 0 && a->state[chunk] == CHUNK_FREE)
                 /* Evicted since: the writer refaults MISSING. */
                 (void)uffd_wake(a->uffd, start, a->chunk_size);
@@ -291,7 +297,7 @@ static size_t dedup(const struct arena *a, struct uffd_msg *m, size_t n)
 
         for (size_t i = 0; i < n; i++) {
                 if (m[i].event != UFFD_EVENT_PAGEFAULT ||
-                    !arena_contains(a, m[i].arg.pagefault.address))
+                    !arena_owns(a, m[i].arg.pagefault.address))
                         continue;
                 uint64_t c = arena_chunk_of(a, m[i].arg.pagefault.address);
                 bool wp = m[i].arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP;

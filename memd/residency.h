@@ -148,9 +148,10 @@ int residency_ensure_buf(struct residency *r, size_t want);
  * (not referenced, clean), then (not referenced, dirty) while clearing the
  * referenced bits it passes, then again. Each pick is moved to CHUNK_EVICTING;
  * OUT[i] gets its index, OUT_DIRTY[i] whether it was dirty. *HAND moves past
- * the last pick. Returns the number picked. */
-size_t residency_clock_pick(uint8_t *state, uint8_t *referenced, uint64_t n, uint64_t *hand,
-                            uint64_t *out, bool *out_dirty, size_t max);
+ * the last pick. Returns the number picked. Chunks with PINNED[i] set (PINNED
+ * may be NULL) are never picked: aliases being set up or taken back (alias.h). */
+size_t residency_clock_pick(uint8_t *state, uint8_t *referenced, const uint8_t *pinned, uint64_t n,
+                            uint64_t *hand, uint64_t *out, bool *out_dirty, size_t max);
 
 /* Eviction merges contiguous victims: sort the N picks by chunk (DIRTY
  * follows), then the run starting at I is the contiguous chunks after it (at

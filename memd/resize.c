@@ -54,7 +54,10 @@ void container_convert_request(struct container *c, int target)
 
         __atomic_store_n(&c->acct->h.convert, (seq << 8) | (uint64_t)target, __ATOMIC_RELEASE);
         log_info("container %s: conversion to %s requested (%llu)", c->id,
-                 target == XMEM_CONVERT_FILE ? "file" : "local", (unsigned long long)seq);
+                 target == XMEM_CONVERT_FILE        ? "file"
+                 : target == XMEM_CONVERT_APPLIANCE ? "appliance"
+                                                    : "local",
+                 (unsigned long long)seq);
 }
 
 /* Write LIMIT to the cgroup and follow it in the residency manager. */

@@ -52,8 +52,7 @@ static int flush_protect(struct arena *a, uint8_t *fl)
                         continue;
                 }
                 int wr = a->uffd < 0 ? 0
-                                     : uffd_writeprotect(a->uffd, arena_chunk_addr(a, c),
-                                                         k * (uint64_t)a->chunk_size, true, false);
+                                     : arena_uffd_wp(a, c, k, true, false);
                 if (wr < 0 && wr != -ESRCH) /* -ESRCH: the process is gone */
                         return wr;
                 c += k;
@@ -108,8 +107,7 @@ static void flush_release(struct arena *a, const uint8_t *fl)
                 while (c + k < a->n_chunks && (fl[c + k] & FL_HELD))
                         k++;
                 if (k && a->uffd >= 0)
-                        (void)uffd_wake(a->uffd, arena_chunk_addr(a, c),
-                                        k * (uint64_t)a->chunk_size);
+                        arena_uffd_wake(a, c, k);
                 c += k ? k : 1;
         }
 }
@@ -211,7 +209,7 @@ int residency_drop_arena(struct residency *r, struct arena *a, const uint8_t *ha
         pthread_mutex_unlock(&a->lock);
         atomic_fetch_sub(&r->resident, dropped * a->chunk_size);
         if (a->uffd >= 0)
-                (void)uffd_wake(a->uffd, a->base, a->size);
+                arena_uffd_wake_all(a);
         pthread_mutex_unlock(&r->evict_lock);
         free(fl);
         return ret;

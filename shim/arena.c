@@ -191,6 +191,42 @@ int shim_arena_attach(int sock, const char *token, const char **ret_step)
         return shim_file_attach(sock, info.file_size, token != NULL);
 }
 
+/* ---- appliance memory at a local range's address (convert.c) ---- */
+
+static bool realias_child, realias_failed;
+
+/* Tell memd about L's pages (shim.alias remap); in a forked child
+ * first map this process's clone there (the parent's mapping is not
+ * inherited: MADV_DONTFORK), registered like the arena. */
+static void realias(const struct shim_local *l)
+{
+        struct uffdio_register reg = {.range = {l->start, l->len},
+                                      .mode = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP};
+        int r = 0;
+
+        if (realias_child) {
+                void *p = shim_sys_mmap((void *)l->start, l->len, PROT_READ | PROT_WRITE,
+                                        MAP_SHARED | MAP_FIXED_NOREPLACE, shim_state.arena.fd,
+                                        (off_t)l->off);
+                if (p != (void *)l->start || shim_sys_madvise(p, l->len, MADV_DONTFORK) < 0 ||
+                    ioctl(shim_state.uffd, UFFDIO_REGISTER, &reg) < 0)
+                        r = -EIO;
+        }
+        shim_sock_lock();
+        if (r == 0)
+                r = shim_proto_alias(shim_state.sock, "remap", l->start, l->off, l->len);
+        shim_sock_unlock();
+        realias_failed |= r < 0;
+}
+
+int shim_arena_realias(bool child)
+{
+        realias_child = child;
+        realias_failed = false;
+        shim_locals_each(SHIM_EXTERNAL, realias);
+        return realias_failed ? -EIO : 0;
+}
+
 /* ---- fork ---- */
 
 /* Wait (sock_lock held) until memd is back or the deadline passes. */
@@ -303,5 +339,8 @@ void shim_arena_atfork_child(void)
         r = shim_arena_attach(sock, shim_state.fork_token, &step);
         if (r < 0)
                 child_fatal(step, r);
+        r = shim_arena_realias(true);
+        if (r < 0)
+                child_fatal("appliance memory converted from local memory", r);
         shim_watch_start(); /* the parent's watcher is not here */
 }

@@ -40,15 +40,29 @@ void shim_locals_track(uint64_t start, uint64_t len)
         pthread_mutex_unlock(&locals_mu);
 }
 
+/* The zone a converted piece's pages are in. */
+static struct shim_zone *piece_zone(const struct shim_local *l)
+{
+        return l->where == SHIM_EXTERNAL ? &shim_state.arena : &shim_state.file;
+}
+
 /* Give back the part [S, E) of entry L: a local piece's charge, or a
- * converted piece's file pages and their charge. Returns the local bytes. */
+ * converted piece's pages and their charge (appliance memory: memd forgets
+ * the alias first, its pages are the arena's again). Returns the local
+ * bytes. */
 static uint64_t piece_free(const struct shim_local *l, uint64_t s, uint64_t e)
 {
-        struct shim_zone *z = &shim_state.file;
+        struct shim_zone *z = piece_zone(l);
+        uint64_t off = l->off + (s - l->start);
 
         if (l->where == SHIM_LOCAL)
                 return e - s;
-        shim_zone_release(z, (void *)(z->base + l->off + (s - l->start)), e - s);
+        if (l->where == SHIM_EXTERNAL) {
+                shim_sock_lock();
+                (void)shim_proto_alias(shim_state.sock, "drop", s, off, e - s);
+                shim_sock_unlock();
+        }
+        shim_zone_release(z, (void *)(z->base + off), e - s);
         return 0;
 }
 
@@ -115,7 +129,6 @@ bool shim_locals_converted(uint64_t start, uint64_t len)
 int shim_locals_purge(void *addr, size_t len)
 {
         uint64_t start = (uint64_t)addr, end = start + len;
-        struct shim_zone *z = &shim_state.file;
         int r = 0;
 
         pthread_mutex_lock(&locals_mu);
@@ -124,7 +137,9 @@ int shim_locals_purge(void *addr, size_t len)
                 if (l->where == SHIM_LOCAL || l->start >= end || l->start + l->len <= start)
                         continue;
                 uint64_t os = MAX(l->start, start), oe = MIN(l->start + l->len, end);
-                /* a punched file reads zeros: what a purge promises */
+                struct shim_zone *z = piece_zone(l);
+                /* punched pages read zeros (a discarded arena page too):
+                 * what a purge promises */
                 if (shim_zone_discard(z, (void *)(z->base + l->off + (os - l->start)), oe - os) < 0)
                         r = -errno;
         }
@@ -161,6 +176,18 @@ int shim_locals_set(uint64_t start, uint64_t len, enum shim_placement where, uin
                 }
         pthread_mutex_unlock(&locals_mu);
         return r;
+}
+
+bool shim_locals_has(const struct shim_local *l)
+{
+        bool found = false;
+
+        pthread_mutex_lock(&locals_mu);
+        for (unsigned i = 0; i < n_locals && !found; i++)
+                found = locals[i].start == l->start && locals[i].len == l->len &&
+                        locals[i].where == l->where && locals[i].off == l->off;
+        pthread_mutex_unlock(&locals_mu);
+        return found;
 }
 
 bool shim_locals_split(uint64_t start, uint64_t first)

@@ -259,6 +259,24 @@ int shim_proto_discard(int sock, uint64_t offset, uint64_t len)
         return range_call(sock, "shim.discard", "offset", offset, "length", len, NULL, 0);
 }
 
+int shim_proto_alias(int sock, const char *op, uint64_t addr, uint64_t offset, uint64_t len)
+{
+        char req[256], buf[PROTO_REPLY_MAX];
+        int fds[1];
+        size_t n_fds = 1;
+        ssize_t n;
+
+        snprintf(req, sizeof(req),
+                 "{\"xmem\":1,\"method\":\"shim.alias\",\"params\":{\"op\":\"%s\",\"addr\":%llu,"
+                 "\"offset\":%llu,\"length\":%llu}}",
+                 op, (unsigned long long)addr, (unsigned long long)offset, (unsigned long long)len);
+        n = proto_call(sock, req, NULL, 0, buf, fds, &n_fds);
+        if (n < 0)
+                return (int)n;
+        close_fds(fds, n_fds);
+        return n_fds ? -EBADMSG : 0;
+}
+
 int shim_proto_resume(int sock, uint64_t base, uint64_t size, int memfd, int uffd, int acctfd)
 {
         int send[3] = { memfd, uffd, acctfd };

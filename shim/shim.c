@@ -98,9 +98,13 @@ static int xmem_mallctl(const char *name, void *oldp, size_t *oldlenp, void *new
                 return ENOENT;
         if (strcmp(name, "convert") == 0 && newp && newlen == sizeof(const char *) && !oldp) {
                 const char *to = *(const char *const *)newp;
-                if (!to || (strcmp(to, "file") != 0 && strcmp(to, "local") != 0))
+                if (!to)
                         return EINVAL;
-                return -shim_convert(strcmp(to, "file") == 0 ? SHIM_FILE : SHIM_LOCAL, NULL);
+                if (strcmp(to, "file") == 0)
+                        return -shim_convert(SHIM_FILE, NULL);
+                if (strcmp(to, "appliance") == 0)
+                        return -shim_convert(SHIM_EXTERNAL, NULL);
+                return strcmp(to, "local") == 0 ? -shim_convert(SHIM_LOCAL, NULL) : EINVAL;
         }
         if (strcmp(name, "convert_stats") == 0 && oldp && oldlenp && *oldlenp == sizeof(st) &&
             !newp) {
@@ -117,7 +121,7 @@ _export_ int mallctl(const char *name, void *oldp, size_t *oldlenp, void *newp, 
 {
         int r;
 
-        /* "xmem.convert" (write "file" or "local": convert now, in this
+        /* "xmem.convert" (write "file", "appliance" or "local": convert now, in this
          * thread) and "xmem.convert_stats" (read struct shim_convert_stats):
          * for benchmarks and tests of conversion (docs/shim.md) */
         if (name && strncmp(name, "xmem.", 5) == 0)

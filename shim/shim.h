@@ -138,6 +138,8 @@ int shim_proto_register(int sock, uint64_t base, uint64_t size, int uffd);
 int shim_proto_fork(int sock, char *ret_token, size_t token_len);
 /* shim.discard: [OFFSET, OFFSET+LEN) of the arena holds nothing any more. */
 int shim_proto_discard(int sock, uint64_t offset, uint64_t len);
+/* shim.alias OP for arena [OFFSET, OFFSET+LEN) mapped at ADDR (docs/api.md). */
+int shim_proto_alias(int sock, const char *op, uint64_t addr, uint64_t offset, uint64_t len);
 /* shim.resume after a memd restart: the arena (BASE, SIZE) with MEMFD and
  * UFFD sent again (both stay ours). */
 /* ACCTFD (-1: none) goes along: the page this process charges. */
@@ -166,6 +168,10 @@ const char *shim_socket_path(void);
 
 /* arena.c: mapping, userfaultfd, registration, fork. shim_arena_attach sets
  * *RET_STEP to what failed (a forked child names it when it dies). */
+/* memd told again of the appliance memory mapped at local ranges' addresses
+ * (shim.alias remap): after a resume, or (CHILD) in a forked child,
+ * which maps its own copy there first. 0 or -EIO. */
+int shim_arena_realias(bool child);
 int shim_arena_attach(int sock, const char *token, const char **ret_step);
 void shim_arena_atfork_prepare(void);
 void shim_arena_atfork_parent(void);
@@ -213,8 +219,8 @@ int shim_acct_use_page(int fd, uint32_t slot);
  * application's tracked local mappings) and those converted to file memory. */
 struct shim_local {
         uint64_t start, len;
-        uint64_t off;                /* converted: the file offset of START */
-        enum shim_placement where;   /* SHIM_LOCAL, or SHIM_FILE once converted */
+        uint64_t off;                /* converted: START's offset in the file or the arena */
+        enum shim_placement where;   /* SHIM_LOCAL, or SHIM_FILE / SHIM_EXTERNAL once converted */
 };
 void shim_locals_track(uint64_t start, uint64_t len);
 /* [START, START+LEN) is gone: uncharge its local parts (ALL_CHARGED: also the
@@ -231,6 +237,8 @@ bool shim_locals_pick(enum shim_placement where, uint64_t after, struct shim_loc
 /* Split the entry at START in two, its first FIRST bytes and the rest
  * (false: no such entry, or no room for another). */
 bool shim_locals_split(uint64_t start, uint64_t first);
+/* L is still exactly an entry of the table (a pick may be stale). */
+bool shim_locals_has(const struct shim_local *l);
 int shim_locals_set(uint64_t start, uint64_t len, enum shim_placement where, uint64_t off);
 /* FN on every range in WHERE (under the table's lock: FN must not call in). */
 void shim_locals_each(enum shim_placement where, void (*fn)(const struct shim_local *l));
@@ -239,8 +247,9 @@ void shim_locals_each(enum shim_placement where, void (*fn)(const struct shim_lo
 void shim_locals_busy(bool lock);
 void shim_locals_atfork_child(void);
 
-/* convert.c: convert every local range this shim owns to TO (SHIM_FILE), or
- * every converted one back (SHIM_LOCAL), while the program runs. */
+/* convert.c: convert every local range this shim owns to TO (SHIM_FILE: file
+ * memory, SHIM_EXTERNAL: appliance memory), or every converted one back
+ * (SHIM_LOCAL), while the program runs. */
 struct shim_convert_stats {
         uint64_t ranges, bytes, failed, rounds, held_faults;
         uint64_t last_window_ns, max_window_ns; /* writers held (to file); the swap (back) */

@@ -36,6 +36,8 @@ static void convert_check(void)
         convert_seen = w;
         if ((w & 0xff) == XMEM_CONVERT_FILE)
                 r = shim_convert(SHIM_FILE, &st);
+        else if ((w & 0xff) == XMEM_CONVERT_APPLIANCE)
+                r = shim_convert(SHIM_EXTERNAL, &st);
         else if ((w & 0xff) == XMEM_CONVERT_LOCAL)
                 r = shim_convert(SHIM_LOCAL, &st);
         /* the outcome for memd's stats (docs/api.md "The accounting page") */
@@ -105,6 +107,9 @@ static void *watch_main(void *arg)
                                 shim_state.resumed++;
                                 shim_sock_back();
                                 shim_sock_unlock();
+                                /* the new memd knows no aliases yet; faults
+                                 * on them wait for this (memd wakes them) */
+                                (void)shim_arena_realias(false);
                                 break;
                         }
                         shim_sock_unlock();

@@ -40,6 +40,7 @@ struct xmem_acct_header {
 
 #define XMEM_CONVERT_LOCAL 1 /* converted ranges back to local memory */
 #define XMEM_CONVERT_FILE 2  /* local ranges to file memory */
+#define XMEM_CONVERT_APPLIANCE 3 /* local ranges to appliance memory (the arena) */
 
 struct xmem_acct {
         struct xmem_acct_header h;

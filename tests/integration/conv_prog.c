@@ -8,7 +8,9 @@
  * this process through mallctl("xmem.convert"), prints its figures), "check"
  * (prints the writes so far), "baseline" (prints
  * how long a plain memcpy of all MIB takes: what a stop-the-world copy would
- * hold the writers for), "stop" (stops the writers, verifies every
+ * hold the writers for), "fork" (THREADS 0 only: a child checks every page,
+ * rewrites each with the next version and checks again; prints "forked ok"
+ * when it exited 0), "stop" (stops the writers, verifies every
  * page, prints "verified ...", exits 0). "run SECONDS": no stdin; it prints
  * the writes every 5 s and stops after SECONDS (inside a container). A
  * mismatch exits 2. */
@@ -19,7 +21,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #define PAGE 4096UL
 #define BLOCK (4UL << 20)
@@ -119,6 +123,27 @@ static double now_ms(void)
         return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
+/* The child sees the parent's pages as they were and writes its own copy. */
+static void fork_check(void)
+{
+        int st = -1;
+        pid_t c = n_threads ? -1 : fork();
+
+        if (c == 0) {
+                for (size_t p = 0; p < n_pages; p++)
+                        check(p);
+                for (size_t p = 0; p < n_pages; p++)
+                        put(p, version[p] + 1);
+                for (size_t p = 0; p < n_pages; p++)
+                        check(p);
+                _exit(0);
+        }
+        if (c > 0)
+                waitpid(c, &st, 0);
+        printf("forked %s (status %#x)\n", st == 0 ? "ok" : "failed", st);
+        fflush(stdout);
+}
+
 /* A plain copy of every block (through one block-sized buffer). */
 static void baseline(size_t n_blocks)
 {
@@ -180,6 +205,8 @@ int main(int argc, char **argv)
                 if (strncmp(line, "convert ", 8) == 0) {
                         line[strcspn(line, "\n")] = 0;
                         convert(line + 8);
+                } else if (strncmp(line, "fork", 4) == 0) {
+                        fork_check();
                 } else if (strncmp(line, "baseline", 8) == 0) {
                         baseline(mib / 4);
                 } else if (strncmp(line, "check", 5) == 0) {

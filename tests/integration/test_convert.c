@@ -86,24 +86,29 @@ static const char *stats(void)
         return s;
 }
 
-/* Poll the container's file_bytes until WANT says yes (30 s at most: converting
+/* Poll the container's FIELD until WANT says yes (30 s at most: converting
  * back reads what the kernel dropped from the disk). */
-static uint64_t wait_file_bytes(bool (*want)(uint64_t))
+static uint64_t wait_stat(const char *field, bool (*want)(uint64_t))
 {
         const char *s = "";
         uint64_t v = 0;
 
         for (int i = 0; i < 600; i++) {
                 s = stats();
-                v = harness_json_u64(s, "file_bytes");
+                v = harness_json_u64(s, field);
                 if (want(v))
                         return v;
                 usleep(50000);
         }
         char tail[3072];
-        cr_assert_fail("file_bytes stayed at %llu: %s\nmemd.log ends:\n%s", (unsigned long long)v,
+        cr_assert_fail("%s stayed at %llu: %s\nmemd.log ends:\n%s", field, (unsigned long long)v,
                        s, harness_file_tail(e.md.log, tail, sizeof(tail)));
         return v;
+}
+
+static uint64_t wait_file_bytes(bool (*want)(uint64_t))
+{
+        return wait_stat("file_bytes", want);
 }
 
 static bool all_in_file(uint64_t v)
@@ -135,8 +140,8 @@ static unsigned long writes(void)
 
 /* Attach "cv" with LIMIT and ALLOC (local_alloc_limit), start conv_prog
  * MIB THREADS in its cgroup and wait for it to say READY. */
-static void start_prog(const char *limit, const char *alloc, const char *mib, const char *threads,
-                       const char *ready)
+static void start_prog_ext(const char *limit, const char *alloc, const char *external,
+                           const char *mib, const char *threads, const char *ready)
 {
         const char *prog = getenv("XMEM_CONV_PROG");
         char out[1024], line[256];
@@ -144,12 +149,18 @@ static void start_prog(const char *limit, const char *alloc, const char *mib, co
         need_root_v1();
         cr_assert(prog, "XMEM_CONV_PROG is not set (run through meson test)");
         ctl((const char *const[]){"attach", "cv", "--cgroup", e.cg.path, "--local-limit", limit,
-                                  "--local-alloc-limit", alloc, "--external", "64M", NULL},
+                                  "--local-alloc-limit", alloc, "--external", external, NULL},
             out, sizeof(out));
         harness_memd_spawn(&e.md, "cv", &e.prog, (const char *const[]){prog, mib, threads, NULL},
                            &e.cg, true);
         cr_assert_eq(harness_child_line(&e.prog, line, sizeof(line), 60000), 1);
         cr_assert_str_eq(line, ready);
+}
+
+static void start_prog(const char *limit, const char *alloc, const char *mib, const char *threads,
+                       const char *ready)
+{
+        start_prog_ext(limit, alloc, "64M", mib, threads, ready);
 }
 
 /* Stop conv_prog: it verifies every page (VERIFIED: the start of its line). */
@@ -184,6 +195,72 @@ Test(convert, local_to_file_and_back_20_times_under_writers, .init = setup, .fin
         cr_expect_gt(after, before, "the writers went on (%lu, %lu)", before, after);
         stop_prog("verified 65536 pages");
         cr_log_info("%lu writes checked across 40 conversions", after);
+}
+
+/* The same to appliance memory (docs/shim.md "Conversion"): the pages go
+ * into the process's arena, which it then maps at their addresses; memd
+ * serves them there and pages them to the appliance like any arena page. */
+static bool all_in_appliance(uint64_t v)
+{
+        return v >= 256 * MIB;
+}
+
+static bool all_in_appliance_64(uint64_t v)
+{
+        return v >= 64 * MIB;
+}
+
+static bool none_in_appliance(uint64_t v)
+{
+        return v == 0;
+}
+
+Test(convert, local_to_appliance_and_back_20_times_under_writers, .init = setup,
+     .fini = teardown, .timeout = 400)
+{
+        char out[1024];
+
+        start_prog_ext("1G", "900M", "1G", "256", "4", "ready 65536 pages 4 threads");
+        unsigned long before = writes();
+        for (int i = 0; i < 20; i++) {
+                ctl((const char *const[]){"convert", "cv", "--to", "appliance", NULL}, out,
+                    sizeof(out));
+                wait_stat("external_bytes", all_in_appliance);
+                ctl((const char *const[]){"convert", "cv", "--to", "local", NULL}, out,
+                    sizeof(out));
+                wait_stat("external_bytes", none_in_appliance);
+                cr_assert(harness_child_alive(&e.prog), "conv_prog died in round %d", i);
+        }
+        unsigned long after = writes();
+        cr_expect_gt(after, before, "the writers went on (%lu, %lu)", before, after);
+        cr_expect_eq(harness_json_u64(stats(), "store_errors"), 0);
+        stop_prog("verified 65536 pages");
+        cr_log_info("%lu writes checked across 40 conversions", after);
+}
+
+/* Appliance memory at a local range's address outlives what a process
+ * does to its memory: a forked child maps its own copy there (it sees the
+ * parent's data, its writes stay its own), and a memd killed and started
+ * again serves it (the shim tells the new memd where it is). */
+Test(convert, appliance_memory_across_fork_and_memd_restart, .init = setup, .fini = teardown,
+     .timeout = 300)
+{
+        char out[1024], line[256];
+
+        start_prog_ext("1G", "900M", "1G", "64", "0", "ready 16384 pages 0 threads");
+        ctl((const char *const[]){"convert", "cv", "--to", "appliance", NULL}, out, sizeof(out));
+        wait_stat("external_bytes", all_in_appliance_64);
+        harness_child_say(&e.prog, "fork");
+        cr_assert_eq(harness_child_line(&e.prog, line, sizeof(line), 120000), 1);
+        cr_assert(strncmp(line, "forked ok", 9) == 0, "conv_prog: %s (see %s)", line, e.md.log);
+
+        harness_memd_signal(&e.md, SIGKILL);
+        harness_memd_restart(&e.md, (const char *const[]){"--file-dir", e.files, NULL});
+        /* the parent's pages, through the new memd: the child's writes are
+         * not among them */
+        ctl((const char *const[]){"convert", "cv", "--to", "local", NULL}, out, sizeof(out));
+        wait_stat("external_bytes", none_in_appliance);
+        stop_prog("verified 16384 pages");
 }
 
 /* memd decides by itself (docs/memd.md "Automatic conversion"): memory a
@@ -223,7 +300,7 @@ Test(convert, bad_requests_are_refused, .init = setup, .fini = teardown)
             out, sizeof(out));
         cr_expect(!harness_ctl(&e.md, out, sizeof(out),
                                (const char *const[]){"convert", "cv", "--to", "disk", NULL}));
-        cr_expect(strstr(out, "params.to: must be local or file"), "%s", out);
+        cr_expect(strstr(out, "params.to: must be local, file or appliance"), "%s", out);
         cr_expect(!harness_ctl(&e.md, out, sizeof(out),
                                (const char *const[]){"convert", "nope", "--to", "file", NULL}));
         cr_expect(strstr(out, "no container nope"), "%s", out);

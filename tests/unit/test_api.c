@@ -128,7 +128,7 @@ Test(api, convert_resize_file_dir)
                 const char *msg, *want;
         } bad[] = {
                 { "{\"xmem\":1,\"method\":\"convert\",\"params\":{\"id\":\"w\",\"to\":\"disk\"}}",
-                  "convert: params.to: must be local or file" },
+                  "convert: params.to: must be local, file or appliance" },
                 { "{\"xmem\":1,\"method\":\"convert\",\"params\":{\"id\":\"w\"}}",
                   "convert: params.to: missing" },
                 { "{\"xmem\":1,\"method\":\"resize\",\"params\":{\"id\":\"w\"}}",

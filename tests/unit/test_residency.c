@@ -20,7 +20,7 @@ Test(residency, clean_unreferenced_first)
         uint64_t out[8], hand = 0;
         bool dirty[8];
 
-        size_t n = residency_clock_pick(st, ref, 7, &hand, out, dirty, 2);
+        size_t n = residency_clock_pick(st, ref, NULL, 7, &hand, out, dirty, 2);
         cr_assert_eq(n, 2);
         cr_assert_eq(out[0], 3);
         cr_assert_eq(out[1], 6);
@@ -39,7 +39,7 @@ Test(residency, dirty_before_referenced_clean_and_second_chance)
         bool dirty[8];
 
         /* (0,0) none -> (0,1) chunk 1, clearing the referenced bits passed. */
-        size_t n = residency_clock_pick(st, ref, 3, &hand, out, dirty, 1);
+        size_t n = residency_clock_pick(st, ref, NULL, 3, &hand, out, dirty, 1);
         cr_assert_eq(n, 1);
         cr_assert_eq(out[0], 1);
         cr_assert(dirty[0]);
@@ -47,7 +47,7 @@ Test(residency, dirty_before_referenced_clean_and_second_chance)
         cr_assert_eq(ref[2], 1, "not reached: the sweep stops at MAX");
         cr_assert_eq(hand, 2);
         /* Chunk 0 lost its second chance; chunk 2 loses it on this sweep. */
-        n = residency_clock_pick(st, ref, 3, &hand, out, dirty, 4);
+        n = residency_clock_pick(st, ref, NULL, 3, &hand, out, dirty, 4);
         cr_assert_eq(n, 2);
         cr_assert_eq(out[0], 0);
         cr_assert_eq(out[1], 2);
@@ -60,9 +60,9 @@ Test(residency, never_picks_busy_or_free)
         uint64_t out[4], hand = 2;
         bool dirty[4];
 
-        cr_assert_eq(residency_clock_pick(st, ref, 4, &hand, out, dirty, 4), 0);
+        cr_assert_eq(residency_clock_pick(st, ref, NULL, 4, &hand, out, dirty, 4), 0);
         cr_assert_eq(hand, 2);
-        cr_assert_eq(residency_clock_pick(st, ref, 0, &hand, out, dirty, 4), 0);
+        cr_assert_eq(residency_clock_pick(st, ref, NULL, 0, &hand, out, dirty, 4), 0);
 }
 
 Test(residency, all_referenced_still_finds_victims)
@@ -75,7 +75,7 @@ Test(residency, all_referenced_still_finds_victims)
                 st[i] = i % 2 ? D : P;
                 ref[i] = 1;
         }
-        size_t n = residency_clock_pick(st, ref, 64, &hand, out, dirty, 64);
+        size_t n = residency_clock_pick(st, ref, NULL, 64, &hand, out, dirty, 64);
         cr_assert_eq(n, 64);
         /* The 32 clean ones come before the 32 dirty ones. */
         for (int i = 0; i < 32; i++)
@@ -161,13 +161,13 @@ Test(residency, hot_pages_survive_several_sweeps)
         for (int i = 0; i < 4; i++) { /* cold pages go first, however often */
                 st[1] = P;
                 ref[1] = 0;
-                cr_assert_eq(residency_clock_pick(st, ref, 2, &hand, out, dirty, 1), 1);
+                cr_assert_eq(residency_clock_pick(st, ref, NULL, 2, &hand, out, dirty, 1), 1);
                 cr_assert_eq(out[0], 1, "round %d took the hot page", i);
         }
         cr_assert_eq(ref[0], PAGES_HOT, "cold victims cost the hot page nothing");
         /* Alone, it loses a chance per sweep and goes when they are spent. */
         st[1] = F;
-        while (residency_clock_pick(st, ref, 2, &hand, out, dirty, 1) == 0)
+        while (residency_clock_pick(st, ref, NULL, 2, &hand, out, dirty, 1) == 0)
                 calls++;
         cr_assert_eq(out[0], 0);
         cr_assert_eq(calls, 1, "two sweeps per pick: %d picks came back empty", calls);
