@@ -170,6 +170,13 @@ int acct_adopt(struct container *c, int fd)
                 if (p->acct_slot)
                         __atomic_store_n(&a->slots[p->acct_slot].pid, (uint64_t)p->pid,
                                          __ATOMIC_RELAXED);
+        /* a conversion asked for since the restart went into the fresh page,
+         * which no shim reads: ask again in this one, as its next request */
+        uint64_t asked = __atomic_load_n(&c->acct->h.convert, __ATOMIC_ACQUIRE);
+        if (asked) {
+                uint64_t seq = (__atomic_load_n(&a->h.convert, __ATOMIC_ACQUIRE) >> 8) + 1;
+                __atomic_store_n(&a->h.convert, (seq << 8) | (asked & 0xff), __ATOMIC_RELEASE);
+        }
         /* the fresh page stays mapped: the residency manager may still be
          * reading it */
         c->acct_spare = c->acct;
