@@ -67,6 +67,34 @@ void conv_wake(uint64_t start, uint64_t len)
         (void)ioctl(conv.uffd, UFFDIO_WAKE, &r);
 }
 
+/* Faults whose fill met EAGAIN: the address space is changing under our
+ * own mremap, whose UFFD_EVENT_REMAP this thread must read before any fill
+ * can succeed (the mremap waits for that read). Retrying at once, as the
+ * fills did, spun for ever while the conversion back waited in mremap. */
+#define CONV_DEFER_MAX 256
+static struct uffd_msg deferred[CONV_DEFER_MAX];
+static unsigned n_deferred;
+
+/* One UFFDIO_COPY of a page from SRC to ADDR: 0, or -EAGAIN (M deferred; the
+ * caller returns at once and the handler tries again after its batch). */
+static int copy_or_defer(const struct uffd_msg *m, uint64_t addr, uint64_t src)
+{
+        struct uffdio_copy c = {.dst = addr, .src = src, .len = SHIM_PAGE};
+
+        if (ioctl(conv.uffd, UFFDIO_COPY, &c) == 0 || errno != EAGAIN) {
+                conv_wake(addr, SHIM_PAGE); /* EEXIST: filled meanwhile */
+                return 0;
+        }
+        if (n_deferred < CONV_DEFER_MAX) {
+                deferred[n_deferred++] = *m;
+                return -EAGAIN;
+        }
+        while (ioctl(conv.uffd, UFFDIO_COPY, &c) < 0 && errno == EAGAIN) /* cannot happen */
+                c.copy = 0;
+        conv_wake(addr, SHIM_PAGE);
+        return 0;
+}
+
 static void on_fault(const struct uffd_msg *m)
 {
         uint64_t page = m->arg.pagefault.address & ~(SHIM_PAGE - 1);
@@ -75,7 +103,7 @@ static void on_fault(const struct uffd_msg *m)
         if (page < conv.start || page - conv.start >= conv.len) {
                 conv_wake(page, SHIM_PAGE); /* a stale fault of a range done */
         } else if (!conv.to_file && !(m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP)) {
-                conv_fill_page(page);
+                (void)copy_or_defer(m, page, conv.src + (page - conv.start));
         } else if (conv.hold) {
                 conv_stats.held_faults++; /* woken once the range is file memory */
         } else {
@@ -83,12 +111,10 @@ static void on_fault(const struct uffd_msg *m)
                 conv.dirty[i / 64] |= 1ULL << (i % 64);
                 if (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) {
                         (void)wp(page, SHIM_PAGE, false);
-                } else { /* a page never touched: a writable zero page, copied next round */
-                        struct uffdio_copy c = {
-                            .dst = page, .src = (uint64_t)conv.zeros, .len = SHIM_PAGE};
-                        while (ioctl(conv.uffd, UFFDIO_COPY, &c) < 0 && errno == EAGAIN)
-                                c.copy = 0;
-                        conv_wake(page, SHIM_PAGE);
+                } else if (copy_or_defer(m, page, (uint64_t)conv.zeros) < 0) {
+                        /* a page never touched: a writable zero page, copied
+                         * next round (once the copy goes through) */
+                        conv.dirty[i / 64] &= ~(1ULL << (i % 64));
                 }
         }
         pthread_mutex_unlock(&conv.mu);
@@ -104,15 +130,22 @@ static void *handler_main(void *arg)
         for (;;) {
                 struct pollfd p[2] = {{.fd = conv.uffd, .events = POLLIN},
                                       {.fd = conv.stopfd, .events = POLLIN}};
-                if (poll(p, 2, -1) < 0)
+                /* deferred faults: looked at again within a millisecond */
+                if (poll(p, 2, n_deferred ? 1 : -1) < 0)
                         continue;
                 if (p[1].revents)
                         return NULL;
-                ssize_t n = read(conv.uffd, msgs, sizeof(msgs));
+                ssize_t n = p[0].revents ? read(conv.uffd, msgs, sizeof(msgs)) : 0;
                 for (ssize_t i = 0; i < n / (ssize_t)sizeof(msgs[0]); i++)
                         if (msgs[i].event == UFFD_EVENT_PAGEFAULT)
                                 on_fault(&msgs[i]);
                 /* UFFD_EVENT_REMAP (our own mremap): reading it was the answer */
+                unsigned k = n_deferred;
+                struct uffd_msg again[CONV_DEFER_MAX];
+                memcpy(again, deferred, k * sizeof(again[0]));
+                n_deferred = 0;
+                for (unsigned i = 0; i < k; i++)
+                        on_fault(&again[i]);
         }
 }
 
