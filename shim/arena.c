@@ -195,6 +195,16 @@ int shim_arena_attach(int sock, const char *token, const char **ret_step)
 
 static bool realias_child, realias_failed;
 
+int shim_alias(const char *op, uint64_t addr, uint64_t off, uint64_t len)
+{
+        int r;
+
+        shim_sock_lock();
+        r = shim_proto_alias(shim_state.sock, op, addr, off, len);
+        shim_sock_unlock();
+        return r;
+}
+
 /* Tell memd about L's pages (shim.alias remap); in a forked child
  * first map this process's clone there (the parent's mapping is not
  * inherited: MADV_DONTFORK), registered like the arena. */
@@ -212,10 +222,8 @@ static void realias(const struct shim_local *l)
                     ioctl(shim_state.uffd, UFFDIO_REGISTER, &reg) < 0)
                         r = -EIO;
         }
-        shim_sock_lock();
         if (r == 0)
-                r = shim_proto_alias(shim_state.sock, "remap", l->start, l->off, l->len);
-        shim_sock_unlock();
+                r = shim_alias("remap", l->start, l->off, l->len);
         realias_failed |= r < 0;
 }
 

@@ -151,9 +151,7 @@ int conv_app_to_local(const struct shim_local *l)
                 shim_sys_munmap(t, l->len);
                 return -ENOMEM;
         }
-        shim_sock_lock();
-        r = shim_proto_alias(shim_state.sock, "hold", l->start, l->off, l->len);
-        shim_sock_unlock();
+        r = shim_alias("hold", l->start, l->off, l->len);
         if (r < 0) {
                 shim_uncharge(SHIM_LOCAL, l->len);
                 shim_sys_munmap(t, l->len);
@@ -168,19 +166,16 @@ int conv_app_to_local(const struct shim_local *l)
         void *p =
             shim_sys_mremap(t, l->len, l->len, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)l->start);
         r = p == MAP_FAILED ? -errno : 0;
-        shim_sock_lock();
         /* the writers held meanwhile retry: on the local pages, or (the
-         * mremap failed) on the appliance's again */
-        int d = shim_proto_alias(shim_state.sock, r < 0 ? "live" : "drop", l->start, l->off,
-                                 l->len);
-        shim_sock_unlock();
+         * mremap failed) on the appliance's again; memd gone: the new one
+         * never knew the alias */
+        (void)shim_alias(r < 0 ? "live" : "drop", l->start, l->off, l->len);
         conv_window(conv_now_ns() - t0);
         if (r < 0) {
                 shim_uncharge(SHIM_LOCAL, l->len);
                 shim_sys_munmap(t, l->len);
                 return r;
         }
-        (void)d; /* memd gone: the new one never knew the alias */
         (void)shim_locals_set(l->start, l->len, SHIM_LOCAL, 0);
         shim_zone_release(z, (void *)(z->base + l->off), l->len);
         return 0;

@@ -284,11 +284,8 @@ static void *swap_in(const struct shim_zone *z, uint64_t off)
                 return p;
         if (ioctl(shim_state.uffd, UFFDIO_REGISTER, &reg) < 0)
                 r = -errno;
-        if (r == 0) {
-                shim_sock_lock();
-                r = shim_proto_alias(shim_state.sock, "live", conv.start, off, conv.len);
-                shim_sock_unlock();
-        }
+        if (r == 0)
+                r = shim_alias("live", conv.start, off, conv.len);
         if (r < 0) {
                 errno = -r;
                 return MAP_FAILED;
@@ -377,14 +374,7 @@ void conv_window(uint64_t ns)
 static int tell(const struct shim_zone *z, const char *op, const struct shim_local *l,
                 uint64_t off)
 {
-        int r;
-
-        if (z->kind != SHIM_EXTERNAL)
-                return 0;
-        shim_sock_lock();
-        r = shim_proto_alias(shim_state.sock, op, l->start, off, l->len);
-        shim_sock_unlock();
-        return r;
+        return z->kind == SHIM_EXTERNAL ? shim_alias(op, l->start, off, l->len) : 0;
 }
 
 /* L (local) into Z: file memory, or appliance memory (the arena). */

@@ -57,11 +57,8 @@ static uint64_t piece_free(const struct shim_local *l, uint64_t s, uint64_t e)
 
         if (l->where == SHIM_LOCAL)
                 return e - s;
-        if (l->where == SHIM_EXTERNAL) {
-                shim_sock_lock();
-                (void)shim_proto_alias(shim_state.sock, "drop", s, off, e - s);
-                shim_sock_unlock();
-        }
+        if (l->where == SHIM_EXTERNAL)
+                (void)shim_alias("drop", s, off, e - s);
         shim_zone_release(z, (void *)(z->base + off), e - s);
         return 0;
 }

@@ -168,6 +168,8 @@ const char *shim_socket_path(void);
 
 /* arena.c: mapping, userfaultfd, registration, fork. shim_arena_attach sets
  * *RET_STEP to what failed (a forked child names it when it dies). */
+/* shim.alias OP on memd's connection (its lock held for the call). */
+int shim_alias(const char *op, uint64_t addr, uint64_t off, uint64_t len);
 /* memd told again of the appliance memory mapped at local ranges' addresses
  * (shim.alias remap): after a resume, or (CHILD) in a forked child,
  * which maps its own copy there first. 0 or -EIO. */
