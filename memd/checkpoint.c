@@ -234,7 +234,7 @@ int lifecycle_job_end(struct job *j, struct xmem_error *err)
 {
         struct lifecycle_job *lj = (struct lifecycle_job *)j;
 
-        j->container->lifecycle_busy = false;
+        j->container->lifecycle_busy = NULL;
         j->container->checkpoint_name = NULL;
         if (lj->r < 0)
                 *err = lj->err;
@@ -243,7 +243,7 @@ int lifecycle_job_end(struct job *j, struct xmem_error *err)
 
 int lifecycle_job_defer(struct api_call *call, struct lifecycle_job *lj)
 {
-        lj->job.container->lifecycle_busy = true;
+        lj->job.container->lifecycle_busy = lj->job.method;
         return job_defer(call, &lj->job);
 }
 
@@ -303,9 +303,9 @@ int container_lifecycle_check(const struct container *c, struct xmem_error *err)
 {
         if (c->lifecycle_busy)
                 return xmem_error_set(err, -EBUSY,
-                                      "container %s: a checkpoint is in progress: try again when "
-                                      "it is done",
-                                      c->id);
+                                      "container %s: a %s is in progress: try again when it is "
+                                      "done",
+                                      c->id, c->lifecycle_busy);
         return 0;
 }
 

@@ -108,9 +108,9 @@ struct container {
          * leaves alone until a resize or "convert --to local" */
         uint64_t convert_at_usec;
         bool convert_pinned;
-        /* A checkpoint on its worker (memd/checkpoint.c): rollback, move
-         * and another checkpoint wait for it (EBUSY); its name meanwhile */
-        bool lifecycle_busy;
+        /* A checkpoint, rollback or move on its worker (memd/checkpoint.c):
+         * its method while it runs (another one is EBUSY); a checkpoint's name */
+        const char *lifecycle_busy;
         const char *checkpoint_name;
         /* A lowered limit's write on the worker (it reclaims: seconds) */
         struct {

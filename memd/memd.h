@@ -77,6 +77,7 @@ struct manager {
         unsigned n_workers;
         pthread_mutex_t jobs_lock;
         struct job *jobs_done, **jobs_tail;
+        struct loop_call *loop_calls; /* worker_call_loop's, under work_lock */
         int jobs_efd;
         sd_event_source *jobs_src;
 };
@@ -167,6 +168,9 @@ int job_defer(struct api_call *call, struct job *j);
 void jobs_cancel(struct manager *m, struct container *c);
 /* CN is closed: a job of it replies to nobody. */
 void jobs_forget_conn(struct conn *cn);
+/* From a worker: FN(M, DATA) run on the event loop (or in workers_wait
+ * while memd stops), its return returned. FN must not wait for a worker. */
+int worker_call_loop(struct manager *m, int (*fn)(struct manager *m, void *data), void *data);
 
 /* adopt.c: re-adoption after a restart (docs/memd.md "State directory") */
 /* Read the state directory: every container in it attached again, its live

@@ -1,7 +1,9 @@
-/* move.c: the admin method move (docs/api.md): a running container's
- * regions copied to another of memd's appliances by the appliances
- * themselves (server-side COPY to a --peer, only the extents with data),
- * then each arena switched over to the copy at once, the old regions freed. */
+/* move.c: the admin method move (docs/api.md, docs/memd.md "Move"): a
+ * running container's regions copied to another of memd's appliances by the
+ * appliances themselves (server-side COPY to a --peer, only the extents with
+ * data), then each arena switched over to the copy at once, the old regions
+ * freed. It runs on the container's worker, as a checkpoint does: the copies
+ * wait for the appliances, and the event loop serves everything else. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,58 +20,108 @@
 #define MOVE_PIECE (64ULL << 20) /* per COPY request: well within a request's timeout */
 #define MOVE_FILL_WAIT_MS 30000  /* the fills in flight on the old regions */
 
-struct move {
-        struct process *p;
-        const char *to_uri;
-        struct store *to; /* the new regions (taken by the arena on success) */
+struct move_job {
+        struct lifecycle_job lj;
+        struct xmem_transport *to;
+        size_t to_index;                 /* among memd's appliances */
+        char to_uri[256];                /* as the caller named it (api_check_move) */
+        size_t moved;
         uint64_t copied;
-        struct xmem_error *err;
 };
 
+/* One process's move, while it runs. */
+struct move {
+        struct move_job *mj;
+        struct process *p;
+        struct store *to; /* the new regions (taken by the arena on success) */
+        struct store *from;
+        uint64_t copied;
+};
+
+static bool job_cancelled(const struct job *j)
+{
+        return j->cancelled; /* set by the event loop, which reads it here */
+}
+
+static bool process_listed(const struct container *c, const struct process *p)
+{
+        for (const struct process *q = c->processes; q; q = q->next)
+                if (q == p)
+                        return true;
+        return false;
+}
+
+/* On the event loop, called from the worker between the copy and the swap:
+ * the state file names the new regions before the arena writes back to
+ * them. A crash after it finds the copy there and the pages written since
+ * in the memfd (dirty again at adoption); a crash before it, the old
+ * regions, untouched. */
+static int move_record(struct manager *m, void *data)
+{
+        struct move *mv = data;
+        struct container *c = mv->mj->lj.job.container;
+        struct xmem_error *err = &mv->mj->lj.err;
+
+        if (job_cancelled(&mv->mj->lj.job))
+                return xmem_error_set(err, -ECANCELED, "detached meanwhile");
+        if (!process_listed(c, mv->p))
+                return xmem_error_set(err, -ESRCH, "process %d exited meanwhile",
+                                      (int)mv->p->pid);
+        mv->p->store = mv->to;
+        if (state_save(m, c, err) < 0) {
+                mv->p->store = mv->from;
+                return xmem_error_prefix(err, "writing the state file");
+        }
+        return 0;
+}
+
 /* Under the flush (every dirty page in the old store, no write-back until
- * the swap): copy the extents with data, then swap the store. */
+ * the swap): copy the extents with data, record, then swap the store. */
 static int move_then(struct arena *a, void *data)
 {
         struct move *mv = data;
+        struct move_job *mj = mv->mj;
+        struct xmem_error *err = &mj->lj.err;
         struct manifest_arena ma = {};
         struct xmem_transport *const *ts, *const *tt;
         const struct xmem_region_ref *from, *to;
         int r = manifest_extents_of(a, &ma);
 
-        (void)store_xmem_regions(mv->p->store, &ts, &from);
+        (void)store_xmem_regions(mv->from, &ts, &from);
         (void)store_xmem_regions(mv->to, &tt, &to);
         for (size_t i = 0; r >= 0 && i < ma.n_extents; i++)
                 for (uint64_t off = 0; r >= 0 && off < ma.extents[i].len; off += MOVE_PIECE) {
                         uint64_t at = ma.extents[i].offset + off,
                                  n = MIN(MOVE_PIECE, ma.extents[i].len - off);
-                        r = xmem_region_copy(ts[0], &from[0], at, mv->to_uri, &to[0], at, n);
+                        r = xmem_region_copy(ts[0], &from[0], at, mj->to_uri, &to[0], at, n);
                         if (r < 0)
-                                xmem_error_set(mv->err, r,
+                                xmem_error_set(err, r,
                                                "%s copying region %llu to %s (is it one of the "
                                                "appliance's --peer?): %s",
                                                xmem_transport_uri(ts[0]),
-                                               (unsigned long long)from[0].id, mv->to_uri,
+                                               (unsigned long long)from[0].id, mj->to_uri,
                                                strerror(-r));
                         else
                                 mv->copied += n;
                 }
         free(ma.extents);
-        if (r == -ENOMEM && !mv->err->msg[0])
-                return xmem_error_set(mv->err, r, "out of memory");
+        if (r == -ENOMEM && !err->msg[0])
+                return xmem_error_set(err, r, "out of memory");
+        if (r >= 0)
+                r = worker_call_loop(mj->lj.m, move_record, mv);
         if (r >= 0)
                 residency_swap_store(a, mv->to);
         return r;
 }
 
-static int move_process(struct api_call *call, struct container *c, struct process *p,
-                        struct xmem_transport *to, const char *to_uri, uint64_t *copied,
-                        struct xmem_error *err)
+static int move_process(struct move_job *mj, struct process *p)
 {
-        struct move mv = {.p = p, .to_uri = to_uri, .err = err};
-        struct store *old = p->store;
+        struct container *c = mj->lj.job.container;
+        struct xmem_error *err = &mj->lj.err;
+        struct move mv = {.mj = mj, .p = p, .from = p->store};
         int r;
 
-        r = store_xmem_new(&to, 1, old->size, c->chunk_size, &mv.to, err);
+        r = store_xmem_new(&mj->to, 1, mv.from->size, c->chunk_size, &mv.to, err);
         if (r < 0)
                 return xmem_error_prefix(err, "process %d", (int)p->pid);
         r = residency_flush_arena(c->residency, p->arena, move_then, &mv);
@@ -79,15 +131,7 @@ static int move_process(struct api_call *call, struct container *c, struct proce
                         xmem_error_set(err, r, "writing back: %s", strerror(-r));
                 return xmem_error_prefix(err, "process %d", (int)p->pid);
         }
-        p->store = mv.to;
-        *copied += mv.copied;
-        /* on disk before the old regions go (a crash in between leaks them) */
-        if (state_save(call->m, c, err) < 0) {
-                log_error("container %s: %s: the old regions are left on %s", c->id,
-                          xmem_error_str(err), xmem_transport_uri(c->transports[0]));
-                store_xmem_keep(old);
-                *err = (struct xmem_error){};
-        }
+        mj->copied += mv.copied;
         /* a fill that started before the swap may still read the old
          * regions (it may have waited for the flush to make room) */
         if (residency_wait_fills(p->arena, MOVE_FILL_WAIT_MS) < 0) {
@@ -97,8 +141,65 @@ static int move_process(struct api_call *call, struct container *c, struct proce
                           MOVE_FILL_WAIT_MS / 1000);
                 return 0; /* the old store stays allocated: never freed under a fill */
         }
-        store_free(old);
+        store_free(mv.from);
         return 0;
+}
+
+/* On the event loop once every process moved: the container's next
+ * processes get their arenas on the new appliance too. */
+static int move_switch(struct manager *m, void *data)
+{
+        struct move_job *mj = data;
+        struct container *c = mj->lj.job.container;
+        char *name;
+
+        if (job_cancelled(&mj->lj.job))
+                return xmem_error_set(&mj->lj.err, -ECANCELED, "detached meanwhile");
+        name = strdup(m->cfg.appliances[mj->to_index]);
+        if (!name)
+                return xmem_error_set(&mj->lj.err, -ENOMEM, "out of memory");
+        free(c->appliance);
+        c->appliance = name;
+        c->transports = &m->transports[mj->to_index];
+        return state_save(m, c, &mj->lj.err);
+}
+
+static void move_run(struct job *j)
+{
+        struct move_job *mj = (struct move_job *)j;
+        struct lifecycle_job *lj = &mj->lj;
+
+        for (size_t i = 0; i < lj->n && lj->r >= 0; i++) {
+                lj->r = move_process(mj, lj->procs[i]);
+                mj->moved += lj->r >= 0;
+        }
+        if (lj->r >= 0)
+                lj->r = worker_call_loop(lj->m, move_switch, mj);
+}
+
+static int move_done(struct job *j, struct api_call *call, struct xmem_error *err)
+{
+        struct move_job *mj = (struct move_job *)j;
+        struct container *c = j->container;
+        int r = lifecycle_job_end(j, err);
+
+        if (r < 0)
+                xmem_error_prefix(err, "container %s%s", c->id,
+                                  mj->moved ? " (the processes before it were moved)" : "");
+        else {
+                log_info("container %s: moved to %s (%zu arena(s), %llu bytes copied)", c->id,
+                         mj->to_uri, mj->moved, (unsigned long long)mj->copied);
+                call->result = json_object_new_object();
+                json_object_object_add(call->result, "id", json_object_new_string(c->id));
+                json_object_object_add(call->result, "appliance",
+                                       json_object_new_string(mj->to_uri));
+                json_object_object_add(call->result, "arenas",
+                                       json_object_new_int64((int64_t)mj->moved));
+                json_object_object_add(call->result, "copied_bytes",
+                                       json_object_new_int64((int64_t)mj->copied));
+        }
+        lifecycle_job_abandon(j);
+        return r;
 }
 
 /* The index of T among memd's appliances. */
@@ -116,9 +217,8 @@ int method_move(struct api_call *call, union api_params *p, struct xmem_error *e
         struct manager *m = call->m;
         struct container *c = call_container(call, p->move.id, err);
         struct xmem_transport *to = state_transport_of(m, p->move.to);
-        size_t moved = 0, i;
-        uint64_t copied = 0;
-        int r = 0;
+        struct move_job *mj;
+        int r;
 
         if (!c)
                 return err->code;
@@ -141,26 +241,14 @@ int method_move(struct api_call *call, union api_params *p, struct xmem_error *e
                                               "container %s: process %d has not resumed after a "
                                               "memd restart yet",
                                               c->id, (int)pr->pid);
-        for (struct process *pr = c->processes; pr && r >= 0; pr = pr->next) {
-                r = move_process(call, c, pr, to, p->move.to, &copied, err);
-                moved += r >= 0;
-        }
-        if (r < 0)
-                return xmem_error_prefix(err, "container %s%s", c->id,
-                                         moved ? " (the processes before it were moved)" : "");
-        /* its next processes' arenas on the new appliance too */
-        i = transport_index(m, to);
-        free(c->appliance);
-        c->appliance = strdup(m->cfg.appliances[i]);
-        c->transports = &m->transports[i];
-        (void)state_save(m, c, err);
-        log_info("container %s: moved to %s (%zu arena(s), %llu bytes copied)", c->id, p->move.to,
-                 moved, (unsigned long long)copied);
-        call->result = json_object_new_object();
-        json_object_object_add(call->result, "id", json_object_new_string(c->id));
-        json_object_object_add(call->result, "appliance", json_object_new_string(p->move.to));
-        json_object_object_add(call->result, "arenas", json_object_new_int64((int64_t)moved));
-        json_object_object_add(call->result, "copied_bytes",
-                               json_object_new_int64((int64_t)copied));
-        return 0;
+        mj = (struct move_job *)lifecycle_job_new(m, c, sizeof(*mj), c->n_processes, move_run,
+                                                  move_done, "move");
+        if (!mj)
+                return xmem_error_set(err, -ENOMEM, "out of memory");
+        mj->to = to;
+        mj->to_index = transport_index(m, to);
+        snprintf(mj->to_uri, sizeof(mj->to_uri), "%s", p->move.to);
+        for (struct process *pr = c->processes; pr; pr = pr->next)
+                mj->lj.procs[mj->lj.n++] = pr;
+        return lifecycle_job_defer(call, &mj->lj);
 }

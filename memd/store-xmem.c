@@ -304,11 +304,12 @@ static int xmem_regions(struct xmem_transport *const *transports, size_t n, uint
                 if (r >= 0 && got < per)
                         r = refs ? -ERANGE : -ENOSPC;
                 if (r < 0) {
-                        xmem_free(&x->base);
-                        return xmem_error_set(err, r, "store: region %llu (%llu bytes) on %s: %s",
-                                              (unsigned long long)x->region[i].id,
-                                              (unsigned long long)per,
-                                              xmem_transport_uri(transports[i]), strerror(-r));
+                        xmem_error_set(err, r, "store: region %llu (%llu bytes) on %s: %s",
+                                       (unsigned long long)x->region[i].id,
+                                       (unsigned long long)per, xmem_transport_uri(transports[i]),
+                                       strerror(-r));
+                        xmem_free(&x->base); /* after the message, which reads X */
+                        return r;
                 }
         }
         x->n_alloc = n; /* re-opened ones are this store's to free too */

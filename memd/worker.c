@@ -208,6 +208,54 @@ void worker_stop(struct container *c)
         c->worker = NULL;
 }
 
+/* ---- a worker's call into the event loop ---- */
+
+struct loop_call {
+        int (*fn)(struct manager *m, void *data);
+        void *data;
+        int r;
+        bool done;
+        struct loop_call *next;
+};
+
+int worker_call_loop(struct manager *m, int (*fn)(struct manager *m, void *data), void *data)
+{
+        struct loop_call lc = {.fn = fn, .data = data};
+        uint64_t one = 1;
+
+        pthread_mutex_lock(&m->work_lock);
+        lc.next = m->loop_calls;
+        m->loop_calls = &lc;
+        pthread_cond_broadcast(&m->work_cond); /* workers_wait runs it while memd stops */
+        pthread_mutex_unlock(&m->work_lock);
+        if (write(m->jobs_efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+                log_error_errno(-errno, "jobs eventfd: %m");
+        pthread_mutex_lock(&m->work_lock);
+        while (!lc.done)
+                pthread_cond_wait(&m->work_cond, &m->work_lock);
+        pthread_mutex_unlock(&m->work_lock);
+        return lc.r;
+}
+
+/* On the event loop's thread, work_lock held (dropped while each runs). */
+static void loop_calls_run(struct manager *m)
+{
+        if (!m->loop_calls)
+                return;
+        while (m->loop_calls) {
+                struct loop_call *lc = m->loop_calls;
+                int r;
+
+                m->loop_calls = lc->next;
+                pthread_mutex_unlock(&m->work_lock);
+                r = lc->fn(m, lc->data);
+                pthread_mutex_lock(&m->work_lock);
+                lc->r = r;
+                lc->done = true;
+        }
+        pthread_cond_broadcast(&m->work_cond);
+}
+
 bool workers_wait(struct manager *m, unsigned timeout_ms)
 {
         struct timespec until;
@@ -221,9 +269,12 @@ bool workers_wait(struct manager *m, unsigned timeout_ms)
                 until.tv_nsec -= 1000000000L;
         }
         pthread_mutex_lock(&m->work_lock);
-        while (m->n_workers > 0 &&
-               pthread_cond_timedwait(&m->work_cond, &m->work_lock, &until) != ETIMEDOUT)
-                ;
+        for (;;) {
+                loop_calls_run(m); /* a worker may wait for one to finish */
+                if (m->n_workers == 0 ||
+                    pthread_cond_timedwait(&m->work_cond, &m->work_lock, &until) == ETIMEDOUT)
+                        break;
+        }
         done = m->n_workers == 0;
         pthread_mutex_unlock(&m->work_lock);
         return done;
@@ -284,6 +335,9 @@ static int on_jobs_done(sd_event_source *s, int fd, uint32_t revents, void *user
 
         if (read(fd, &n, sizeof(n)) < 0 && errno != EAGAIN)
                 log_error_errno(-errno, "jobs eventfd: %m");
+        pthread_mutex_lock(&m->work_lock);
+        loop_calls_run(m);
+        pthread_mutex_unlock(&m->work_lock);
         pthread_mutex_lock(&m->jobs_lock);
         list = m->jobs_done;
         m->jobs_done = NULL;

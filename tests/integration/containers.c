@@ -108,11 +108,11 @@ void ctr_env_init(struct ctr_env *e)
         cr_assert(ctr_exited(&r, 0), "mkrootfs: %s", r.err);
 }
 
+static void ctr_memd_spawn(struct ctr_env *e, const char *dir);
+
 void ctr_memd_start(struct ctr_env *e)
 {
         char dir[128];
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
-
         const char *app_args[8] = {NULL};
         size_t n = 0;
 
@@ -138,7 +138,29 @@ void ctr_memd_start(struct ctr_env *e)
         mkdir(dir, 0755);
         snprintf(e->sock, sizeof(e->sock), "%s/memd.sock", dir);
         snprintf(e->memd_log, sizeof(e->memd_log), "%s/memd.log", e->dir);
+        ctr_memd_spawn(e, dir);
+}
+
+void ctr_memd_restart(struct ctr_env *e, int sig)
+{
+        char dir[128];
+
+        cr_assert(e->memd_pid > 0);
+        kill(e->memd_pid, sig);
+        cr_assert_eq(waitpid(e->memd_pid, NULL, 0), e->memd_pid);
+        harness_untrack(e->memd_pid);
+        e->memd_pid = 0;
+        snprintf(dir, sizeof(dir), "%s/memd", e->dir);
+        ctr_memd_spawn(e, dir);
+}
+
+/* memd on E's appliances, its socket, log and state in DIR; returns once
+ * it listens. */
+static void ctr_memd_spawn(struct ctr_env *e, const char *dir)
+{
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
         pid_t parent = getpid();
+
         e->memd_pid = fork();
         cr_assert(e->memd_pid >= 0);
         if (e->memd_pid == 0) {

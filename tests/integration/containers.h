@@ -46,6 +46,9 @@ bool ctr_exited(const struct cmd_result *r, int code);
 void ctr_env_init(struct ctr_env *e);
 /* Start the appliance (harness) and memd on it. */
 void ctr_memd_start(struct ctr_env *e);
+/* Stop memd with SIG and start a new one on the same state directory and
+ * socket (its containers are adopted again). */
+void ctr_memd_restart(struct ctr_env *e, int sig);
 /* After ctr_env_init: the programs PROGS (NULL-terminated paths) added to
  * the rootfs, then ctr_memd_start. */
 void ctr_env_setup_with(struct ctr_env *e, const char *const *progs);

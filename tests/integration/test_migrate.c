@@ -153,7 +153,6 @@ Test(migrate, move_between_appliances, .init = setup_two, .fini = teardown, .tim
         start_container(&a, na, "128", ann, "ready", line, sizeof(line));
         ask(&a, "write 1", "wrote 1");
         a0 = ctr_appliance_stat(&env, "chunks_used");
-        b0 = ctr_proc_stat(&env.second, "chunks_used");
 
         cr_expect(!ctl(&r, (const char *const[]){"move", na, "--to-appliance", "tcp://x:1", NULL}));
         cr_expect(strstr(r.err, "not one of memd's appliances"), "%s", r.err);
@@ -162,6 +161,30 @@ Test(migrate, move_between_appliances, .init = setup_two, .fini = teardown, .tim
         cr_expect(strstr(r.err, "already"), "%s", r.err);
         cr_expect(!ctl(&r, (const char *const[]){"move", na, NULL}));
         cr_expect(strstr(r.err, "move: --to-appliance is required"), "%s", r.err);
+
+        /* the new appliance does not answer: the move waits on the
+         * container's worker, memd serves on and refuses another lifecycle
+         * change of the container; the failed move changes nothing */
+        harness_sigstop(&env.second);
+        harness_child_spawn(&mv,
+                            (const char *const[]){need_env("XMEM_CTL"), "--socket", env.sock,
+                                                  "move", na, "--to-appliance", to, NULL},
+                            NULL, NULL, true);
+        usleep(500000);
+        long t0 = harness_now_ms();
+        cr_expect(ctl(&r, (const char *const[]){"list", NULL}), "%s", r.err);
+        cr_expect_lt(harness_now_ms() - t0, 3000, "list waited for a move on a stopped appliance");
+        cr_expect(!ctl(&r, (const char *const[]){"checkpoint", na, NULL}));
+        cr_expect(strstr(r.err, "a move is in progress") && strstr(r.err, "EBUSY"), "%s", r.err);
+        st = harness_child_wait(&mv, 60000);
+        (void)harness_child_line(&mv, line, sizeof(line), 1000);
+        kill(env.second.pid, SIGCONT);
+        harness_child_kill(&mv);
+        cr_expect(WIFEXITED(st) && WEXITSTATUS(st) != 0, "a move to a stopped appliance: %s",
+                  line);
+        cr_expect(strstr(line, "ETIMEDOUT"), "%s", line);
+        ask(&a, "xcheck 1", "ok 1");
+        b0 = ctr_proc_stat(&env.second, "chunks_used");
 
         /* the move runs while the workload writes and verifies */
         harness_child_spawn(&mv,
@@ -191,6 +214,15 @@ Test(migrate, move_between_appliances, .init = setup_two, .fini = teardown, .tim
             !ctl(&r, (const char *const[]){"move", na, "--to-appliance", env.app.tcp_uri, NULL}));
         cr_expect(strstr(r.err, "--peer"), "%s", r.err);
         ask(&a, "xcheck 3", "ok 3");
+        /* a memd killed now finds the container on the new regions (the
+         * state file named them before the first write-back to them) */
+        ctr_memd_restart(&env, SIGKILL);
+        ask(&a, "xcheck 3", "ok 3");
+        ask(&a, "write 4", "wrote 4");
+        ask(&a, "xcheck 4", "ok 4");
+        cr_assert(ctl(&r, (const char *const[]){"--json", "list", NULL}), "%s", r.err);
+        cr_expect(strstr(r.out, strrchr(to, '/') + 1), /* JSON escapes the slashes */
+                  "list after the restart: %s", r.out);
         stop_workload(&a, na);
 }
 
