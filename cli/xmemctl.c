@@ -17,6 +17,7 @@
 #include "macro.h"
 #include "memd-client.h"
 #include "parse.h"
+#include "progress.h"
 #include "top.h"
 
 static const char *arg_socket = "/run/xmem/memd.sock";
@@ -351,11 +352,24 @@ static void usage(void)
                "         a podman container through xmem-hook (--socket is passed on)\n");
 }
 
+/* A command memd may take seconds over: a progress line on a terminal. */
+static bool long_operation(const char *cmd)
+{
+        static const char *const longs[] = {"checkpoint", "restore", "move", "delete-snapshot",
+                                            "resize", "convert"};
+
+        for (size_t k = 0; k < ELEMENTSOF(longs); k++)
+                if (strcmp(cmd, longs[k]) == 0)
+                        return true;
+        return false;
+}
+
 int main(int argc, char **argv)
 {
         _cleanup_json_ json_object *reply = NULL;
         json_object *params = json_object_new_object(), *v, *e;
         char why[256] = "";
+        struct progress pg;
         bool progress;
         int i = 1, r;
 
@@ -389,15 +403,15 @@ int main(int argc, char **argv)
                             "");
         }
         /* a terminal sees what memd is doing; a pipe gets only the result */
-        progress = !arg_json && isatty(STDERR_FILENO) &&
-                   (strcmp(argv[i], "checkpoint") == 0 || strcmp(argv[i], "restore") == 0 ||
-                    strcmp(argv[i], "move") == 0 ||
-                    strcmp(argv[i], "delete-snapshot") == 0);
-        if (progress)
-                fprintf(stderr, "xmemctl: %s %s ...", argv[i], argc > i + 1 ? argv[i + 1] : "");
+        progress = !arg_json && isatty(STDERR_FILENO) && long_operation(argv[i]);
+        if (progress) {
+                char what[160];
+                snprintf(what, sizeof(what), "%s %s", argv[i], argc > i + 1 ? argv[i + 1] : "");
+                progress_start(&pg, what);
+        }
         r = call(argv[i], params, &reply);
         if (progress)
-                fprintf(stderr, "\r\033[K");
+                progress_stop(&pg);
         if (r != 0)
                 return EXIT_FAILURE;
         if (arg_json)
