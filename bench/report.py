@@ -83,6 +83,14 @@ def report(a, results, out):
                     s, k, l.get("p50"), l.get("p99"), l.get("p999"), l.get("count"),
                     "  memd %.3f s/GiB (%.2f s, %.0f MiB paged)" % (
                         cpu, r["memd_cpu_s"], r["paged_bytes"] / MIB) if cpu else ""))
+    rtt = [r for r in results if r.get("figure") == "tcp_rtt"]
+    if rtt:
+        lines.append("")
+        lines.append("loopback tcp round trip, same run (xmem-tcp's floor: a request, a reply; "
+                     "us p50/p99/p999)")
+        for r in rtt:
+            lines.append("  reply %6d B   %s/%s/%s" % (r["reply_bytes"], r["p50"], r["p99"],
+                                                      r["p999"]))
     text = "\n".join(lines) + "\n"
     print(text)
     os.makedirs(out, exist_ok=True)
