@@ -27,6 +27,11 @@ int filedir_open(const char *dir, int *ret_dirfd, struct xmem_error *err)
                 return xmem_error_set(err, -EPERM,
                                       "params.file_dir: %s is writable by group or others", dir);
         fd = openat(dfd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+        if (fd < 0 && errno == EROFS) /* the usual cause: memd.service's ProtectSystem=strict */
+                return xmem_error_set(err, -EROFS,
+                                      "params.file_dir: %s is read-only for memd (under systemd, "
+                                      "add it to memd.service's ReadWritePaths=)",
+                                      dir);
         if (fd < 0)
                 return xmem_error_set(err, negative_errno(),
                                       "params.file_dir: %s: unnamed files (O_TMPFILE): %m", dir);

@@ -172,6 +172,20 @@ Test(filemem, attach_refuses_a_bad_file_dir, .init = setup, .fini = teardown)
                                                      "--local-limit", "64M", "--external", "16M",
                                                      "--file-dir", e.files, NULL}));
         cr_expect(strstr(out, "writable by group or others"), "%s", out);
+        /* read-only for memd (what memd.service's ProtectSystem=strict makes
+         * of a directory not in its ReadWritePaths=): the message says so */
+        chmod(e.files, 0700);
+        char cmd[256];
+        snprintf(cmd, sizeof(cmd), "mount --bind %s %s && mount -o remount,bind,ro %s", e.files,
+                 e.files, e.files);
+        e.mounted = true; /* unmounted at teardown */
+        cr_assert_eq(system(cmd), 0, "%s", cmd);
+        cr_assert(!harness_ctl(&e.md, out, sizeof(out),
+                               (const char *const[]){"attach", "fm", "--cgroup", e.cg.path,
+                                                     "--local-limit", "64M", "--external", "16M",
+                                                     "--file-dir", e.files, NULL}));
+        cr_expect(strstr(out, "is read-only for memd") && strstr(out, "ReadWritePaths"), "%s",
+                  out);
 }
 
 /* fork over file memory: fork_prog's parent and child each rewrite a 128 MiB
