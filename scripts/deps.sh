@@ -6,7 +6,7 @@ XMEM_PACKAGES=(
   libcriterion-dev libibverbs-dev librdmacm-dev libssl-dev
   runc busybox-static podman iproute2 util-linux e2fsprogs python3 debootstrap curl criu
   redis-server redis-tools python3-matplotlib
-  prometheus containerd nodejs npm scdoc debhelper dpkg-dev man-db groff-base
+  prometheus containerd nodejs npm scdoc debhelper dpkg-dev man-db groff-base systemd-container
 )
 
 xmem_install_deps() {

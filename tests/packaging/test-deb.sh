@@ -3,8 +3,10 @@
 # on this machine, run memd from them (systemd when it runs, else directly),
 # run a podman container with xmem annotations through the installed
 # hooks.d file and the installed shim, paging 256 MiB through a 64 MiB local
-# limit, then purge the packages and check nothing is left behind. The
-# machine is restored whatever happens (trap). Root only; 77 = skipped.
+# limit, then purge the packages and check nothing is left behind; on a host
+# whose PID 1 is not systemd, the same packages' units then run under a
+# systemd booted in systemd-nspawn (test-systemd.sh). The machine is
+# restored whatever happens (trap). Root only; 77 = skipped.
 set -uo pipefail
 src=$1 mkrootfs=$2 fill=$3 sanitize=${4:-none}
 name=pk-deb-$$
@@ -177,3 +179,13 @@ for p in xmem xmem-appliance; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q " installed" && fail "$p still installed"
 done
 echo "ok: purged; no file, directory, unit link or process left"
+
+step "the units under a live systemd"
+if $systemd; then
+        echo "ok: memd ran under this host's systemd above"
+else
+        bash "$src/tests/packaging/test-systemd.sh" "$work/debs" \
+                "$src/tests/integration/debian-image.sh"
+        rc=$?
+        [ $rc = 0 ] || [ $rc = 77 ] || fail "test-systemd.sh (the units in systemd-nspawn)"
+fi
