@@ -21,6 +21,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
@@ -74,9 +75,15 @@ void conv_wake(uint64_t start, uint64_t len)
 #define CONV_DEFER_MAX 256
 static struct uffd_msg deferred[CONV_DEFER_MAX];
 static unsigned n_deferred;
+/* More refused fills at once than DEFERRED holds: those faults are left
+ * unanswered, their threads asleep, and the whole range is woken once the
+ * fills go through again (a woken thread retries its access and faults
+ * anew). XMEM_CONV_DEFER_MAX (1 to 256) lowers the room: for tests. */
+static unsigned defer_max = CONV_DEFER_MAX;
+static bool defer_overflowed;
 
-/* One UFFDIO_COPY of a page from SRC to ADDR: 0, or -EAGAIN (M deferred; the
- * caller returns at once and the handler tries again after its batch). */
+/* One UFFDIO_COPY of a page from SRC to ADDR: 0, or -EAGAIN (M deferred, or
+ * left for the wake-up of the range: the caller returns at once). */
 static int copy_or_defer(const struct uffd_msg *m, uint64_t addr, uint64_t src)
 {
         struct uffdio_copy c = {.dst = addr, .src = src, .len = SHIM_PAGE};
@@ -85,14 +92,11 @@ static int copy_or_defer(const struct uffd_msg *m, uint64_t addr, uint64_t src)
                 conv_wake(addr, SHIM_PAGE); /* EEXIST: filled meanwhile */
                 return 0;
         }
-        if (n_deferred < CONV_DEFER_MAX) {
+        if (n_deferred < defer_max)
                 deferred[n_deferred++] = *m;
-                return -EAGAIN;
-        }
-        while (ioctl(conv.uffd, UFFDIO_COPY, &c) < 0 && errno == EAGAIN) /* cannot happen */
-                c.copy = 0;
-        conv_wake(addr, SHIM_PAGE);
-        return 0;
+        else
+                defer_overflowed = true;
+        return -EAGAIN;
 }
 
 static void on_fault(const struct uffd_msg *m)
@@ -131,7 +135,7 @@ static void *handler_main(void *arg)
                 struct pollfd p[2] = {{.fd = conv.uffd, .events = POLLIN},
                                       {.fd = conv.stopfd, .events = POLLIN}};
                 /* deferred faults: looked at again within a millisecond */
-                if (poll(p, 2, n_deferred ? 1 : -1) < 0)
+                if (poll(p, 2, n_deferred || defer_overflowed ? 1 : -1) < 0)
                         continue;
                 if (p[1].revents)
                         return NULL;
@@ -146,6 +150,13 @@ static void *handler_main(void *arg)
                 n_deferred = 0;
                 for (unsigned i = 0; i < k; i++)
                         on_fault(&again[i]);
+                if (defer_overflowed && n_deferred == 0) { /* fills go through again */
+                        pthread_mutex_lock(&conv.mu);
+                        defer_overflowed = false;
+                        if (conv.len)
+                                conv_wake(conv.start, conv.len);
+                        pthread_mutex_unlock(&conv.mu);
+                }
         }
 }
 
@@ -159,6 +170,10 @@ static int conv_setup(void)
                 return 0;
         if (shim_state.devfd < 0)
                 return -ENOTSUP;
+        const char *dm = secure_getenv("XMEM_CONV_DEFER_MAX");
+        unsigned long v = dm ? strtoul(dm, NULL, 10) : 0;
+        if (v >= 1 && v <= CONV_DEFER_MAX)
+                defer_max = (unsigned)v;
         int uffd = ioctl(shim_state.devfd, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
         if (uffd < 0)
                 return -errno;
