@@ -23,8 +23,8 @@
 struct move_job {
         struct lifecycle_job lj;
         struct xmem_transport *to;
-        size_t to_index;                 /* among memd's appliances */
-        char to_uri[256];                /* as the caller named it (api_check_move) */
+        size_t to_index;  /* among memd's appliances */
+        char to_uri[256]; /* as the caller named it (api_check_move) */
         size_t moved;
         uint64_t copied;
 };
@@ -65,8 +65,7 @@ static int move_record(struct manager *m, void *data)
         if (job_cancelled(&mv->mj->lj.job))
                 return xmem_error_set(err, -ECANCELED, "detached meanwhile");
         if (!process_listed(c, mv->p))
-                return xmem_error_set(err, -ESRCH, "process %d exited meanwhile",
-                                      (int)mv->p->pid);
+                return xmem_error_set(err, -ESRCH, "process %d exited meanwhile", (int)mv->p->pid);
         mv->p->store = mv->to;
         if (state_save(m, c, err) < 0) {
                 mv->p->store = mv->from;
@@ -146,35 +145,66 @@ static int move_process(struct move_job *mj, struct process *p)
 }
 
 /* On the event loop once every process moved: the container's next
- * processes get their arenas on the new appliance too. */
+ * processes get their arenas on the new appliance too. A process that
+ * arrived during the move got its arena on the old one: LJ's processes
+ * become those, for another pass. */
 static int move_switch(struct manager *m, void *data)
 {
         struct move_job *mj = data;
-        struct container *c = mj->lj.job.container;
+        struct lifecycle_job *lj = &mj->lj;
+        struct container *c = lj->job.container;
+        struct process **left;
+        size_t n = 0;
         char *name;
 
-        if (job_cancelled(&mj->lj.job))
-                return xmem_error_set(&mj->lj.err, -ECANCELED, "detached meanwhile");
+        if (job_cancelled(&lj->job))
+                return xmem_error_set(&lj->err, -ECANCELED, "detached meanwhile");
+        left = calloc(c->n_processes ?: 1, sizeof(*left));
         name = strdup(m->cfg.appliances[mj->to_index]);
-        if (!name)
-                return xmem_error_set(&mj->lj.err, -ENOMEM, "out of memory");
+        if (!left || !name) {
+                free(left);
+                free(name);
+                return xmem_error_set(&lj->err, -ENOMEM, "out of memory");
+        }
+        for (struct process *p = c->processes; p; p = p->next) {
+                struct xmem_transport *const *ts;
+                const struct xmem_region_ref *refs;
+
+                if (!p->pending && store_xmem_regions(p->store, &ts, &refs) && ts[0] != mj->to)
+                        left[n++] = p;
+        }
+        free(lj->procs);
+        lj->procs = left;
+        lj->n = n;
         free(c->appliance);
         c->appliance = name;
         c->transports = &m->transports[mj->to_index];
-        return state_save(m, c, &mj->lj.err);
+        return state_save(m, c, &lj->err);
 }
+
+#define MOVE_PASSES 4 /* the arrivals during a pass are moved by the next */
 
 static void move_run(struct job *j)
 {
         struct move_job *mj = (struct move_job *)j;
         struct lifecycle_job *lj = &mj->lj;
 
-        for (size_t i = 0; i < lj->n && lj->r >= 0; i++) {
-                lj->r = move_process(mj, lj->procs[i]);
-                mj->moved += lj->r >= 0;
+        for (int pass = 0; pass < MOVE_PASSES && lj->r >= 0 && (pass == 0 || lj->n > 0); pass++) {
+                for (size_t i = 0; i < lj->n && lj->r >= 0; i++) {
+                        lj->r = move_process(mj, lj->procs[i]);
+                        mj->moved += lj->r >= 0;
+                        if (lj->r == -ESRCH) { /* exited: its regions go with it */
+                                lj->r = 0;
+                                lj->err = (struct xmem_error){};
+                        }
+                }
+                if (lj->r >= 0)
+                        lj->r = worker_call_loop(lj->m, move_switch, mj);
         }
-        if (lj->r >= 0)
-                lj->r = worker_call_loop(lj->m, move_switch, mj);
+        if (lj->r >= 0 && lj->n > 0)
+                log_warning("container %s: %zu process(es) that started during the move stay on "
+                            "their appliance",
+                            j->container->id, lj->n);
 }
 
 static int move_done(struct job *j, struct api_call *call, struct xmem_error *err)

@@ -136,7 +136,7 @@ static void setup_two(void)
 
 Test(migrate, move_between_appliances, .init = setup_two, .fini = teardown, .timeout = 240)
 {
-        struct harness_child a = {.pid = -1}, mv = {.pid = -1};
+        struct harness_child a = {.pid = -1}, mv = {.pid = -1}, late = {.pid = -1};
         char na[64], ann[512], line[256];
         const char *to = env.second.tcp_uri;
         int64_t a0, b0, b1;
@@ -186,18 +186,35 @@ Test(migrate, move_between_appliances, .init = setup_two, .fini = teardown, .tim
         ask(&a, "xcheck 1", "ok 1");
         b0 = ctr_proc_stat(&env.second, "chunks_used");
 
-        /* the move runs while the workload writes and verifies */
+        /* the move runs while the workload writes and verifies; a second
+         * process starts in the container while the move waits for the new
+         * appliance (its arena is made on the old one): moved too */
+        harness_sigstop(&env.second);
         harness_child_spawn(&mv,
                             (const char *const[]){need_env("XMEM_CTL"), "--socket", env.sock,
                                                   "move", na, "--to-appliance", to, NULL},
                             NULL, NULL, true);
+        usleep(300000);
+        harness_child_spawn(&late,
+                            (const char *const[]){runc_path(), "--root", env.runc_root, "exec", na,
+                                                  "/bin/lifecycle_prog", "16", NULL},
+                            NULL, NULL, true);
+        usleep(1000000);
+        kill(env.second.pid, SIGCONT);
         ask(&a, "write 2", "wrote 2");
         ask(&a, "xcheck 2", "ok 2");
         st = harness_child_wait(&mv, 120000);
         (void)harness_child_line(&mv, line, sizeof(line), 1000);
         cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "move failed: %s", line);
-        cr_expect(strstr(line, "copied by the appliances"), "%s", line);
+        cr_expect(strstr(line, "2 arena(s)"), "not both processes moved: %s", line);
         harness_child_kill(&mv);
+        cr_assert_eq(harness_child_follow(&late, "ready", 60000, line, sizeof(line)) >= 0, true,
+                     "the process started during the move: %s", line);
+        ask(&late, "write 5", "wrote 5");
+        ask(&late, "xcheck 5", "ok 5");
+        harness_child_say(&late, "exit");
+        (void)harness_child_wait(&late, 10000);
+        harness_child_kill(&late);
         ask(&a, "xcheck 2", "ok 2");
         ask(&a, "write 3", "wrote 3");
         ask(&a, "xcheck 3", "ok 3");
