@@ -322,7 +322,7 @@ void ctr_runc_run(const struct ctr_env *e, const char *via, const char *bundle, 
                                        name, NULL },
                 NULL, timeout_s, ret);
         /* a timed-out or failed run may leave the container: clean up */
-        ctr_run((const char *const[]){ "runc", "--root", e->runc_root, "delete", "--force", name,
+        ctr_run((const char *const[]){ runc, "--root", e->runc_root, "delete", "--force", name,
                                        NULL },
                 NULL, 10, &(struct cmd_result){});
 }
@@ -510,14 +510,21 @@ void ctr_need_root_runc(void)
 void ctr_runtime_run(const struct ctr_env *e, const char *bundle, const char *name, int timeout_s,
                      struct cmd_result *r)
 {
-        char sock[200];
+        ctr_runtime_run_with(e, NULL, bundle, name, timeout_s, r);
+}
+
+void ctr_runtime_run_with(const struct ctr_env *e, const char *runtime, const char *bundle,
+                          const char *name, int timeout_s, struct cmd_result *r)
+{
+        char sock[200], rt[200];
 
         snprintf(sock, sizeof(sock), "XMEM_SOCKET=%s", e->sock[0] ? e->sock : "/nonexistent/memd.sock");
+        snprintf(rt, sizeof(rt), "XMEM_RUNTIME=%s", runtime ?: "");
         ctr_run((const char *const[]){ getenv("XMEM_RUNTIME_EXE"), "--root", e->runc_root, "run",
                                        "--bundle", bundle, name, NULL },
-                (const char *const[]){ sock, NULL }, timeout_s, r);
-        ctr_run((const char *const[]){ "runc", "--root", e->runc_root, "delete", "--force", name,
-                                       NULL },
+                (const char *const[]){ sock, runtime ? rt : NULL, NULL }, timeout_s, r);
+        ctr_run((const char *const[]){ runtime ?: "runc", "--root", e->runc_root, "delete",
+                                       "--force", name, NULL },
                 NULL, 10, &(struct cmd_result){});
 }
 

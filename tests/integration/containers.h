@@ -62,7 +62,8 @@ void ctr_env_start(struct ctr_env *e);
  * bundle path (static buffer per call site: copy it). */
 void ctr_bundle(const struct ctr_env *e, const char *name, const char *const *args,
                 const char *annotations, const char *hook_socket, char *ret_bundle, size_t len);
-/* `runc --root R run --bundle B NAME` (or through xmem-runtime when VIA is set). */
+/* `runc --root R run --bundle B NAME`, or VIA (e.g. crun) instead of runc
+ * when set; then `runc (or VIA) delete --force NAME`. */
 void ctr_runc_run(const struct ctr_env *e, const char *via, const char *bundle, const char *name,
                   int timeout_s, struct cmd_result *ret);
 
@@ -72,6 +73,10 @@ void ctr_need_root_runc(void);
  * XMEM_SOCKET naming E's memd. */
 void ctr_runtime_run(const struct ctr_env *e, const char *bundle, const char *name, int timeout_s,
                      struct cmd_result *r);
+/* The same with XMEM_RUNTIME=RUNTIME (the runtime xmem-runtime runs, e.g.
+ * "crun"; NULL: its own choice, runc first), deleted with RUNTIME. */
+void ctr_runtime_run_with(const struct ctr_env *e, const char *runtime, const char *bundle,
+                          const char *name, int timeout_s, struct cmd_result *r);
 
 /* ctr_runc_run in a child (which makes no Criterion call): its stdout and
  * stderr in E->dir/NAME.out; the child exits 0 when the container exited 0

@@ -21,16 +21,22 @@
 #define CGROUP2_SUPER_MAGIC 0x63677270
 #endif
 
-int harness_cg_version(void)
+bool harness_is_cgroup2(const char *path)
 {
         struct statfs fs;
+
+        return statfs(path, &fs) == 0 && fs.f_type == CGROUP2_SUPER_MAGIC;
+}
+
+int harness_cg_version(void)
+{
         char ctl[256];
         bool memory = false;
         FILE *f;
 
         if (access("/sys/fs/cgroup/memory/memory.limit_in_bytes", F_OK) == 0)
                 return 1;
-        if (statfs("/sys/fs/cgroup", &fs) < 0 || fs.f_type != CGROUP2_SUPER_MAGIC)
+        if (!harness_is_cgroup2("/sys/fs/cgroup"))
                 return 0;
         /* the root must hand the memory controller to its children */
         f = fopen("/sys/fs/cgroup/cgroup.subtree_control", "re");

@@ -161,6 +161,8 @@ void harness_pattern(void *buf, size_t len, uint64_t seed, uint64_t offset);
  * cgroups made under the root get the controller), 0 when neither:
  * HARNESS_CG_NONE is the skip message then. */
 int harness_cg_version(void);
+/* Is PATH a cgroup2 mount (statfs: CGROUP2_SUPER_MAGIC)? */
+bool harness_is_cgroup2(const char *path);
 #define HARNESS_CG_NONE                                                                            \
         "no usable memory cgroup: no v1 memory hierarchy at /sys/fs/cgroup/memory, and "           \
         "/sys/fs/cgroup is not cgroup2 with memory in its cgroup.subtree_control"
