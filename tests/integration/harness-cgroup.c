@@ -72,13 +72,17 @@ static int cg_write(const char *dir, const char *file, const char *text)
 {
         char p[300];
         int fd, r = 0;
+        ssize_t n;
 
         snprintf(p, sizeof(p), "%s/%s", dir, file);
         fd = open(p, O_WRONLY | O_CLOEXEC);
         if (fd < 0)
                 return -errno;
-        if (write(fd, text, strlen(text)) != (ssize_t)strlen(text))
+        n = write(fd, text, strlen(text));
+        if (n < 0)
                 r = -errno;
+        else if ((size_t)n != strlen(text))
+                r = -EIO;
         close(fd);
         return r;
 }
@@ -122,9 +126,9 @@ bool harness_cg_create_path(struct harness_cg *cg, const char *rel)
                 int r = mkdir(cg->path, 0755) < 0 && errno != EEXIST ? -errno : 0;
                 if (r == 0 && slash && cg->version == 2)
                         r = cg_write(cg->path, "cgroup.subtree_control", "+memory");
+                cr_assert_eq(r, 0, "%s: %s", cg->path, strerror(-r));
                 if (slash)
                         *slash = '/';
-                cr_assert_eq(r, 0, "%s: %s", cg->path, strerror(-r));
                 if (!slash)
                         return true;
         }
