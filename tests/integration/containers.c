@@ -490,16 +490,40 @@ _unused_ static void expect_within(const char *out, uint64_t limit)
         cr_log_info("limit %llu MiB, peak usage %.1f MiB", lim >> 20, max / 1048576.0);
 }
 
-/* Skip the test unless root and `TOOL --version` runs (e.g. podman). */
-_unused_ static void ctr_need_tool(const char *tool)
+/* Why a test that needs TOOL cannot run here (not root, `TOOL --version`
+ * fails; static text), or NULL. */
+_unused_ static const char *ctr_tool_missing(const char *tool)
 {
+        static char why[128];
         struct cmd_result r;
 
         if (!harness_is_root())
-                cr_skip_test("container tests need root");
+                return "container tests need root";
         ctr_run((const char *const[]){tool, "--version", NULL}, NULL, 10, &r);
-        if (!ctr_exited(&r, 0))
-                cr_skip_test("%s is not installed (scripts/deps.sh installs it)", tool);
+        if (ctr_exited(&r, 0))
+                return NULL;
+        snprintf(why, sizeof(why), "%s is not installed (scripts/deps.sh installs it)", tool);
+        return why;
+}
+
+/* A fill_and_report("512") run R under a 64 MiB local limit: exited 0, all
+ * 512 MiB verified, the limit in its cgroup, peak and OOM kills in bounds
+ * (expect_within), detached after. */
+_unused_ static void expect_512m_through_64m(const struct ctr_env *e, const struct cmd_result *r)
+{
+        cr_assert(ctr_exited(r, 0) && strstr(r->out, "fill-ok 512 MiB"), "status %d: %s %s",
+                  r->status, r->out, r->err);
+        expect_within(r->out, 64 << 20);
+        cr_expect_eq(ctr_memd_count(e), 0, "poststop did not detach");
+}
+
+/* Skip the test unless root and `TOOL --version` runs (e.g. podman). */
+_unused_ static void ctr_need_tool(const char *tool)
+{
+        const char *why = ctr_tool_missing(tool);
+
+        if (why)
+                cr_skip_test("%s", why);
 }
 
 void ctr_need_root_runc(void)

@@ -157,36 +157,34 @@ Test(containers, hook_direct_quick_and_idempotent, .init = setup_memd, .fini = t
         rmdir(cg);
 }
 
-/* The payload of the paging tests: fill and verify MIB, then print the
- * container's own cgroup limit, peak usage and OOM count. */
-Test(containers, runc_512m_through_64m_local, .init = setup_memd, .fini = teardown, .timeout = 300)
+/* Container NAME pages 512 MiB through a 64 MiB local limit
+ * (expect_512m_through_64m), run by RUNTIME (NULL: runc) with the hook in
+ * its config.json (HOOK), or through xmem-runtime. */
+static void paged_512m(const char *name, const char *runtime, bool hook)
 {
         char bundle[256];
         struct cmd_result r;
 
-        ctr_need_root_runc();
-        ctr_bundle(&env, "big", fill_and_report("512"), xmem_64m, env.sock, bundle,
+        ctr_bundle(&env, name, fill_and_report("512"), xmem_64m, hook ? env.sock : NULL, bundle,
                    sizeof(bundle));
-        ctr_runc_run(&env, NULL, bundle, "big", 240, &r);
-        cr_assert(ctr_exited(&r, 0) && strstr(r.out, "fill-ok 512 MiB"), "status %d: %s %s",
-                  r.status, r.out, r.err);
-        expect_within(r.out, 64 << 20);
-        cr_expect_eq(ctr_memd_count(&env), 0);
+        if (hook)
+                ctr_runc_run(&env, runtime, bundle, name, 240, &r);
+        else
+                ctr_runtime_run_with(&env, runtime, bundle, name, 240, &r);
+        expect_512m_through_64m(&env, &r);
+}
+
+Test(containers, runc_512m_through_64m_local, .init = setup_memd, .fini = teardown, .timeout = 300)
+{
+        ctr_need_root_runc();
+        paged_512m("big", NULL, true);
 }
 
 Test(containers, runtime_512m_through_64m_local, .init = setup_memd, .fini = teardown,
      .timeout = 300)
 {
-        char bundle[256];
-        struct cmd_result r;
-
         ctr_need_root_runc();
-        ctr_bundle(&env, "rt", fill_and_report("512"), xmem_64m, NULL, bundle, sizeof(bundle));
-        ctr_runtime_run(&env, bundle, "rt", 240, &r);
-        cr_assert(ctr_exited(&r, 0) && strstr(r.out, "fill-ok 512 MiB"), "status %d: %s %s",
-                  r.status, r.out, r.err);
-        expect_within(r.out, 64 << 20);
-        cr_expect_eq(ctr_memd_count(&env), 0);
+        paged_512m("rt", NULL, false);
 }
 
 Test(containers, podman_512m_through_64m_local, .init = setup_memd, .fini = teardown,
