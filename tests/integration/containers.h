@@ -100,7 +100,7 @@ bool ctr_cgroup_exists(const struct ctr_env *e, const char *name);
 
 /* Shell, inside a container: $M/$L is the container's own memory limit, $M/$P
  * its peak usage, $M/$O the file with its "oom_kill N" line. On cgroup v2 the
- * container's cgroup namespace (or runc's bind mount) shows its own cgroup at
+ * container's cgroup namespace (runc spec adds one there) shows its own cgroup at
  * /sys/fs/cgroup: memory.max, memory.peak (Linux 5.19+), memory.events; on
  * v1 its memory controller's at /sys/fs/cgroup/memory: memory.limit_in_bytes,
  * memory.max_usage_in_bytes, memory.oom_control. */
