@@ -4,7 +4,7 @@ XMEM_PACKAGES=(
   meson ninja-build pkg-config gcc clang libclang-rt-14-dev
   libjson-c-dev libsystemd-dev libcap-dev libseccomp-dev libjemalloc-dev
   libcriterion-dev libibverbs-dev librdmacm-dev libssl-dev
-  runc busybox-static podman iproute2 util-linux e2fsprogs python3 debootstrap curl criu
+  runc crun busybox-static podman iproute2 util-linux e2fsprogs python3 debootstrap curl criu
   redis-server redis-tools python3-matplotlib
   prometheus containerd nodejs npm scdoc debhelper dpkg-dev man-db groff-base systemd-container
 )

@@ -213,6 +213,12 @@ static void ctr_cgroups_reap(const struct ctr_env *e)
 {
         char cmd[1024];
 
+        if (harness_cg_version() == 2) {
+                /* one tree: every controller's files in each container's cgroup */
+                snprintf(cmd, sizeof(cmd), "/sys/fs/cgroup%s", e->cgroup_parent);
+                harness_cg_reap_below(cmd);
+                return;
+        }
         snprintf(cmd, sizeof(cmd),
                  "(for d in /sys/fs/cgroup/freezer%1$s/*/; do echo THAWED > $d/freezer.state; "
                  "done; for d in /sys/fs/cgroup/memory%1$s/*/; do kill -9 $(cat $d/cgroup.procs) "
@@ -239,7 +245,8 @@ void ctr_env_cleanup(struct ctr_env *e)
                 harness_cleanup(&e->second);
         e->second.pid = 0;
         /* XMEM_KEEP_TMP=1 keeps DIR (memd's log, bundles) for a look after a failure */
-        /* runc's cgroupfs manager made the parent in every v1 controller */
+        /* runc's cgroupfs manager made the parent in every v1 controller (v2:
+         * the one /sys/fs/cgroup PARENT) */
         snprintf(cmd, sizeof(cmd),
                  "rmdir /sys/fs/cgroup/*%s /sys/fs/cgroup%s 2>/dev/null; %s %s",
                  e->cgroup_parent, e->cgroup_parent,
@@ -315,7 +322,7 @@ void ctr_runc_run(const struct ctr_env *e, const char *via, const char *bundle, 
                                        name, NULL },
                 NULL, timeout_s, ret);
         /* a timed-out or failed run may leave the container: clean up */
-        ctr_run((const char *const[]){ "runc", "--root", e->runc_root, "delete", "--force", name,
+        ctr_run((const char *const[]){ runc, "--root", e->runc_root, "delete", "--force", name,
                                        NULL },
                 NULL, 10, &(struct cmd_result){});
 }
@@ -393,16 +400,20 @@ int64_t ctr_proc_stat(const struct harness_proc *app, const char *field)
         return n;
 }
 
+bool ctr_cgroup(const struct ctr_env *e, const char *name, struct harness_cg *ret)
+{
+        char rel[200];
+
+        snprintf(rel, sizeof(rel), "%s/%s", e->cgroup_parent, name);
+        return harness_cg_at(ret, rel);
+}
+
 bool ctr_cgroup_exists(const struct ctr_env *e, const char *name)
 {
-        char p[256];
+        struct harness_cg cg;
         struct stat st;
 
-        snprintf(p, sizeof(p), "/sys/fs/cgroup/memory%s/%s", e->cgroup_parent, name);
-        if (stat(p, &st) == 0)
-                return true;
-        snprintf(p, sizeof(p), "/sys/fs/cgroup%s/%s", e->cgroup_parent, name);
-        return access("/sys/fs/cgroup/cgroup.controllers", F_OK) == 0 && stat(p, &st) == 0;
+        return ctr_cgroup(e, name, &cg) && stat(cg.path, &st) == 0;
 }
 
 pid_t ctr_run_async(const struct ctr_env *e, const char *bundle, const char *name,
@@ -433,17 +444,30 @@ pid_t ctr_run_async(const struct ctr_env *e, const char *bundle, const char *nam
  * (expect_within reads them). */
 _unused_ static const char *const *fill_and_report(const char *mib)
 {
-        static char cmd[2][256];
+        static char cmd[2][512];
         static const char *argv[2][4];
         static int k;
 
         k ^= 1;
-        snprintf(cmd[k], sizeof(cmd[k]),
-                 "/bin/container_fill %s && M=/sys/fs/cgroup/memory && echo limit "
-                 "$(cat $M/memory.limit_in_bytes) max $(cat $M/memory.max_usage_in_bytes) "
-                 "$(grep '^oom_kill ' $M/memory.oom_control) 2>&1", mib);
+        snprintf(cmd[k], sizeof(cmd[k]), "/bin/container_fill %s && " CTR_SH_REPORT, mib);
         argv[k][0] = "/bin/sh", argv[k][1] = "-c", argv[k][2] = cmd[k], argv[k][3] = NULL;
         return argv[k];
+}
+
+bool ctr_report_parse(const char *out, unsigned long long *ret_limit, unsigned long long *ret_peak,
+                      bool *ret_has_peak, unsigned long long *ret_oom)
+{
+        const char *p = strstr(out, "limit ");
+        unsigned long long lim, max = 0, oom;
+        char peak[24];
+
+        if (!p || sscanf(p, "limit %llu max %23s oom_kill %llu", &lim, peak, &oom) != 3)
+                return false;
+        if (strcmp(peak, "none") != 0 && sscanf(peak, "%llu", &max) != 1)
+                return false;
+        *ret_limit = lim, *ret_peak = max, *ret_oom = oom;
+        *ret_has_peak = strcmp(peak, "none") != 0;
+        return true;
 }
 
 /* OUT (from fill_and_report) says: limit LIMIT, a peak under LIMIT minus
@@ -451,28 +475,55 @@ _unused_ static const char *const *fill_and_report(const char *mib)
 _unused_ static void expect_within(const char *out, uint64_t limit)
 {
         unsigned long long lim = 0, max = 0, oom = 99;
-        const char *p = strstr(out, "limit ");
         uint64_t headroom = limit / 8 > (4 << 20) ? limit / 8 : 4 << 20;
+        bool has_peak = false;
 
-        cr_assert(p && sscanf(p, "limit %llu max %llu oom_kill %llu", &lim, &max, &oom) == 3,
-                  "no report in: '%s'", out);
+        cr_assert(ctr_report_parse(out, &lim, &max, &has_peak, &oom), "no report in: '%s'", out);
         cr_expect_eq(lim, limit, "cgroup limit %llu, want %llu", lim, (unsigned long long)limit);
-        cr_expect_lt(max, limit - headroom / 2, "peak usage %llu too close to the limit %llu", max,
-                     lim);
+        if (has_peak)
+                cr_expect_lt(max, limit - headroom / 2,
+                             "peak usage %llu too close to the limit %llu", max, lim);
+        else
+                cr_log_warn("no peak usage kept (cgroup v2 memory.peak needs Linux 5.19): "
+                            "the peak check is skipped");
         cr_expect_eq(oom, 0, "oom_kill %llu", oom);
         cr_log_info("limit %llu MiB, peak usage %.1f MiB", lim >> 20, max / 1048576.0);
+}
+
+/* Why a test that needs TOOL cannot run here (not root, `TOOL --version`
+ * fails; static text), or NULL. */
+_unused_ static const char *ctr_tool_missing(const char *tool)
+{
+        static char why[128];
+        struct cmd_result r;
+
+        if (!harness_is_root())
+                return "container tests need root";
+        ctr_run((const char *const[]){tool, "--version", NULL}, NULL, 10, &r);
+        if (ctr_exited(&r, 0))
+                return NULL;
+        snprintf(why, sizeof(why), "%s is not installed (scripts/deps.sh installs it)", tool);
+        return why;
+}
+
+/* A fill_and_report("512") run R under a 64 MiB local limit: exited 0, all
+ * 512 MiB verified, the limit in its cgroup, peak and OOM kills in bounds
+ * (expect_within), detached after. */
+_unused_ static void expect_512m_through_64m(const struct ctr_env *e, const struct cmd_result *r)
+{
+        cr_assert(ctr_exited(r, 0) && strstr(r->out, "fill-ok 512 MiB"), "status %d: %s %s",
+                  r->status, r->out, r->err);
+        expect_within(r->out, 64 << 20);
+        cr_expect_eq(ctr_memd_count(e), 0, "poststop did not detach");
 }
 
 /* Skip the test unless root and `TOOL --version` runs (e.g. podman). */
 _unused_ static void ctr_need_tool(const char *tool)
 {
-        struct cmd_result r;
+        const char *why = ctr_tool_missing(tool);
 
-        if (!harness_is_root())
-                cr_skip_test("container tests need root");
-        ctr_run((const char *const[]){tool, "--version", NULL}, NULL, 10, &r);
-        if (!ctr_exited(&r, 0))
-                cr_skip_test("%s is not installed (scripts/deps.sh installs it)", tool);
+        if (why)
+                cr_skip_test("%s", why);
 }
 
 void ctr_need_root_runc(void)
@@ -483,14 +534,21 @@ void ctr_need_root_runc(void)
 void ctr_runtime_run(const struct ctr_env *e, const char *bundle, const char *name, int timeout_s,
                      struct cmd_result *r)
 {
-        char sock[200];
+        ctr_runtime_run_with(e, NULL, bundle, name, timeout_s, r);
+}
+
+void ctr_runtime_run_with(const struct ctr_env *e, const char *runtime, const char *bundle,
+                          const char *name, int timeout_s, struct cmd_result *r)
+{
+        char sock[200], rt[200];
 
         snprintf(sock, sizeof(sock), "XMEM_SOCKET=%s", e->sock[0] ? e->sock : "/nonexistent/memd.sock");
+        snprintf(rt, sizeof(rt), "XMEM_RUNTIME=%s", runtime ?: "");
         ctr_run((const char *const[]){ getenv("XMEM_RUNTIME_EXE"), "--root", e->runc_root, "run",
                                        "--bundle", bundle, name, NULL },
-                (const char *const[]){ sock, NULL }, timeout_s, r);
-        ctr_run((const char *const[]){ "runc", "--root", e->runc_root, "delete", "--force", name,
-                                       NULL },
+                (const char *const[]){ sock, runtime ? rt : NULL, NULL }, timeout_s, r);
+        ctr_run((const char *const[]){ runtime ?: "runc", "--root", e->runc_root, "delete",
+                                       "--force", name, NULL },
                 NULL, 10, &(struct cmd_result){});
 }
 

@@ -62,7 +62,8 @@ void ctr_env_start(struct ctr_env *e);
  * bundle path (static buffer per call site: copy it). */
 void ctr_bundle(const struct ctr_env *e, const char *name, const char *const *args,
                 const char *annotations, const char *hook_socket, char *ret_bundle, size_t len);
-/* `runc --root R run --bundle B NAME` (or through xmem-runtime when VIA is set). */
+/* `runc --root R run --bundle B NAME`, or VIA (e.g. crun) instead of runc
+ * when set; then `runc (or VIA) delete --force NAME`. */
 void ctr_runc_run(const struct ctr_env *e, const char *via, const char *bundle, const char *name,
                   int timeout_s, struct cmd_result *ret);
 
@@ -72,6 +73,10 @@ void ctr_need_root_runc(void);
  * XMEM_SOCKET naming E's memd. */
 void ctr_runtime_run(const struct ctr_env *e, const char *bundle, const char *name, int timeout_s,
                      struct cmd_result *r);
+/* The same with XMEM_RUNTIME=RUNTIME (the runtime xmem-runtime runs, e.g.
+ * "crun"; NULL: its own choice, runc first), deleted with RUNTIME. */
+void ctr_runtime_run_with(const struct ctr_env *e, const char *runtime, const char *bundle,
+                          const char *name, int timeout_s, struct cmd_result *r);
 
 /* ctr_runc_run in a child (which makes no Criterion call): its stdout and
  * stderr in E->dir/NAME.out; the child exits 0 when the container exited 0
@@ -86,7 +91,31 @@ int64_t ctr_memd_stat(const struct ctr_env *e, const char *id, const char *field
 int64_t ctr_appliance_stat(const struct ctr_env *e, const char *field);
 /* The same of the appliance APP. */
 int64_t ctr_proc_stat(const struct harness_proc *app, const char *field);
+/* Container NAME's memory cgroup as runc's cgroupfs driver makes it from
+ * ctr_bundle's cgroupsPath PARENT/NAME: v1 /sys/fs/cgroup/memory/PARENT/NAME,
+ * v2 /sys/fs/cgroup/PARENT/NAME. False when the host has no memory cgroup. */
+bool ctr_cgroup(const struct ctr_env *e, const char *name, struct harness_cg *ret);
 /* Is NAME's memory cgroup (PARENT/NAME under the v1 memory or v2 tree) there? */
 bool ctr_cgroup_exists(const struct ctr_env *e, const char *name);
+
+/* Shell, inside a container: $M/$L is the container's own memory limit, $M/$P
+ * its peak usage, $M/$O the file with its "oom_kill N" line. On cgroup v2 the
+ * container's cgroup namespace (runc spec adds one there) shows its own cgroup at
+ * /sys/fs/cgroup: memory.max, memory.peak (Linux 5.19+), memory.events; on
+ * v1 its memory controller's at /sys/fs/cgroup/memory: memory.limit_in_bytes,
+ * memory.max_usage_in_bytes, memory.oom_control. */
+#define CTR_SH_MEMCG                                                                               \
+        "if [ -e /sys/fs/cgroup/memory.max ]; then M=/sys/fs/cgroup L=memory.max P=memory.peak "   \
+        "O=memory.events; else M=/sys/fs/cgroup/memory L=memory.limit_in_bytes "                   \
+        "P=memory.max_usage_in_bytes O=memory.oom_control; fi; "
+/* One line "limit N max N|none oom_kill N" (none: no peak kept, v2 before
+ * Linux 5.19); ctr_report_parse reads it. */
+#define CTR_SH_REPORT                                                                              \
+        "{ " CTR_SH_MEMCG "echo limit $(cat $M/$L) max $(cat $M/$P 2>/dev/null || echo none) "     \
+        "$(grep '^oom_kill ' $M/$O); } 2>&1"
+/* The CTR_SH_REPORT line in OUT: false when there is none. *RET_HAS_PEAK
+ * false (and *RET_PEAK 0) where the kernel keeps no peak. */
+bool ctr_report_parse(const char *out, unsigned long long *ret_limit, unsigned long long *ret_peak,
+                      bool *ret_has_peak, unsigned long long *ret_oom);
 /* Read a whole file into BUF (NUL-terminated); false if unreadable. */
 bool ctr_read_file(const char *path, char *buf, size_t len);

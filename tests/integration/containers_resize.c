@@ -20,11 +20,14 @@ static void resize_ctl(const char *const *args)
 Test(containers, runc_resize_512m_to_64m_and_back_live, .init = setup_memd, .fini = teardown,
      .timeout = 300)
 {
-        char bundle[256], files[128], ann[512], cg[256], path[320], out[16384];
+        char bundle[256], files[128], ann[512], path[320], out[16384];
+        struct harness_cg cg;
         struct cmd_result r;
         int st;
 
         ctr_need_root_runc();
+        if (!ctr_cgroup(&env, "rsz", &cg))
+                harness_skip(teardown, "%s", HARNESS_CG_NONE);
         cr_assert(getenv("XMEM_CONV_PROG"), "XMEM_CONV_PROG is not set");
         ctr_run((const char *const[]){getenv("XMEM_MKROOTFS"), env.rootfs, getenv("XMEM_CONV_PROG"),
                                       NULL},
@@ -40,11 +43,12 @@ Test(containers, runc_resize_512m_to_64m_and_back_live, .init = setup_memd, .fin
                    (const char *const[]){"/bin/conv_prog", "400", "4", "run", "120", NULL}, ann,
                    env.sock, bundle, sizeof(bundle));
         pid_t pid = ctr_run_async(&env, bundle, "rsz", "verified 102400 pages");
-        snprintf(cg, sizeof(cg), "/sys/fs/cgroup/memory%s/rsz", env.cgroup_parent);
         uint64_t usage = 0;
         for (int i = 0; i < 600 && usage < (360ULL << 20); i++) {
                 usleep(100000);
-                snprintf(path, sizeof(path), "%s/memory.usage_in_bytes", cg);
+                /* not harness_cg_usage: runc may not have made it yet */
+                snprintf(path, sizeof(path), "%s/%s", cg.path,
+                         cg.version == 2 ? "memory.current" : "memory.usage_in_bytes");
                 if (ctr_read_file(path, out, sizeof(out)))
                         usage = strtoull(out, NULL, 10);
         }
@@ -55,8 +59,8 @@ Test(containers, runc_resize_512m_to_64m_and_back_live, .init = setup_memd, .fin
         resize_ctl((const char *const[]){"resize", "rsz", "--local-limit", "64M", NULL});
         uint64_t limit = 0;
         for (int i = 0; i < 600; i++) {
-                limit = harness_cg_u64(cg, "memory.limit_in_bytes", NULL);
-                usage = harness_cg_u64(cg, "memory.usage_in_bytes", NULL);
+                limit = harness_cg_limit(&cg);
+                usage = harness_cg_usage(&cg);
                 if (limit == 64ULL << 20 && usage <= 64ULL << 20)
                         break;
                 usleep(100000);

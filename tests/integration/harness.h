@@ -152,6 +152,21 @@ uint64_t harness_cg_u64(const char *cgroup, const char *file, const char *key);
 /* Fill BUF with a reproducible pattern derived from SEED and the absolute OFFSET. */
 void harness_pattern(void *buf, size_t len, uint64_t seed, uint64_t offset);
 
+/* harness-cgroup.c: the memory cgroups of tests, v1 or v2 alike (the
+ * kernel's files: docs/containers.md "cgroup v2 and crun").
+ *
+ * The host's memory cgroup version as the tests use it: 1 with the v1 memory
+ * hierarchy at /sys/fs/cgroup/memory (hybrid or legacy layout), 2 when
+ * /sys/fs/cgroup is cgroup2 with "memory" in its cgroup.subtree_control (so
+ * cgroups made under the root get the controller), 0 when neither:
+ * HARNESS_CG_NONE is the skip message then. */
+int harness_cg_version(void);
+/* Is PATH a cgroup2 mount (statfs: CGROUP2_SUPER_MAGIC)? */
+bool harness_is_cgroup2(const char *path);
+#define HARNESS_CG_NONE                                                                            \
+        "no usable memory cgroup: no v1 memory hierarchy at /sys/fs/cgroup/memory, and "           \
+        "/sys/fs/cgroup is not cgroup2 with memory in its cgroup.subtree_control"
+
 /* A memory cgroup of the test's own, in the v1 memory hierarchy when there is
  * one (as memd prefers on a hybrid host), else under the v2 root. */
 struct harness_cg {
@@ -162,6 +177,37 @@ struct harness_cg {
  * Returns false, creating nothing, when there is no memory controller; aborts
  * the test when mkdir fails. */
 bool harness_cg_create(struct harness_cg *cg, const char *name);
+/* Create REL ("/PARENT/NAME") and its missing parents in the memory
+ * hierarchy (one that exists is fine); on v2 each parent first gets "+memory"
+ * in its cgroup.subtree_control, as runc's cgroupfs driver does (else REL has
+ * no memory controller). False with no memory controller; aborts the test
+ * when mkdir fails. */
+bool harness_cg_create_path(struct harness_cg *cg, const char *rel);
+/* CG names the cgroup REL ("/PARENT/NAME", a runc cgroupsPath with the
+ * cgroupfs driver) of the memory hierarchy: v1 /sys/fs/cgroup/memory/REL, v2
+ * /sys/fs/cgroup/REL. Creates nothing; false when there is no memory
+ * controller (harness_cg_version 0). */
+bool harness_cg_at(struct harness_cg *cg, const char *rel);
+/* Usage: v1 memory.usage_in_bytes, v2 memory.current. Aborts the test if
+ * unreadable. */
+uint64_t harness_cg_usage(const struct harness_cg *cg);
+/* Limit: v1 memory.limit_in_bytes, v2 memory.max ("max": UINT64_MAX). */
+uint64_t harness_cg_limit(const struct harness_cg *cg);
+/* Peak usage into *RET: v1 memory.max_usage_in_bytes, v2 memory.peak (Linux
+ * 5.19+); false when the kernel keeps none (the caller skips that check). */
+bool harness_cg_peak(const struct harness_cg *cg, uint64_t *ret);
+/* Set the limit (v1 memory.limit_in_bytes, v2 memory.max); asserted. */
+void harness_cg_set_limit(const struct harness_cg *cg, uint64_t limit);
+/* The freezer state of cgroup REL in v1's words: v1 freezer.state of the
+ * freezer hierarchy's REL; v2 REL's cgroup.events "frozen 1" as "FROZEN",
+ * else cgroup.freeze "1" as "FREEZING", else "THAWED". "(none)" when
+ * unreadable (no such cgroup). */
+void harness_cg_freezer_state(const char *rel, char *buf, size_t len);
+/* v2: what a failed test left in cgroup directory PATH and below: thawed,
+ * killed (cgroup.kill where the kernel has it, else SIGKILL to each pid of
+ * cgroup.procs), then removed leaf-first; PATH itself stays. A no-op when
+ * PATH is not there. */
+void harness_cg_reap_below(const char *path);
 /* rmdir CG, retrying for up to 5 s while its last processes die; no-op when
  * not created. */
 void harness_cg_remove(struct harness_cg *cg);

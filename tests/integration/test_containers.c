@@ -1,7 +1,8 @@
 /* test_containers.c: real runc (and podman) containers with xmem: the hook
  * and xmem-runtime refusing bad annotations and a missing memd, the hook
  * attaching and exposing the shim, and containers working through 512 MiB
- * under a 64 MiB local limit (containers_attached.c). Root; skips without runc. */
+ * under a 64 MiB local limit (containers_attached.c; with crun:
+ * containers_crun.c). Root; skips without runc (crun). */
 #include "containers.c"
 
 #include <sched.h>
@@ -181,4 +182,5 @@ Test(containers, without_xmem_a_container_is_oom_killed, .init = setup, .fini = 
 }
 
 #include "containers_attached.c"
+#include "containers_crun.c"
 #include "containers_resize.c"

@@ -3,8 +3,8 @@
  * real memd and the real shim: conv_prog's 4 threads rewrite and check
  * 256 MiB of versioned pages without a pause while memd's convert requests
  * (xmemctl convert) move its local extents to file memory and back 20
- * times; every page checks, no write is lost, no thread faults. Root and
- * cgroup v1 memory. */
+ * times; every page checks, no write is lost, no thread faults. Root and a
+ * memory cgroup (v1 or v2). */
 #include <criterion/criterion.h>
 #include <signal.h>
 #include <stdio.h>
@@ -32,7 +32,7 @@ static void setup(void)
 
         signal(SIGPIPE, SIG_IGN);
         e.prog.pid = -1;
-        if (!harness_is_root() || access("/sys/fs/cgroup/memory/memory.limit_in_bytes", F_OK) != 0)
+        if (!harness_is_root() || !harness_cg_version())
                 return; /* the test skips */
         snprintf(e.files, sizeof(e.files), "/tmp/cv-convert.XXXXXX");
         cr_assert(mkdtemp(e.files), "mkdtemp: %m");
@@ -64,12 +64,12 @@ static void teardown(void)
         e.prog.pid = -1;
 }
 
-static void need_root_v1(void)
+static void need_root_cg(void)
 {
         if (!harness_is_root())
                 harness_skip(teardown, "needs root");
-        if (e.cg.version != 1)
-                harness_skip(teardown, "needs the cgroup v1 memory controller");
+        if (!e.cg.version)
+                harness_skip(teardown, "%s", HARNESS_CG_NONE);
 }
 
 static void ctl(const char *const *args, char *out, size_t len)
@@ -146,7 +146,7 @@ static void start_prog_ext(const char *limit, const char *alloc, const char *ext
         const char *prog = getenv("XMEM_CONV_PROG");
         char out[1024], line[256];
 
-        need_root_v1();
+        need_root_cg();
         cr_assert(prog, "XMEM_CONV_PROG is not set (run through meson test)");
         ctl((const char *const[]){"attach", "cv", "--cgroup", e.cg.path, "--local-limit", limit,
                                   "--local-alloc-limit", alloc, "--external", external, NULL},
@@ -315,7 +315,7 @@ Test(convert, bad_requests_are_refused, .init = setup, .fini = teardown)
 {
         char out[1024];
 
-        need_root_v1();
+        need_root_cg();
         ctl((const char *const[]){"attach", "cv", "--cgroup", e.cg.path, "--local-limit", "64M",
                                   "--external", "64M", NULL},
             out, sizeof(out));
@@ -327,15 +327,23 @@ Test(convert, bad_requests_are_refused, .init = setup, .fini = teardown)
         cr_expect(strstr(out, "no container nope"), "%s", out);
 }
 
+/* The cgroup's pages in swap: v1 memory.stat swap, v2 memory.swap.current. */
+static uint64_t swap_bytes(void)
+{
+        if (e.cg.version == 2)
+                return harness_cg_u64(e.cg.path, "memory.swap.current", NULL);
+        return harness_cg_u64(e.cg.path, "memory.stat", "swap");
+}
+
 /* Claim 9: pages swapped out are read back before the range becomes file
  * memory. A swap file of the test's own (removed after), the cgroup's limit
  * squeezed until conv_prog's idle pages are in swap, then converted. */
 Test(convert, swapped_out_pages_are_read_back, .init = setup, .fini = teardown, .timeout = 300)
 {
-        char line[256], cmd[320], limit[160];
+        char line[256], cmd[320];
         const char *swapfile = e.swapfile;
 
-        need_root_v1();
+        need_root_cg();
         snprintf(e.swapfile, sizeof(e.swapfile), "%s.swap", e.files);
         snprintf(cmd, sizeof(cmd),
                  "fallocate -l 256M %s && chmod 600 %s && mkswap %s >/dev/null && swapon %s",
@@ -344,17 +352,14 @@ Test(convert, swapped_out_pages_are_read_back, .init = setup, .fini = teardown, 
                 harness_skip(teardown, "no swap file here (%s)", cmd);
         start_prog("1G", "900M", "128", "0", "ready 32768 pages 0 threads");
         /* squeeze: the idle pages go to swap */
-        snprintf(limit, sizeof(limit), "%s/memory.limit_in_bytes", e.cg.path);
-        FILE *f = fopen(limit, "w");
-        cr_assert(f && fprintf(f, "%llu\n", 48 * MIB) > 0 && fclose(f) == 0, "%s: %m", limit);
-        uint64_t swapped = harness_cg_u64(e.cg.path, "memory.stat", "swap");
-        f = fopen(limit, "w");
-        cr_assert(f && fprintf(f, "%llu\n", 1024 * MIB) > 0 && fclose(f) == 0, "%s: %m", limit);
+        harness_cg_set_limit(&e.cg, 48 * MIB);
+        uint64_t swapped = swap_bytes();
+        harness_cg_set_limit(&e.cg, 1024 * MIB);
         /* the pages stay in swap until something reads them */
         harness_child_say(&e.prog, "convert file");
         cr_assert_eq(harness_child_line(&e.prog, line, sizeof(line), 60000), 1);
         cr_log_info("swapped %llu MiB; %s", (unsigned long long)(swapped / MIB), line);
-        uint64_t left = harness_cg_u64(e.cg.path, "memory.stat", "swap");
+        uint64_t left = swap_bytes();
         harness_child_say(&e.prog, "stop");
         char done[256];
         cr_assert_eq(harness_child_line(&e.prog, done, sizeof(done), 60000), 1);
@@ -376,7 +381,7 @@ Test(convert, resize_lowers_and_raises_the_local_limit_live, .init = setup, .fin
         char out[2048];
 
         start_prog("512M", "480M", "400", "4", "ready 102400 pages 4 threads");
-        uint64_t before = harness_cg_u64(e.cg.path, "memory.usage_in_bytes", NULL);
+        uint64_t before = harness_cg_usage(&e.cg);
         cr_expect_geq(before, 400 * MIB, "usage %llu", (unsigned long long)before);
 
         long t0 = harness_now_ms();
@@ -384,8 +389,8 @@ Test(convert, resize_lowers_and_raises_the_local_limit_live, .init = setup, .fin
         uint64_t usage = 0, limit = 0;
         /* reclaim of dirty file pages: seconds, I/O-bound (docs/memd.md) */
         for (int i = 0; i < 900; i++) {
-                limit = harness_cg_u64(e.cg.path, "memory.limit_in_bytes", NULL);
-                usage = harness_cg_u64(e.cg.path, "memory.usage_in_bytes", NULL);
+                limit = harness_cg_limit(&e.cg);
+                usage = harness_cg_usage(&e.cg);
                 if (limit == 64 * MIB && usage <= 64 * MIB)
                         break;
                 usleep(100000);
@@ -403,6 +408,6 @@ Test(convert, resize_lowers_and_raises_the_local_limit_live, .init = setup, .fin
 
         ctl((const char *const[]){"resize", "cv", "--local-limit", "512M", NULL}, out, sizeof(out));
         wait_file_bytes(none_in_file);
-        cr_expect_eq(harness_cg_u64(e.cg.path, "memory.limit_in_bytes", NULL), 512 * MIB);
+        cr_expect_eq(harness_cg_limit(&e.cg), 512 * MIB);
         stop_prog("verified 102400 pages");
 }

@@ -1,9 +1,9 @@
 /* test_filemem.c: the memory-mapped-file type (docs/shim.md "File memory")
- * with a real memd and the real shim: a process in a 64 MiB v1 memory cgroup
- * works through 512 MiB, most of it file memory in the container's file
- * directory (no OOM kill, every byte verified); file space used up (a small
- * loop-mounted ext4) gives malloc's ENOMEM, never a crash; a forked child sees its own
- * copy of file memory. Root and cgroup v1 memory. */
+ * with a real memd and the real shim: a process in a 64 MiB memory cgroup
+ * (v1 or v2) works through 512 MiB, most of it file memory in the container's
+ * file directory (no OOM kill, every byte verified); file space used up (a
+ * small loop-mounted ext4) gives malloc's ENOMEM, never a crash; a forked
+ * child sees its own copy of file memory. Root and a memory cgroup. */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <signal.h>
@@ -27,7 +27,7 @@ static struct {
 static void setup(void)
 {
         signal(SIGPIPE, SIG_IGN);
-        if (!harness_is_root() || access("/sys/fs/cgroup/memory/memory.limit_in_bytes", F_OK) != 0)
+        if (!harness_is_root() || !harness_cg_version())
                 return; /* the test skips */
         snprintf(e.files, sizeof(e.files), "/tmp/cv-filemem.XXXXXX");
         cr_assert(mkdtemp(e.files), "mkdtemp: %m");
@@ -56,12 +56,12 @@ static void teardown(void)
         memset(&e, 0, sizeof(e));
 }
 
-static void need_root_v1(void)
+static void need_root_cg(void)
 {
         if (!harness_is_root())
                 harness_skip(teardown, "needs root");
-        if (e.cg.version != 1)
-                harness_skip(teardown, "needs the cgroup v1 memory controller");
+        if (!e.cg.version)
+                harness_skip(teardown, "%s", HARNESS_CG_NONE);
 }
 
 static void attach(const char *external)
@@ -103,7 +103,7 @@ Test(filemem, a_64M_container_works_through_512M_of_file_memory, .init = setup, 
         static char s[16384];
         int st;
 
-        need_root_v1();
+        need_root_cg();
         attach("16M");
         /* 32M local (local_alloc_limit), 16M external, the rest file memory;
          * it stays alive 3 s so we can see where its memory went */
@@ -134,7 +134,7 @@ Test(filemem, file_space_used_up_is_enomem, .init = setup, .fini = teardown, .ti
         char out[4096];
         int st;
 
-        need_root_v1();
+        need_root_cg();
         /* a small file system of its own: an ext4 image on a loop device
          * (tmpfs would not do: its pages count against the cgroup, unswappable) */
         char cmd[256];
@@ -159,7 +159,7 @@ Test(filemem, attach_refuses_a_bad_file_dir, .init = setup, .fini = teardown)
 {
         char out[1024];
 
-        need_root_v1();
+        need_root_cg();
         cr_assert(harness_ctl(&e.md, out, sizeof(out),
                               (const char *const[]){"attach", "fm", "--cgroup", e.cg.path,
                                                     "--local-limit", "64M", "--external", "16M",
@@ -200,7 +200,7 @@ Test(filemem, fork_gives_the_child_its_own_copy, .init = setup, .fini = teardown
         bool ok = false;
         int st;
 
-        need_root_v1();
+        need_root_cg();
         cr_assert(prog, "XMEM_FORK_PROG is not set");
         attach("8M");
         harness_memd_spawn(&e.md, "fm", &c, (const char *const[]){prog, "128", NULL}, &e.cg, true);

@@ -506,12 +506,15 @@ Test(fork, bgsave_pattern_through_memd_and_shim, .fini = e2e_teardown,
         char req[512], line[256];
         int in[2], out[2], st;
 
-        if (!prog || !shim || !getenv("XMEM_MEMD") ||
-            access("/sys/fs/cgroup/memory/cgroup.procs", F_OK) != 0)
-                harness_skip(teardown, "needs the shim (libjemalloc_pic.a) and the cgroup v1 "
-                                       "memory hierarchy");
+        struct harness_cg cg;
+        char name[64];
+
+        snprintf(name, sizeof(name), "xmem-fork-%d", (int)getpid());
+        if (!prog || !shim || !getenv("XMEM_MEMD") || !harness_cg_at(&cg, name))
+                harness_skip(teardown, "needs the shim (libjemalloc_pic.a) and a memory cgroup "
+                                       "(v1 or v2)");
         memd_start();
-        snprintf(md_cg, sizeof(md_cg), "/sys/fs/cgroup/memory/xmem-fork-%d", (int)getpid());
+        snprintf(md_cg, sizeof(md_cg), "%s", cg.path);
         cr_assert(mkdir(md_cg, 0755) == 0 || errno == EEXIST);
         snprintf(req, sizeof(req),
                  "{\"xmem\":1,\"method\":\"attach\",\"params\":{\"id\":\"fork-1\",\"cgroup\":\"%s\","

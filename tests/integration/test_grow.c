@@ -88,16 +88,12 @@ static void expect_step(const char *want, int timeout_ms)
                        (unsigned long long)harness_cg_oom_kills(&e.cg), s, e.md.log);
 }
 
-/* Peak usage where the kernel keeps one (v1 max_usage_in_bytes, v2 memory.peak). */
+/* Peak usage where the kernel keeps one (harness_cg_peak), else -1. */
 static double peak_mib(void)
 {
-        char p[200];
+        uint64_t peak;
 
-        if (e.cg.version == 1)
-                return harness_cg_u64(e.cg.path, "memory.max_usage_in_bytes", NULL) / 1048576.0;
-        snprintf(p, sizeof(p), "%s/memory.peak", e.cg.path);
-        return access(p, F_OK) == 0 ? harness_cg_u64(e.cg.path, "memory.peak", NULL) / 1048576.0
-                                    : -1;
+        return harness_cg_peak(&e.cg, &peak) ? peak / 1048576.0 : -1;
 }
 
 Test(grow, own_usage_grows_after_the_cache_filled, .init = setup, .fini = teardown, .timeout = 300)

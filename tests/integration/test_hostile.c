@@ -29,7 +29,7 @@ static const char *xmem_64m = "{\"io.xmem.enable\":\"true\",\"io.xmem.local-limi
 
 static void setup(void)
 {
-        if (!harness_is_root() || access("/sys/fs/cgroup/memory/cgroup.procs", F_OK) != 0)
+        if (!harness_is_root() || !harness_cg_version())
                 return;
         ctr_env_init(&env);
         ctr_env_setup_with(&env, (const char *const[]){need_env("XMEM_HOSTILE_PROG"), NULL});
@@ -45,7 +45,7 @@ static void teardown(void)
 static void need_root_runc(void)
 {
         if (!env.dir[0])
-                cr_skip_test("needs root, runc and the cgroup v1 memory controller");
+                cr_skip_test("needs root, runc and a memory cgroup (v1 or v2)");
 }
 
 /* B: 192 MiB through 64 MiB, held HOLD s, then read back again. */
@@ -247,10 +247,13 @@ static const char *memd_stats_text(const char *id, char *buf, size_t len)
 /* CG: a fresh memory cgroup for NAME, attached in memd. */
 static void attach_cgroup(const char *name, char *cg, size_t len)
 {
-        char req[512];
+        char req[512], rel[96];
+        struct harness_cg hcg;
         json_object *r;
 
-        snprintf(cg, len, "/sys/fs/cgroup/memory/xmem-hostile-%d-%s", (int)getpid(), name);
+        snprintf(rel, sizeof(rel), "xmem-hostile-%d-%s", (int)getpid(), name);
+        cr_assert(harness_cg_at(&hcg, rel), HARNESS_CG_NONE);
+        snprintf(cg, len, "%s", hcg.path);
         cr_assert(mkdir(cg, 0755) == 0 || errno == EEXIST, "mkdir %s: %s", cg, strerror(errno));
         snprintf(req, sizeof(req),
                  "{\"xmem\":1,\"method\":\"attach\",\"params\":{\"id\":\"%s\",\"cgroup\":\"%s\","

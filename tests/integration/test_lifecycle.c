@@ -280,12 +280,12 @@ Test(lifecycle, resize_external_while_running, .init = setup, .fini = teardown, 
                   "%s", r.err);
         cr_expect(strstr(r.out, "local limit 96M") && strstr(r.out, "external 384M"), "%s", r.out);
         cr_expect_eq(quota_of(ng), 384LL << 20);
-        cr_expect_eq(harness_cg_u64(cg->path, "memory.limit_in_bytes", NULL), 96ULL << 20);
+        cr_expect_eq(harness_cg_limit(cg), 96ULL << 20);
         cr_expect(!ctl(&r, (const char *const[]){"resize", ng, "--local-limit", "128M",
                                                  "--external", "1G", NULL}));
         cr_expect(strstr(r.err, "external_max"), "%s", r.err);
         cr_expect_eq(quota_of(ng), 384LL << 20);
-        cr_expect_eq(harness_cg_u64(cg->path, "memory.limit_in_bytes", NULL), 96ULL << 20);
+        cr_expect_eq(harness_cg_limit(cg), 96ULL << 20);
         ask(&g, "xcheck 3", "ok 3");
         cr_expect(!ctl(&r, (const char *const[]){"resize", ng, "--external", "64M", NULL}));
         cr_expect(strstr(r.err, "EBUSY"), "%s", r.err);

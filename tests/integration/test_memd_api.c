@@ -1,6 +1,6 @@
 /* test_memd_api.c: a real memd (embedded appliance, or a real tcp appliance)
- * driven through its socket: attach/list/stats/detach with real v1 memory
- * cgroups, refused messages that change nothing, caller identity, READY
+ * driven through its socket: attach/list/stats/detach with real memory
+ * cgroups (v1 or v2), refused messages that change nothing, caller identity, READY
  * notification, and a process served through shim.hello/shim.register. */
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -135,9 +135,13 @@ static size_t n_containers(void)
 
 static void make_cgroup(void)
 {
-        if (access("/sys/fs/cgroup/memory/cgroup.procs", F_OK) != 0)
-                cr_skip_test("no cgroup v1 memory hierarchy here");
-        snprintf(cg_dir, sizeof(cg_dir), "/sys/fs/cgroup/memory/xmem-test-%d", (int)getpid());
+        struct harness_cg cg;
+        char name[64];
+
+        snprintf(name, sizeof(name), "xmem-test-%d", (int)getpid());
+        if (!harness_cg_at(&cg, name))
+                cr_skip_test("%s", HARNESS_CG_NONE);
+        snprintf(cg_dir, sizeof(cg_dir), "%s", cg.path);
         cr_assert(mkdir(cg_dir, 0755) == 0 || errno == EEXIST, "mkdir %s: %s", cg_dir,
                   strerror(errno));
 }
@@ -186,15 +190,10 @@ static void teardown(void)
 
 static uint64_t read_limit(void)
 {
-        char path[192], buf[64] = "";
-        FILE *f;
+        struct harness_cg cg = {.version = harness_cg_version()};
 
-        snprintf(path, sizeof(path), "%s/memory.limit_in_bytes", cg_dir);
-        f = fopen(path, "r");
-        cr_assert_not_null(f);
-        cr_assert_not_null(fgets(buf, sizeof(buf), f));
-        fclose(f);
-        return strtoull(buf, NULL, 10);
+        snprintf(cg.path, sizeof(cg.path), "%s", cg_dir);
+        return harness_cg_limit(&cg);
 }
 
 /* POOLS_SMALL: the appliance's pool is below the 256 MiB quota. */

@@ -418,8 +418,8 @@ Test(migrate, through_an_exec_and_at_a_taken_address, .init = setup, .fini = tea
 
         need_root_runc();
         if (access("/usr/bin/setarch", X_OK) != 0 || access(crypto, R_OK) != 0 ||
-            access("/sys/fs/cgroup/freezer", F_OK) != 0)
-                harness_skip(teardown, "needs setarch, %s and the v1 freezer", crypto);
+            (harness_cg_version() != 2 && access("/sys/fs/cgroup/freezer", F_OK) != 0))
+                harness_skip(teardown, "needs setarch, %s and a cgroup freezer (v1 or v2)", crypto);
         snprintf(ns, sizeof(ns), "lc-%d-fixsrc", (int)getpid());
         snprintf(nd, sizeof(nd), "lc-%d-fixdst", (int)getpid());
         snprintf(nv, sizeof(nv), "lc-%d-fixvia", (int)getpid());

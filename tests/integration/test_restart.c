@@ -1,6 +1,6 @@
 /* test_restart.c: issue 9, "memd restart and crash lose nothing". A real
  * appliance, a real memd with its state directory, and a process paging a
- * verifying workload through the real shim in a 64 MiB v1 memory cgroup:
+ * verifying workload through the real shim in a 64 MiB memory cgroup (v1 or v2):
  * memd is SIGKILLed (or SIGTERMed) mid-run and a new memd is started on the
  * same state directory; the shim hands its arena over again (shim.resume)
  * and the workload finishes with every word verified. A corrupt state file
@@ -28,9 +28,8 @@ static struct {
 
 static void setup(void)
 {
-        if (!harness_is_root() ||
-            access("/sys/fs/cgroup/memory/memory.limit_in_bytes", F_OK) != 0 ||
-            access("/dev/userfaultfd", F_OK) != 0 || !getenv("XMEM_SHIM"))
+        if (!harness_is_root() || !harness_cg_version() || access("/dev/userfaultfd", F_OK) != 0 ||
+            !getenv("XMEM_SHIM"))
                 return; /* the test skips */
         char name[64];
 
@@ -60,7 +59,7 @@ static void teardown(void)
 static void need_setup(void)
 {
         if (!e.md.dir[0])
-                harness_skip(teardown, "needs root, cgroup v1 memory, /dev/userfaultfd, the shim");
+                harness_skip(teardown, "needs root, a memory cgroup, /dev/userfaultfd, the shim");
 }
 
 static void attach(const char *id, const char *cg)
@@ -327,6 +326,9 @@ Test(restart, oom_wait_kept_until_shims_resume, .init = setup, .fini = teardown,
         uint64_t kills;
 
         need_setup();
+        if (e.cg.version != 1)
+                harness_skip(teardown, "the OOM pause is cgroup v1's (memory.oom_control "
+                                       "oom_kill_disable); on v2 memory.high throttles instead");
         attach("sd-o", e.cg.path);
         start_holder(&e.prog, "sd-o", "96"); /* its resident arena pages fill the budget */
         harness_memd_signal(&e.md, SIGKILL);
