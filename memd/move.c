@@ -134,10 +134,13 @@ static int move_process(struct move_job *mj, struct process *p)
         /* a fill that started before the swap may still read the old
          * regions (it may have waited for the flush to make room) */
         if (residency_wait_fills(p->arena, MOVE_FILL_WAIT_MS) < 0) {
+                struct xmem_transport *const *ts;
+                const struct xmem_region_ref *refs;
+
+                (void)store_xmem_regions(mv.from, &ts, &refs);
                 log_error("container %s: process %d: fills still use its old regions on %s after "
                           "%d s: they are left there",
-                          c->id, (int)p->pid, xmem_transport_uri(c->transports[0]),
-                          MOVE_FILL_WAIT_MS / 1000);
+                          c->id, (int)p->pid, xmem_transport_uri(ts[0]), MOVE_FILL_WAIT_MS / 1000);
                 return 0; /* the old store stays allocated: never freed under a fill */
         }
         store_free(mv.from);
