@@ -134,6 +134,15 @@ static void setup_two(void)
         ctr_env_setup_with(&env, (const char *const[]){need_env("XMEM_LIFECYCLE_PROG"), NULL});
 }
 
+/* xmemctl move ID --to-appliance TO in MV, not waited for. */
+static void move_async(struct harness_child *mv, const char *id, const char *to)
+{
+        harness_child_spawn(mv,
+                            (const char *const[]){need_env("XMEM_CTL"), "--socket", env.sock,
+                                                  "move", id, "--to-appliance", to, NULL},
+                            NULL, NULL, true);
+}
+
 Test(migrate, move_between_appliances, .init = setup_two, .fini = teardown, .timeout = 240)
 {
         struct harness_child a = {.pid = -1}, mv = {.pid = -1}, late = {.pid = -1};
@@ -166,10 +175,7 @@ Test(migrate, move_between_appliances, .init = setup_two, .fini = teardown, .tim
          * container's worker, memd serves on and refuses another lifecycle
          * change of the container; the failed move changes nothing */
         harness_sigstop(&env.second);
-        harness_child_spawn(&mv,
-                            (const char *const[]){need_env("XMEM_CTL"), "--socket", env.sock,
-                                                  "move", na, "--to-appliance", to, NULL},
-                            NULL, NULL, true);
+        move_async(&mv, na, to);
         usleep(500000);
         long t0 = harness_now_ms();
         cr_expect(ctl(&r, (const char *const[]){"list", NULL}), "%s", r.err);
@@ -190,10 +196,7 @@ Test(migrate, move_between_appliances, .init = setup_two, .fini = teardown, .tim
          * process starts in the container while the move waits for the new
          * appliance (its arena is made on the old one): moved too */
         harness_sigstop(&env.second);
-        harness_child_spawn(&mv,
-                            (const char *const[]){need_env("XMEM_CTL"), "--socket", env.sock,
-                                                  "move", na, "--to-appliance", to, NULL},
-                            NULL, NULL, true);
+        move_async(&mv, na, to);
         usleep(300000);
         harness_child_spawn(&late,
                             (const char *const[]){runc_path(), "--root", env.runc_root, "exec", na,
