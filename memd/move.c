@@ -22,7 +22,6 @@
 
 struct move_job {
         struct lifecycle_job lj;
-        struct xmem_transport *to;
         size_t to_index;  /* among memd's appliances */
         char to_uri[256]; /* as the caller named it (api_check_move) */
         size_t moved;
@@ -120,7 +119,8 @@ static int move_process(struct move_job *mj, struct process *p)
         struct move mv = {.mj = mj, .p = p, .from = p->store};
         int r;
 
-        r = store_xmem_new(&mj->to, 1, mv.from->size, c->chunk_size, &mv.to, err);
+        r = store_xmem_new(&mj->lj.m->transports[mj->to_index], 1, mv.from->size, c->chunk_size,
+                           &mv.to, err);
         if (r < 0)
                 return xmem_error_prefix(err, "process %d", (int)p->pid);
         r = residency_flush_arena(c->residency, p->arena, move_then, &mv);
@@ -173,7 +173,8 @@ static int move_switch(struct manager *m, void *data)
                 struct xmem_transport *const *ts;
                 const struct xmem_region_ref *refs;
 
-                if (!p->pending && store_xmem_regions(p->store, &ts, &refs) && ts[0] != mj->to)
+                if (!p->pending && store_xmem_regions(p->store, &ts, &refs) &&
+                    ts[0] != m->transports[mj->to_index])
                         left[n++] = p;
         }
         free(lj->procs);
@@ -278,7 +279,6 @@ int method_move(struct api_call *call, union api_params *p, struct xmem_error *e
                                                   move_done, "move");
         if (!mj)
                 return xmem_error_set(err, -ENOMEM, "out of memory");
-        mj->to = to;
         mj->to_index = transport_index(m, to);
         snprintf(mj->to_uri, sizeof(mj->to_uri), "%s", p->move.to);
         for (struct process *pr = c->processes; pr; pr = pr->next)
